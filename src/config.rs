@@ -1,0 +1,708 @@
+//! The configuration file: where it is, what it holds, and the messages it gives
+//! when something in it is wrong.
+//!
+//! The file is TOML (see `shared/spec/config.md` for the keys deployments rely
+//! on). `${NAME}` in any string is replaced by that environment variable, and
+//! `$AMQP_URL` / `$DATABASE_URL` override the connection URLs. Every mistake is
+//! reported with the file, the table and the key, because the person reading
+//! the message is fixing a deployment at start-up, not reading our code.
+//! Secrets go straight into [`SecretString`] so they cannot be printed.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use url::Url;
+
+use crate::gateways::http::{HttpSettings, HttpTransport};
+use crate::gateways::registry;
+use crate::gateways::Gateway;
+
+/// The file name looked for in the working directory when no path is given.
+pub const DEFAULT_FILE: &str = "backoffice.toml";
+pub const CONFIG_ENV: &str = "BACKOFFICE_CONFIG";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("no configuration file: pass --config PATH, set ${CONFIG_ENV}, or create {DEFAULT_FILE} in the working directory (or use --sandbox to try the worker against its built-in simulator)")]
+    NotFound,
+    #[error("cannot read configuration file {file}: {source}")]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{file}: not valid TOML: {message}")]
+    Syntax { file: PathBuf, message: String },
+    #[error("{file}: [{table}] key `{key}`: {problem}")]
+    Key {
+        file: PathBuf,
+        table: String,
+        key: String,
+        problem: String,
+    },
+    #[error("{file}: [{table}]: {problem}")]
+    Table {
+        file: PathBuf,
+        table: String,
+        problem: String,
+    },
+}
+
+/// Where the configuration comes from: `--config`, else `$BACKOFFICE_CONFIG`,
+/// else `backoffice.toml` in the working directory.
+pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigError> {
+    if let Some(path) = explicit {
+        return Ok(path.to_path_buf());
+    }
+    if let Some(path) = std::env::var_os(CONFIG_ENV).filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(path));
+    }
+    let default = PathBuf::from(DEFAULT_FILE);
+    if default.exists() {
+        Ok(default)
+    } else {
+        Err(ConfigError::NotFound)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AmqpSettings {
+    pub url: SecretString,
+    pub command_queue: String,
+    pub result_exchange: String,
+    pub dead_letter_queue: String,
+    /// Deliveries the broker may push before we ack: bounds memory and in-flight work.
+    pub prefetch: u16,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    pub url: SecretString,
+    pub max_connections: u32,
+}
+
+/// How the worker runs commands: concurrency, retries and reconciliation.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Commands processed at once by one instance.
+    pub max_in_flight: usize,
+    /// Attempts per command for `not applied` answers, the first included.
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Total time a command may spend being retried before it is `failed`.
+    pub max_retry_time: Duration,
+    /// How long a claim on a command stays valid without being renewed.
+    pub lease: Duration,
+    /// Inquiries made to settle an ambiguous answer before reporting `unknown`.
+    pub reconcile_attempts: u32,
+    /// Background reconciliation of `unknown` outcomes: delays between checks.
+    pub reconcile_schedule: Vec<Duration>,
+    /// How long shutdown waits for in-flight commands.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            max_in_flight: 2000,
+            max_attempts: 5,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(60),
+            max_retry_time: Duration::from_secs(15 * 60),
+            lease: Duration::from_secs(90),
+            reconcile_attempts: 3,
+            reconcile_schedule: vec![
+                Duration::from_secs(60),
+                Duration::from_secs(5 * 60),
+                Duration::from_secs(30 * 60),
+                Duration::from_secs(60 * 60),
+                Duration::from_secs(6 * 60 * 60),
+                Duration::from_secs(24 * 60 * 60),
+            ],
+            shutdown_grace: Duration::from_secs(25),
+        }
+    }
+}
+
+/// One `[accounts.<gateway>.<name>]` table, kept raw so that a deployment
+/// (or `--sandbox`) can adjust it before the client is built. Its `Debug`
+/// shows key names only: the values include secrets.
+#[derive(Clone)]
+pub struct AccountSpec {
+    pub file: PathBuf,
+    pub gateway: String,
+    pub name: String,
+    pub table: toml::Table,
+}
+
+impl std::fmt::Debug for AccountSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountSpec")
+            .field("gateway", &self.gateway)
+            .field("name", &self.name)
+            .field("keys", &self.table.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl AccountSpec {
+    pub fn table_name(&self) -> String {
+        format!("accounts.{}.{}", self.gateway, self.name)
+    }
+
+    /// Builds this account's client, checking every key.
+    pub fn build(&self, transport: HttpTransport) -> Result<Arc<dyn Gateway>, ConfigError> {
+        let kind = registry::find(&self.gateway).ok_or_else(|| ConfigError::Table {
+            file: self.file.clone(),
+            table: format!("accounts.{}", self.gateway),
+            problem: format!(
+                "unknown gateway `{}` (known: {})",
+                self.gateway,
+                registry::GATEWAYS
+                    .iter()
+                    .map(|k| k.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })?;
+        let section = Section::new(&self.file, self.table_name(), &self.table);
+        let client = (kind.build)(&section, &self.name, transport)?;
+        section.finish()?;
+        Ok(client)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: PathBuf,
+    pub amqp: AmqpSettings,
+    pub database: DatabaseSettings,
+    pub http: HttpSettings,
+    pub worker: WorkerSettings,
+    pub accounts: Vec<AccountSpec>,
+}
+
+impl Config {
+    /// Reads and checks the file, then applies the environment overrides.
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            file: file.to_path_buf(),
+            source,
+        })?;
+        Config::parse(file, &text, |name| std::env::var(name).ok())
+    }
+
+    /// Parses configuration text. `env` looks up environment variables, so
+    /// tests can supply their own.
+    pub fn parse(
+        file: &Path,
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut root: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                    file: file.to_path_buf(),
+                    message: e.to_string(),
+                })?;
+        substitute_env(file, "", &mut root, &env)?;
+
+        let empty = toml::Table::new();
+        let top = Section::new(file, String::new(), &root);
+        for key in root.keys() {
+            if !["amqp", "database", "http", "worker", "accounts"].contains(&key.as_str()) {
+                return Err(ConfigError::Table {
+                    file: file.to_path_buf(),
+                    table: key.clone(),
+                    problem: "unknown table (known: amqp, database, http, worker, accounts)".into(),
+                });
+            }
+        }
+
+        let amqp_table = top.subtable("amqp")?.unwrap_or(&empty);
+        let amqp = Section::new(file, "amqp".into(), amqp_table);
+        let mut amqp_url = amqp.opt_str("url")?;
+        if let Some(over) = env("AMQP_URL").filter(|v| !v.is_empty()) {
+            amqp_url = Some(over);
+        }
+        let amqp_url = amqp_url.unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+        amqp.check_url("url", &amqp_url, &["amqp", "amqps"])?;
+        let amqp_settings = AmqpSettings {
+            url: SecretString::from(amqp_url),
+            command_queue: amqp.str_or("command_queue", "backoffice.commands")?,
+            result_exchange: amqp.str_or("result_exchange", "backoffice.events")?,
+            dead_letter_queue: amqp.str_or("dead_letter_queue", "backoffice.commands.dead")?,
+            prefetch: amqp.int_or("prefetch", 500, 1, 2000)? as u16,
+        };
+        amqp.finish()?;
+
+        let db_table = top.subtable("database")?.unwrap_or(&empty);
+        let db = Section::new(file, "database".into(), db_table);
+        let mut db_url = db.opt_str("url")?;
+        if let Some(over) = env("DATABASE_URL").filter(|v| !v.is_empty()) {
+            db_url = Some(over);
+        }
+        let db_url =
+            db_url.unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/backoffice".into());
+        db.check_url("url", &db_url, &["postgres", "postgresql"])?;
+        let database = DatabaseSettings {
+            url: SecretString::from(db_url),
+            max_connections: db.int_or("max_connections", 16, 1, 1000)? as u32,
+        };
+        db.finish()?;
+
+        let http_table = top.subtable("http")?.unwrap_or(&empty);
+        let http_section = Section::new(file, "http".into(), http_table);
+        let defaults = HttpSettings::default();
+        let http = HttpSettings {
+            connect_timeout: http_section
+                .duration_or("connect_timeout", defaults.connect_timeout)?,
+            request_timeout: http_section
+                .duration_or("request_timeout", defaults.request_timeout)?,
+        };
+        http_section.finish()?;
+
+        let worker_table = top.subtable("worker")?.unwrap_or(&empty);
+        let w = Section::new(file, "worker".into(), worker_table);
+        let d = WorkerSettings::default();
+        let worker = WorkerSettings {
+            max_in_flight: w.int_or("max_in_flight", d.max_in_flight as i64, 1, 100_000)? as usize,
+            max_attempts: w.int_or("max_attempts", d.max_attempts as i64, 1, 1000)? as u32,
+            initial_backoff: w.duration_or("initial_backoff", d.initial_backoff)?,
+            max_backoff: w.duration_or("max_backoff", d.max_backoff)?,
+            max_retry_time: w.duration_or("max_retry_time", d.max_retry_time)?,
+            lease: w.duration_or("lease", d.lease)?,
+            reconcile_attempts: w.int_or(
+                "reconcile_attempts",
+                d.reconcile_attempts as i64,
+                1,
+                100,
+            )? as u32,
+            reconcile_schedule: w.durations_or("reconcile_schedule", d.reconcile_schedule)?,
+            shutdown_grace: w.duration_or("shutdown_grace", d.shutdown_grace)?,
+        };
+        w.finish()?;
+
+        let mut accounts = Vec::new();
+        if let Some(by_gateway) = top.subtable("accounts")? {
+            let section = Section::new(file, "accounts".into(), by_gateway);
+            for gateway in by_gateway.keys() {
+                let Some(named) = section.subtable(gateway)? else {
+                    continue;
+                };
+                let per_gateway = Section::new(file, format!("accounts.{gateway}"), named);
+                for name in named.keys() {
+                    let table = per_gateway.subtable(name)?.expect("key exists").clone();
+                    let spec = AccountSpec {
+                        file: file.to_path_buf(),
+                        gateway: gateway.clone(),
+                        name: name.clone(),
+                        table,
+                    };
+                    // Build once now so that every mistake surfaces at start-up.
+                    spec.build(HttpTransport::new(http))?;
+                    accounts.push(spec);
+                }
+            }
+        }
+
+        Ok(Config {
+            file: file.to_path_buf(),
+            amqp: amqp_settings,
+            database,
+            http,
+            worker,
+            accounts,
+        })
+    }
+}
+
+/// Replaces `${NAME}` in every string value; a missing variable names itself and the key.
+fn substitute_env(
+    file: &Path,
+    table_name: &str,
+    table: &mut toml::Table,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    for (key, value) in table.iter_mut() {
+        substitute_value(file, table_name, key, value, env)?;
+    }
+    Ok(())
+}
+
+fn substitute_value(
+    file: &Path,
+    table_name: &str,
+    key: &str,
+    value: &mut toml::Value,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    match value {
+        toml::Value::String(text) => {
+            *text = expand(text, env).map_err(|problem| ConfigError::Key {
+                file: file.to_path_buf(),
+                table: table_name.to_string(),
+                key: key.to_string(),
+                problem,
+            })?;
+        }
+        toml::Value::Table(inner) => {
+            let name = if table_name.is_empty() {
+                key.to_string()
+            } else {
+                format!("{table_name}.{key}")
+            };
+            substitute_env(file, &name, inner, env)?;
+        }
+        toml::Value::Array(items) => {
+            for item in items {
+                substitute_value(file, table_name, key, item, env)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn expand(text: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| "unclosed `${` in value".to_string())?;
+        let name = &after[..end];
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(format!(
+                "`${{{name}}}` is not a valid environment variable reference"
+            ));
+        }
+        let value = env(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// One table of the file, read key by key so each mistake can name its key.
+/// Unknown keys are reported by [`Section::finish`].
+pub struct Section<'a> {
+    file: &'a Path,
+    name: String,
+    table: &'a toml::Table,
+    used: Mutex<BTreeSet<String>>,
+}
+
+impl<'a> Section<'a> {
+    pub fn new(file: &'a Path, name: String, table: &'a toml::Table) -> Section<'a> {
+        Section {
+            file,
+            name,
+            table,
+            used: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    pub fn error(&self, key: &str, problem: impl Into<String>) -> ConfigError {
+        ConfigError::Key {
+            file: self.file.to_path_buf(),
+            table: self.name.clone(),
+            key: key.to_string(),
+            problem: problem.into(),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&'a toml::Value> {
+        self.used
+            .lock()
+            .expect("not poisoned")
+            .insert(key.to_string());
+        self.table.get(key)
+    }
+
+    pub fn subtable(&self, key: &str) -> Result<Option<&'a toml::Table>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(toml::Value::Table(t)) => Ok(Some(t)),
+            Some(_) => Err(self.error(key, "must be a table")),
+        }
+    }
+
+    pub fn opt_str(&self, key: &str) -> Result<Option<String>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(toml::Value::String(s)) => Ok(Some(s.clone())),
+            Some(toml::Value::Integer(i)) => Ok(Some(i.to_string())),
+            Some(_) => Err(self.error(key, "must be a string")),
+        }
+    }
+
+    /// A required, non-empty string.
+    pub fn str(&self, key: &str) -> Result<String, ConfigError> {
+        match self.opt_str(key)? {
+            Some(s) if !s.trim().is_empty() => Ok(s),
+            Some(_) => Err(self.error(key, "must not be empty")),
+            None => Err(self.error(key, "missing")),
+        }
+    }
+
+    pub fn str_or(&self, key: &str, default: &str) -> Result<String, ConfigError> {
+        Ok(self.opt_str(key)?.unwrap_or_else(|| default.to_string()))
+    }
+
+    /// A required secret. It is moved into a type that never prints it.
+    pub fn secret(&self, key: &str) -> Result<SecretString, ConfigError> {
+        self.str(key).map(SecretString::from)
+    }
+
+    /// A required `http`/`https` URL, returned without a trailing slash.
+    pub fn base_url(&self, key: &str) -> Result<String, ConfigError> {
+        let text = self.str(key)?;
+        self.check_url(key, &text, &["http", "https"])?;
+        Ok(text.trim_end_matches('/').to_string())
+    }
+
+    pub fn check_url(&self, key: &str, text: &str, schemes: &[&str]) -> Result<(), ConfigError> {
+        let url = Url::parse(text).map_err(|e| self.error(key, format!("malformed URL: {e}")))?;
+        if !schemes.contains(&url.scheme()) {
+            return Err(self.error(
+                key,
+                format!(
+                    "URL scheme must be one of {}, not `{}`",
+                    schemes.join(", "),
+                    url.scheme()
+                ),
+            ));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(self.error(key, "URL has no host"));
+        }
+        Ok(())
+    }
+
+    pub fn int_or(&self, key: &str, default: i64, min: i64, max: i64) -> Result<i64, ConfigError> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(toml::Value::Integer(i)) if (min..=max).contains(i) => Ok(*i),
+            Some(toml::Value::Integer(_)) => {
+                Err(self.error(key, format!("must be between {min} and {max}")))
+            }
+            Some(_) => Err(self.error(key, "must be an integer")),
+        }
+    }
+
+    pub fn duration_or(&self, key: &str, default: Duration) -> Result<Duration, ConfigError> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(toml::Value::String(s)) => parse_duration(s).map_err(|p| self.error(key, p)),
+            Some(_) => Err(self.error(
+                key,
+                "must be a duration string such as \"500ms\", \"30s\", \"5m\"",
+            )),
+        }
+    }
+
+    pub fn durations_or(
+        &self,
+        key: &str,
+        default: Vec<Duration>,
+    ) -> Result<Vec<Duration>, ConfigError> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(toml::Value::Array(items)) if !items.is_empty() => items
+                .iter()
+                .map(|item| match item {
+                    toml::Value::String(s) => parse_duration(s).map_err(|p| self.error(key, p)),
+                    _ => Err(self.error(key, "must be a list of duration strings")),
+                })
+                .collect(),
+            Some(_) => Err(self.error(key, "must be a non-empty list of duration strings")),
+        }
+    }
+
+    /// Reports the first key nobody asked for: a typo should stop start-up, not be ignored.
+    pub fn finish(&self) -> Result<(), ConfigError> {
+        let used = self.used.lock().expect("not poisoned");
+        match self.table.keys().find(|k| !used.contains(*k)) {
+            Some(unknown) => Err(self.error(unknown, "unknown key")),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `"250ms"`, `"30s"`, `"5m"`, `"2h"`, `"1d"`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("`{text}` has no unit (use ms, s, m, h or d)"))?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration such as \"30s\""))?;
+    let d = match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        "d" => Duration::from_secs(n * 86400),
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{text}` (use ms, s, m, h or d)"
+            ))
+        }
+    };
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    const SPEC_EXAMPLE: &str = r#"
+[amqp]
+url = "amqp://guest:guest@127.0.0.1:5672/%2f"    # overridden by $AMQP_URL
+
+[database]
+url = "postgres://postgres@127.0.0.1:5432/backoffice"   # overridden by $DATABASE_URL
+
+[accounts.paymentz.default]
+base_url = "https://test.paymentz.com"
+partner_id = "197"
+username = "merchant-login"
+member_id = "11359"
+secure_key = "${PAYMENTZ_SECURE_KEY}"
+
+[accounts.praxis.default]
+base_url = "https://pci-gw-test.praxispay.com"
+merchant_id = "Test-Integration-Merchant"
+merchant_secret = "${PRAXIS_MERCHANT_SECRET}"
+frontend = "Integration TEST USD"
+"#;
+
+    fn env_with_secrets(name: &str) -> Option<String> {
+        match name {
+            "PAYMENTZ_SECURE_KEY" => Some("pz-secret".into()),
+            "PRAXIS_MERCHANT_SECRET" => Some("px-secret".into()),
+            _ => None,
+        }
+    }
+
+    fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("test.toml"), text, env)
+    }
+
+    #[test]
+    fn accepts_the_spec_example_as_written() {
+        let config = parse(SPEC_EXAMPLE, env_with_secrets).unwrap();
+        assert_eq!(config.accounts.len(), 2);
+        assert_eq!(config.amqp.command_queue, "backoffice.commands");
+        assert_eq!(
+            config.database.url.expose_secret(),
+            "postgres://postgres@127.0.0.1:5432/backoffice"
+        );
+    }
+
+    #[test]
+    fn environment_overrides_connection_urls() {
+        let config = parse(SPEC_EXAMPLE, |n| match n {
+            "AMQP_URL" => Some("amqp://u:p@broker:5672/vh".into()),
+            "DATABASE_URL" => Some("postgres://db/other".into()),
+            other => env_with_secrets(other),
+        })
+        .unwrap();
+        assert_eq!(config.amqp.url.expose_secret(), "amqp://u:p@broker:5672/vh");
+        assert_eq!(config.database.url.expose_secret(), "postgres://db/other");
+    }
+
+    #[test]
+    fn a_missing_variable_names_itself_and_the_key() {
+        let err = parse(SPEC_EXAMPLE, |n| match n {
+            "PRAXIS_MERCHANT_SECRET" => Some("x".into()),
+            _ => None,
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("PAYMENTZ_SECURE_KEY"), "{err}");
+        assert!(err.contains("secure_key"), "{err}");
+        assert!(err.contains("accounts.paymentz.default"), "{err}");
+        assert!(err.contains("test.toml"), "{err}");
+    }
+
+    #[test]
+    fn mistakes_name_file_table_and_key() {
+        let missing = SPEC_EXAMPLE.replace("member_id = \"11359\"\n", "");
+        let err = parse(&missing, env_with_secrets).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "test.toml: [accounts.paymentz.default] key `member_id`: missing"
+        );
+
+        let bad_url = SPEC_EXAMPLE.replace("https://test.paymentz.com", "not a url");
+        let err = parse(&bad_url, env_with_secrets).unwrap_err().to_string();
+        assert!(
+            err.starts_with("test.toml: [accounts.paymentz.default] key `base_url`: malformed URL"),
+            "{err}"
+        );
+
+        let unknown_gateway = format!("{SPEC_EXAMPLE}\n[accounts.stripe.default]\nkey = \"x\"\n");
+        let err = parse(&unknown_gateway, env_with_secrets)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("[accounts.stripe]") && err.contains("unknown gateway `stripe`"),
+            "{err}"
+        );
+
+        let typo = SPEC_EXAMPLE.replace("frontend =", "frontent =");
+        let err = parse(&typo, env_with_secrets).unwrap_err().to_string();
+        assert!(
+            err.contains("[accounts.praxis.default] key `frontend`: missing"),
+            "{err}"
+        );
+
+        let bad_amqp = SPEC_EXAMPLE.replace("amqp://guest", "http://guest");
+        let err = parse(&bad_amqp, env_with_secrets).unwrap_err().to_string();
+        assert!(err.contains("[amqp] key `url`: URL scheme"), "{err}");
+
+        let bad_duration = format!("{SPEC_EXAMPLE}\n[worker]\nlease = \"90 parsecs\"\n");
+        let err = parse(&bad_duration, env_with_secrets)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[worker] key `lease`"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let text = SPEC_EXAMPLE.replace("[database]\n", "[database]\npool = 3\n");
+        let err = parse(&text, env_with_secrets).unwrap_err().to_string();
+        assert_eq!(err, "test.toml: [database] key `pool`: unknown key");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let config = parse(SPEC_EXAMPLE, env_with_secrets).unwrap();
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("pz-secret") && !debug.contains("px-secret"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+}

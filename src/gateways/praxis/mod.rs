@@ -1,0 +1,20 @@
+//! Placeholder until the praxis client lands.
+use std::sync::Arc;
+
+use crate::config::{ConfigError, Section};
+use crate::gateways::http::HttpTransport;
+use crate::gateways::registry::GatewayKind;
+use crate::gateways::Gateway;
+
+pub const KIND: GatewayKind = GatewayKind {
+    name: "praxis",
+    build,
+};
+
+fn build(
+    section: &Section<'_>,
+    _account: &str,
+    _transport: HttpTransport,
+) -> Result<Arc<dyn Gateway>, ConfigError> {
+    Err(section.error("base_url", "not implemented yet"))
+}

@@ -1,0 +1,16 @@
+//! backoffice-worker: runs back-office payment commands from RabbitMQ against
+//! payment gateways, exactly once in effect, and records every attempt.
+//!
+//! Start with `docs/architecture.md`. The modules, in the order a command meets them:
+//! [`config`] (what the deployment says), [`gateways`] (talking to Paymentz and
+//! Praxis, and deciding what each answer means), [`simulator`] (a faithful
+//! stand-in for both gateways), and [`call`] (the operator's one-off call).
+
+pub mod call;
+pub mod command;
+pub mod config;
+pub mod gateways;
+pub mod money;
+pub mod outcome;
+pub mod simulator;
+pub mod telemetry;

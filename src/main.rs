@@ -1,0 +1,67 @@
+//! The `backoffice-worker` command line: one subcommand per job.
+
+use clap::{Parser, Subcommand};
+
+use backoffice_worker::telemetry::{self, LogFormat};
+use backoffice_worker::{call, simulator};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "backoffice-worker",
+    version,
+    about = "Runs back-office payment commands against payment gateways, exactly once in effect."
+)]
+struct Cli {
+    /// Log format: readable text, or JSON lines for log shippers.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run one operation straight against a gateway account, without the queue.
+    Call(call::CallArgs),
+    /// Serve a faithful simulator of both gateways, for tests and load tests.
+    Simulate(simulator::SimulateArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let code = runtime.block_on(async {
+        match cli.command {
+            Cmd::Call(args) => {
+                telemetry::init(cli.log_format, "warn");
+                match call::run(&args).await {
+                    Ok(result) => {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&result).expect("serializable")
+                        );
+                        result.exit_code()
+                    }
+                    Err(error) => {
+                        eprintln!("error: {error:#}");
+                        2
+                    }
+                }
+            }
+            Cmd::Simulate(args) => {
+                telemetry::init(cli.log_format, "info");
+                match simulator::serve(args).await {
+                    Ok(()) => 0,
+                    Err(error) => {
+                        eprintln!("error: {error:#}");
+                        1
+                    }
+                }
+            }
+        }
+    });
+    std::process::ExitCode::from(code as u8)
+}
