@@ -9,8 +9,10 @@
 pub mod call;
 pub mod command;
 pub mod config;
+pub mod events;
 pub mod gateways;
 pub mod money;
 pub mod outcome;
 pub mod simulator;
+pub mod store;
 pub mod telemetry;

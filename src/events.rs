@@ -1,0 +1,139 @@
+//! The result event of the message contract, and the routing key it travels under.
+//!
+//! An event is built once, when its outcome is decided, and stored whole (in
+//! `commands.result` and in the outbox) so that a replay or a re-publish sends
+//! exactly what was decided, never a re-computation.
+
+use serde::{Deserialize, Serialize};
+use time::macros::format_description;
+use time::OffsetDateTime;
+
+use crate::gateways::registry;
+use crate::gateways::Operation;
+use crate::outcome::{Outcome, RejectReason};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultEvent {
+    pub command_id: String,
+    pub gateway: Option<String>,
+    pub account: Option<String>,
+    pub operation: Option<String>,
+    pub payment_id: Option<String>,
+    pub outcome: Outcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<RejectReason>,
+    pub amount: Option<String>,
+    pub currency: Option<String>,
+    pub gateway_status: Option<String>,
+    pub gateway_code: Option<String>,
+    pub description: Option<String>,
+    pub reference: Option<String>,
+    pub attempts: u32,
+    pub replayed: bool,
+    #[serde(default)]
+    pub reconciled: bool,
+    pub response: serde_json::Value,
+    pub metadata: Option<serde_json::Value>,
+    pub occurred_at: String,
+}
+
+impl ResultEvent {
+    /// `{gateway}.{operation}.{outcome}`. A name that is not a known gateway or
+    /// operation (a rejected command can carry anything) becomes `unknown`, so a
+    /// producer's typo cannot create stray routing-key segments.
+    pub fn routing_key(&self) -> String {
+        let gateway = self
+            .gateway
+            .as_deref()
+            .filter(|g| registry::find(g).is_some())
+            .unwrap_or("unknown");
+        let operation = self
+            .operation
+            .as_deref()
+            .and_then(Operation::parse)
+            .map(Operation::as_str)
+            .unwrap_or("unknown");
+        format!("{gateway}.{operation}.{}", self.outcome)
+    }
+
+    /// The same event, published again for a duplicate command.
+    pub fn replay(&self) -> ResultEvent {
+        ResultEvent {
+            replayed: true,
+            occurred_at: now_rfc3339(),
+            ..self.clone()
+        }
+    }
+}
+
+/// UTC, millisecond precision, `Z`: `2026-11-22T10:15:03.120Z`.
+pub fn now_rfc3339() -> String {
+    format_timestamp(OffsetDateTime::now_utc())
+}
+
+pub fn format_timestamp(at: OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    at.format(format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    ))
+    .unwrap_or_else(|_| at.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> ResultEvent {
+        ResultEvent {
+            command_id: "c1".into(),
+            gateway: Some("paymentz".into()),
+            account: Some("default".into()),
+            operation: Some("refund".into()),
+            payment_id: Some("55361".into()),
+            outcome: Outcome::Succeeded,
+            reason: None,
+            amount: Some("10.00".into()),
+            currency: Some("EUR".into()),
+            gateway_status: Some("reversed".into()),
+            gateway_code: Some("00001".into()),
+            description: None,
+            reference: Some("55362".into()),
+            attempts: 1,
+            replayed: false,
+            reconciled: false,
+            response: serde_json::json!({}),
+            metadata: Some(serde_json::json!({"order_id": "8812"})),
+            occurred_at: now_rfc3339(),
+        }
+    }
+
+    #[test]
+    fn routing_keys_follow_the_contract() {
+        assert_eq!(event().routing_key(), "paymentz.refund.succeeded");
+        let odd = ResultEvent {
+            gateway: Some("pay.mentz".into()),
+            operation: None,
+            outcome: Outcome::Rejected,
+            ..event()
+        };
+        assert_eq!(odd.routing_key(), "unknown.unknown.rejected");
+    }
+
+    #[test]
+    fn timestamps_have_milliseconds_and_z() {
+        let at = time::macros::datetime!(2026-11-22 10:15:03.120456 UTC);
+        assert_eq!(format_timestamp(at), "2026-11-22T10:15:03.120Z");
+        let text = now_rfc3339();
+        assert!(text.ends_with('Z'), "{text}");
+    }
+
+    #[test]
+    fn a_replay_is_marked_and_otherwise_identical() {
+        let original = event();
+        let replay = original.replay();
+        assert!(replay.replayed);
+        assert_eq!(replay.command_id, original.command_id);
+        assert_eq!(replay.outcome, original.outcome);
+        assert_eq!(replay.reference, original.reference);
+    }
+}

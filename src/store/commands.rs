@@ -1,0 +1,436 @@
+//! The `commands` and `payment_leases` tables: the idempotency record of each
+//! command, its state and recovery point, its schedule, and who may run it now.
+
+use std::time::Duration;
+
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::StoreError;
+
+/// A command as first stored.
+#[derive(Debug, Clone)]
+pub struct NewCommand {
+    pub id: String,
+    pub payload: serde_json::Value,
+    pub fingerprint: String,
+    pub gateway: Option<String>,
+    pub account: Option<String>,
+    pub operation: Option<String>,
+    pub payment_id: Option<String>,
+    pub amount_minor: Option<i64>,
+    pub currency: Option<String>,
+    pub reply_to: Option<String>,
+    pub correlation_id: Option<String>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CommandRow {
+    pub id: String,
+    pub payload: serde_json::Value,
+    pub fingerprint: String,
+    pub gateway: Option<String>,
+    pub account: Option<String>,
+    pub operation: Option<String>,
+    pub payment_id: Option<String>,
+    pub amount_minor: Option<i64>,
+    pub currency: Option<String>,
+    pub reply_to: Option<String>,
+    pub correlation_id: Option<String>,
+    pub state: String,
+    pub phase: String,
+    pub attempts: i32,
+    pub next_run_at: Option<OffsetDateTime>,
+    pub lease_owner: Option<Uuid>,
+    pub lease_until: Option<OffsetDateTime>,
+    pub before_snapshot: Option<serde_json::Value>,
+    pub outcome: Option<String>,
+    pub reason: Option<String>,
+    pub result: Option<serde_json::Value>,
+    pub settled_outcome: Option<String>,
+    pub settled_result: Option<serde_json::Value>,
+    pub reconcile_checks: i32,
+    pub pending_replays: i32,
+    pub received_at: OffsetDateTime,
+    pub decided_at: Option<OffsetDateTime>,
+    pub settled_at: Option<OffsetDateTime>,
+}
+
+const COLUMNS: &str = "id, payload, fingerprint, gateway, account, operation, payment_id, amount_minor,
+    currency, reply_to, correlation_id, state, phase, attempts, next_run_at, lease_owner, lease_until,
+    before_snapshot, outcome, reason, result, settled_outcome, settled_result, reconcile_checks,
+    pending_replays, received_at, decided_at, settled_at";
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// Inserts a command unless its id exists. Returns whether it was inserted.
+/// `running_for` leases it to `owner` at once (the in-process fast path);
+/// otherwise it is queued for the scheduler.
+pub async fn insert(
+    conn: &mut PgConnection,
+    c: &NewCommand,
+    running_for: Option<(Uuid, Duration)>,
+) -> Result<bool, StoreError> {
+    let (state, owner, lease) = match running_for {
+        Some((owner, lease)) => ("running", Some(owner), Some(secs(lease))),
+        None => ("queued", None, None),
+    };
+    let inserted = sqlx::query(
+        "INSERT INTO commands (id, payload, fingerprint, gateway, account, operation, payment_id,
+            amount_minor, currency, reply_to, correlation_id, state, next_run_at, lease_owner, lease_until)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, now(), $13,
+                 now() + make_interval(secs => $14))
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&c.id)
+    .bind(&c.payload)
+    .bind(&c.fingerprint)
+    .bind(&c.gateway)
+    .bind(&c.account)
+    .bind(&c.operation)
+    .bind(&c.payment_id)
+    .bind(c.amount_minor)
+    .bind(&c.currency)
+    .bind(&c.reply_to)
+    .bind(&c.correlation_id)
+    .bind(state)
+    .bind(owner)
+    .bind(lease)
+    .execute(conn)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+/// Reads a command and locks its row until the transaction ends.
+pub async fn lock(conn: &mut PgConnection, id: &str) -> Result<Option<CommandRow>, StoreError> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM commands WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn get(conn: &mut PgConnection, id: &str) -> Result<Option<CommandRow>, StoreError> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM commands WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// A producer duplicate arrived while the command was still running.
+pub async fn add_pending_replay(conn: &mut PgConnection, id: &str) -> Result<(), StoreError> {
+    sqlx::query("UPDATE commands SET pending_replays = pending_replays + 1, updated_at = now() WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Takes the lease on a payment for `command_id`: granted when free, expired,
+/// or already this command's (a recovery of its own interrupted run).
+pub async fn claim_payment(
+    conn: &mut PgConnection,
+    gateway: &str,
+    payment_key: &str,
+    command_id: &str,
+    owner: Uuid,
+    lease: Duration,
+) -> Result<bool, StoreError> {
+    let granted = sqlx::query(
+        "INSERT INTO payment_leases (gateway, payment_key, command_id, owner, expires_at)
+         VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))
+         ON CONFLICT (gateway, payment_key) DO UPDATE
+            SET command_id = EXCLUDED.command_id, owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at
+          WHERE payment_leases.expires_at < now()
+             OR (payment_leases.command_id = EXCLUDED.command_id AND payment_leases.owner = EXCLUDED.owner)",
+    )
+    .bind(gateway)
+    .bind(payment_key)
+    .bind(command_id)
+    .bind(owner)
+    .bind(secs(lease))
+    .execute(conn)
+    .await?;
+    Ok(granted.rows_affected() == 1)
+}
+
+/// Releases a payment lease held by `command_id`, and wakes the commands that
+/// were waiting for that payment.
+pub async fn release_payment(
+    conn: &mut PgConnection,
+    gateway: &str,
+    payment_key: &str,
+    command_id: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "DELETE FROM payment_leases WHERE gateway = $1 AND payment_key = $2 AND command_id = $3",
+    )
+    .bind(gateway)
+    .bind(payment_key)
+    .bind(command_id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE commands SET next_run_at = now()
+         WHERE gateway = $1 AND payment_id = $2 AND state = 'queued' AND next_run_at > now()",
+    )
+    .bind(gateway)
+    .bind(payment_key)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Puts a command back in the queue until `delay` has passed (a retry, or a
+/// payment held by another command), giving up this instance's lease.
+pub async fn requeue(
+    conn: &mut PgConnection,
+    id: &str,
+    owner: Uuid,
+    delay: Duration,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE commands SET state = 'queued', phase = 'ready', lease_owner = NULL, lease_until = NULL,
+            next_run_at = now() + make_interval(secs => $3), updated_at = now()
+         WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+    )
+    .bind(id)
+    .bind(owner)
+    .bind(secs(delay))
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Commits the recovery point `calling` and the attempt count before a call
+/// with a side effect. Returns the new attempt number, or `None` when this
+/// instance no longer holds the command.
+pub async fn record_intent(
+    conn: &mut PgConnection,
+    id: &str,
+    owner: Uuid,
+    before_snapshot: Option<&serde_json::Value>,
+) -> Result<Option<i32>, StoreError> {
+    sqlx::query_scalar(
+        "UPDATE commands SET phase = 'calling', attempts = attempts + 1,
+            before_snapshot = COALESCE($3, before_snapshot), updated_at = now()
+         WHERE id = $1 AND lease_owner = $2 AND state = 'running'
+         RETURNING attempts",
+    )
+    .bind(id)
+    .bind(owner)
+    .bind(before_snapshot)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Back to `ready` after reconciliation proved the last attempt did not take effect.
+pub async fn clear_intent(
+    conn: &mut PgConnection,
+    id: &str,
+    owner: Uuid,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE commands SET phase = 'ready', updated_at = now() WHERE id = $1 AND lease_owner = $2",
+    )
+    .bind(id)
+    .bind(owner)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Stores the first outcome of a command. `unsettled` keeps it for background
+/// reconciliation (outcome `unknown`), starting after `reconcile_in`.
+pub async fn decide(
+    conn: &mut PgConnection,
+    id: &str,
+    owner: Option<Uuid>,
+    outcome: &str,
+    reason: Option<&str>,
+    result: &serde_json::Value,
+    reconcile_in: Option<Duration>,
+) -> Result<bool, StoreError> {
+    let (state, next) = match reconcile_in {
+        Some(d) => ("unsettled", Some(secs(d))),
+        None => ("done", None),
+    };
+    let done = sqlx::query(
+        "UPDATE commands SET state = $3, phase = 'ready', outcome = $4, reason = $5, result = $6,
+            decided_at = now(), updated_at = now(), lease_owner = NULL, lease_until = NULL,
+            next_run_at = CASE WHEN $7::float8 IS NULL THEN NULL ELSE now() + make_interval(secs => $7) END
+         WHERE id = $1 AND outcome IS NULL AND ($2::uuid IS NULL OR lease_owner = $2)",
+    )
+    .bind(id)
+    .bind(owner)
+    .bind(state)
+    .bind(outcome)
+    .bind(reason)
+    .bind(result)
+    .bind(next)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Settles an `unknown` outcome once reconciliation found out what happened.
+pub async fn settle(
+    conn: &mut PgConnection,
+    id: &str,
+    owner: Uuid,
+    outcome: &str,
+    result: &serde_json::Value,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE commands SET state = 'done', settled_outcome = $3, settled_result = $4, settled_at = now(),
+            reconcile_checks = reconcile_checks + 1, lease_owner = NULL, lease_until = NULL,
+            next_run_at = NULL, updated_at = now()
+         WHERE id = $1 AND lease_owner = $2 AND state = 'unsettled'",
+    )
+    .bind(id)
+    .bind(owner)
+    .bind(outcome)
+    .bind(result)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Reconciliation of an `unknown` could not tell yet: try again after `delay`.
+pub async fn reschedule_unsettled(
+    conn: &mut PgConnection,
+    id: &str,
+    owner: Uuid,
+    delay: Duration,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE commands SET reconcile_checks = reconcile_checks + 1, lease_owner = NULL, lease_until = NULL,
+            next_run_at = now() + make_interval(secs => $3), updated_at = now()
+         WHERE id = $1 AND lease_owner = $2 AND state = 'unsettled'",
+    )
+    .bind(id)
+    .bind(owner)
+    .bind(secs(delay))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn take_pending_replays(conn: &mut PgConnection, id: &str) -> Result<i32, StoreError> {
+    sqlx::query_scalar(
+        "UPDATE commands c SET pending_replays = 0 FROM (SELECT pending_replays FROM commands WHERE id = $1 FOR UPDATE) old
+         WHERE c.id = $1 RETURNING old.pending_replays",
+    )
+    .bind(id)
+    .fetch_one(conn)
+    .await
+}
+
+/// Claims up to `limit` commands that are due (queued or unsettled and past
+/// `next_run_at`) or whose owner's lease has expired (a crashed instance).
+pub async fn claim_due(
+    conn: &mut PgConnection,
+    owner: Uuid,
+    lease: Duration,
+    limit: i64,
+) -> Result<Vec<CommandRow>, StoreError> {
+    sqlx::query_as(&format!(
+        "WITH due AS (
+            SELECT id FROM commands
+             WHERE (state = 'queued' AND next_run_at <= now())
+                OR (state = 'running' AND lease_until < now())
+                OR (state = 'unsettled' AND next_run_at <= now() AND (lease_until IS NULL OR lease_until < now()))
+             ORDER BY next_run_at NULLS FIRST
+             LIMIT $3
+             FOR UPDATE SKIP LOCKED
+         )
+         UPDATE commands c
+            SET state = CASE WHEN c.state = 'unsettled' THEN 'unsettled' ELSE 'running' END,
+                lease_owner = $1, lease_until = now() + make_interval(secs => $2), updated_at = now()
+           FROM due WHERE c.id = due.id
+         RETURNING {}",
+        COLUMNS
+            .split(',')
+            .map(|c| format!("c.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+    .bind(owner)
+    .bind(secs(lease))
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// Extends the leases of the commands this instance is driving.
+pub async fn heartbeat(
+    conn: &mut PgConnection,
+    owner: Uuid,
+    ids: &[String],
+    lease: Duration,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE commands SET lease_until = now() + make_interval(secs => $3)
+         WHERE id = ANY($2) AND lease_owner = $1",
+    )
+    .bind(owner)
+    .bind(ids)
+    .bind(secs(lease))
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE payment_leases SET expires_at = now() + make_interval(secs => $3)
+         WHERE command_id = ANY($2) AND owner = $1",
+    )
+    .bind(owner)
+    .bind(ids)
+    .bind(secs(lease))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Gives back commands this instance holds but has not started calling for, so
+/// that another instance can run them at once (graceful shutdown).
+pub async fn hand_back(conn: &mut PgConnection, owner: Uuid) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "UPDATE commands SET state = CASE WHEN state = 'running' THEN 'queued' ELSE state END,
+            lease_owner = NULL, lease_until = NULL, next_run_at = now(), updated_at = now()
+         WHERE lease_owner = $1 AND phase = 'ready'",
+    )
+    .bind(owner)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "DELETE FROM payment_leases l USING commands c
+         WHERE l.owner = $1 AND c.id = l.command_id AND c.phase = 'ready'",
+    )
+    .bind(owner)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Commands that need a person: by outcome, most recent first.
+pub async fn list_by_outcome(
+    conn: &mut PgConnection,
+    outcome: &str,
+    since: OffsetDateTime,
+    limit: i64,
+) -> Result<Vec<CommandRow>, StoreError> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM commands
+         WHERE (outcome = $1 AND settled_outcome IS NULL OR settled_outcome = $1)
+           AND received_at >= $2
+         ORDER BY received_at DESC LIMIT $3"
+    ))
+    .bind(outcome)
+    .bind(since)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}

@@ -1,0 +1,113 @@
+//! All PostgreSQL access. Nothing outside this module writes SQL.
+//!
+//! The pipeline composes these functions into its transactions (each function
+//! takes a connection, so several can share one transaction); the schema is in
+//! `migrations/` and is applied at start-up under sqlx's advisory lock, so several
+//! instances can start together.
+
+pub mod attempts;
+pub mod commands;
+pub mod dead_letters;
+pub mod outbox;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool};
+
+use crate::config::DatabaseSettings;
+
+pub type StoreError = sqlx::Error;
+
+/// Migrations embedded in the binary: a deployment needs no files beside it.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    /// Opens a pool. Connections are made lazily, so the worker can start (and
+    /// report itself not ready) while the database is still down.
+    pub fn connect_lazy(settings: &DatabaseSettings) -> Result<Store, StoreError> {
+        let options = PgConnectOptions::from_str(settings.url.expose_secret())?
+            .log_statements(tracing::log::LevelFilter::Trace)
+            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2));
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with(options);
+        Ok(Store { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies pending migrations. Safe to run from several instances at once.
+    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        MIGRATOR.run(&self.pool).await
+    }
+
+    /// Whether the database answers and every embedded migration is applied.
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        let applied: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.pool)
+                .await?;
+        let expected = MIGRATOR.iter().count() as i64;
+        if applied < expected {
+            return Err(sqlx::Error::Protocol(format!(
+                "{applied} of {expected} migrations applied"
+            )));
+        }
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Creates the database named in `url` when it does not exist yet, by connecting
+/// to the server's `postgres` database. Used by `--sandbox`, `migrate` and tests.
+pub async fn ensure_database(url: &str) -> Result<(), StoreError> {
+    let options = PgConnectOptions::from_str(url)?;
+    let name = options.get_database().unwrap_or("postgres").to_string();
+    let mut admin = options.clone().database("postgres").connect().await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await?;
+    if !exists {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        match sqlx::query(&format!("CREATE DATABASE {quoted}"))
+            .execute(&mut admin)
+            .await
+        {
+            Ok(_) => tracing::info!(database = %name, "created database"),
+            // Another instance created it between our check and our create.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            Err(e) => return Err(e),
+        }
+    }
+    admin.close().await?;
+    Ok(())
+}
+
+/// Whether an error means the database is unreachable right now (worth waiting
+/// for) rather than a bug or a constraint.
+pub fn is_transient(error: &StoreError) -> bool {
+    matches!(
+        error,
+        sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Tls(_)
+    ) || matches!(error, sqlx::Error::Database(e) if e.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c == "40001" || c == "40P01"))
+}

@@ -1,0 +1,115 @@
+//! The `outbox` table: result events committed in the same transaction as the
+//! outcome they report, waiting for the relay to publish them with confirms.
+
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::StoreError;
+use crate::events::ResultEvent;
+
+/// Stages an event. It is published once the surrounding transaction commits.
+pub async fn enqueue(
+    conn: &mut PgConnection,
+    exchange: &str,
+    event: &ResultEvent,
+    reply_to: Option<&str>,
+    reply_correlation_id: Option<&str>,
+) -> Result<Uuid, StoreError> {
+    let message_id = Uuid::new_v4();
+    let body = serde_json::to_value(event).expect("events always serialize");
+    sqlx::query(
+        "INSERT INTO outbox (message_id, command_id, exchange, routing_key, reply_to, reply_correlation_id, body)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(message_id)
+    .bind(&event.command_id)
+    .bind(exchange)
+    .bind(event.routing_key())
+    .bind(reply_to)
+    .bind(reply_correlation_id)
+    .bind(body)
+    .execute(conn)
+    .await?;
+    Ok(message_id)
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub message_id: Uuid,
+    pub command_id: Option<String>,
+    pub exchange: String,
+    pub routing_key: String,
+    pub reply_to: Option<String>,
+    pub reply_correlation_id: Option<String>,
+    pub body: serde_json::Value,
+}
+
+/// Takes the oldest unpublished rows and locks them for this transaction, so
+/// that two relays (two instances) do not publish the same rows at once.
+pub async fn lock_unpublished(
+    conn: &mut PgConnection,
+    limit: i64,
+) -> Result<Vec<OutboxRow>, StoreError> {
+    sqlx::query_as(
+        "SELECT id, message_id, command_id, exchange, routing_key, reply_to, reply_correlation_id, body
+         FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE outbox SET published_at = now(), publish_attempts = publish_attempts + 1 WHERE id = ANY($1)",
+    )
+    .bind(ids)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn mark_failed(
+    conn: &mut PgConnection,
+    ids: &[i64],
+    error: &str,
+) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE outbox SET publish_attempts = publish_attempts + 1, last_error = $2 WHERE id = ANY($1)",
+    )
+    .bind(ids)
+    .bind(error)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Unpublished events: how many, and the age of the oldest in seconds.
+pub async fn backlog(conn: &mut PgConnection) -> Result<(i64, f64), StoreError> {
+    sqlx::query_as(
+        "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at))::float8, 0)
+         FROM outbox WHERE published_at IS NULL",
+    )
+    .fetch_one(conn)
+    .await
+}
+
+/// Every event stored for a command, oldest first (for `show`).
+pub async fn for_command(
+    conn: &mut PgConnection,
+    command_id: &str,
+) -> Result<Vec<(Uuid, serde_json::Value, Option<time::OffsetDateTime>)>, StoreError> {
+    sqlx::query_as(
+        "SELECT message_id, body, published_at FROM outbox WHERE command_id = $1 ORDER BY id",
+    )
+    .bind(command_id)
+    .fetch_all(conn)
+    .await
+}
