@@ -1,4 +1,6 @@
 //! Placeholder until the praxis client lands.
+
+pub mod signing;
 use std::sync::Arc;
 
 use crate::config::{ConfigError, Section};
