@@ -1,6 +1,8 @@
 //! Placeholder until the praxis client lands.
 
+pub mod classify;
 pub mod signing;
+pub mod wire;
 use std::sync::Arc;
 
 use crate::config::{ConfigError, Section};
