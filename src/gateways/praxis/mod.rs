@@ -1,20 +1,229 @@
-//! Placeholder until the praxis client lands.
+//! The Praxis Cashier Agent API 1.1 client: one configured merchant account,
+//! running capture, cancel and inquiry as `deposit-capture`, `deposit-cancel`
+//! and `find-transaction`.
+//!
+//! Every attempt is signed afresh with the current time (the gateway refuses
+//! a timestamp more than 60 s off), sent once, and recorded as one
+//! [`Exchange`]. Praxis 1.1 has no refund and no transaction list: those are
+//! refused before anything is sent. [`wire`] holds the formats, [`signing`]
+//! the SHA-384 rule, [`classify`] what each reply means.
+
+pub mod classify;
+pub mod signing;
+pub mod wire;
+
+use std::fmt;
 use std::sync::Arc;
+
+use secrecy::SecretString;
+use serde_json::Value;
+use time::OffsetDateTime;
 
 use crate::config::{ConfigError, Section};
 use crate::gateways::http::HttpTransport;
 use crate::gateways::registry::GatewayKind;
-use crate::gateways::Gateway;
-
-pub const KIND: GatewayKind = GatewayKind {
-    name: "praxis",
-    build,
+use crate::gateways::{
+    Answer, Classification, Exchange, Gateway, GatewayCall, Operation, OperationRequest, Rejection,
 };
+
+use wire::{Endpoint, RequestFields};
+
+/// The name commands use for this gateway.
+pub const NAME: &str = "praxis";
+
+pub const KIND: GatewayKind = GatewayKind { name: NAME, build };
 
 fn build(
     section: &Section<'_>,
-    _account: &str,
-    _transport: HttpTransport,
+    account: &str,
+    transport: HttpTransport,
 ) -> Result<Arc<dyn Gateway>, ConfigError> {
-    Err(section.error("base_url", "not implemented yet"))
+    let config = AccountConfig::read(section)?;
+    Ok(Arc::new(Praxis::new(account, config, transport)))
 }
+
+/// One `[accounts.praxis.<name>]` table.
+#[derive(Clone)]
+pub struct AccountConfig {
+    /// Without a trailing slash.
+    pub base_url: String,
+    pub merchant_id: String,
+    /// Only ever exposed to the hasher.
+    pub merchant_secret: SecretString,
+    /// The cashier front end; it fixes the account's base currency.
+    pub frontend: String,
+}
+
+impl AccountConfig {
+    pub fn read(section: &Section<'_>) -> Result<AccountConfig, ConfigError> {
+        Ok(AccountConfig {
+            base_url: section.base_url("base_url")?,
+            merchant_id: section.str("merchant_id")?,
+            merchant_secret: section.secret("merchant_secret")?,
+            frontend: section.str("frontend")?,
+        })
+    }
+}
+
+impl fmt::Debug for AccountConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccountConfig")
+            .field("base_url", &self.base_url)
+            .field("merchant_id", &self.merchant_id)
+            .field("merchant_secret", &crate::gateways::exchange::REDACTED)
+            .field("frontend", &self.frontend)
+            .finish()
+    }
+}
+
+/// A Praxis merchant account, ready to run operations.
+#[derive(Debug, Clone)]
+pub struct Praxis {
+    account: String,
+    config: AccountConfig,
+    transport: HttpTransport,
+}
+
+impl Praxis {
+    pub fn new(account: &str, config: AccountConfig, transport: HttpTransport) -> Praxis {
+        Praxis {
+            account: account.to_string(),
+            config,
+            transport,
+        }
+    }
+
+    /// The endpoint and trace id for a request, or why it cannot be sent.
+    fn prepare(&self, request: &OperationRequest) -> Result<(Endpoint, u64), Rejection> {
+        let endpoint =
+            Endpoint::for_operation(request.operation).ok_or(Rejection::UnsupportedOperation {
+                gateway: NAME,
+                operation: request.operation,
+            })?;
+        let trace_id = request
+            .payment_id
+            .as_deref()
+            .and_then(wire::parse_trace_id)
+            .ok_or_else(|| {
+                Rejection::invalid(
+                    "payment_id",
+                    "must be the Praxis trace_id: a positive integer without leading zeros",
+                )
+            })?;
+        if request.amount.is_some() {
+            match endpoint {
+                Endpoint::DepositCapture => {
+                    return Err(Rejection::invalid(
+                        "amount",
+                        "must be absent: Praxis captures the full authorization",
+                    ))
+                }
+                // Silently cancelling everything when a partial cancel was asked
+                // for would surprise the caller more than a refusal.
+                Endpoint::DepositCancel => {
+                    return Err(Rejection::invalid(
+                        "amount",
+                        "must be absent: Praxis cancels the full authorization",
+                    ))
+                }
+                Endpoint::FindTransaction => {}
+            }
+        }
+        Ok((endpoint, trace_id))
+    }
+
+    /// The signed request for one attempt at `timestamp` (unix seconds).
+    fn request_at(&self, trace_id: u64, timestamp: i64) -> wire::SignedRequest {
+        RequestFields {
+            merchant_id: &self.config.merchant_id,
+            frontend: &self.config.frontend,
+            trace_id,
+            timestamp,
+        }
+        .sign(&self.config.merchant_secret)
+    }
+}
+
+#[async_trait::async_trait]
+impl Gateway for Praxis {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn account(&self) -> &str {
+        &self.account
+    }
+
+    fn supports(&self, operation: Operation) -> bool {
+        Endpoint::for_operation(operation).is_some()
+    }
+
+    fn check(&self, request: &OperationRequest) -> Result<(), Rejection> {
+        self.prepare(request).map(|_| ())
+    }
+
+    async fn execute(&self, request: &OperationRequest) -> GatewayCall {
+        let (endpoint, trace_id) = match self.prepare(request) {
+            Ok(prepared) => prepared,
+            Err(rejection) => {
+                // Nothing was sent, and sending it as given would never work.
+                let mut answer = Answer::classified(Classification::Declined);
+                answer.description = Some(rejection.to_string());
+                return GatewayCall {
+                    answer,
+                    exchanges: Vec::new(),
+                };
+            }
+        };
+        let signed = self.request_at(trace_id, OffsetDateTime::now_utc().unix_timestamp());
+        let url = format!("{}{}", self.config.base_url, endpoint.path());
+        let reply = self
+            .transport
+            .send(
+                self.transport
+                    .client()
+                    .post(&url)
+                    .header(reqwest::header::ACCEPT, "application/json")
+                    .json(&signed.body),
+            )
+            .await;
+        let read = classify::interpret(
+            endpoint,
+            trace_id,
+            reply.result,
+            &self.config.merchant_secret,
+        );
+        if read.signature_verified == Some(false) {
+            tracing::warn!(
+                gateway = NAME,
+                account = %self.account,
+                call = endpoint.purpose(),
+                trace_id,
+                signature_present = read.signature_received.is_some(),
+                "Praxis answer signature did not verify; the answer is used anyway and the mismatch recorded"
+            );
+        }
+        let exchange = Exchange {
+            started_at: reply.started_at,
+            purpose: endpoint.purpose().to_string(),
+            method: "POST".into(),
+            url,
+            request: Value::Object(signed.body),
+            signature_sent: Some(signed.signature),
+            http_status: read.http_status,
+            response_body: read.body,
+            signature_received: read.signature_received,
+            signature_verified: read.signature_verified,
+            latency: reply.latency,
+            error: read.answer.error.as_ref().map(ToString::to_string),
+            classification: read.answer.classification,
+        };
+        GatewayCall {
+            answer: read.answer,
+            exchanges: vec![exchange],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
