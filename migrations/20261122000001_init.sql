@@ -50,7 +50,7 @@ CREATE TABLE commands (
 
 CREATE INDEX commands_due ON commands (next_run_at) WHERE state IN ('queued', 'unsettled');
 CREATE INDEX commands_stale ON commands (lease_until) WHERE state = 'running';
-CREATE INDEX commands_waiting_on_payment ON commands (gateway, payment_id) WHERE state = 'queued';
+CREATE INDEX commands_by_payment ON commands (gateway, payment_id);
 CREATE INDEX commands_by_outcome ON commands (outcome, decided_at);
 CREATE INDEX commands_unsettled ON commands (decided_at) WHERE state = 'unsettled';
 

@@ -6,6 +6,7 @@
 //! Praxis, and deciding what each answer means), [`simulator`] (a faithful
 //! stand-in for both gateways), and [`call`] (the operator's one-off call).
 
+pub mod broker;
 pub mod call;
 pub mod command;
 pub mod config;
@@ -13,6 +14,8 @@ pub mod events;
 pub mod gateways;
 pub mod money;
 pub mod outcome;
+pub mod pipeline;
 pub mod simulator;
 pub mod store;
 pub mod telemetry;
+pub mod worker;

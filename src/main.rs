@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 
 use backoffice_worker::telemetry::{self, LogFormat};
-use backoffice_worker::{call, simulator};
+use backoffice_worker::{call, simulator, worker};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -21,6 +21,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Run the worker: consume commands, run them against the gateways, publish results.
+    Run(worker::RunArgs),
     /// Run one operation straight against a gateway account, without the queue.
     Call(call::CallArgs),
     /// Serve a faithful simulator of both gateways, for tests and load tests.
@@ -48,6 +50,16 @@ fn main() -> std::process::ExitCode {
                     Err(error) => {
                         eprintln!("error: {error:#}");
                         2
+                    }
+                }
+            }
+            Cmd::Run(args) => {
+                telemetry::init(cli.log_format, "info");
+                match worker::run(args).await {
+                    Ok(()) => 0,
+                    Err(error) => {
+                        eprintln!("error: {error:#}");
+                        1
                     }
                 }
             }

@@ -284,6 +284,13 @@ pub trait Gateway: Send + Sync + 'static {
     /// given (an operation it does not offer, an amount where none is allowed).
     fn check(&self, request: &OperationRequest) -> Result<(), Rejection>;
 
+    /// Whether the worker must record the payment's state before sending
+    /// `operation`, because afterwards the status alone cannot tell whether
+    /// this attempt took effect (a refund among several, a partial capture).
+    fn snapshot_before(&self, _operation: Operation) -> bool {
+        false
+    }
+
     /// Runs one operation. Never panics and never returns early without an
     /// answer: every failure is an [`Answer`] with its classification, so the
     /// caller always has something to record.

@@ -434,3 +434,41 @@ pub async fn list_by_outcome(
     .fetch_all(conn)
     .await
 }
+
+/// What this worker captured on a payment, from its own succeeded captures:
+/// the captured amount the refund limit is checked against.
+pub async fn captured_total(
+    conn: &mut PgConnection,
+    gateway: &str,
+    payment_id: &str,
+) -> Result<Option<i64>, StoreError> {
+    sqlx::query_scalar(
+        "SELECT sum(amount_minor)::int8 FROM commands
+         WHERE gateway = $1 AND payment_id = $2 AND operation = 'capture'
+           AND (outcome = 'succeeded' OR settled_outcome = 'succeeded')",
+    )
+    .bind(gateway)
+    .bind(payment_id)
+    .fetch_one(conn)
+    .await
+}
+
+/// Makes a queued command due now if nobody holds its payment any more.
+pub async fn wake_if_payment_free(
+    conn: &mut PgConnection,
+    id: &str,
+    gateway: &str,
+    payment_key: &str,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE commands SET next_run_at = now()
+         WHERE id = $1 AND state = 'queued'
+           AND NOT EXISTS (SELECT 1 FROM payment_leases WHERE gateway = $2 AND payment_key = $3)",
+    )
+    .bind(id)
+    .bind(gateway)
+    .bind(payment_key)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}

@@ -1,0 +1,279 @@
+//! RabbitMQ: connecting, declaring the topology, and publishing with confirms.
+//!
+//! The worker assumes any connection can vanish at any moment. A [`Session`]
+//! is one connection with its channels; the pipeline's supervisor makes a new
+//! one (re-declaring the topology) whenever the old one dies, and treats every
+//! unconfirmed publish as unsent and every unacked delivery as "will be
+//! redelivered". Nothing here retries on its own.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures::future::join_all;
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    ExchangeDeclareOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::config::AmqpSettings;
+
+/// The header a dead-lettered message carries to say why.
+pub const REASON_HEADER: &str = "x-backoffice-reason";
+
+/// The names the worker declares. Defaults are those of the message contract.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    pub command_queue: String,
+    pub result_exchange: String,
+    pub dead_letter_queue: String,
+}
+
+impl Topology {
+    pub fn from_settings(settings: &AmqpSettings) -> Topology {
+        Topology {
+            command_queue: settings.command_queue.clone(),
+            result_exchange: settings.result_exchange.clone(),
+            dead_letter_queue: settings.dead_letter_queue.clone(),
+        }
+    }
+}
+
+/// One live connection: a channel to consume on and one, in confirm mode, to publish on.
+pub struct Session {
+    pub connection: Connection,
+    pub consume_channel: Channel,
+    pub publisher: Publisher,
+}
+
+impl Session {
+    /// Connects and declares the topology (idempotently: declaring what exists is a no-op).
+    pub async fn open(
+        url: &SecretString,
+        topology: &Topology,
+        prefetch: u16,
+    ) -> lapin::Result<Session> {
+        let properties = ConnectionProperties::default()
+            .with_connection_name(format!("backoffice-worker {}", std::process::id()).into());
+        let connection = Connection::connect(url.expose_secret(), properties).await?;
+        let consume_channel = connection.create_channel().await?;
+        declare(&consume_channel, topology).await?;
+        consume_channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await?;
+        let publish_channel = connection.create_channel().await?;
+        publish_channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(Session {
+            connection,
+            consume_channel,
+            publisher: Publisher {
+                channel: publish_channel,
+            },
+        })
+    }
+
+    pub async fn consume(&self, queue: &str, tag: &str) -> lapin::Result<Consumer> {
+        self.consume_channel
+            .basic_consume(
+                queue.into(),
+                tag.into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connection.status().connected()
+            && self.consume_channel.status().connected()
+            && self.publisher.channel.status().connected()
+    }
+
+    pub async fn close(&self) {
+        let _ = self.connection.close(200, "worker stopping".into()).await;
+    }
+}
+
+/// Declares the quorum command queue, the topic result exchange and the
+/// dead-letter queue.
+pub async fn declare(channel: &Channel, topology: &Topology) -> lapin::Result<()> {
+    let mut quorum = FieldTable::default();
+    quorum.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(
+            topology.command_queue.as_str().into(),
+            durable,
+            quorum.clone(),
+        )
+        .await?;
+    channel
+        .queue_declare(topology.dead_letter_queue.as_str().into(), durable, quorum)
+        .await?;
+    channel
+        .exchange_declare(
+            topology.result_exchange.as_str().into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(())
+}
+
+/// A message to publish persistently.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub exchange: String,
+    pub routing_key: String,
+    pub body: Vec<u8>,
+    pub message_id: Option<String>,
+    pub correlation_id: Option<String>,
+    pub headers: Vec<(String, String)>,
+    /// Whether the broker must be able to route it (a result event must reach
+    /// its exchange; a reply to a vanished `reply_to` queue need not).
+    pub content_type: &'static str,
+}
+
+impl Outgoing {
+    pub fn json(exchange: &str, routing_key: &str, body: Vec<u8>) -> Outgoing {
+        Outgoing {
+            exchange: exchange.to_string(),
+            routing_key: routing_key.to_string(),
+            body,
+            message_id: None,
+            correlation_id: None,
+            headers: Vec::new(),
+            content_type: "application/json",
+        }
+    }
+}
+
+/// The publishing channel, in confirm mode.
+#[derive(Clone)]
+pub struct Publisher {
+    channel: Channel,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("broker refused the message (nack)")]
+    Nacked,
+    #[error("broker connection failed: {0}")]
+    Broker(#[from] lapin::Error),
+}
+
+impl Publisher {
+    /// Publishes every message, then waits for all their confirms at once (the
+    /// broker confirms persistent messages after the disk write, so waiting for
+    /// each in turn would serialise on that latency). One result per message.
+    pub async fn publish_all(&self, messages: &[Outgoing]) -> Vec<Result<(), PublishError>> {
+        let mut pending = Vec::with_capacity(messages.len());
+        for message in messages {
+            pending.push(self.send(message).await);
+        }
+        join_all(pending.into_iter().map(|sent| async move {
+            match sent {
+                Ok(confirm) => match confirm.await {
+                    Ok(confirmation) if confirmation.is_ack() => Ok(()),
+                    Ok(_) => Err(PublishError::Nacked),
+                    Err(e) => Err(PublishError::Broker(e)),
+                },
+                Err(e) => Err(e),
+            }
+        }))
+        .await
+    }
+
+    pub async fn publish(&self, message: &Outgoing) -> Result<(), PublishError> {
+        self.publish_all(std::slice::from_ref(message))
+            .await
+            .pop()
+            .expect("one result per message")
+    }
+
+    async fn send(&self, message: &Outgoing) -> Result<lapin::PublisherConfirm, PublishError> {
+        let mut properties = BasicProperties::default()
+            .with_content_type(message.content_type.into())
+            .with_delivery_mode(2)
+            .with_timestamp(
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0),
+            );
+        if let Some(id) = &message.message_id {
+            properties = properties.with_message_id(ShortString::from(id.as_str()));
+        }
+        if let Some(id) = &message.correlation_id {
+            properties = properties.with_correlation_id(ShortString::from(id.as_str()));
+        }
+        if !message.headers.is_empty() {
+            let mut headers = FieldTable::default();
+            for (k, v) in &message.headers {
+                headers.insert(
+                    k.as_str().into(),
+                    AMQPValue::LongString(LongString::from(v.as_str())),
+                );
+            }
+            properties = properties.with_headers(headers);
+        }
+        Ok(self
+            .channel
+            .basic_publish(
+                message.exchange.as_str().into(),
+                message.routing_key.as_str().into(),
+                BasicPublishOptions::default(),
+                &message.body,
+                properties,
+            )
+            .await?)
+    }
+}
+
+/// The properties of a delivery as JSON, for the dead-letter record.
+pub fn properties_json(properties: &BasicProperties) -> serde_json::Value {
+    let text = |v: &Option<ShortString>| v.as_ref().map(|s| s.as_str().to_string());
+    let headers = properties.headers().as_ref().map(|table| {
+        table
+            .inner()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), amqp_value_json(v)))
+            .collect::<serde_json::Map<_, _>>()
+    });
+    serde_json::json!({
+        "content_type": text(properties.content_type()),
+        "message_id": text(properties.message_id()),
+        "correlation_id": text(properties.correlation_id()),
+        "reply_to": text(properties.reply_to()),
+        "delivery_mode": properties.delivery_mode(),
+        "headers": headers,
+    })
+}
+
+fn amqp_value_json(value: &AMQPValue) -> serde_json::Value {
+    match value {
+        AMQPValue::LongString(s) => {
+            serde_json::Value::String(String::from_utf8_lossy(s.as_bytes()).into_owned())
+        }
+        AMQPValue::ShortString(s) => serde_json::Value::String(s.as_str().to_string()),
+        AMQPValue::Boolean(b) => serde_json::Value::Bool(*b),
+        AMQPValue::LongLongInt(i) => serde_json::json!(i),
+        AMQPValue::LongInt(i) => serde_json::json!(i),
+        AMQPValue::ShortInt(i) => serde_json::json!(i),
+        AMQPValue::LongUInt(i) => serde_json::json!(i),
+        other => serde_json::Value::String(format!("{other:?}")),
+    }
+}
