@@ -1,4 +1,6 @@
-//! Placeholder until the paymentz client lands.
+//! Placeholder until the paymentz client lands; its building blocks are here already.
+pub mod signing;
+pub mod wire;
 use std::sync::Arc;
 
 use crate::config::{ConfigError, Section};
