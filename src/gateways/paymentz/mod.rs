@@ -1,4 +1,5 @@
 //! Placeholder until the paymentz client lands; its building blocks are here already.
+pub mod classify;
 pub mod signing;
 pub mod wire;
 use std::sync::Arc;
