@@ -1,6 +1,7 @@
 //! Placeholder until the paymentz client lands; its building blocks are here already.
 pub mod classify;
 pub mod signing;
+pub mod token;
 pub mod wire;
 use std::sync::Arc;
 
