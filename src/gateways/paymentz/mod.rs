@@ -1,20 +1,715 @@
-//! Placeholder until the paymentz client lands.
-use std::sync::Arc;
+//! The Paymentz transactionServices REST v1 client: one instance per
+//! configured merchant account.
+//!
+//! It owns the account's settings, its auth token (see [`token`]), and the
+//! sequence of HTTP exchanges one operation takes: a token fetch when needed,
+//! the call, and on a refused token (`result.code` 401) one re-authentication
+//! and one resend. Every exchange is recorded with secrets removed. Wire
+//! formats live in [`wire`], checksums in [`signing`], and what each answer
+//! means in [`classify`].
 
+pub mod classify;
+pub mod signing;
+pub mod token;
+pub mod wire;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+
+use self::classify::{Page, Verdict};
+use self::token::{Token, TokenCache, TokenFailure};
+use self::wire::{Form, IdType, ListQuery, PaymentType};
 use crate::config::{ConfigError, Section};
+use crate::gateways::exchange::REDACTED;
 use crate::gateways::http::HttpTransport;
 use crate::gateways::registry::GatewayKind;
-use crate::gateways::Gateway;
-
-pub const KIND: GatewayKind = GatewayKind {
-    name: "paymentz",
-    build,
+use crate::gateways::{
+    Answer, Classification, Exchange, Gateway, GatewayCall, GatewayError, Operation,
+    OperationRequest, Rejection,
 };
+
+pub const NAME: &str = "paymentz";
+
+pub const KIND: GatewayKind = GatewayKind { name: NAME, build };
+
+/// Tokens live an hour; replacing them ten minutes early keeps a slow call
+/// from carrying an expired one.
+pub const DEFAULT_TOKEN_REFRESH_AFTER: Duration = Duration::from_secs(50 * 60);
+
+/// The most `getTransactionList` pages one call reads (100 rows each). A
+/// gateway that ignores `pageno` would otherwise keep us reading forever.
+pub const MAX_PAGES: u32 = 1000;
+
+/// Secrets shorter than this are not searched for in received text: a short
+/// value would match innocent text and say nothing about a leak.
+const MIN_SCRUB_LEN: usize = 8;
+
+/// One `[accounts.paymentz.<name>]` table.
+#[derive(Clone)]
+pub struct AccountConfig {
+    /// Without a trailing slash and without the API path.
+    pub base_url: String,
+    pub partner_id: String,
+    pub username: String,
+    pub member_id: String,
+    pub secure_key: SecretString,
+    pub token_refresh_after: Duration,
+}
+
+impl fmt::Debug for AccountConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccountConfig")
+            .field("base_url", &self.base_url)
+            .field("partner_id", &self.partner_id)
+            .field("username", &self.username)
+            .field("member_id", &self.member_id)
+            .field("secure_key", &REDACTED)
+            .field("token_refresh_after", &self.token_refresh_after)
+            .finish()
+    }
+}
+
+impl AccountConfig {
+    pub fn from_section(section: &Section<'_>) -> Result<AccountConfig, ConfigError> {
+        let mut base_url = section.base_url("base_url")?;
+        // Paymentz authenticates with the token, never with URL credentials;
+        // a password here would end up in every exchange record's URL.
+        let parsed =
+            url::Url::parse(&base_url).map_err(|e| section.error("base_url", e.to_string()))?;
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(section.error("base_url", "must not contain credentials"));
+        }
+        if parsed.query().is_some() || parsed.fragment().is_some() {
+            return Err(section.error("base_url", "must not have a query or fragment"));
+        }
+        // Accept a base URL that already names the API path rather than doubling it.
+        if let Some(stripped) = base_url.strip_suffix(wire::API_PATH) {
+            base_url = stripped.to_string();
+        }
+        let token_refresh_after =
+            section.duration_or("token_refresh_after", DEFAULT_TOKEN_REFRESH_AFTER)?;
+        if token_refresh_after.is_zero() {
+            return Err(section.error("token_refresh_after", "must be more than zero"));
+        }
+        Ok(AccountConfig {
+            base_url,
+            partner_id: section.str("partner_id")?,
+            username: section.str("username")?,
+            member_id: section.str("member_id")?,
+            secure_key: section.secret("secure_key")?,
+            token_refresh_after,
+        })
+    }
+}
 
 fn build(
     section: &Section<'_>,
-    _account: &str,
-    _transport: HttpTransport,
+    account: &str,
+    transport: HttpTransport,
 ) -> Result<Arc<dyn Gateway>, ConfigError> {
-    Err(section.error("base_url", "not implemented yet"))
+    let config = AccountConfig::from_section(section)?;
+    Ok(Arc::new(PaymentzClient::new(account, config, transport)))
 }
+
+/// The client for one Paymentz merchant account.
+pub struct PaymentzClient {
+    account: String,
+    config: AccountConfig,
+    transport: HttpTransport,
+    tokens: TokenCache,
+}
+
+impl fmt::Debug for PaymentzClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PaymentzClient")
+            .field("account", &self.account)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one `execute` accumulates: its exchanges and the tokens it used,
+/// which must be scrubbed from anything recorded.
+struct CallLog {
+    exchanges: Vec<Exchange>,
+    tokens: Vec<SecretString>,
+}
+
+/// One authenticated request, ready to be sent (and sent again after a re-authentication).
+struct Request<'a> {
+    purpose: &'static str,
+    path: String,
+    form: Form<'a>,
+    checksum: String,
+}
+
+impl PaymentzClient {
+    pub fn new(account: &str, config: AccountConfig, transport: HttpTransport) -> PaymentzClient {
+        PaymentzClient {
+            account: account.to_string(),
+            tokens: TokenCache::new(config.token_refresh_after),
+            config,
+            transport,
+        }
+    }
+
+    pub fn config(&self) -> &AccountConfig {
+        &self.config
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}{}", self.config.base_url, wire::API_PATH, path)
+    }
+
+    /// An inquiry by our own reference (`idType=MID`), for a payment whose
+    /// `paymentId` we never learned. Not reachable from a command, which
+    /// always carries the gateway's id.
+    pub async fn inquire_by_merchant_transaction_id(
+        &self,
+        merchant_transaction_id: &str,
+    ) -> GatewayCall {
+        let mut log = CallLog::new();
+        let answer = if wire::safe_path_segment(merchant_transaction_id) {
+            let checksum = signing::merchant_transaction_checksum(
+                &self.config.member_id,
+                &self.config.secure_key,
+                merchant_transaction_id,
+            );
+            self.inquire(merchant_transaction_id, IdType::Mid, checksum, &mut log)
+                .await
+        } else {
+            rejected(&Rejection::invalid(
+                "merchant_transaction_id",
+                "must be letters, digits and - _ . ~ only",
+            ))
+        };
+        self.finish(answer, log)
+    }
+
+    async fn inquire(
+        &self,
+        id: &str,
+        id_type: IdType,
+        checksum: String,
+        log: &mut CallLog,
+    ) -> Answer {
+        let request = Request {
+            purpose: PaymentType::Inquiry.code(),
+            path: format!("/payments/{id}"),
+            form: wire::payment_form(
+                &self.config.member_id,
+                &checksum,
+                PaymentType::Inquiry,
+                None,
+                Some(id_type),
+            ),
+            checksum,
+        };
+        self.authenticated(&request, log, classify::classify_inquiry)
+            .await
+            .unwrap_or_else(|answer| answer)
+    }
+
+    async fn run(&self, request: &OperationRequest, log: &mut CallLog) -> Answer {
+        let member_id = &self.config.member_id;
+        let key = &self.config.secure_key;
+        let payment_id = request.payment_id.as_deref().unwrap_or_default();
+        let kind = match request.operation {
+            Operation::Capture => PaymentType::Capture,
+            Operation::Refund => PaymentType::Refund,
+            Operation::Cancel => PaymentType::Cancel,
+            Operation::Inquiry => {
+                let checksum = signing::payment_checksum(member_id, key, payment_id);
+                return self.inquire(payment_id, IdType::Pid, checksum, log).await;
+            }
+            Operation::TransactionList => return self.list(request, log).await,
+        };
+        let checksum = match (kind, request.amount) {
+            (PaymentType::Cancel, _) => signing::payment_checksum(member_id, key, payment_id),
+            (_, Some(amount)) => signing::amount_checksum(member_id, key, payment_id, amount),
+            (_, None) => return rejected(&Rejection::invalid("amount", "missing")),
+        };
+        let amount = if kind == PaymentType::Cancel {
+            None
+        } else {
+            request.amount
+        };
+        let call = Request {
+            purpose: kind.code(),
+            path: format!("/payments/{payment_id}"),
+            form: wire::payment_form(member_id, &checksum, kind, amount, None),
+            checksum,
+        };
+        self.authenticated(&call, log, |status, body| {
+            classify::classify_payment(kind, status, body)
+        })
+        .await
+        .unwrap_or_else(|answer| answer)
+    }
+
+    /// Reads every page. Any page that fails ends the call with that page's
+    /// answer: a partial list is never reported as the list.
+    async fn list(&self, request: &OperationRequest, log: &mut CallLog) -> Answer {
+        let (Some(from), Some(to)) = (request.from, request.to) else {
+            return rejected(&Rejection::invalid("from", "from and to are required"));
+        };
+        let query = ListQuery {
+            from,
+            to,
+            currency: request.currency.clone(),
+            payment_id: request.payment_id.clone(),
+        };
+        let checksum = signing::list_checksum(&self.config.member_id, &self.config.secure_key);
+        let mut rows: Vec<Value> = Vec::new();
+        let mut previous: Option<Vec<Value>> = None;
+        let mut last_code = None;
+        let mut last_description = None;
+        for page in 1..=MAX_PAGES {
+            let call = Request {
+                purpose: "getTransactionList",
+                path: "/getTransactionList".into(),
+                form: wire::list_form(&self.config.member_id, &checksum, &query, page),
+                checksum: checksum.clone(),
+            };
+            let (page_rows, code, description) = match self
+                .authenticated(&call, log, classify::classify_list_page)
+                .await
+            {
+                Ok(Page::Rows {
+                    rows,
+                    code,
+                    description,
+                }) => (rows, code, description),
+                Ok(Page::Stop(answer)) | Err(answer) => return answer,
+            };
+            if code.is_some() {
+                last_code = code;
+                last_description = description;
+            }
+            let full = page_rows.len() >= wire::PAGE_SIZE;
+            if full && previous.as_ref() == Some(&page_rows) {
+                let mut answer = Answer::classified(Classification::Declined);
+                answer.gateway_code = last_code;
+                answer.description = Some(format!(
+                    "page {page} repeats page {}: the gateway ignores pagination.pageno, so the list cannot be read whole",
+                    page - 1
+                ));
+                return answer;
+            }
+            rows.extend(page_rows.iter().cloned());
+            if !full {
+                tracing::info!(account = %self.account, pages = page, rows = rows.len(), "paymentz transaction list read");
+                let mut answer = Answer::classified(Classification::Succeeded);
+                answer.gateway_code = last_code;
+                answer.description = last_description;
+                answer.response = Some(serde_json::json!({ "transactions": rows }));
+                return answer;
+            }
+            previous = Some(page_rows);
+        }
+        let mut answer = Answer::classified(Classification::Declined);
+        answer.gateway_code = last_code;
+        answer.description = Some(format!(
+            "more than {MAX_PAGES} pages of {} rows: narrow the date range",
+            wire::PAGE_SIZE
+        ));
+        answer
+    }
+
+    /// Sends `request` with a token; on a refused token, drops that token,
+    /// gets a new one and sends once more. `Err` carries an answer that ends
+    /// the call without a classified reply (no token, or refused twice).
+    async fn authenticated<T: Meaning>(
+        &self,
+        request: &Request<'_>,
+        log: &mut CallLog,
+        classify: impl Fn(u16, &str) -> Verdict<T>,
+    ) -> Result<T, Answer> {
+        let url = self.url(&request.path);
+        let mut refused = None;
+        for attempt in 1..=2 {
+            let token = self.token(refused, log).await?;
+            let body = request.form.encode();
+            let reply = self
+                .transport
+                .send(
+                    self.transport
+                        .client()
+                        .post(&url)
+                        .header(
+                            reqwest::header::CONTENT_TYPE,
+                            "application/x-www-form-urlencoded",
+                        )
+                        .header("AuthToken", header_value(&token.value))
+                        .body(body),
+                )
+                .await;
+            let (verdict, status, received) = match &reply.result {
+                Ok((status, received)) => {
+                    (classify(*status, received), Some(*status), Some(received))
+                }
+                Err(error) => (Verdict::Done(T::from_error(error.clone())), None, None),
+            };
+            let (classification, error) = match &verdict {
+                Verdict::Reauthenticate => (
+                    Classification::NotApplied,
+                    Some("result.code 401: token refused".to_string()),
+                ),
+                Verdict::Done(meaning) => (meaning.classification(), meaning.error_text()),
+            };
+            let error = error.or_else(|| reply.result.as_ref().err().map(|e| e.to_string()));
+            log.record(
+                self,
+                Exchange {
+                    started_at: reply.started_at,
+                    purpose: request.purpose.to_string(),
+                    method: "POST".into(),
+                    url: url.clone(),
+                    request: request.form.record(),
+                    signature_sent: Some(request.checksum.clone()),
+                    http_status: status,
+                    response_body: received.map(|b| wire::redact_body(b)),
+                    signature_received: None,
+                    signature_verified: None,
+                    latency: reply.latency,
+                    error,
+                    classification,
+                },
+            );
+            match verdict {
+                Verdict::Done(meaning) => return Ok(meaning),
+                Verdict::Reauthenticate if attempt == 1 => {
+                    tracing::info!(account = %self.account, purpose = request.purpose, "paymentz token refused; re-authenticating once");
+                    refused = Some(token.generation);
+                }
+                Verdict::Reauthenticate => {}
+            }
+        }
+        tracing::warn!(account = %self.account, purpose = request.purpose, "paymentz refused a fresh token too");
+        Err(Answer::from_error(GatewayError::TokenRefused))
+    }
+
+    /// A token from the cache, fetching (and recording the fetch) when needed.
+    /// Without one nothing is sent, so the operation is at worst not applied.
+    async fn token(&self, refused: Option<u64>, log: &mut CallLog) -> Result<Token, Answer> {
+        let result = self
+            .tokens
+            .get(refused, || self.fetch_token(&mut *log))
+            .await;
+        match result {
+            Ok(token) => {
+                log.tokens.push(token.value.clone());
+                Ok(token)
+            }
+            Err(TokenFailure { error, shared }) => {
+                let classification = match error.classification() {
+                    Classification::Declined => Classification::Declined,
+                    _ => Classification::NotApplied,
+                };
+                let whose = if shared { "a concurrent " } else { "" };
+                let mut answer = Answer::from_error(error);
+                answer.classification = classification;
+                answer.description = Some(format!(
+                    "{whose}authToken request failed, nothing was sent: {}",
+                    answer.description.unwrap_or_default()
+                ));
+                Err(answer)
+            }
+        }
+    }
+
+    async fn fetch_token(&self, log: &mut CallLog) -> Result<SecretString, GatewayError> {
+        let url = self.url("/authToken");
+        let form = wire::token_form(
+            &self.config.partner_id,
+            &self.config.username,
+            &self.config.secure_key,
+        );
+        let reply = self
+            .transport
+            .send(
+                self.transport
+                    .client()
+                    .post(&url)
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        "application/x-www-form-urlencoded",
+                    )
+                    .body(form.encode()),
+            )
+            .await;
+        let (result, status, body) = match reply.result {
+            Ok((status, body)) => (
+                classify::classify_token(status, &body),
+                Some(status),
+                Some(body),
+            ),
+            Err(error) => (Err(error), None, None),
+        };
+        let fetched = result.map(SecretString::from);
+        let (classification, error) = match &fetched {
+            Ok(_) => (Classification::Succeeded, None),
+            Err(error) => (error.classification(), Some(error.to_string())),
+        };
+        log.record(
+            self,
+            Exchange {
+                started_at: reply.started_at,
+                purpose: "authToken".into(),
+                method: "POST".into(),
+                url,
+                request: form.record(),
+                signature_sent: None,
+                http_status: status,
+                response_body: body.as_deref().map(wire::redact_body),
+                signature_received: None,
+                signature_verified: None,
+                latency: reply.latency,
+                error,
+                classification,
+            },
+        );
+        fetched
+    }
+
+    /// Removes from `text` every secret this call knows: the secure key and
+    /// the tokens it used. Redaction by field name catches the expected
+    /// places; this catches a gateway echoing a secret somewhere unexpected.
+    fn scrub(&self, text: &str, log: &CallLog) -> String {
+        let mut out = text.to_string();
+        let secrets = std::iter::once(&self.config.secure_key).chain(log.tokens.iter());
+        for secret in secrets {
+            let value = secret.expose_secret();
+            if value.len() >= MIN_SCRUB_LEN && out.contains(value) {
+                out = out.replace(value, REDACTED);
+            }
+        }
+        out
+    }
+
+    fn scrub_value(&self, value: &mut Value, log: &CallLog) {
+        match value {
+            Value::String(text) => *text = self.scrub(text, log),
+            Value::Array(items) => items.iter_mut().for_each(|v| self.scrub_value(v, log)),
+            Value::Object(map) => map.values_mut().for_each(|v| self.scrub_value(v, log)),
+            _ => {}
+        }
+    }
+
+    fn scrub_error(&self, error: GatewayError, log: &CallLog) -> GatewayError {
+        match error {
+            GatewayError::Connect(m) => GatewayError::Connect(self.scrub(&m, log)),
+            GatewayError::Dropped(m) => GatewayError::Dropped(self.scrub(&m, log)),
+            GatewayError::Unreadable(m) => GatewayError::Unreadable(self.scrub(&m, log)),
+            GatewayError::CredentialsRefused(m) => {
+                GatewayError::CredentialsRefused(self.scrub(&m, log))
+            }
+            other => other,
+        }
+    }
+
+    /// The last step of every call: scrub the answer and log what happened.
+    fn finish(&self, mut answer: Answer, mut log: CallLog) -> GatewayCall {
+        answer.description = answer.description.map(|d| self.scrub(&d, &log));
+        answer.error = answer.error.map(|e| self.scrub_error(e, &log));
+        if let Some(response) = answer.response.as_mut() {
+            self.scrub_value(response, &log);
+        }
+        // Exchanges are scrubbed here rather than as recorded, so that a token
+        // learned later in the call is removed from earlier records too.
+        let exchanges = std::mem::take(&mut log.exchanges);
+        let exchanges = exchanges
+            .into_iter()
+            .map(|e| self.scrub_exchange(e, &log))
+            .collect();
+        GatewayCall { answer, exchanges }
+    }
+
+    fn scrub_exchange(&self, mut exchange: Exchange, log: &CallLog) -> Exchange {
+        exchange.response_body = exchange.response_body.map(|b| self.scrub(&b, log));
+        exchange.error = exchange.error.map(|e| self.scrub(&e, log));
+        exchange.url = self.scrub(&exchange.url, log);
+        self.scrub_value(&mut exchange.request, log);
+        exchange
+    }
+}
+
+impl CallLog {
+    fn new() -> CallLog {
+        CallLog {
+            exchanges: Vec::new(),
+            tokens: Vec::new(),
+        }
+    }
+
+    fn record(&mut self, client: &PaymentzClient, exchange: Exchange) {
+        tracing::debug!(
+            account = %client.account,
+            purpose = %exchange.purpose,
+            http_status = ?exchange.http_status,
+            classification = %exchange.classification,
+            latency_ms = exchange.latency.as_millis() as u64,
+            "paymentz exchange"
+        );
+        self.exchanges.push(exchange);
+    }
+}
+
+/// The token as a header value the HTTP client marks sensitive (kept out of
+/// its own debug output). The cache only holds tokens of visible ASCII.
+fn header_value(token: &SecretString) -> reqwest::header::HeaderValue {
+    let mut value = reqwest::header::HeaderValue::from_str(token.expose_secret())
+        .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static(""));
+    value.set_sensitive(true);
+    value
+}
+
+fn rejected(rejection: &Rejection) -> Answer {
+    let mut answer = Answer::classified(Classification::Declined);
+    answer.description = Some(format!("not sent: {rejection}"));
+    answer
+}
+
+/// What the token-and-retry loop needs to know about any classified reply.
+trait Meaning {
+    fn from_error(error: GatewayError) -> Self;
+    fn classification(&self) -> Classification;
+    fn error_text(&self) -> Option<String>;
+}
+
+impl Meaning for Answer {
+    fn from_error(error: GatewayError) -> Self {
+        Answer::from_error(error)
+    }
+    fn classification(&self) -> Classification {
+        self.classification
+    }
+    fn error_text(&self) -> Option<String> {
+        self.error.as_ref().map(|e| e.to_string())
+    }
+}
+
+impl Meaning for Page {
+    fn from_error(error: GatewayError) -> Self {
+        Page::Stop(Answer::from_error(error))
+    }
+    fn classification(&self) -> Classification {
+        match self {
+            Page::Rows { .. } => Classification::Succeeded,
+            Page::Stop(answer) => answer.classification,
+        }
+    }
+    fn error_text(&self) -> Option<String> {
+        match self {
+            Page::Rows { .. } => None,
+            Page::Stop(answer) => answer.error_text(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Gateway for PaymentzClient {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn account(&self) -> &str {
+        &self.account
+    }
+
+    fn supports(&self, operation: Operation) -> bool {
+        matches!(
+            operation,
+            Operation::Capture
+                | Operation::Refund
+                | Operation::Cancel
+                | Operation::Inquiry
+                | Operation::TransactionList
+        )
+    }
+
+    fn check(&self, request: &OperationRequest) -> Result<(), Rejection> {
+        let operation = request.operation;
+        if !self.supports(operation) {
+            return Err(Rejection::UnsupportedOperation {
+                gateway: NAME,
+                operation,
+            });
+        }
+        match operation {
+            Operation::Capture | Operation::Refund => match request.amount {
+                None => {
+                    return Err(Rejection::invalid(
+                        "amount",
+                        format!("required for paymentz {operation}"),
+                    ))
+                }
+                Some(amount) if amount.minor() == 0 => {
+                    return Err(Rejection::invalid("amount", "must be positive"))
+                }
+                Some(amount) if amount.minor() > crate::money::MAX_MINOR => {
+                    return Err(Rejection::invalid(
+                        "amount",
+                        "has more than 10 integer digits",
+                    ))
+                }
+                Some(_) => {}
+            },
+            Operation::Cancel | Operation::Inquiry | Operation::TransactionList => {
+                if request.amount.is_some() {
+                    return Err(Rejection::invalid(
+                        "amount",
+                        format!("not allowed for paymentz {operation}"),
+                    ));
+                }
+            }
+        }
+        match (operation, request.payment_id.as_deref()) {
+            (Operation::TransactionList, None) => {}
+            (_, None) => return Err(Rejection::invalid("payment_id", "missing")),
+            (_, Some(id)) if wire::safe_path_segment(id) => {}
+            (_, Some(_)) => {
+                return Err(Rejection::invalid(
+                    "payment_id",
+                    "must be letters, digits and - _ . ~ only (no /, ?, #, %, spaces or ..)",
+                ))
+            }
+        }
+        if operation == Operation::TransactionList {
+            match (request.from, request.to) {
+                (None, _) => return Err(Rejection::invalid("from", "missing")),
+                (_, None) => return Err(Rejection::invalid("to", "missing")),
+                (Some(from), Some(to)) if from > to => {
+                    return Err(Rejection::invalid("from", "must not be after `to`"))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn execute(&self, request: &OperationRequest) -> GatewayCall {
+        let mut log = CallLog::new();
+        let answer = match self.check(request) {
+            Ok(()) => self.run(request, &mut log).await,
+            Err(rejection) => rejected(&rejection),
+        };
+        tracing::info!(
+            account = %self.account,
+            operation = %request.operation,
+            payment_id = request.payment_id.as_deref().unwrap_or("-"),
+            classification = %answer.classification,
+            gateway_code = answer.gateway_code.as_deref().unwrap_or("-"),
+            exchanges = log.exchanges.len(),
+            "paymentz call finished"
+        );
+        self.finish(answer, log)
+    }
+}
+
+#[cfg(test)]
+mod tests;
