@@ -632,6 +632,12 @@ impl Gateway for PaymentzClient {
         )
     }
 
+    /// CP and RF carry no request id and may be partial: after an ambiguous
+    /// answer only the amounts before and after tell whether this one applied.
+    fn snapshot_before(&self, operation: Operation) -> bool {
+        matches!(operation, Operation::Capture | Operation::Refund)
+    }
+
     fn check(&self, request: &OperationRequest) -> Result<(), Rejection> {
         let operation = request.operation;
         if !self.supports(operation) {
