@@ -54,8 +54,14 @@ impl Session {
         topology: &Topology,
         prefetch: u16,
     ) -> lapin::Result<Session> {
-        let properties = ConnectionProperties::default()
-            .with_connection_name(format!("backoffice-worker {}", std::process::id()).into());
+        let properties = ConnectionProperties::default().with_connection_name(
+            format!(
+                "backoffice-worker pid {} queue {}",
+                std::process::id(),
+                topology.command_queue
+            )
+            .into(),
+        );
         let connection = Connection::connect(url.expose_secret(), properties).await?;
         let consume_channel = connection.create_channel().await?;
         declare(&consume_channel, topology).await?;

@@ -186,7 +186,9 @@ pub async fn release_payment(
 }
 
 /// Puts a command back in the queue until `delay` has passed (a retry, or a
-/// payment held by another command), giving up this instance's lease.
+/// payment held by another command), giving up this instance's lease. The
+/// before-snapshot is dropped: other commands may change the payment meanwhile,
+/// so the next attempt takes a fresh one.
 pub async fn requeue(
     conn: &mut PgConnection,
     id: &str,
@@ -195,7 +197,7 @@ pub async fn requeue(
 ) -> Result<bool, StoreError> {
     let done = sqlx::query(
         "UPDATE commands SET state = 'queued', phase = 'ready', lease_owner = NULL, lease_until = NULL,
-            next_run_at = now() + make_interval(secs => $3), updated_at = now()
+            before_snapshot = NULL, next_run_at = now() + make_interval(secs => $3), updated_at = now()
          WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
     )
     .bind(id)

@@ -1,0 +1,414 @@
+//! The test harness: a private world per test against the real services.
+//!
+//! Each [`TestEnv`] has its own PostgreSQL database, its own queue and exchange
+//! names, and its own in-process gateway simulator on an ephemeral port, so
+//! tests run in parallel without seeing each other's data. Nothing is mocked:
+//! the worker talks to the real RabbitMQ and PostgreSQL on this machine.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use backoffice_worker::config::Config;
+use backoffice_worker::events::ResultEvent;
+use backoffice_worker::simulator::{RunningSimulator, Simulator, SimulatorConfig};
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ExchangeDeclareOptions,
+    ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const PG_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
+
+/// Worker settings fast enough for tests: short backoffs, short leases.
+pub const FAST_WORKER: &str = r#"
+[worker]
+max_in_flight = 200
+max_attempts = 4
+initial_backoff = "20ms"
+max_backoff = "200ms"
+max_retry_time = "30s"
+lease = "4s"
+reconcile_attempts = 2
+reconcile_schedule = ["300ms", "600ms"]
+shutdown_grace = "5s"
+"#;
+
+pub struct TestEnv {
+    pub name: String,
+    pub sim: RunningSimulator,
+    pub db_name: String,
+    pub db_url: String,
+    pub pool: PgPool,
+    pub amqp: Connection,
+    pub channel: Channel,
+    pub command_queue: String,
+    pub result_exchange: String,
+    pub dead_letter_queue: String,
+    events: Consumer,
+    /// Every event received so far, by command id, in arrival order.
+    pub seen: HashMap<String, Vec<ResultEvent>>,
+    pub worker_section: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestEnv {
+    pub async fn new(test: &str) -> TestEnv {
+        TestEnv::with_simulator(test, SimulatorConfig::sandbox()).await
+    }
+
+    pub async fn with_simulator(test: &str, sim_config: SimulatorConfig) -> TestEnv {
+        let suffix = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
+        let name = format!("bwtest.{test}.{suffix}");
+        let db_name = format!("bwtest_{}_{suffix}", test.replace(['-', '.'], "_"));
+        let db_url = format!("{PG_SERVER}/{db_name}");
+        backoffice_worker::store::ensure_database(&db_url)
+            .await
+            .expect("create the test database");
+        let pool = PgPool::connect(&db_url)
+            .await
+            .expect("connect to the test database");
+        backoffice_worker::store::MIGRATOR
+            .run(&pool)
+            .await
+            .expect("migrate the test database");
+        let sim = Simulator::start(sim_config)
+            .await
+            .expect("start the simulator");
+
+        let amqp = Connection::connect(AMQP_URL, ConnectionProperties::default())
+            .await
+            .expect("connect to RabbitMQ");
+        let channel = amqp.create_channel().await.unwrap();
+        let command_queue = format!("{name}.commands");
+        let result_exchange = format!("{name}.events");
+        let dead_letter_queue = format!("{name}.commands.dead");
+        // Declared exactly as the worker declares them, so either may go first.
+        let topology = backoffice_worker::broker::Topology {
+            command_queue: command_queue.clone(),
+            result_exchange: result_exchange.clone(),
+            dead_letter_queue: dead_letter_queue.clone(),
+        };
+        backoffice_worker::broker::declare(&channel, &topology)
+            .await
+            .unwrap();
+        let events_queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        channel
+            .queue_bind(
+                events_queue.name().as_str().into(),
+                result_exchange.as_str().into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let events_channel = amqp.create_channel().await.unwrap();
+        let events = events_channel
+            .basic_consume(
+                events_queue.name().as_str().into(),
+                "test-events".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let _ = ExchangeDeclareOptions::default();
+        let _ = ExchangeKind::Topic;
+        TestEnv {
+            name,
+            sim,
+            db_name,
+            db_url,
+            pool,
+            amqp,
+            channel,
+            command_queue,
+            result_exchange,
+            dead_letter_queue,
+            events,
+            seen: HashMap::new(),
+            worker_section: FAST_WORKER.to_string(),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// The worker's configuration for this environment.
+    pub fn config_text(&self) -> String {
+        format!(
+            r#"
+[amqp]
+url = "{AMQP_URL}"
+command_queue = "{cq}"
+result_exchange = "{ex}"
+dead_letter_queue = "{dl}"
+prefetch = 200
+
+[database]
+url = "{db}"
+max_connections = 12
+
+[http]
+connect_timeout = "1s"
+request_timeout = "1s"
+{worker}
+[accounts.paymentz.default]
+base_url = "{base}"
+partner_id = "197"
+username = "sandbox-merchant"
+member_id = "11359"
+secure_key = "sandbox-secure-key"
+
+[accounts.praxis.default]
+base_url = "{base}"
+merchant_id = "Test-Integration-Merchant"
+merchant_secret = "sandbox-merchant-secret"
+frontend = "Integration TEST USD"
+"#,
+            cq = self.command_queue,
+            ex = self.result_exchange,
+            dl = self.dead_letter_queue,
+            db = self.db_url,
+            worker = self.worker_section,
+            base = self.sim.base_url(),
+        )
+    }
+
+    pub fn config(&self) -> Config {
+        Config::parse(&PathBuf::from("test.toml"), &self.config_text(), |_| None)
+            .expect("test config")
+    }
+
+    /// Writes the config to a file (for the worker as a separate process).
+    pub fn config_file(&self) -> PathBuf {
+        let path = self.dir.path().join("backoffice.toml");
+        std::fs::write(&path, self.config_text()).unwrap();
+        path
+    }
+
+    /// Starts a worker in this process.
+    pub fn start_worker(&self) -> WorkerHandle {
+        let token = CancellationToken::new();
+        let config = self.config();
+        let join = tokio::spawn(backoffice_worker::worker::run_with(config, token.clone()));
+        WorkerHandle { token, join }
+    }
+
+    /// Publishes a command as producers do: persistent, JSON, to the default exchange.
+    pub async fn publish(&self, command: &serde_json::Value) {
+        self.publish_raw(
+            serde_json::to_vec(command).unwrap(),
+            BasicProperties::default(),
+        )
+        .await;
+    }
+
+    pub async fn publish_raw(&self, body: Vec<u8>, properties: BasicProperties) {
+        let properties = properties
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into());
+        self.channel
+            .basic_publish(
+                "".into(),
+                self.command_queue.as_str().into(),
+                BasicPublishOptions::default(),
+                &body,
+                properties,
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    /// Waits for the next event on the result exchange.
+    pub async fn next_event(
+        &mut self,
+        within: Duration,
+    ) -> Option<(ResultEvent, lapin::message::Delivery)> {
+        let delivery = tokio::time::timeout(within, self.events.next())
+            .await
+            .ok()??
+            .ok()?;
+        delivery.ack(BasicAckOptions::default()).await.ok()?;
+        let event: ResultEvent = serde_json::from_slice(&delivery.data).expect("events are JSON");
+        self.seen
+            .entry(event.command_id.clone())
+            .or_default()
+            .push(event.clone());
+        Some((event, delivery))
+    }
+
+    /// Waits until an event for `command_id` matching `want` has arrived.
+    pub async fn wait_event(
+        &mut self,
+        command_id: &str,
+        within: Duration,
+        want: impl Fn(&ResultEvent) -> bool,
+    ) -> ResultEvent {
+        if let Some(e) = self
+            .seen
+            .get(command_id)
+            .and_then(|v| v.iter().find(|e| want(e)))
+        {
+            return e.clone();
+        }
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_event(left).await {
+                Some((event, _)) if event.command_id == command_id && want(&event) => return event,
+                Some(_) => continue,
+                None => panic!(
+                    "no matching event for {command_id} within {within:?}; seen: {:?}",
+                    self.seen.get(command_id)
+                ),
+            }
+        }
+    }
+
+    /// The first (terminal) event of a command.
+    pub async fn outcome_of(&mut self, command_id: &str) -> ResultEvent {
+        self.wait_event(command_id, Duration::from_secs(30), |e| {
+            !e.replayed && !e.reconciled
+        })
+        .await
+    }
+
+    /// Waits until every command in `ids` has its terminal event.
+    pub async fn wait_all(&mut self, ids: &[String], within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let missing = ids
+                .iter()
+                .filter(|id| {
+                    !self
+                        .seen
+                        .get(*id)
+                        .is_some_and(|v| v.iter().any(|e| !e.replayed && !e.reconciled))
+                })
+                .count();
+            if missing == 0 {
+                return;
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if self.next_event(left).await.is_none() {
+                panic!(
+                    "{missing} of {} commands have no event after {within:?}",
+                    ids.len()
+                );
+            }
+        }
+    }
+
+    /// Collects events for `quiet` after the last one arrived.
+    pub async fn drain_events(&mut self, quiet: Duration) {
+        while self.next_event(quiet).await.is_some() {}
+    }
+
+    pub async fn scalar_i64(&self, sql: &str, id: &str) -> i64 {
+        sqlx::query_scalar(sql)
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Drops the database and the queues. Called at the end of a passing test.
+    pub async fn cleanup(self) {
+        let _ = self
+            .channel
+            .queue_delete(
+                self.command_queue.as_str().into(),
+                QueueDeleteOptions::default(),
+            )
+            .await;
+        let _ = self
+            .channel
+            .queue_delete(
+                self.dead_letter_queue.as_str().into(),
+                QueueDeleteOptions::default(),
+            )
+            .await;
+        let _ = self
+            .channel
+            .exchange_delete(
+                self.result_exchange.as_str().into(),
+                ExchangeDeleteOptions::default(),
+            )
+            .await;
+        let _ = self.amqp.close(200, "test done".into()).await;
+        self.pool.close().await;
+        self.sim.shutdown().await;
+        if let Ok(mut admin) = sqlx::PgConnection::connect_with_db(PG_SERVER).await {
+            let _ = sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                self.db_name
+            ))
+            .execute(&mut admin)
+            .await;
+        }
+    }
+}
+
+trait ConnectWithDb {
+    async fn connect_with_db(server: &str) -> Result<sqlx::PgConnection, sqlx::Error>;
+}
+
+impl ConnectWithDb for sqlx::PgConnection {
+    async fn connect_with_db(server: &str) -> Result<sqlx::PgConnection, sqlx::Error> {
+        use sqlx::Connection;
+        sqlx::PgConnection::connect(&format!("{server}/postgres")).await
+    }
+}
+
+pub struct WorkerHandle {
+    pub token: CancellationToken,
+    pub join: JoinHandle<anyhow::Result<()>>,
+}
+
+impl WorkerHandle {
+    /// Asks the worker to stop and waits until it has.
+    pub async fn stop(self) {
+        self.token.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.join)
+            .await
+            .expect("worker stops within 30 s")
+            .expect("worker task")
+            .expect("worker exits cleanly");
+    }
+}
+
+/// A Paymentz command.
+pub fn pz(id: &str, operation: &str, payment_id: &str, amount: Option<&str>) -> serde_json::Value {
+    let mut c = serde_json::json!({
+        "id": id, "gateway": "paymentz", "operation": operation, "payment_id": payment_id,
+        "metadata": {"test": id}
+    });
+    if let Some(a) = amount {
+        c["amount"] = a.into();
+    }
+    c
+}
+
+pub fn px(id: &str, operation: &str, trace_id: &str) -> serde_json::Value {
+    serde_json::json!({"id": id, "gateway": "praxis", "operation": operation, "payment_id": trace_id})
+}
