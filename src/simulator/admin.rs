@@ -1,0 +1,157 @@
+//! The admin HTTP API under `/admin/`: JSON in, JSON out, each route a thin
+//! wrapper over a [`Simulation`] method (see the table in the
+//! [`crate::simulator`] docs). Errors are `{"error": "..."}` with 400, 404,
+//! 405 or 409.
+
+use hyper::{Method, Response, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::dispatch::{json_response, Body};
+use super::faults::{FaultScript, FaultSettingsView};
+use super::simulation::{AdminError, NewPayment, Simulation};
+use super::state::{GatewayId, LedgerQuery};
+
+pub fn handle(
+    sim: &Simulation,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    body: &[u8],
+) -> Response<Body> {
+    match route(sim, method, path, query, body) {
+        Ok((status, value)) => json_response(status, &value),
+        Err(Refused::Admin(error)) => {
+            let status = match &error {
+                AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
+                AdminError::NotFound(_) => StatusCode::NOT_FOUND,
+                AdminError::Conflict(_) => StatusCode::CONFLICT,
+            };
+            json_response(status, &json!({"error": error.to_string()}))
+        }
+        Err(Refused::Method) => json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({"error": format!("{method} is not allowed on {path}")}),
+        ),
+    }
+}
+
+enum Refused {
+    Admin(AdminError),
+    Method,
+}
+
+impl From<AdminError> for Refused {
+    fn from(e: AdminError) -> Self {
+        Refused::Admin(e)
+    }
+}
+
+impl From<super::faults::FaultError> for Refused {
+    fn from(e: super::faults::FaultError) -> Self {
+        Refused::Admin(e.into())
+    }
+}
+
+type Routed = Result<(StatusCode, serde_json::Value), Refused>;
+
+fn route(
+    sim: &Simulation,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    body: &[u8],
+) -> Routed {
+    let segments: Vec<&str> = path
+        .trim_start_matches("/admin")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let ok = |value: serde_json::Value| Ok((StatusCode::OK, value));
+    match (segments.as_slice(), method) {
+        (["health"], &Method::GET) => ok(json!({"status": "ok"})),
+        (["stats"], &Method::GET) => ok(to_json(&sim.stats())),
+        (["ledger"], &Method::GET) => {
+            let query: LedgerQuery = serde_urlencoded::from_str(query.unwrap_or(""))
+                .map_err(|e| AdminError::BadRequest(format!("ledger query: {e}")))?;
+            let entries = sim.ledger(&query);
+            ok(json!({"count": entries.len(), "entries": entries}))
+        }
+        (["payments"], &Method::POST) => {
+            let new: NewPayment = parse(body)?;
+            let view = sim.create_payment(new)?;
+            Ok((StatusCode::CREATED, to_json(&view)))
+        }
+        (["payments", gateway, id], &Method::GET) => {
+            let gateway = GatewayId::parse(gateway).ok_or_else(|| {
+                AdminError::NotFound(format!("unknown gateway `{gateway}` (paymentz, praxis)"))
+            })?;
+            let view = sim.payment(gateway, id).ok_or_else(|| {
+                AdminError::NotFound(format!("no {} payment {id}", gateway.as_str()))
+            })?;
+            ok(to_json(&view))
+        }
+        (["faults"], &Method::GET) => ok(faults_view(sim)),
+        (["faults"], &Method::PUT) => {
+            let update: FaultSettingsView = parse(body)?;
+            sim.update_faults(&update)?;
+            ok(faults_view(sim))
+        }
+        (["faults", "script"], &Method::POST) => {
+            let script: FaultScript = parse(body)?;
+            let status = sim.script_fault(script)?;
+            Ok((StatusCode::CREATED, to_json(&status)))
+        }
+        (["faults", "script"], &Method::GET) => ok(to_json(&sim.fault_scripts())),
+        (["faults", "script"], &Method::DELETE) => {
+            ok(json!({"cleared": sim.clear_fault_scripts()}))
+        }
+        (["auto-payments"], &Method::PUT) => {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Toggle {
+                enabled: bool,
+            }
+            let toggle: Toggle = parse(body)?;
+            sim.set_auto_payments(toggle.enabled);
+            ok(json!({"enabled": sim.auto_payments()}))
+        }
+        (["reset"], &Method::POST) => {
+            sim.reset();
+            ok(json!({"reset": true}))
+        }
+        (["tokens", "expire"], &Method::POST) => ok(json!({"expired": sim.expire_tokens()})),
+        (
+            ["health"]
+            | ["stats"]
+            | ["ledger"]
+            | ["payments"]
+            | ["payments", _, _]
+            | ["faults"]
+            | ["faults", "script"]
+            | ["auto-payments"]
+            | ["reset"]
+            | ["tokens", "expire"],
+            _,
+        ) => Err(Refused::Method),
+        _ => Err(AdminError::NotFound(format!("no admin endpoint at {path}")).into()),
+    }
+}
+
+fn faults_view(sim: &Simulation) -> serde_json::Value {
+    json!({
+        "seed": sim.seed(),
+        "settings": sim.fault_settings().view(),
+        "scripts": sim.fault_scripts(),
+        "auto_payments": sim.auto_payments(),
+    })
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, AdminError> {
+    serde_json::from_slice(body).map_err(|e| AdminError::BadRequest(format!("request body: {e}")))
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).expect("admin views serialize")
+}

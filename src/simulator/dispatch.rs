@@ -1,0 +1,234 @@
+//! One HTTP request, start to end: read the body, find the endpoint, count
+//! it, apply the fault decision around the gateway handler, count the answer.
+//!
+//! The order is what makes the faults mean what they say: `*_before` faults
+//! and `rate_limit` strike before the handler runs (nothing applied),
+//! `*_after` faults strike after it ran (applied, answer lost). Latency is
+//! added before the handler.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use hyper::{Method, Request, Response, StatusCode};
+
+use super::faults::{FaultKind, Target};
+use super::simulation::Simulation;
+use super::state::GatewayId;
+use super::{admin, paymentz, praxis};
+
+/// Requests bodies above this are refused with 413.
+const MAX_BODY: usize = 1 << 20;
+
+pub type Body = Full<Bytes>;
+
+/// The connection must end without an answer. `reset` asks for an RST
+/// (SO_LINGER 0) rather than an orderly close.
+#[derive(Debug, thiserror::Error)]
+#[error("connection aborted on purpose (reset: {reset})")]
+pub struct Abort {
+    pub reset: bool,
+}
+
+/// A gateway handler's answer, before faults may replace it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Bytes,
+    /// Paymentz `result.code` / Praxis `status`, for the stats.
+    pub code: Option<String>,
+}
+
+impl Reply {
+    pub fn json(value: &serde_json::Value, code: Option<String>) -> Reply {
+        Reply {
+            status: StatusCode::OK,
+            body: Bytes::from(value.to_string()),
+            code,
+        }
+    }
+
+    fn plain(status: StatusCode, text: &'static str) -> Reply {
+        Reply {
+            status,
+            body: Bytes::from_static(text.as_bytes()),
+            code: None,
+        }
+    }
+
+    fn into_response(self) -> Response<Body> {
+        let content_type = if self.body.first() == Some(&b'{') {
+            "application/json"
+        } else {
+            "text/plain; charset=utf-8"
+        };
+        let mut response = Response::new(Full::new(self.body));
+        *response.status_mut() = self.status;
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// JSON answer with a status, for the admin API and routing errors.
+pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// A gateway call, parsed enough to name its operation.
+enum Call {
+    Paymentz(paymentz::Call),
+    Praxis(praxis::Call),
+}
+
+impl Call {
+    fn target(&self) -> Target<'_> {
+        match self {
+            Call::Paymentz(c) => c.target(),
+            Call::Praxis(c) => c.target(),
+        }
+    }
+
+    fn handle(&self, sim: &Simulation, request_no: u64) -> Reply {
+        match self {
+            Call::Paymentz(c) => c.handle(sim, request_no),
+            Call::Praxis(c) => c.handle(sim, request_no),
+        }
+    }
+}
+
+pub async fn handle(sim: &Simulation, request: Request<Incoming>) -> Result<Response<Body>, Abort> {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_string();
+    let body = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) => {
+            let too_large = error
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some();
+            return Ok(if too_large {
+                json_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &serde_json::json!({"error": "request body too large"}),
+                )
+            } else {
+                // The client went away mid-body; nobody reads this.
+                json_response(
+                    StatusCode::BAD_REQUEST,
+                    &serde_json::json!({"error": "incomplete request body"}),
+                )
+            });
+        }
+    };
+
+    if path == "/admin" || path.starts_with("/admin/") {
+        sim.stats.admin();
+        return Ok(admin::handle(
+            sim,
+            &parts.method,
+            &path,
+            parts.uri.query(),
+            &body,
+        ));
+    }
+
+    let call = if let Some(rest) = path.strip_prefix(paymentz::BASE_PATH) {
+        paymentz::route(rest).map(|endpoint| {
+            (
+                GatewayId::Paymentz,
+                Call::Paymentz(paymentz::Call::parse(endpoint, &parts.headers, &body)),
+            )
+        })
+    } else {
+        praxis::route(&path).map(|endpoint| {
+            (
+                GatewayId::Praxis,
+                Call::Praxis(praxis::Call::parse(endpoint, &body)),
+            )
+        })
+    };
+    let Some((gateway, call)) = call else {
+        sim.stats.request("other", "not_found");
+        return Ok(json_response(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({"error": format!("no endpoint at {path}")}),
+        ));
+    };
+    if parts.method != Method::POST {
+        sim.stats.request("other", "method_not_allowed");
+        return Ok(json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &serde_json::json!({"error": "gateway endpoints take POST only"}),
+        ));
+    }
+
+    let request_no = sim.next_request_no();
+    let target = call.target();
+    sim.stats.request(gateway.as_str(), target.wire_op);
+    let decision = sim.faults.decide(&target);
+    if !decision.delay.is_zero() {
+        tokio::time::sleep(decision.delay).await;
+    }
+    let fault = decision.fault;
+    if let Some(kind) = fault {
+        sim.stats.fault(kind);
+        tracing::debug!(
+            request_no,
+            gateway = gateway.as_str(),
+            operation = target.wire_op,
+            fault = kind.as_str(),
+            "injecting fault"
+        );
+    }
+    let reply = match fault {
+        Some(FaultKind::ResetBefore) => return Err(Abort { reset: true }),
+        Some(FaultKind::ErrorBefore) => {
+            Reply::plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+        }
+        Some(FaultKind::RateLimit) => {
+            Reply::plain(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests")
+        }
+        _ => {
+            let reply = call.handle(sim, request_no);
+            match fault {
+                Some(FaultKind::ErrorAfter) => {
+                    Reply::plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+                }
+                Some(FaultKind::ResetAfter) => return Err(Abort { reset: true }),
+                Some(FaultKind::TimeoutAfter) => {
+                    hang(sim, decision.hang).await;
+                    return Err(Abort { reset: false });
+                }
+                _ => reply,
+            }
+        }
+    };
+    sim.stats.answer(
+        gateway.as_str(),
+        reply.status.as_u16(),
+        reply.code.as_deref(),
+    );
+    Ok(reply.into_response())
+}
+
+/// Holds a connection without answering, until the hang time is up or the
+/// simulator shuts down.
+async fn hang(sim: &Simulation, duration: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(duration) => {}
+        _ = sim.stopping() => {}
+    }
+}

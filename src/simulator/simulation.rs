@@ -1,0 +1,646 @@
+//! One simulator's whole state and the operations on it that are not gateway
+//! calls: creating and reading payments, the ledger, stats, faults, tokens,
+//! reset. The admin HTTP API and the in-process API both call these methods,
+//! so they can never disagree.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use serde::{Deserialize, Deserializer};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+use super::config::SimulatorConfig;
+use super::faults::{
+    FaultError, FaultScript, FaultSettings, FaultSettingsView, Faults, ScriptStatus,
+};
+use super::state::{
+    in_auto_range, GatewayId, IdSequence, Ledger, LedgerEntry, LedgerQuery, Payment, PaymentView,
+    PxStatus, PzStatus, Shards, Status,
+};
+use super::stats::{Stats, StatsSnapshot};
+use super::tokens::Tokens;
+use crate::money::Amount;
+
+/// On-demand Paymentz payments: 1000.00 EUR.
+pub const AUTO_PAYMENTZ_AMOUNT: Amount = Amount::from_minor(100_000);
+/// On-demand Praxis payments: 100000 minor units (1000.00) USD.
+pub const AUTO_PRAXIS_AMOUNT: Amount = Amount::from_minor(100_000);
+
+/// Why an admin request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdminError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl From<FaultError> for AdminError {
+    fn from(e: FaultError) -> Self {
+        AdminError::BadRequest(e.to_string())
+    }
+}
+
+/// A payment to create (`POST /admin/payments`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewPayment {
+    pub gateway: GatewayId,
+    /// Paymentz `paymentId` or Praxis `trace_id` (digits); handed out from the
+    /// id sequence when absent. A JSON number is accepted too.
+    #[serde(default, deserialize_with = "string_or_integer")]
+    pub id: Option<String>,
+    /// Authorised amount, a decimal string (`"50.00"`).
+    pub amount: Amount,
+    /// Default EUR (Paymentz) or USD (Praxis).
+    #[serde(default)]
+    pub currency: Option<String>,
+    /// `authorized` (default), `captured`, `settled`, `refunded`,
+    /// `cancelled`, `failed`, `chargeback`, or any native status name
+    /// (`authsuccessful`, `authcancelled`, `capturesuccess`, `reversed`,
+    /// `approved`...). A native name always means itself, so Paymentz
+    /// `cancelled` is the status `cancelled`; the status an RV leaves is
+    /// `authcancelled`.
+    #[serde(default)]
+    pub state: Option<String>,
+    /// Captured so far; defaults to the full amount for captured states, else 0.
+    #[serde(default)]
+    pub captured: Option<Amount>,
+    /// Refunded so far; defaults to the captured amount for `reversed`, else 0.
+    #[serde(default)]
+    pub refunded: Option<Amount>,
+    /// Paymentz `merchantTransactionId` / Praxis `order_id`; default `order-<id>`.
+    #[serde(default, alias = "merchant_transaction_id", alias = "order_id")]
+    pub reference: Option<String>,
+    /// Member id (Paymentz) or merchant id (Praxis) allowed to use it; any when absent.
+    #[serde(default, alias = "member_id", alias = "merchant_id")]
+    pub owner: Option<String>,
+    /// Praxis front end; the caller's when absent.
+    #[serde(default)]
+    pub frontend: Option<String>,
+    /// Creation time, RFC 3339 or `YYYY-MM-DD` (midnight UTC); now when absent.
+    /// It decides which `getTransactionList` date ranges include the payment.
+    #[serde(default)]
+    pub created_at: Option<String>,
+}
+
+impl NewPayment {
+    pub fn new(gateway: GatewayId, amount: Amount) -> NewPayment {
+        NewPayment {
+            gateway,
+            id: None,
+            amount,
+            currency: None,
+            state: None,
+            captured: None,
+            refunded: None,
+            reference: None,
+            owner: None,
+            frontend: None,
+            created_at: None,
+        }
+    }
+
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    pub fn state(mut self, state: impl Into<String>) -> Self {
+        self.state = Some(state.into());
+        self
+    }
+
+    pub fn captured(mut self, amount: Amount) -> Self {
+        self.captured = Some(amount);
+        self
+    }
+
+    pub fn refunded(mut self, amount: Amount) -> Self {
+        self.refunded = Some(amount);
+        self
+    }
+
+    pub fn reference(mut self, reference: impl Into<String>) -> Self {
+        self.reference = Some(reference.into());
+        self
+    }
+
+    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = Some(owner.into());
+        self
+    }
+
+    pub fn currency(mut self, currency: impl Into<String>) -> Self {
+        self.currency = Some(currency.into());
+        self
+    }
+
+    pub fn created_at(mut self, when: impl Into<String>) -> Self {
+        self.created_at = Some(when.into());
+        self
+    }
+}
+
+fn string_or_integer<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        Text(String),
+        Number(u64),
+    }
+    Ok(Option::<Id>::deserialize(d)?.map(|id| match id {
+        Id::Text(t) => t,
+        Id::Number(n) => n.to_string(),
+    }))
+}
+
+/// The state of one running simulator.
+#[derive(Debug)]
+pub struct Simulation {
+    pub(crate) config: SimulatorConfig,
+    pub(crate) paymentz: Shards<Payment<PzStatus>>,
+    /// Paymentz `merchantTransactionId` -> `paymentId`, for `idType=MID`.
+    pub(crate) paymentz_references: Shards<String>,
+    pub(crate) praxis: Shards<Payment<PxStatus>>,
+    pub(crate) ledger: Ledger,
+    pub(crate) stats: Stats,
+    pub(crate) tokens: Tokens,
+    pub(crate) faults: Faults,
+    pub(crate) ids: IdSequence,
+    auto_payments: AtomicBool,
+    requests: AtomicU64,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Simulation {
+    pub fn new(config: SimulatorConfig) -> Result<Simulation, FaultError> {
+        config.faults.validate()?;
+        Ok(Simulation {
+            paymentz: Shards::default(),
+            paymentz_references: Shards::default(),
+            praxis: Shards::default(),
+            ledger: Ledger::default(),
+            stats: Stats::default(),
+            tokens: Tokens::new(config.token_ttl),
+            faults: Faults::new(config.seed, config.faults.clone()),
+            ids: IdSequence::default(),
+            auto_payments: AtomicBool::new(config.auto_payments),
+            requests: AtomicU64::new(0),
+            shutdown: watch::channel(false).0,
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &SimulatorConfig {
+        &self.config
+    }
+
+    // ----- payments -----
+
+    /// Creates a payment as the admin asks; refuses an id or reference in use.
+    pub fn create_payment(&self, new: NewPayment) -> Result<PaymentView, AdminError> {
+        let currency = new.currency.clone().unwrap_or_else(|| {
+            match new.gateway {
+                GatewayId::Paymentz => "EUR",
+                GatewayId::Praxis => "USD",
+            }
+            .to_string()
+        });
+        if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(AdminError::BadRequest(format!(
+                "currency `{currency}` is not a 3-letter ISO 4217 code"
+            )));
+        }
+        if new.amount == Amount::ZERO {
+            return Err(AdminError::BadRequest("amount must be positive".into()));
+        }
+        let created_at = match &new.created_at {
+            None => OffsetDateTime::now_utc(),
+            Some(text) => parse_created_at(text)?,
+        };
+        let id = match &new.id {
+            Some(id) => {
+                let valid = !id.is_empty()
+                    && id.len() <= 18
+                    && id.bytes().all(|b| b.is_ascii_digit())
+                    && id.parse::<u64>().is_ok_and(|n| n > 0);
+                if !valid {
+                    return Err(AdminError::BadRequest(format!(
+                        "id `{id}` must be a positive integer of at most 18 digits"
+                    )));
+                }
+                id.clone()
+            }
+            None => self.ids.next().to_string(),
+        };
+        let reference = new
+            .reference
+            .clone()
+            .unwrap_or_else(|| format!("order-{id}"));
+        match new.gateway {
+            GatewayId::Paymentz => {
+                let payment = build_payment::<PzStatus>(&new, id, reference, currency, created_at)?;
+                let mut shard = self.paymentz.lock(&payment.id);
+                if shard.contains_key(&payment.id) {
+                    return Err(AdminError::Conflict(format!(
+                        "paymentz payment {} exists",
+                        payment.id
+                    )));
+                }
+                let mut refs = self.paymentz_references.lock(&payment.reference);
+                if refs.contains_key(&payment.reference) {
+                    return Err(AdminError::Conflict(format!(
+                        "merchantTransactionId `{}` is in use",
+                        payment.reference
+                    )));
+                }
+                refs.insert(payment.reference.clone(), payment.id.clone());
+                let view = payment.view(GatewayId::Paymentz);
+                shard.insert(payment.id.clone(), payment);
+                Ok(view)
+            }
+            GatewayId::Praxis => {
+                if id.parse::<i64>().is_err() {
+                    return Err(AdminError::BadRequest(format!(
+                        "trace_id `{id}` does not fit a 64-bit integer"
+                    )));
+                }
+                let mut payment =
+                    build_payment::<PxStatus>(&new, id, reference, currency, created_at)?;
+                payment.frontend = new.frontend.clone();
+                payment.transaction_id = Some(self.ids.next());
+                let mut shard = self.praxis.lock(&payment.id);
+                if shard.contains_key(&payment.id) {
+                    return Err(AdminError::Conflict(format!(
+                        "praxis payment {} exists",
+                        payment.id
+                    )));
+                }
+                let view = payment.view(GatewayId::Praxis);
+                shard.insert(payment.id.clone(), payment);
+                Ok(view)
+            }
+        }
+    }
+
+    pub fn payment(&self, gateway: GatewayId, id: &str) -> Option<PaymentView> {
+        match gateway {
+            GatewayId::Paymentz => self.paymentz.get(id).map(|p| p.view(gateway)),
+            GatewayId::Praxis => self.praxis.get(id).map(|p| p.view(gateway)),
+        }
+    }
+
+    /// Runs `f` on a Paymentz payment under its lock, creating it first when
+    /// the on-demand rule says so. `f` gets `None` when the payment does not
+    /// exist or belongs to another member.
+    pub(crate) fn with_paymentz<R>(
+        &self,
+        id: &str,
+        member_id: &str,
+        f: impl FnOnce(Option<&mut Payment<PzStatus>>) -> R,
+    ) -> R {
+        let mut shard = self.paymentz.lock(id);
+        if !shard.contains_key(id) {
+            if let Some(n) = self.auto_id(id) {
+                let now = OffsetDateTime::now_utc();
+                let captured = n % 2 == 1;
+                let payment = Payment {
+                    id: id.to_string(),
+                    reference: format!("order-{id}"),
+                    owner: Some(member_id.to_string()),
+                    frontend: None,
+                    transaction_id: None,
+                    status: if captured {
+                        PzStatus::CaptureSuccess
+                    } else {
+                        PzStatus::AuthSuccessful
+                    },
+                    amount: AUTO_PAYMENTZ_AMOUNT,
+                    captured: if captured {
+                        AUTO_PAYMENTZ_AMOUNT
+                    } else {
+                        Amount::ZERO
+                    },
+                    refunded: Amount::ZERO,
+                    currency: "EUR".into(),
+                    created_at: now,
+                    updated_at: now,
+                };
+                let mut refs = self.paymentz_references.lock(&payment.reference);
+                refs.entry(payment.reference.clone())
+                    .or_insert_with(|| payment.id.clone());
+                drop(refs);
+                shard.insert(id.to_string(), payment);
+            }
+        }
+        f(shard.get_mut(id).filter(|p| p.visible_to(member_id)))
+    }
+
+    /// The `paymentId` recorded for a `merchantTransactionId`.
+    pub(crate) fn paymentz_by_reference(&self, reference: &str) -> Option<String> {
+        self.paymentz_references.get(reference)
+    }
+
+    /// Like [`Simulation::with_paymentz`] for a Praxis `trace_id`.
+    pub(crate) fn with_praxis<R>(
+        &self,
+        trace_id: &str,
+        merchant_id: &str,
+        frontend: &str,
+        f: impl FnOnce(Option<&mut Payment<PxStatus>>) -> R,
+    ) -> R {
+        let mut shard = self.praxis.lock(trace_id);
+        if !shard.contains_key(trace_id) && self.auto_id(trace_id).is_some() {
+            let now = OffsetDateTime::now_utc();
+            shard.insert(
+                trace_id.to_string(),
+                Payment {
+                    id: trace_id.to_string(),
+                    reference: format!("order-{trace_id}"),
+                    owner: Some(merchant_id.to_string()),
+                    frontend: Some(frontend.to_string()),
+                    transaction_id: Some(self.ids.next()),
+                    status: PxStatus::Authorized,
+                    amount: AUTO_PRAXIS_AMOUNT,
+                    captured: Amount::ZERO,
+                    refunded: Amount::ZERO,
+                    currency: "USD".into(),
+                    created_at: now,
+                    updated_at: now,
+                },
+            );
+        }
+        f(shard
+            .get_mut(trace_id)
+            .filter(|p| p.visible_to(merchant_id)))
+    }
+
+    fn auto_id(&self, id: &str) -> Option<u64> {
+        if self.auto_payments.load(Ordering::Relaxed) {
+            in_auto_range(id)
+        } else {
+            None
+        }
+    }
+
+    pub fn auto_payments(&self) -> bool {
+        self.auto_payments.load(Ordering::Relaxed)
+    }
+
+    /// Turns the on-demand rule on or off while running.
+    pub fn set_auto_payments(&self, enabled: bool) {
+        self.auto_payments.store(enabled, Ordering::Relaxed);
+    }
+
+    // ----- ledger and stats -----
+
+    pub fn ledger(&self, query: &LedgerQuery) -> Vec<LedgerEntry> {
+        self.ledger.query(query)
+    }
+
+    /// Ledger entries of one payment.
+    pub fn ledger_for(&self, gateway: GatewayId, payment_id: &str) -> Vec<LedgerEntry> {
+        self.ledger.query(&LedgerQuery {
+            gateway: Some(gateway),
+            payment_id: Some(payment_id.to_string()),
+            ..LedgerQuery::default()
+        })
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        let mut snapshot = self.stats.snapshot();
+        snapshot.ledger_entries = self.ledger.len() as u64;
+        snapshot
+            .payments
+            .insert("paymentz".into(), self.paymentz.len() as u64);
+        snapshot
+            .payments
+            .insert("praxis".into(), self.praxis.len() as u64);
+        snapshot
+    }
+
+    // ----- faults -----
+
+    pub fn seed(&self) -> u64 {
+        self.faults.seed()
+    }
+
+    pub fn fault_settings(&self) -> FaultSettings {
+        self.faults.settings()
+    }
+
+    pub fn set_fault_settings(&self, settings: FaultSettings) -> Result<(), FaultError> {
+        self.faults.set(settings)
+    }
+
+    /// A partial update, as `PUT /admin/faults` does.
+    pub fn update_faults(&self, update: &FaultSettingsView) -> Result<FaultSettings, FaultError> {
+        let next = self.faults.settings().updated(update)?;
+        self.faults.set(next.clone())?;
+        Ok(next)
+    }
+
+    pub fn script_fault(&self, script: FaultScript) -> Result<ScriptStatus, FaultError> {
+        self.faults.add_script(script)
+    }
+
+    pub fn fault_scripts(&self) -> Vec<ScriptStatus> {
+        self.faults.scripts()
+    }
+
+    pub fn clear_fault_scripts(&self) -> usize {
+        self.faults.clear_scripts()
+    }
+
+    // ----- tokens, reset -----
+
+    /// Expires every Paymentz auth token; the next call with one gets `401`.
+    pub fn expire_tokens(&self) -> usize {
+        self.tokens.expire_all()
+    }
+
+    /// Forgets payments, ledger, stats, tokens and scripts, and restores the
+    /// start-up faults and draw counter. Not atomic against requests in flight.
+    pub fn reset(&self) {
+        self.paymentz.clear();
+        self.paymentz_references.clear();
+        self.praxis.clear();
+        self.ledger.clear();
+        self.stats.clear();
+        self.tokens.expire_all();
+        self.faults.reset();
+        self.auto_payments
+            .store(self.config.auto_payments, Ordering::Relaxed);
+        self.requests.store(0, Ordering::Relaxed);
+    }
+
+    // ----- plumbing -----
+
+    /// A number for each gateway request, recorded in ledger entries.
+    pub(crate) fn next_request_no(&self) -> u64 {
+        self.requests.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Resolves once shutdown has begun (at once if it already has).
+    pub(crate) async fn stopping(&self) {
+        let mut signal = self.shutdown.subscribe();
+        // An error means the sender is gone, which also means stopping.
+        let _ = signal.wait_for(|stopping| *stopping).await;
+    }
+
+    pub(crate) fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+}
+
+fn parse_created_at(text: &str) -> Result<OffsetDateTime, AdminError> {
+    if let Ok(t) = OffsetDateTime::parse(text, &Rfc3339) {
+        return Ok(t);
+    }
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(text, &format)
+        .map(|d| d.midnight().assume_utc())
+        .map_err(|_| {
+            AdminError::BadRequest(format!(
+                "created_at `{text}` is neither RFC 3339 nor YYYY-MM-DD"
+            ))
+        })
+}
+
+fn build_payment<S: Status>(
+    new: &NewPayment,
+    id: String,
+    reference: String,
+    currency: String,
+    created_at: OffsetDateTime,
+) -> Result<Payment<S>, AdminError> {
+    let state = new.state.as_deref().unwrap_or("authorized");
+    let status = S::parse(state).ok_or_else(|| {
+        AdminError::BadRequest(format!(
+            "state `{state}` is not a {} status",
+            new.gateway.as_str()
+        ))
+    })?;
+    let captured = new.captured.unwrap_or(if status.is_captured() {
+        new.amount
+    } else {
+        Amount::ZERO
+    });
+    let refunded = new.refunded.unwrap_or(if status.is_refunded() {
+        captured
+    } else {
+        Amount::ZERO
+    });
+    if captured > new.amount {
+        return Err(AdminError::BadRequest(
+            "captured is more than the amount".into(),
+        ));
+    }
+    if refunded > captured {
+        return Err(AdminError::BadRequest(
+            "refunded is more than the captured amount".into(),
+        ));
+    }
+    Ok(Payment {
+        id,
+        reference,
+        owner: new.owner.clone(),
+        frontend: None,
+        transaction_id: None,
+        status,
+        amount: new.amount,
+        captured,
+        refunded,
+        currency,
+        created_at,
+        updated_at: created_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sim() -> Simulation {
+        Simulation::new(SimulatorConfig::default()).unwrap()
+    }
+
+    #[test]
+    fn creates_payments_with_defaults() {
+        let sim = sim();
+        let view = sim
+            .create_payment(
+                NewPayment::new(GatewayId::Paymentz, Amount::from_minor(5000)).state("captured"),
+            )
+            .unwrap();
+        assert_eq!(view.status, "capturesuccess");
+        assert_eq!(view.captured, Amount::from_minor(5000));
+        assert_eq!(view.currency, "EUR");
+        assert!(view.id.parse::<u64>().unwrap() >= super::super::state::FIRST_ID);
+        assert_eq!(sim.payment(GatewayId::Paymentz, &view.id), Some(view));
+    }
+
+    #[test]
+    fn refuses_duplicates_and_inconsistent_amounts() {
+        let sim = sim();
+        let new = NewPayment::new(GatewayId::Praxis, Amount::from_minor(100)).id("5");
+        sim.create_payment(new.clone()).unwrap();
+        assert!(matches!(
+            sim.create_payment(new),
+            Err(AdminError::Conflict(_))
+        ));
+        let bad = NewPayment::new(GatewayId::Paymentz, Amount::from_minor(100))
+            .captured(Amount::from_minor(200));
+        assert!(matches!(
+            sim.create_payment(bad),
+            Err(AdminError::BadRequest(_))
+        ));
+        let bad = NewPayment::new(GatewayId::Paymentz, Amount::from_minor(100)).state("bogus");
+        assert!(matches!(
+            sim.create_payment(bad),
+            Err(AdminError::BadRequest(_))
+        ));
+        let bad = NewPayment::new(GatewayId::Paymentz, Amount::from_minor(100)).id("12a");
+        assert!(matches!(
+            sim.create_payment(bad),
+            Err(AdminError::BadRequest(_))
+        ));
+    }
+
+    #[test]
+    fn on_demand_payments_follow_the_rule() {
+        let sim = sim();
+        let status =
+            |id: &str| sim.with_paymentz(id, "11359", |p| p.map(|p| (p.status, p.captured)));
+        assert_eq!(
+            status("12345678"),
+            Some((PzStatus::AuthSuccessful, Amount::ZERO))
+        );
+        assert_eq!(
+            status("12345679"),
+            Some((PzStatus::CaptureSuccess, AUTO_PAYMENTZ_AMOUNT))
+        );
+        assert_eq!(status("1234567"), None, "7 digits are not on demand");
+        // It belongs to the member that touched it first.
+        assert!(sim.with_paymentz("12345678", "other", |p| p.is_none()));
+        sim.set_auto_payments(false);
+        assert_eq!(status("22345678"), None);
+        assert_eq!(
+            sim.paymentz_by_reference("order-12345678").as_deref(),
+            Some("12345678")
+        );
+    }
+
+    #[test]
+    fn reset_forgets_everything() {
+        let sim = sim();
+        sim.with_praxis("10000001", "m", "f", |p| assert!(p.is_some()));
+        sim.reset();
+        assert_eq!(sim.praxis.len(), 0);
+        assert_eq!(sim.stats().requests_total, 0);
+    }
+}
