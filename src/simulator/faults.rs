@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use rand::rngs::SmallRng;
@@ -317,7 +317,8 @@ pub struct Decision {
 pub struct Faults {
     seed: u64,
     initial: FaultSettings,
-    settings: RwLock<FaultSettings>,
+    /// Behind an `Arc` so each decision takes a cheap snapshot.
+    settings: RwLock<Arc<FaultSettings>>,
     scripts: Mutex<Vec<ScriptStatus>>,
     draws: AtomicU64,
     next_script: AtomicU64,
@@ -327,7 +328,7 @@ impl Faults {
     pub fn new(seed: u64, initial: FaultSettings) -> Faults {
         Faults {
             seed,
-            settings: RwLock::new(initial.clone()),
+            settings: RwLock::new(Arc::new(initial.clone())),
             initial,
             scripts: Mutex::new(Vec::new()),
             draws: AtomicU64::new(0),
@@ -340,12 +341,12 @@ impl Faults {
     }
 
     pub fn settings(&self) -> FaultSettings {
-        self.settings.read().expect("not poisoned").clone()
+        FaultSettings::clone(&self.settings.read().expect("not poisoned"))
     }
 
     pub fn set(&self, settings: FaultSettings) -> Result<(), FaultError> {
         settings.validate()?;
-        *self.settings.write().expect("not poisoned") = settings;
+        *self.settings.write().expect("not poisoned") = Arc::new(settings);
         Ok(())
     }
 
@@ -380,13 +381,13 @@ impl Faults {
     /// Back to the start: initial settings, no scripts, draw counter at zero,
     /// so a reset simulator repeats its faults exactly.
     pub fn reset(&self) {
-        *self.settings.write().expect("not poisoned") = self.initial.clone();
+        *self.settings.write().expect("not poisoned") = Arc::new(self.initial.clone());
         self.clear_scripts();
         self.draws.store(0, Ordering::SeqCst);
     }
 
     pub fn decide(&self, target: &Target<'_>) -> Decision {
-        let settings = self.settings.read().expect("not poisoned").clone();
+        let settings = Arc::clone(&self.settings.read().expect("not poisoned"));
         let hang = settings.hang();
         let scripted = self.take_script(target);
         if !target.operation_call {

@@ -244,6 +244,7 @@ impl Simulator {
 
 /// A simulator serving in the background. Dropping it stops the server too,
 /// without waiting; [`RunningSimulator::shutdown`] waits.
+#[derive(Debug)]
 pub struct RunningSimulator {
     addr: SocketAddr,
     sim: Arc<Simulation>,
