@@ -137,7 +137,7 @@ async fn an_undecidable_attempt_is_unknown_then_settled_by_background_reconcilia
     let mut env = TestEnv::new("unknown").await;
     let worker = env.start_worker();
     let payment = "10000031";
-    let sim = env.sim.sim();
+    let sim = env.sim.sim().clone();
     // The before-snapshot inquiry passes; the refund applies but its answer is a
     // 500; the next two inquiries fail too: the worker cannot tell, says unknown.
     sim.script_fault(

@@ -65,6 +65,13 @@ impl TestEnv {
     }
 
     pub async fn with_simulator(test: &str, sim_config: SimulatorConfig) -> TestEnv {
+        // Logs only when asked: RUST_LOG=backoffice_worker=debug cargo test -- --nocapture
+        if std::env::var_os("RUST_LOG").is_some() {
+            backoffice_worker::telemetry::init(
+                backoffice_worker::telemetry::LogFormat::Text,
+                "warn",
+            );
+        }
         let suffix = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
         let name = format!("bwtest.{test}.{suffix}");
         let db_name = format!("bwtest_{}_{suffix}", test.replace(['-', '.'], "_"));
