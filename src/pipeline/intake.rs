@@ -321,7 +321,7 @@ pub async fn accept(
                 )
                 .await?;
                 if !leased {
-                    commands::requeue(&mut tx, &row.id, w.owner, w.settings.lease).await?;
+                    commands::defer(&mut tx, &row.id, w.owner, w.settings.lease).await?;
                 }
                 tx.commit().await?;
                 if leased {

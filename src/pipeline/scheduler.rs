@@ -72,8 +72,8 @@ pub async fn run(w: Arc<Worker>) {
                     // config since. Keep it for when the config is fixed.
                     tracing::error!(%id, problem = %rejected.description, "stored command cannot run with the current configuration; retrying later");
                     if let Ok(mut conn) = w.store.pool().acquire().await {
-                        let _ = commands::requeue(&mut conn, &id, w.owner, w.settings.max_backoff)
-                            .await;
+                        let _ =
+                            commands::defer(&mut conn, &id, w.owner, w.settings.max_backoff).await;
                     }
                 }
             }

@@ -131,7 +131,9 @@ pub async fn add_pending_replay(conn: &mut PgConnection, id: &str) -> Result<(),
 }
 
 /// Takes the lease on a payment for `command_id`: granted when free, expired,
-/// or already this command's (a recovery of its own interrupted run).
+/// or already this command's. The last case is a recovery: whoever holds the
+/// command's own lease (taken exclusively by [`claim_due`]) is its only runner,
+/// so it inherits the payment lease of the command's previous, dead, runner.
 pub async fn claim_payment(
     conn: &mut PgConnection,
     gateway: &str,
@@ -146,7 +148,7 @@ pub async fn claim_payment(
          ON CONFLICT (gateway, payment_key) DO UPDATE
             SET command_id = EXCLUDED.command_id, owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at
           WHERE payment_leases.expires_at < now()
-             OR (payment_leases.command_id = EXCLUDED.command_id AND payment_leases.owner = EXCLUDED.owner)",
+             OR payment_leases.command_id = EXCLUDED.command_id",
     )
     .bind(gateway)
     .bind(payment_key)
@@ -185,10 +187,11 @@ pub async fn release_payment(
     Ok(())
 }
 
-/// Puts a command back in the queue until `delay` has passed (a retry, or a
-/// payment held by another command), giving up this instance's lease. The
-/// before-snapshot is dropped: other commands may change the payment meanwhile,
-/// so the next attempt takes a fresh one.
+/// Schedules the next attempt of a command whose last attempt is known not to
+/// have taken effect, giving up this instance's lease. The before-snapshot is
+/// dropped: other commands may change the payment meanwhile, so the next
+/// attempt takes a fresh one. Never use it for a command that may be mid-call
+/// (see [`defer`]).
 pub async fn requeue(
     conn: &mut PgConnection,
     id: &str,
@@ -199,6 +202,29 @@ pub async fn requeue(
         "UPDATE commands SET state = 'queued', phase = 'ready', lease_owner = NULL, lease_until = NULL,
             before_snapshot = NULL, next_run_at = now() + make_interval(secs => $3), updated_at = now()
          WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+    )
+    .bind(id)
+    .bind(owner)
+    .bind(secs(delay))
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Gives up this instance's claim on a command without touching its recovery
+/// point: used when its payment is busy. A command found mid-call stays
+/// `calling`, so that whoever runs it next still inquires first.
+pub async fn defer(
+    conn: &mut PgConnection,
+    id: &str,
+    owner: Uuid,
+    delay: Duration,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE commands SET state = CASE WHEN state = 'unsettled' THEN 'unsettled' ELSE 'queued' END,
+            lease_owner = NULL, lease_until = NULL,
+            next_run_at = now() + make_interval(secs => $3), updated_at = now()
+         WHERE id = $1 AND lease_owner = $2 AND state IN ('running', 'unsettled')",
     )
     .bind(id)
     .bind(owner)
@@ -464,7 +490,7 @@ pub async fn wake_if_payment_free(
 ) -> Result<bool, StoreError> {
     let done = sqlx::query(
         "UPDATE commands SET next_run_at = now()
-         WHERE id = $1 AND state = 'queued'
+         WHERE id = $1 AND state IN ('queued', 'unsettled')
            AND NOT EXISTS (SELECT 1 FROM payment_leases WHERE gateway = $2 AND payment_key = $3)",
     )
     .bind(id)
