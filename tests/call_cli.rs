@@ -52,6 +52,7 @@ fn binary() -> Command {
         .env_remove("AMQP_URL")
         .env_remove("DATABASE_URL")
         .env_remove("RUST_LOG")
+        .env_remove("GWTEST_UNSET_SECURE_KEY")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -669,6 +670,101 @@ async fn an_unknown_account_is_rejected() {
 }
 
 #[tokio::test]
+async fn other_invalid_calls_are_rejected_before_anything_is_sent() {
+    let sim = start().await;
+    let config = ConfigFile::for_simulator(&sim);
+    let cases: [(&[&str], &str, &str); 6] = [
+        (
+            &[
+                "--gateway",
+                "praxis",
+                "--operation",
+                "capture",
+                "--payment-id",
+                "752856",
+                "--amount",
+                "10.00",
+            ],
+            "invalid_command",
+            "amount",
+        ),
+        (
+            &[
+                "--gateway",
+                "praxis",
+                "--operation",
+                "transaction_list",
+                "--from",
+                "2024-01-01",
+                "--to",
+                "2024-01-02",
+            ],
+            "unsupported_operation",
+            "transaction_list",
+        ),
+        (
+            &[
+                "--gateway",
+                "stripe",
+                "--operation",
+                "inquiry",
+                "--payment-id",
+                "1",
+            ],
+            "invalid_command",
+            "gateway",
+        ),
+        (
+            &[
+                "--gateway",
+                "paymentz",
+                "--operation",
+                "transaction_list",
+                "--from",
+                "2024-02-01",
+                "--to",
+                "2024-01-01",
+            ],
+            "invalid_command",
+            "from",
+        ),
+        (
+            &[
+                "--gateway",
+                "paymentz",
+                "--operation",
+                "inquiry",
+                "--payment-id",
+                "12/../34",
+            ],
+            "invalid_command",
+            "payment_id",
+        ),
+        (
+            &[
+                "--gateway",
+                "paymentz",
+                "--operation",
+                "refund",
+                "--payment-id",
+                "55361",
+            ],
+            "invalid_command",
+            "amount",
+        ),
+    ];
+    for (args, reason, field) in cases {
+        let run = call(&config.path, args).await;
+        assert_eq!(run.code, 2, "{args:?}: {run:?}");
+        assert_eq!(run.json["outcome"], "rejected", "{args:?}");
+        assert_eq!(run.json["reason"], reason, "{args:?}: {}", run.stdout);
+        let description = run.json["description"].as_str().unwrap();
+        assert!(description.contains(field), "{args:?}: {description}");
+    }
+    assert_eq!(sim.sim().stats().requests_total, 0, "nothing was sent");
+}
+
+#[tokio::test]
 async fn a_config_mistake_names_the_file_table_and_key() {
     let sim = start().await;
     let good = config_text(&sim.base_url());
@@ -688,6 +784,10 @@ async fn a_config_mistake_names_the_file_table_and_key() {
         (
             format!("{good}\n[http]\nrequest_timeout = \"soon\"\n"),
             "[http] key `request_timeout`",
+        ),
+        (
+            good.replace("\"sandbox-secure-key\"", "\"${GWTEST_UNSET_SECURE_KEY}\""),
+            "[accounts.paymentz.default] key `secure_key`: environment variable GWTEST_UNSET_SECURE_KEY is not set",
         ),
     ];
     for (text, expected) in cases {
