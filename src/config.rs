@@ -461,10 +461,19 @@ impl<'a> Section<'a> {
         self.str(key).map(SecretString::from)
     }
 
-    /// A required `http`/`https` URL, returned without a trailing slash.
+    /// A required `http`/`https` URL, returned without a trailing slash. It may
+    /// carry no credentials, query or fragment: gateways authenticate otherwise,
+    /// and the URL is copied into every attempt record.
     pub fn base_url(&self, key: &str) -> Result<String, ConfigError> {
         let text = self.str(key)?;
         self.check_url(key, &text, &["http", "https"])?;
+        let url = Url::parse(&text).map_err(|e| self.error(key, format!("malformed URL: {e}")))?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(self.error(key, "must not contain credentials"));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(self.error(key, "must not have a query or fragment"));
+        }
         Ok(text.trim_end_matches('/').to_string())
     }
 

@@ -1139,7 +1139,6 @@ async fn praxis_wrong_secret_is_declined_and_the_answer_does_not_verify() {
 }
 
 #[tokio::test]
-#[ignore = "bug: src/gateways/praxis/mod.rs AccountConfig::read accepts a base_url with user:password, and the password then appears in every exchange's url (Paymentz refuses such a base_url)"]
 async fn a_password_in_a_base_url_never_reaches_the_records() {
     let sim = start().await;
     let password = "url-password-0123";

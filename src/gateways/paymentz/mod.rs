@@ -76,16 +76,6 @@ impl fmt::Debug for AccountConfig {
 impl AccountConfig {
     pub fn from_section(section: &Section<'_>) -> Result<AccountConfig, ConfigError> {
         let mut base_url = section.base_url("base_url")?;
-        // Paymentz authenticates with the token, never with URL credentials;
-        // a password here would end up in every exchange record's URL.
-        let parsed =
-            url::Url::parse(&base_url).map_err(|e| section.error("base_url", e.to_string()))?;
-        if !parsed.username().is_empty() || parsed.password().is_some() {
-            return Err(section.error("base_url", "must not contain credentials"));
-        }
-        if parsed.query().is_some() || parsed.fragment().is_some() {
-            return Err(section.error("base_url", "must not have a query or fragment"));
-        }
         // Accept a base URL that already names the API path rather than doubling it.
         if let Some(stripped) = base_url.strip_suffix(wire::API_PATH) {
             base_url = stripped.to_string();
