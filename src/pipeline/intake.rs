@@ -381,9 +381,11 @@ pub async fn accept(
             )
             .await?;
             tracing::info!(id = %row.id, "duplicate command: replaying its stored result");
-        } else if !envelope.redelivered {
+        } else {
+            // A producer's duplicate, or (rarely) our own delivery whose ack was
+            // lost: either way one more replayed event, never a second call.
             commands::add_pending_replay(&mut tx, &row.id).await?;
-            tracing::info!(id = %row.id, "duplicate of a command still running: it will be replayed when decided");
+            tracing::info!(id = %row.id, redelivered = envelope.redelivered, "duplicate of a command still running: it will be replayed when decided");
         }
         tx.commit().await?;
         w.wake_outbox.notify_one();
