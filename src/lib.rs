@@ -6,12 +6,14 @@
 //! Praxis, and deciding what each answer means), [`simulator`] (a faithful
 //! stand-in for both gateways), and [`call`] (the operator's one-off call).
 
+pub mod admin;
 pub mod broker;
 pub mod call;
 pub mod command;
 pub mod config;
 pub mod events;
 pub mod gateways;
+pub mod metrics;
 pub mod money;
 pub mod outcome;
 pub mod pipeline;

@@ -1,48 +1,176 @@
 //! `backoffice-worker run`: wires the configuration, the database, the gateway
-//! accounts and the pipeline together, and turns SIGTERM / Ctrl-C into a
-//! graceful stop.
+//! accounts, the admin listener and the pipeline together, and turns SIGTERM /
+//! Ctrl-C into a graceful stop. `--sandbox` adds an in-process gateway
+//! simulator and points every account at it.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, ConfigError};
 use crate::gateways::http::HttpTransport;
 use crate::gateways::registry::Accounts;
+use crate::metrics::Metrics;
+use crate::money::Amount;
 use crate::pipeline::{self, retry, Worker};
+use crate::simulator::{GatewayId, NewPayment, RunningSimulator, Simulator, SimulatorConfig};
 use crate::store::{self, Store};
 
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_help = "Examples:
-  backoffice-worker run --config /etc/backoffice/backoffice.toml
-  BACKOFFICE_CONFIG=./backoffice.toml backoffice-worker run --log-format json")]
+  backoffice-worker run --sandbox
+  backoffice-worker run --config /etc/backoffice/backoffice.toml --admin-listen 0.0.0.0:9090
+  BACKOFFICE_CONFIG=./backoffice.toml backoffice-worker --log-format json run
+
+In --sandbox mode the worker creates its database when missing, starts the gateway
+simulator in-process and points every account at it: no real gateway is ever called.")]
 pub struct RunArgs {
     /// The configuration file (default: $BACKOFFICE_CONFIG, then ./backoffice.toml).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Run against the built-in gateway simulator instead of the real gateways.
+    #[arg(long)]
+    pub sandbox: bool,
+    /// Where the sandbox simulator listens (its admin API is under /admin).
+    #[arg(long, default_value = "127.0.0.1:8099", requires = "sandbox")]
+    pub sandbox_listen: SocketAddr,
+    /// Serve /metrics, /healthz and /readyz on this address.
+    #[arg(long)]
+    pub admin_listen: Option<SocketAddr>,
 }
+
+/// The configuration `--sandbox` uses when there is no config file: the local
+/// services (or `$AMQP_URL` / `$DATABASE_URL`) and one sandbox account per gateway.
+pub const SANDBOX_CONFIG: &str = r#"
+[accounts.paymentz.default]
+base_url = "http://sandbox.invalid"
+partner_id = "197"
+username = "sandbox-merchant"
+member_id = "11359"
+secure_key = "sandbox-secure-key"
+
+[accounts.praxis.default]
+base_url = "http://sandbox.invalid"
+merchant_id = "Test-Integration-Merchant"
+merchant_secret = "sandbox-merchant-secret"
+frontend = "Integration TEST USD"
+"#;
 
 /// Loads the config and runs the worker until a stop signal.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let file = config::locate(args.config.as_deref())?;
-    let config = Config::load(&file)?;
+    let config = load_config(&args)?;
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
-    run_with(config, shutdown).await
+    let sandbox = if args.sandbox {
+        Some(args.sandbox_listen)
+    } else {
+        None
+    };
+    run_with_options(config, sandbox, args.admin_listen, shutdown).await
+}
+
+/// The file if there is one; the built-in sandbox config if `--sandbox`; else
+/// the error that says what is missing.
+pub fn load_config(args: &RunArgs) -> Result<Config, ConfigError> {
+    match config::locate(args.config.as_deref()) {
+        Ok(file) => Config::load(&file),
+        Err(ConfigError::NotFound) if args.sandbox => Config::parse(
+            std::path::Path::new("<built-in sandbox config>"),
+            SANDBOX_CONFIG,
+            |name| std::env::var(name).ok(),
+        ),
+        Err(error) => Err(error),
+    }
 }
 
 /// Runs a worker for `config` until `shutdown` is cancelled. Tests call this directly.
 pub async fn run_with(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    run_with_options(config, None, None, shutdown).await
+}
+
+pub async fn run_with_options(
+    mut config: Config,
+    sandbox: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let simulator = match sandbox {
+        Some(listen) => Some(start_sandbox(&mut config, listen).await?),
+        None => None,
+    };
     let accounts = Accounts::build(&config.accounts, &HttpTransport::new(config.http))?;
     let store = Store::connect_lazy(&config.database)?;
-    if !wait_for_migrations(&store, &shutdown).await? {
-        return Ok(());
+    let metrics = Arc::new(Metrics::new());
+    let worker = Worker::new(&config, store.clone(), accounts, metrics, shutdown.clone());
+    let admin_stop = CancellationToken::new();
+    if let Some(addr) = admin_listen {
+        crate::admin::start(addr, worker.clone(), admin_stop.clone())
+            .await
+            .with_context(|| format!("--admin-listen {addr}"))?;
     }
-    let worker = Worker::new(&config, store, accounts, shutdown);
-    pipeline::run(worker).await
+    let result = if wait_for_migrations(&store, &shutdown).await? {
+        pipeline::run(worker).await
+    } else {
+        Ok(())
+    };
+    admin_stop.cancel();
+    if let Some(simulator) = simulator {
+        simulator.shutdown().await;
+    }
+    result
 }
+
+/// Creates the database if needed, starts the simulator accepting the
+/// configured accounts, seeds the demo payments, and points every account at it.
+async fn start_sandbox(
+    config: &mut Config,
+    listen: SocketAddr,
+) -> anyhow::Result<RunningSimulator> {
+    store::ensure_database(config.database.url.expose_secret())
+        .await
+        .context("creating the sandbox database")?;
+    let mut sim_config = SimulatorConfig::from_accounts(&config.accounts)?;
+    sim_config.listen = listen;
+    sim_config.auto_payments = true;
+    let simulator = Simulator::start(sim_config).await.with_context(|| {
+        format!("starting the sandbox simulator on {listen} (use --sandbox-listen to move it)")
+    })?;
+    let base_url = simulator.base_url();
+    for spec in &mut config.accounts {
+        spec.table
+            .insert("base_url".into(), toml::Value::String(base_url.clone()));
+    }
+    let sim = simulator.sim();
+    for (gateway, id, state, minor, currency) in DEMO_PAYMENTS {
+        let payment = NewPayment::new(*gateway, Amount::from_minor(*minor))
+            .id(*id)
+            .state(*state)
+            .currency(*currency);
+        if let Err(error) = sim.create_payment(payment) {
+            tracing::debug!(%error, id, "demo payment not created");
+        }
+    }
+    tracing::warn!("==================================================================");
+    tracing::warn!("SANDBOX MODE: every gateway account points at the built-in simulator");
+    tracing::warn!("at {base_url}. No real gateway is called; no real money moves.");
+    tracing::warn!("Demo payments: paymentz 55361 (authorized 100.00 EUR), 55362 (captured");
+    tracing::warn!("100.00 EUR); praxis 752856 (authorized 10.00 USD); and any 8-9 digit id");
+    tracing::warn!("appears on first use (paymentz: even = authorized, odd = captured).");
+    tracing::warn!("==================================================================");
+    Ok(simulator)
+}
+
+/// The payments a sandbox starts with, so that the README's session works at once.
+pub const DEMO_PAYMENTS: &[(GatewayId, &str, &str, u64, &str)] = &[
+    (GatewayId::Paymentz, "55361", "authorized", 10_000, "EUR"),
+    (GatewayId::Paymentz, "55362", "captured", 10_000, "EUR"),
+    (GatewayId::Praxis, "752856", "authorized", 1_000, "USD"),
+];
 
 /// Applies the migrations, waiting for the database if it is not up yet.
 /// Returns false if asked to stop meanwhile.

@@ -89,6 +89,7 @@ pub fn event_for(
 
 /// Exchanges to write in the same transaction as what follows them.
 struct Record<'a> {
+    gateway: &'static str,
     attempt_no: i32,
     kind: AttemptKind,
     in_flight_row: Option<i64>,
@@ -233,6 +234,7 @@ async fn run(w: &Worker, job: &Job) -> Result<(), StoreError> {
             .expect("side effects have a payment id");
         let call = job.valid.gateway.execute(&inquiry).await;
         let record = Record {
+            gateway: job.valid.gateway.name(),
             attempt_no: attempts_made + 1,
             kind: AttemptKind::Inquiry,
             in_flight_row: None,
@@ -304,6 +306,7 @@ async fn run(w: &Worker, job: &Job) -> Result<(), StoreError> {
 
     let call = job.valid.gateway.execute(&job.valid.request).await;
     let record = Record {
+        gateway: job.valid.gateway.name(),
         attempt_no,
         kind: AttemptKind::Operation,
         in_flight_row: Some(row),
@@ -414,6 +417,7 @@ async fn verify(
             w,
             &job.row.id,
             &Record {
+                gateway: job.valid.gateway.name(),
                 attempt_no,
                 kind: AttemptKind::Inquiry,
                 in_flight_row: None,
@@ -452,6 +456,7 @@ async fn reconcile_unknown(w: &Worker, job: &Job) -> Result<(), StoreError> {
                 w,
                 id,
                 &Record {
+                    gateway: job.valid.gateway.name(),
                     attempt_no: job.row.attempts,
                     kind: AttemptKind::Inquiry,
                     in_flight_row: None,
@@ -570,12 +575,16 @@ async fn retry_or_fail(
     let id = job.row.id.as_str();
     let mut tx = w.store.pool().begin().await?;
     if let Some(record) = record {
-        write_record_in(&mut tx, id, &record).await?;
+        write_record_in(w, &mut tx, id, &record).await?;
     }
     commands::clear_intent(&mut tx, id, w.owner).await?;
     commands::requeue(&mut tx, id, w.owner, delay).await?;
     commands::release_payment(&mut tx, job.valid.gateway.name(), &job.payment_key(), id).await?;
     tx.commit().await?;
+    w.metrics.retry_scheduled(
+        job.valid.gateway.name(),
+        job.valid.request.operation.as_str(),
+    );
     tracing::info!(retry_in = ?delay, attempts_made, "not applied; retry scheduled");
     Ok(())
 }
@@ -667,7 +676,7 @@ async fn conclude(
     let body = serde_json::to_value(&event).expect("serializable");
     let mut tx = w.store.pool().begin().await?;
     if let Some(record) = &record {
-        write_record_in(&mut tx, id, record).await?;
+        write_record_in(w, &mut tx, id, record).await?;
     }
     let reconcile_in = unsettled.then(|| retry::reconcile_delay(&w.settings, 0));
     if !commands::decide(
@@ -714,20 +723,38 @@ async fn conclude(
     commands::release_payment(&mut tx, job.valid.gateway.name(), &job.payment_key(), id).await?;
     tx.commit().await?;
     w.wake_outbox.notify_one();
+    w.metrics.command_decided(
+        job.valid.gateway.name(),
+        job.valid.request.operation.as_str(),
+        outcome.as_str(),
+    );
+    if replays > 0 {
+        (0..replays).for_each(|_| w.metrics.replayed());
+    }
     tracing::info!(outcome = %outcome, attempts = attempts_made, "command decided");
     Ok(())
 }
 
 async fn write_record(w: &Worker, id: &str, record: &Record<'_>) -> Result<(), StoreError> {
     let mut conn = w.store.pool().acquire().await?;
-    write_record_in(&mut conn, id, record).await
+    write_record_in(w, &mut conn, id, record).await
 }
 
+/// Records the exchanges of a call, and counts them: one place for both.
 async fn write_record_in(
+    w: &Worker,
     conn: &mut sqlx::PgConnection,
     id: &str,
     record: &Record<'_>,
 ) -> Result<(), StoreError> {
+    for exchange in &record.call.exchanges {
+        let kind = if exchange.purpose == "authToken" {
+            AttemptKind::Auth
+        } else {
+            record.kind
+        };
+        w.metrics.exchange(record.gateway, kind.as_str(), exchange);
+    }
     let error = record.call.answer.error.as_ref().map(|e| e.to_string());
     attempts::record(
         conn,

@@ -304,6 +304,11 @@ pub async fn accept(
                 .await?;
                 tx.commit().await?;
                 w.wake_outbox.notify_one();
+                w.metrics.command_decided(
+                    command.gateway.as_deref().unwrap_or(""),
+                    command.operation.as_deref().unwrap_or(""),
+                    "rejected",
+                );
                 tracing::info!(id = %row.id, reason = rejected.reason.as_str(), description = %rejected.description, "command rejected");
                 Ok(Accepted::Done)
             }

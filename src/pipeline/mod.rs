@@ -33,6 +33,7 @@ use crate::broker::{Publisher, Topology};
 use crate::command::ValidCommand;
 use crate::config::{Config, WorkerSettings};
 use crate::gateways::registry::Accounts;
+use crate::metrics::Metrics;
 use crate::outcome::Rejected;
 use crate::store::commands::{CommandRow, NewCommand};
 use crate::store::Store;
@@ -58,6 +59,7 @@ pub struct Worker {
     pub shutdown: CancellationToken,
     /// How often the scheduler looks for due commands when nothing wakes it.
     pub poll_interval: Duration,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Worker {
@@ -65,6 +67,7 @@ impl Worker {
         config: &Config,
         store: Store,
         accounts: Accounts,
+        metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Arc<Worker> {
         let (publisher_tx, publisher) = watch::channel(None);
@@ -83,6 +86,7 @@ impl Worker {
             wake_scheduler: Notify::new(),
             shutdown,
             poll_interval: Duration::from_millis(250),
+            metrics,
         })
     }
 
@@ -110,6 +114,16 @@ impl Worker {
             .iter()
             .cloned()
             .collect()
+    }
+
+    /// Whether a broker session is up right now.
+    pub fn broker_connected(&self) -> bool {
+        self.publisher.borrow().is_some()
+    }
+
+    /// Commands being driven right now (not counting deliveries in intake).
+    pub fn driving(&self) -> usize {
+        self.active.lock().expect("not poisoned").len()
     }
 
     pub fn in_flight(&self) -> usize {

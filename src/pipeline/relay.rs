@@ -100,5 +100,6 @@ pub async fn relay_once(w: &Worker, publisher: &Publisher) -> Result<usize, Stor
         tracing::warn!(failed = not_published.len(), %error, "some events were not confirmed; they stay in the outbox");
     }
     tx.commit().await?;
+    w.metrics.published(published.len() as u64);
     Ok(rows.len())
 }

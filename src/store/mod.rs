@@ -111,3 +111,21 @@ pub fn is_transient(error: &StoreError) -> bool {
             | sqlx::Error::Tls(_)
     ) || matches!(error, sqlx::Error::Database(e) if e.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c == "40001" || c == "40P01"))
 }
+
+/// The durable figures the metrics report, read in one round trip.
+pub async fn durable_figures(pool: &PgPool) -> Result<crate::metrics::Durable, StoreError> {
+    let (unknown_open, outbox_backlog, oldest, dead): (i64, i64, f64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM commands WHERE state = 'unsettled'),
+                (SELECT count(*) FROM outbox WHERE published_at IS NULL),
+                COALESCE((SELECT EXTRACT(EPOCH FROM now() - min(created_at))::float8 FROM outbox WHERE published_at IS NULL), 0),
+                (SELECT count(*) FROM dead_letters WHERE requeued_at IS NULL)",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(crate::metrics::Durable {
+        unknown_open,
+        outbox_backlog,
+        outbox_oldest_age: Duration::from_secs_f64(oldest.max(0.0)),
+        dead_letters_waiting: dead,
+    })
+}
