@@ -11,10 +11,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use lapin::options::{BasicAckOptions, BasicCancelOptions};
 
-use super::intake::{self, Accepted, Envelope, Reading};
+use super::intake::{self, Accepted, Envelope, Incoming, Reading};
 use super::{executor, retry, Worker};
 use crate::broker::{self, Session};
 
@@ -58,7 +58,15 @@ pub async fn run(w: Arc<Worker>) -> Option<Session> {
     }
 }
 
+/// The most deliveries taken into one intake transaction.
+pub const MAX_INTAKE_BATCH: usize = 256;
+
 /// Consumes until shutdown (returns true) or until the session dies (false).
+///
+/// Deliveries are taken in batches of whatever has already arrived (never
+/// waiting for more), stored in one transaction, and acknowledged with one
+/// `multiple` ack. Intake runs one batch at a time, so every delivery before
+/// the acked tag has been stored: that is what makes the single ack safe.
 async fn consume(w: &Arc<Worker>, session: &Session) -> bool {
     let tag = format!("backoffice-worker-{}", w.owner);
     let mut consumer = match session.consume(&w.topology.command_queue, &tag).await {
@@ -70,11 +78,7 @@ async fn consume(w: &Arc<Worker>, session: &Session) -> bool {
     };
     let mut health = tokio::time::interval(Duration::from_secs(1));
     loop {
-        let permit = tokio::select! {
-            permit = w.permits.clone().acquire_owned() => permit.expect("semaphore never closed"),
-            _ = w.shutdown.cancelled() => break,
-        };
-        let delivery = loop {
+        let first = loop {
             tokio::select! {
                 next = consumer.next() => break next,
                 _ = health.tick() => {
@@ -88,83 +92,136 @@ async fn consume(w: &Arc<Worker>, session: &Session) -> bool {
                 }
             }
         };
-        match delivery {
-            Some(Ok(delivery)) => {
-                let w = w.clone();
-                tokio::spawn(async move {
-                    handle(w, delivery).await;
-                    drop(permit);
-                });
-            }
+        let mut batch = match first {
+            Some(Ok(delivery)) => vec![delivery],
             Some(Err(error)) => {
                 tracing::warn!(%error, "consumer failed");
                 return false;
             }
             None => return false,
+        };
+        while batch.len() < MAX_INTAKE_BATCH {
+            match consumer.next().now_or_never() {
+                Some(Some(Ok(delivery))) => batch.push(delivery),
+                _ => break,
+            }
+        }
+        // One permit per command; a full worker stops here and the broker's
+        // prefetch holds the rest.
+        let mut permits = Vec::with_capacity(batch.len());
+        for _ in 0..batch.len() {
+            tokio::select! {
+                permit = w.permits.clone().acquire_owned() => permits.push(permit.expect("semaphore never closed")),
+                _ = w.shutdown.cancelled() => return true,
+            }
+        }
+        let Some(accepted) = intake(w, &batch).await else {
+            // Shutting down before the batch could be stored: the deliveries
+            // stay unacked and the broker redelivers them.
+            return true;
+        };
+        let last = batch.last().expect("a batch is never empty");
+        if let Err(error) = last.acker.ack(BasicAckOptions { multiple: true }).await {
+            // The commands are stored; redeliveries will be recognised by their id.
+            tracing::warn!(%error, "ack failed after intake; the messages will be redelivered");
+        }
+        for (accepted, permit) in accepted.into_iter().zip(permits) {
+            if let Accepted::Run(job) = accepted {
+                let w = w.clone();
+                tokio::spawn(async move {
+                    executor::drive(w, *job).await;
+                    drop(permit);
+                });
+            }
         }
     }
-    let _ = session
-        .consume_channel
-        .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-        .await;
-    true
 }
 
 /// Intake with patience: while the database (or, for dead letters, the broker)
-/// is away, the delivery stays unacked and intake is retried with backoff.
-async fn handle(w: Arc<Worker>, delivery: lapin::message::Delivery) {
-    let reading = intake::read(&delivery.data);
-    let envelope = Envelope {
-        redelivered: delivery.redelivered,
-        reply_to: delivery
-            .properties
-            .reply_to()
-            .as_ref()
-            .map(|s| s.as_str().to_string()),
-        correlation_id: delivery
-            .properties
-            .correlation_id()
-            .as_ref()
-            .map(|s| s.as_str().to_string()),
-    };
-    let mut failures = 0u32;
-    let accepted = loop {
-        let attempt = match &reading {
-            Reading::Unreadable(reason) => {
-                let properties = broker::properties_json(&delivery.properties);
-                intake::dead_letter(&w, &delivery.data, &properties, reason)
-                    .await
-                    .map(|()| Accepted::Done)
-                    .map_err(|e| e.to_string())
-            }
+/// is away, the batch stays unacked and intake is retried with backoff.
+/// `None` when asked to stop meanwhile.
+async fn intake(w: &Arc<Worker>, batch: &[lapin::message::Delivery]) -> Option<Vec<Accepted>> {
+    let mut results: Vec<Option<Accepted>> = Vec::with_capacity(batch.len());
+    let mut incoming = Vec::new();
+    let mut positions = Vec::new();
+    let mut dead = Vec::new();
+    for (i, delivery) in batch.iter().enumerate() {
+        results.push(None);
+        match intake::read(&delivery.data) {
+            Reading::Unreadable(reason) => dead.push((i, reason)),
             Reading::Command {
                 command,
                 raw,
                 type_error,
-            } => intake::accept(&w, command, raw, type_error.clone(), &envelope)
-                .await
-                .map_err(|e| e.to_string()),
-        };
-        match attempt {
-            Ok(accepted) => break accepted,
-            Err(error) => {
-                failures += 1;
-                let delay =
-                    retry::jittered(Duration::from_millis(100), Duration::from_secs(5), failures);
-                tracing::warn!(%error, retry_in = ?delay, "intake failed; the delivery stays unacked");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    // Unacked: the broker redelivers it to whoever consumes next.
-                    _ = w.shutdown.cancelled() => return,
+            } => {
+                positions.push(i);
+                incoming.push(Incoming {
+                    command,
+                    raw,
+                    type_error,
+                    envelope: Envelope {
+                        redelivered: delivery.redelivered,
+                        reply_to: delivery
+                            .properties
+                            .reply_to()
+                            .as_ref()
+                            .map(|s| s.as_str().to_string()),
+                        correlation_id: delivery
+                            .properties
+                            .correlation_id()
+                            .as_ref()
+                            .map(|s| s.as_str().to_string()),
+                    },
+                });
+            }
+        }
+    }
+    let mut failures = 0u32;
+    for (i, reason) in dead {
+        let properties = broker::properties_json(&batch[i].properties);
+        loop {
+            match intake::dead_letter(w, &batch[i].data, &properties, &reason).await {
+                Ok(()) => break,
+                Err(error) => {
+                    failures += 1;
+                    if !backoff(w, &error.to_string(), failures).await {
+                        return None;
+                    }
                 }
             }
         }
-    };
-    if let Err(error) = delivery.ack(BasicAckOptions::default()).await {
-        // The command is stored; the redelivery will be recognised by its id.
-        tracing::warn!(%error, "ack failed after intake; the message will be redelivered");
+        results[i] = Some(Accepted::Done);
     }
-    if let Accepted::Run(job) = accepted {
-        executor::drive(w, *job).await;
+    if !incoming.is_empty() {
+        let accepted = loop {
+            match intake::accept_batch(w, &incoming).await {
+                Ok(accepted) => break accepted,
+                Err(error) => {
+                    failures += 1;
+                    if !backoff(w, &error.to_string(), failures).await {
+                        return None;
+                    }
+                }
+            }
+        };
+        for (i, accepted) in positions.into_iter().zip(accepted) {
+            results[i] = Some(accepted);
+        }
+    }
+    Some(
+        results
+            .into_iter()
+            .map(|r| r.expect("every delivery has a result"))
+            .collect(),
+    )
+}
+
+/// Waits before the next intake attempt; false if asked to stop meanwhile.
+async fn backoff(w: &Worker, error: &str, failures: u32) -> bool {
+    let delay = retry::jittered(Duration::from_millis(100), Duration::from_secs(5), failures);
+    tracing::warn!(%error, retry_in = ?delay, "intake failed; the deliveries stay unacked");
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => true,
+        _ = w.shutdown.cancelled() => false,
     }
 }

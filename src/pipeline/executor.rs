@@ -159,6 +159,10 @@ async fn run(w: &Worker, job: &Job) -> Result<(), StoreError> {
         .as_ref()
         .and_then(|v| serde_json::from_value(v.clone()).ok());
 
+    if let Some(row) = job.intent_row {
+        // Intake committed this first attempt's recovery point with the command.
+        return call_and_decide(w, job, 1, row, None).await;
+    }
     if job.row.phase == "calling" {
         // Found mid-call: a previous run died (or lost its lease) after recording
         // its intent. Whatever it sent may have taken effect; find out first.
@@ -222,7 +226,9 @@ async fn run(w: &Worker, job: &Job) -> Result<(), StoreError> {
     }
 
     // Record what the payment looks like before the side effect, where the status
-    // afterwards could not tell whether this attempt applied.
+    // afterwards could not tell whether this attempt applied. Its exchange is
+    // written with the recovery point, in the same commit.
+    let mut snapshot_call = None;
     if operation.has_side_effect()
         && job.valid.gateway.snapshot_before(operation)
         && before.is_none()
@@ -242,7 +248,6 @@ async fn run(w: &Worker, job: &Job) -> Result<(), StoreError> {
         };
         match (&call.answer.classification, &call.answer.snapshot) {
             (Classification::Succeeded, Some(snapshot)) => {
-                write_record(w, id, &record).await?;
                 if operation == Operation::Refund {
                     if let Some(problem) = refund_limit(w, job, snapshot).await? {
                         let reported = Reported {
@@ -257,13 +262,14 @@ async fn run(w: &Worker, job: &Job) -> Result<(), StoreError> {
                             None,
                             attempts_made,
                             reported,
-                            None,
+                            Some(record),
                             false,
                         )
                         .await;
                     }
                 }
                 before = Some(snapshot.clone());
+                snapshot_call = Some(call);
             }
             (Classification::Declined, _) => {
                 let mut reported = Reported::from_answer(&call.answer, operation);
@@ -295,6 +301,16 @@ async fn run(w: &Worker, job: &Job) -> Result<(), StoreError> {
         .as_ref()
         .map(|s| serde_json::to_value(s).expect("serializable"));
     let mut tx = w.store.pool().begin().await?;
+    if let Some(call) = &snapshot_call {
+        let record = Record {
+            gateway: job.valid.gateway.name(),
+            attempt_no: attempts_made + 1,
+            kind: AttemptKind::Inquiry,
+            in_flight_row: None,
+            call,
+        };
+        write_record_in(w, &mut tx, id, &record).await?;
+    }
     let Some(attempt_no) =
         commands::record_intent(&mut tx, id, w.owner, before_json.as_ref()).await?
     else {
@@ -304,6 +320,19 @@ async fn run(w: &Worker, job: &Job) -> Result<(), StoreError> {
     let row = attempts::start(&mut tx, id, attempt_no, operation.as_str()).await?;
     tx.commit().await?;
 
+    call_and_decide(w, job, attempt_no, row, before).await
+}
+
+/// Makes the call whose recovery point is committed, and decides from its answer.
+async fn call_and_decide(
+    w: &Worker,
+    job: &Job,
+    attempt_no: i32,
+    row: i64,
+    before: Option<PaymentSnapshot>,
+) -> Result<(), StoreError> {
+    let id = job.row.id.as_str();
+    let operation = job.valid.request.operation;
     let call = job.valid.gateway.execute(&job.valid.request).await;
     let record = Record {
         gateway: job.valid.gateway.name(),
@@ -651,7 +680,8 @@ async fn conclude_applied(
 }
 
 /// Commits the outcome, its event (and any pending replays), the exchanges that
-/// led to it, and releases the payment, all in one transaction.
+/// led to it, and releases the payment, all in one transaction (shared with
+/// other commands' decisions by the [`completion`](super::completion) writer).
 #[allow(clippy::too_many_arguments)]
 async fn conclude(
     w: &Worker,
@@ -663,6 +693,10 @@ async fn conclude(
     record: Option<Record<'_>>,
     unsettled: bool,
 ) -> Result<(), StoreError> {
+    use super::completion::{Committed, Conclusion};
+    use crate::store::attempts::Recording;
+    use crate::store::commands::{Decision, PaymentClaim};
+
     let id = job.row.id.as_str();
     let event = event_for(
         id,
@@ -673,66 +707,64 @@ async fn conclude(
         attempts_made,
         reported,
     );
-    let body = serde_json::to_value(&event).expect("serializable");
-    let mut tx = w.store.pool().begin().await?;
-    if let Some(record) = &record {
-        write_record_in(w, &mut tx, id, record).await?;
-    }
-    let reconcile_in = unsettled.then(|| retry::reconcile_delay(&w.settings, 0));
-    if !commands::decide(
-        &mut tx,
-        id,
-        Some(w.owner),
-        outcome.as_str(),
-        reason.map(|r| r.as_str()),
-        &body,
-        reconcile_in,
-    )
-    .await?
-    {
-        // Someone else owns it now; our exchanges are still worth keeping.
-        tx.rollback().await?;
-        if let Some(record) = &record {
-            write_record(w, id, record).await?;
+    let recording = record.map(|record| {
+        count_exchanges(w, &record);
+        Recording {
+            command_id: id.to_string(),
+            attempt_no: record.attempt_no,
+            kind: record.kind,
+            in_flight_row: record.in_flight_row,
+            exchanges: record.call.exchanges.clone(),
+            fallback_error: record.call.answer.error.as_ref().map(|e| e.to_string()),
         }
-        tracing::warn!(
-            "lost the lease before the outcome could be stored; the new owner settles it"
-        );
-        return Ok(());
+    });
+    let conclusion = Conclusion {
+        decision: Decision {
+            id: id.to_string(),
+            outcome: outcome.as_str().to_string(),
+            reason: reason.map(|r| r.as_str().to_string()),
+            result: serde_json::to_value(&event).expect("serializable"),
+            reconcile_in: unsettled.then(|| retry::reconcile_delay(&w.settings, 0)),
+        },
+        event,
+        claim: PaymentClaim {
+            gateway: job.valid.gateway.name().to_string(),
+            payment_key: job.payment_key(),
+            command_id: id.to_string(),
+        },
+        recording,
+        reply_to: job.row.reply_to.clone(),
+        reply_correlation_id: job.reply_correlation().map(str::to_string),
+    };
+    match w.completer.commit(conclusion).await? {
+        Committed::Decided { replays } => {
+            w.wake_outbox.notify_one();
+            w.metrics.command_decided(
+                job.valid.gateway.name(),
+                job.valid.request.operation.as_str(),
+                outcome.as_str(),
+            );
+            (0..replays).for_each(|_| w.metrics.replayed());
+            tracing::info!(outcome = %outcome, attempts = attempts_made, "command decided");
+        }
+        Committed::LeaseLost => {
+            tracing::warn!(
+                "lost the lease before the outcome could be stored; the new owner settles it"
+            );
+        }
     }
-    let reply_to = job.row.reply_to.as_deref();
-    outbox::enqueue(
-        &mut tx,
-        &w.topology.result_exchange,
-        &event,
-        reply_to,
-        job.reply_correlation(),
-    )
-    .await?;
-    let replays = commands::take_pending_replays(&mut tx, id).await?;
-    for _ in 0..replays {
-        outbox::enqueue(
-            &mut tx,
-            &w.topology.result_exchange,
-            &event.replay(),
-            reply_to,
-            job.reply_correlation(),
-        )
-        .await?;
-    }
-    commands::release_payment(&mut tx, job.valid.gateway.name(), &job.payment_key(), id).await?;
-    tx.commit().await?;
-    w.wake_outbox.notify_one();
-    w.metrics.command_decided(
-        job.valid.gateway.name(),
-        job.valid.request.operation.as_str(),
-        outcome.as_str(),
-    );
-    if replays > 0 {
-        (0..replays).for_each(|_| w.metrics.replayed());
-    }
-    tracing::info!(outcome = %outcome, attempts = attempts_made, "command decided");
     Ok(())
+}
+
+fn count_exchanges(w: &Worker, record: &Record<'_>) {
+    for exchange in &record.call.exchanges {
+        let kind = if exchange.purpose == "authToken" {
+            AttemptKind::Auth
+        } else {
+            record.kind
+        };
+        w.metrics.exchange(record.gateway, kind.as_str(), exchange);
+    }
 }
 
 async fn write_record(w: &Worker, id: &str, record: &Record<'_>) -> Result<(), StoreError> {
@@ -747,14 +779,7 @@ async fn write_record_in(
     id: &str,
     record: &Record<'_>,
 ) -> Result<(), StoreError> {
-    for exchange in &record.call.exchanges {
-        let kind = if exchange.purpose == "authToken" {
-            AttemptKind::Auth
-        } else {
-            record.kind
-        };
-        w.metrics.exchange(record.gateway, kind.as_str(), exchange);
-    }
+    count_exchanges(w, record);
     let error = record.call.answer.error.as_ref().map(|e| e.to_string());
     attempts::record(
         conn,

@@ -241,160 +241,289 @@ pub struct Envelope {
     pub correlation_id: Option<String>,
 }
 
-/// Stores a command read from a delivery, in one transaction: a new command
-/// (leased here when its payment is free), a rejection with its event, a replay
-/// of a decided command, or an idempotency conflict. The caller acks after this returns.
-pub async fn accept(
+/// A delivery read as a command, waiting for the intake commit.
+pub struct Incoming {
+    pub command: Box<Command>,
+    pub raw: serde_json::Value,
+    pub type_error: Option<Rejected>,
+    pub envelope: Envelope,
+}
+
+/// Stores a batch of commands read from deliveries, in one transaction, and
+/// says for each what follows. New valid commands are inserted together,
+/// leased here, their payments claimed together, and (when they need no
+/// before-snapshot) their first attempt's recovery point recorded with them;
+/// the rest (rejections, replays, conflicts, duplicates) go one by one. The
+/// caller acks the deliveries after this returns.
+pub async fn accept_batch(
     w: &super::Worker,
-    command: &Command,
-    raw: &serde_json::Value,
-    type_error: Option<Rejected>,
-    envelope: &Envelope,
-) -> Result<Accepted, crate::store::StoreError> {
+    items: &[Incoming],
+) -> Result<Vec<Accepted>, crate::store::StoreError> {
+    use std::collections::HashSet;
+
+    use crate::store::attempts;
+    use crate::store::commands::{self, PaymentClaim};
+
+    let prepared: Vec<(Result<ValidCommand, Rejected>, NewCommand)> = items
+        .iter()
+        .map(|item| {
+            let validated = validate(&item.command, item.type_error.clone(), &w.accounts);
+            let row = new_row(
+                &item.command,
+                &item.raw,
+                validated.as_ref().ok(),
+                item.envelope.reply_to.clone(),
+                item.envelope.correlation_id.clone(),
+            );
+            (validated, row)
+        })
+        .collect();
+
+    let mut tx = w.store.pool().begin().await?;
+    let valid_rows: Vec<&NewCommand> = prepared
+        .iter()
+        .filter(|(v, _)| v.is_ok())
+        .map(|(_, row)| row)
+        .collect();
+    let inserted = commands::insert_many(&mut tx, &valid_rows, w.owner, w.settings.lease).await?;
+
+    // One claim per payment: a second command on the same payment in this
+    // batch waits for the first like any other.
+    let mut jobs: Vec<Option<super::Job>> = Vec::with_capacity(items.len());
+    let mut claims = Vec::new();
+    let mut keys_seen = HashSet::new();
+    let mut first_of_payment = HashSet::new();
+    for (validated, row) in &prepared {
+        match validated {
+            Ok(valid) if inserted.contains(&row.id) && !first_of_payment.contains(&row.id) => {
+                let job = super::Job::fresh(row, valid.clone(), w.owner, w.settings.lease);
+                let key = (job.valid.gateway.name(), job.payment_key());
+                if keys_seen.insert(key.clone()) {
+                    claims.push(PaymentClaim {
+                        gateway: key.0.to_string(),
+                        payment_key: key.1,
+                        command_id: row.id.clone(),
+                    });
+                }
+                first_of_payment.insert(row.id.clone());
+                jobs.push(Some(job));
+            }
+            _ => jobs.push(None),
+        }
+    }
+    let granted = commands::claim_payments(&mut tx, &claims, w.owner, w.settings.lease).await?;
+    let deferred: Vec<String> = jobs
+        .iter()
+        .flatten()
+        .filter(|job| !granted.contains(&job.row.id))
+        .map(|job| job.row.id.clone())
+        .collect();
+    commands::defer_many(&mut tx, &deferred, w.owner, w.settings.lease).await?;
+
+    // The recovery point of the first attempt, for those that can call at once.
+    let immediate: Vec<(String, i32, String)> = jobs
+        .iter()
+        .flatten()
+        .filter(|job| granted.contains(&job.row.id))
+        .filter(|job| {
+            let op = job.valid.request.operation;
+            !(op.has_side_effect() && job.valid.gateway.snapshot_before(op))
+        })
+        .map(|job| {
+            (
+                job.row.id.clone(),
+                1,
+                job.valid.request.operation.as_str().to_string(),
+            )
+        })
+        .collect();
+    let immediate_ids: Vec<String> = immediate.iter().map(|i| i.0.clone()).collect();
+    commands::record_intent_many(&mut tx, &immediate_ids, w.owner).await?;
+    let rows = attempts::start_many(&mut tx, &immediate).await?;
+
+    let mut results = Vec::with_capacity(items.len());
+    let mut rejected = Vec::new();
+    let mut replays = 0;
+    for ((item, (validated, row)), job) in items.iter().zip(&prepared).zip(jobs) {
+        match job {
+            Some(mut job) if granted.contains(&job.row.id) => {
+                if let Some(&in_flight) = rows.get(&job.row.id) {
+                    job.row.phase = "calling".into();
+                    job.row.attempts = 1;
+                    job.intent_row = Some(in_flight);
+                }
+                job.payment_leased = true;
+                results.push(Accepted::Run(Box::new(job)));
+            }
+            Some(_) => results.push(Accepted::Done),
+            None => {
+                let outcome = accept_one(w, &mut tx, item, validated, row).await?;
+                match outcome {
+                    One::Rejected => rejected.push(item),
+                    One::Replayed => replays += 1,
+                    One::Nothing => {}
+                }
+                results.push(Accepted::Done);
+            }
+        }
+    }
+    tx.commit().await?;
+
+    if !deferred.is_empty() {
+        // A payment held by a command that finished between our claim and our
+        // commit would never wake these: look once more.
+        let mut conn = w.store.pool().acquire().await?;
+        for job in items
+            .iter()
+            .zip(&prepared)
+            .filter(|(_, (_, row))| deferred.contains(&row.id))
+        {
+            let (_, (validated, row)) = job;
+            if let Ok(valid) = validated {
+                let key = valid
+                    .request
+                    .payment_id
+                    .clone()
+                    .unwrap_or_else(|| format!("list:{}", row.id));
+                if commands::wake_if_payment_free(&mut conn, &row.id, valid.gateway.name(), &key)
+                    .await?
+                {
+                    w.wake_scheduler.notify_one();
+                }
+            }
+        }
+    }
+    if !rejected.is_empty() || replays > 0 {
+        w.wake_outbox.notify_one();
+    }
+    for item in rejected {
+        w.metrics.command_decided(
+            item.command.gateway.as_deref().unwrap_or(""),
+            item.command.operation.as_deref().unwrap_or(""),
+            "rejected",
+        );
+    }
+    (0..replays).for_each(|_| w.metrics.replayed());
+    Ok(results)
+}
+
+/// What [`accept_one`] did.
+enum One {
+    Rejected,
+    Replayed,
+    Nothing,
+}
+
+/// The slow path of intake, inside the batch's transaction: an invalid command
+/// (stored `rejected` with its event), or an id seen before (conflict, replay,
+/// or a pending replay while it still runs).
+async fn accept_one(
+    w: &super::Worker,
+    tx: &mut sqlx::PgConnection,
+    item: &Incoming,
+    validated: &Result<ValidCommand, Rejected>,
+    row: &NewCommand,
+) -> Result<One, crate::store::StoreError> {
     use super::executor::{event_for, Reported};
     use crate::outcome::{Outcome, RejectReason};
     use crate::store::{commands, outbox};
 
-    let validated = validate(command, type_error, &w.accounts);
-    let row = new_row(
-        command,
-        raw,
-        validated.as_ref().ok(),
-        envelope.reply_to.clone(),
-        envelope.correlation_id.clone(),
-    );
-    let reply_correlation = envelope.correlation_id.as_deref().or(Some(row.id.as_str()));
     let exchange = &w.topology.result_exchange;
-    let lease = validated.is_ok().then_some((w.owner, w.settings.lease));
-
-    let mut tx = w.store.pool().begin().await?;
-    if commands::insert(&mut tx, &row, lease).await? {
-        match validated {
-            Err(rejected) => {
-                let event = event_for(
-                    &row.id,
-                    raw,
-                    Outcome::Rejected,
-                    Some(rejected.reason),
-                    None,
-                    0,
-                    Reported {
-                        description: Some(rejected.description.clone()),
-                        ..Reported::default()
-                    },
-                );
-                let body = serde_json::to_value(&event).expect("serializable");
-                commands::decide(
-                    &mut tx,
-                    &row.id,
-                    None,
-                    "rejected",
-                    Some(rejected.reason.as_str()),
-                    &body,
-                    None,
-                )
-                .await?;
-                outbox::enqueue(
-                    &mut tx,
-                    exchange,
-                    &event,
-                    row.reply_to.as_deref(),
-                    reply_correlation,
-                )
-                .await?;
-                tx.commit().await?;
-                w.wake_outbox.notify_one();
-                w.metrics.command_decided(
-                    command.gateway.as_deref().unwrap_or(""),
-                    command.operation.as_deref().unwrap_or(""),
-                    "rejected",
-                );
-                tracing::info!(id = %row.id, reason = rejected.reason.as_str(), description = %rejected.description, "command rejected");
-                Ok(Accepted::Done)
-            }
-            Ok(valid) => {
-                let job = super::Job::fresh(&row, valid, w.owner, w.settings.lease);
-                let key = job.payment_key();
-                let gateway = job.valid.gateway.name();
-                let leased = commands::claim_payment(
-                    &mut tx,
-                    gateway,
-                    &key,
-                    &row.id,
-                    w.owner,
-                    w.settings.lease,
-                )
-                .await?;
-                if !leased {
-                    commands::defer(&mut tx, &row.id, w.owner, w.settings.lease).await?;
-                }
-                tx.commit().await?;
-                if leased {
-                    Ok(Accepted::Run(Box::new(job)))
-                } else {
-                    let mut conn = w.store.pool().acquire().await?;
-                    if commands::wake_if_payment_free(&mut conn, &row.id, gateway, &key).await? {
-                        w.wake_scheduler.notify_one();
-                    }
-                    Ok(Accepted::Done)
-                }
-            }
-        }
-    } else {
-        let existing = commands::lock(&mut tx, &row.id)
-            .await?
-            .expect("the conflicting row exists");
-        if existing.fingerprint != row.fingerprint {
+    let reply_correlation = item
+        .envelope
+        .correlation_id
+        .as_deref()
+        .or(Some(row.id.as_str()));
+    if let Err(rejected) = validated {
+        if commands::insert(&mut *tx, row, None).await? {
             let event = event_for(
                 &row.id,
-                raw,
+                &item.raw,
                 Outcome::Rejected,
-                Some(RejectReason::IdempotencyConflict),
+                Some(rejected.reason),
                 None,
                 0,
                 Reported {
-                    description: Some(format!(
-                        "id `{}` was already used at {} by a command with a different payload; the original is unchanged",
-                        row.id,
-                        crate::events::format_timestamp(existing.received_at)
-                    )),
+                    description: Some(rejected.description.clone()),
                     ..Reported::default()
                 },
             );
+            let body = serde_json::to_value(&event).expect("serializable");
+            commands::decide(
+                &mut *tx,
+                &row.id,
+                None,
+                "rejected",
+                Some(rejected.reason.as_str()),
+                &body,
+                None,
+            )
+            .await?;
             outbox::enqueue(
-                &mut tx,
+                &mut *tx,
                 exchange,
                 &event,
                 row.reply_to.as_deref(),
                 reply_correlation,
             )
             .await?;
-            tracing::warn!(id = %row.id, "idempotency conflict: same id, different payload");
-        } else if let Some(stored) = existing
-            .settled_result
-            .as_ref()
-            .or(existing.result.as_ref())
-        {
-            let event: crate::events::ResultEvent = serde_json::from_value(stored.clone())
-                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-            outbox::enqueue(
-                &mut tx,
-                exchange,
-                &event.replay(),
-                row.reply_to.as_deref(),
-                reply_correlation,
-            )
-            .await?;
-            tracing::info!(id = %row.id, "duplicate command: replaying its stored result");
-        } else {
-            // A producer's duplicate, or (rarely) our own delivery whose ack was
-            // lost: either way one more replayed event, never a second call.
-            commands::add_pending_replay(&mut tx, &row.id).await?;
-            tracing::info!(id = %row.id, redelivered = envelope.redelivered, "duplicate of a command still running: it will be replayed when decided");
+            tracing::info!(id = %row.id, reason = rejected.reason.as_str(), description = %rejected.description, "command rejected");
+            return Ok(One::Rejected);
         }
-        tx.commit().await?;
-        w.wake_outbox.notify_one();
-        Ok(Accepted::Done)
+    }
+    let existing = commands::lock(&mut *tx, &row.id)
+        .await?
+        .expect("the conflicting row exists");
+    if existing.fingerprint != row.fingerprint {
+        let event = event_for(
+            &row.id,
+            &item.raw,
+            Outcome::Rejected,
+            Some(RejectReason::IdempotencyConflict),
+            None,
+            0,
+            Reported {
+                description: Some(format!(
+                    "id `{}` was already used at {} by a command with a different payload; the original is unchanged",
+                    row.id,
+                    crate::events::format_timestamp(existing.received_at)
+                )),
+                ..Reported::default()
+            },
+        );
+        outbox::enqueue(
+            &mut *tx,
+            exchange,
+            &event,
+            row.reply_to.as_deref(),
+            reply_correlation,
+        )
+        .await?;
+        tracing::warn!(id = %row.id, "idempotency conflict: same id, different payload");
+        Ok(One::Rejected)
+    } else if let Some(stored) = existing
+        .settled_result
+        .as_ref()
+        .or(existing.result.as_ref())
+    {
+        let event: crate::events::ResultEvent =
+            serde_json::from_value(stored.clone()).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        outbox::enqueue(
+            &mut *tx,
+            exchange,
+            &event.replay(),
+            row.reply_to.as_deref(),
+            reply_correlation,
+        )
+        .await?;
+        tracing::info!(id = %row.id, "duplicate command: replaying its stored result");
+        Ok(One::Replayed)
+    } else {
+        // A producer's duplicate, or (rarely) our own delivery whose ack was
+        // lost: either way one more replayed event, never a second call.
+        commands::add_pending_replay(&mut *tx, &row.id).await?;
+        tracing::info!(id = %row.id, redelivered = item.envelope.redelivered, "duplicate of a command still running: it will be replayed when decided");
+        Ok(One::Nothing)
     }
 }
 

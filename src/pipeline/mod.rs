@@ -12,6 +12,7 @@
 //!
 //! They share one [`Worker`]. `docs/architecture.md` walks a command through them.
 
+pub mod completion;
 pub mod consumer;
 pub mod executor;
 pub mod intake;
@@ -60,6 +61,8 @@ pub struct Worker {
     /// How often the scheduler looks for due commands when nothing wakes it.
     pub poll_interval: Duration,
     pub metrics: Arc<Metrics>,
+    /// Commits decided outcomes, many per transaction.
+    pub completer: completion::Completer,
 }
 
 impl Worker {
@@ -71,8 +74,11 @@ impl Worker {
         shutdown: CancellationToken,
     ) -> Arc<Worker> {
         let (publisher_tx, publisher) = watch::channel(None);
+        let owner = Uuid::new_v4();
+        let completer =
+            completion::Completer::start(store.clone(), owner, config.amqp.result_exchange.clone());
         Arc::new(Worker {
-            owner: Uuid::new_v4(),
+            owner,
             store,
             accounts,
             settings: config.worker.clone(),
@@ -87,6 +93,7 @@ impl Worker {
             shutdown,
             poll_interval: Duration::from_millis(250),
             metrics,
+            completer,
         })
     }
 
@@ -138,6 +145,9 @@ pub struct Job {
     pub valid: ValidCommand,
     /// Whether the payment lease was already taken (at intake).
     pub payment_leased: bool,
+    /// The in-flight attempt row when intake already committed the recovery
+    /// point of the first attempt: the executor calls at once.
+    pub intent_row: Option<i64>,
 }
 
 impl Job {
@@ -174,6 +184,7 @@ impl Job {
             row,
             valid,
             payment_leased: false,
+            intent_row: None,
         })
     }
 
@@ -213,6 +224,7 @@ impl Job {
             },
             valid,
             payment_leased: true,
+            intent_row: None,
         }
     }
 }

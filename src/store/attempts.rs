@@ -199,3 +199,206 @@ pub async fn for_command(
     .fetch_all(conn)
     .await
 }
+
+/// [`start`] for many commands in one statement: returns each command's in-flight row id.
+pub async fn start_many(
+    conn: &mut PgConnection,
+    items: &[(String, i32, String)],
+) -> Result<std::collections::HashMap<String, i64>, StoreError> {
+    if items.is_empty() {
+        return Ok(Default::default());
+    }
+    let ids: Vec<&str> = items.iter().map(|i| i.0.as_str()).collect();
+    let numbers: Vec<i32> = items.iter().map(|i| i.1).collect();
+    let purposes: Vec<&str> = items.iter().map(|i| i.2.as_str()).collect();
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "INSERT INTO attempts (command_id, attempt_no, kind, status, purpose)
+         SELECT c, n, 'operation', 'in_flight', p FROM UNNEST($1::text[], $2::int4[], $3::text[]) AS u(c, n, p)
+         RETURNING command_id, id",
+    )
+    .bind(&ids)
+    .bind(&numbers)
+    .bind(&purposes)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// What one call did, to be recorded with others in one round trip.
+#[derive(Debug, Clone)]
+pub struct Recording {
+    pub command_id: String,
+    pub attempt_no: i32,
+    pub kind: AttemptKind,
+    /// The in-flight row the call's last exchange completes, if one was started.
+    pub in_flight_row: Option<i64>,
+    pub exchanges: Vec<Exchange>,
+    /// Written on the in-flight row when the call made no exchange at all.
+    pub fallback_error: Option<String>,
+}
+
+/// [`record`] for many calls: one UPDATE for the in-flight rows they complete,
+/// one INSERT for every other exchange.
+pub async fn record_many(
+    conn: &mut PgConnection,
+    recordings: &[Recording],
+) -> Result<(), StoreError> {
+    let mut updates: Vec<(i64, &Exchange)> = Vec::new();
+    let mut inserts: Vec<(&str, i32, &'static str, &Exchange)> = Vec::new();
+    let mut empty: Vec<(i64, String)> = Vec::new();
+    for r in recordings {
+        let last = r.exchanges.len().checked_sub(1);
+        for (i, e) in r.exchanges.iter().enumerate() {
+            let kind = if e.purpose == "authToken" {
+                AttemptKind::Auth
+            } else {
+                r.kind
+            };
+            match (r.in_flight_row, Some(i) == last) {
+                (Some(row), true) => updates.push((row, e)),
+                _ => inserts.push((r.command_id.as_str(), r.attempt_no, kind.as_str(), e)),
+            }
+        }
+        if r.exchanges.is_empty() {
+            if let Some(row) = r.in_flight_row {
+                empty.push((
+                    row,
+                    r.fallback_error
+                        .clone()
+                        .unwrap_or_else(|| "no exchange was made".into()),
+                ));
+            }
+        }
+    }
+    if !updates.is_empty() {
+        let rows: Vec<i64> = updates.iter().map(|u| u.0).collect();
+        let cols = Columns::of(updates.iter().map(|u| u.1));
+        sqlx::query(
+            "UPDATE attempts a SET status = 'completed', purpose = u.purpose, method = u.method, url = u.url,
+                request = u.request, signature_sent = u.signature_sent, http_status = u.http_status,
+                response_body = u.response_body, signature_received = u.signature_received,
+                signature_verified = u.signature_verified, latency_ms = u.latency_ms, error = u.error,
+                classification = u.classification, started_at = u.started_at, finished_at = now()
+               FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::text[], $7::int4[],
+                           $8::text[], $9::text[], $10::bool[], $11::float8[], $12::text[], $13::text[],
+                           $14::timestamptz[])
+                    AS u(id, purpose, method, url, request, signature_sent, http_status, response_body,
+                         signature_received, signature_verified, latency_ms, error, classification, started_at)
+              WHERE a.id = u.id",
+        )
+        .bind(&rows)
+        .bind(&cols.purpose)
+        .bind(&cols.method)
+        .bind(&cols.url)
+        .bind(&cols.request)
+        .bind(&cols.signature_sent)
+        .bind(&cols.http_status)
+        .bind(&cols.response_body)
+        .bind(&cols.signature_received)
+        .bind(&cols.signature_verified)
+        .bind(&cols.latency_ms)
+        .bind(&cols.error)
+        .bind(&cols.classification)
+        .bind(&cols.started_at)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !inserts.is_empty() {
+        let ids: Vec<&str> = inserts.iter().map(|i| i.0).collect();
+        let numbers: Vec<i32> = inserts.iter().map(|i| i.1).collect();
+        let kinds: Vec<&str> = inserts.iter().map(|i| i.2).collect();
+        let cols = Columns::of(inserts.iter().map(|i| i.3));
+        sqlx::query(
+            "INSERT INTO attempts (command_id, attempt_no, kind, status, purpose, method, url, request,
+                signature_sent, http_status, response_body, signature_received, signature_verified,
+                latency_ms, error, classification, started_at, finished_at)
+             SELECT c, n, k, 'completed', purpose, method, url, request, signature_sent, http_status,
+                    response_body, signature_received, signature_verified, latency_ms, error,
+                    classification, started_at, now()
+               FROM UNNEST($1::text[], $2::int4[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[],
+                           $8::text[], $9::int4[], $10::text[], $11::text[], $12::bool[], $13::float8[],
+                           $14::text[], $15::text[], $16::timestamptz[])
+                    AS u(c, n, k, purpose, method, url, request, signature_sent, http_status, response_body,
+                         signature_received, signature_verified, latency_ms, error, classification, started_at)",
+        )
+        .bind(&ids)
+        .bind(&numbers)
+        .bind(&kinds)
+        .bind(&cols.purpose)
+        .bind(&cols.method)
+        .bind(&cols.url)
+        .bind(&cols.request)
+        .bind(&cols.signature_sent)
+        .bind(&cols.http_status)
+        .bind(&cols.response_body)
+        .bind(&cols.signature_received)
+        .bind(&cols.signature_verified)
+        .bind(&cols.latency_ms)
+        .bind(&cols.error)
+        .bind(&cols.classification)
+        .bind(&cols.started_at)
+        .execute(&mut *conn)
+        .await?;
+    }
+    for (row, error) in empty {
+        sqlx::query("UPDATE attempts SET status = 'completed', finished_at = now(), error = $2 WHERE id = $1")
+            .bind(row)
+            .bind(error)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Exchanges as parallel arrays, for UNNEST.
+struct Columns<'a> {
+    purpose: Vec<&'a str>,
+    method: Vec<&'a str>,
+    url: Vec<&'a str>,
+    request: Vec<&'a serde_json::Value>,
+    signature_sent: Vec<Option<&'a str>>,
+    http_status: Vec<Option<i32>>,
+    response_body: Vec<Option<&'a str>>,
+    signature_received: Vec<Option<&'a str>>,
+    signature_verified: Vec<Option<bool>>,
+    latency_ms: Vec<f64>,
+    error: Vec<Option<&'a str>>,
+    classification: Vec<&'static str>,
+    started_at: Vec<time::OffsetDateTime>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(exchanges: impl Iterator<Item = &'a Exchange>) -> Columns<'a> {
+        let mut c = Columns {
+            purpose: vec![],
+            method: vec![],
+            url: vec![],
+            request: vec![],
+            signature_sent: vec![],
+            http_status: vec![],
+            response_body: vec![],
+            signature_received: vec![],
+            signature_verified: vec![],
+            latency_ms: vec![],
+            error: vec![],
+            classification: vec![],
+            started_at: vec![],
+        };
+        for e in exchanges {
+            c.purpose.push(&e.purpose);
+            c.method.push(&e.method);
+            c.url.push(&e.url);
+            c.request.push(&e.request);
+            c.signature_sent.push(e.signature_sent.as_deref());
+            c.http_status.push(e.http_status.map(i32::from));
+            c.response_body.push(e.response_body.as_deref());
+            c.signature_received.push(e.signature_received.as_deref());
+            c.signature_verified.push(e.signature_verified);
+            c.latency_ms.push(e.latency.as_secs_f64() * 1000.0);
+            c.error.push(e.error.as_deref());
+            c.classification.push(e.classification.as_str());
+            c.started_at.push(e.started_at);
+        }
+        c
+    }
+}

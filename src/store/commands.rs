@@ -500,3 +500,227 @@ pub async fn wake_if_payment_free(
     .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// Inserts the new commands of an intake batch in one statement, leased to
+/// `owner`. Returns the ids that were new (the others already existed, or
+/// appeared twice in the batch).
+pub async fn insert_many(
+    conn: &mut PgConnection,
+    rows: &[&NewCommand],
+    owner: Uuid,
+    lease: Duration,
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    if rows.is_empty() {
+        return Ok(Default::default());
+    }
+    let col = |f: fn(&NewCommand) -> Option<String>| rows.iter().map(|r| f(r)).collect::<Vec<_>>();
+    let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+    let payloads: Vec<serde_json::Value> = rows.iter().map(|r| r.payload.clone()).collect();
+    let fingerprints: Vec<String> = rows.iter().map(|r| r.fingerprint.clone()).collect();
+    let amounts: Vec<Option<i64>> = rows.iter().map(|r| r.amount_minor).collect();
+    let inserted: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO commands (id, payload, fingerprint, gateway, account, operation, payment_id,
+            amount_minor, currency, reply_to, correlation_id, state, next_run_at, lease_owner, lease_until)
+         SELECT u.*, 'running', now(), $12, now() + make_interval(secs => $13)
+           FROM UNNEST($1::text[], $2::jsonb[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                       $8::int8[], $9::text[], $10::text[], $11::text[]) AS u
+         ON CONFLICT (id) DO NOTHING
+         RETURNING id",
+    )
+    .bind(&ids)
+    .bind(&payloads)
+    .bind(&fingerprints)
+    .bind(col(|r| r.gateway.clone()))
+    .bind(col(|r| r.account.clone()))
+    .bind(col(|r| r.operation.clone()))
+    .bind(col(|r| r.payment_id.clone()))
+    .bind(&amounts)
+    .bind(col(|r| r.currency.clone()))
+    .bind(col(|r| r.reply_to.clone()))
+    .bind(col(|r| r.correlation_id.clone()))
+    .bind(owner)
+    .bind(secs(lease))
+    .fetch_all(conn)
+    .await?;
+    Ok(inserted.into_iter().collect())
+}
+
+/// One payment lease wanted by a command.
+#[derive(Debug, Clone)]
+pub struct PaymentClaim {
+    pub gateway: String,
+    pub payment_key: String,
+    pub command_id: String,
+}
+
+/// [`claim_payment`] for many commands in one statement. Each payment may
+/// appear once; returns the command ids that got their lease.
+pub async fn claim_payments(
+    conn: &mut PgConnection,
+    claims: &[PaymentClaim],
+    owner: Uuid,
+    lease: Duration,
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    if claims.is_empty() {
+        return Ok(Default::default());
+    }
+    let gateways: Vec<&str> = claims.iter().map(|c| c.gateway.as_str()).collect();
+    let keys: Vec<&str> = claims.iter().map(|c| c.payment_key.as_str()).collect();
+    let ids: Vec<&str> = claims.iter().map(|c| c.command_id.as_str()).collect();
+    let granted: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO payment_leases (gateway, payment_key, command_id, owner, expires_at)
+         SELECT g, k, c, $4, now() + make_interval(secs => $5)
+           FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u(g, k, c)
+         ON CONFLICT (gateway, payment_key) DO UPDATE
+            SET command_id = EXCLUDED.command_id, owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at
+          WHERE payment_leases.expires_at < now()
+             OR payment_leases.command_id = EXCLUDED.command_id
+         RETURNING command_id",
+    )
+    .bind(&gateways)
+    .bind(&keys)
+    .bind(&ids)
+    .bind(owner)
+    .bind(secs(lease))
+    .fetch_all(conn)
+    .await?;
+    Ok(granted.into_iter().collect())
+}
+
+/// [`defer`] for many commands at once (their payments were busy at intake).
+pub async fn defer_many(
+    conn: &mut PgConnection,
+    ids: &[String],
+    owner: Uuid,
+    delay: Duration,
+) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE commands SET state = 'queued', lease_owner = NULL, lease_until = NULL,
+            next_run_at = now() + make_interval(secs => $3), updated_at = now()
+         WHERE id = ANY($1) AND lease_owner = $2 AND state = 'running'",
+    )
+    .bind(ids)
+    .bind(owner)
+    .bind(secs(delay))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// [`record_intent`] for commands just inserted at intake, which need no
+/// before-snapshot: their first attempt's recovery point is committed with them.
+pub async fn record_intent_many(
+    conn: &mut PgConnection,
+    ids: &[String],
+    owner: Uuid,
+) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE commands SET phase = 'calling', attempts = attempts + 1, updated_at = now()
+         WHERE id = ANY($1) AND lease_owner = $2 AND state = 'running'",
+    )
+    .bind(ids)
+    .bind(owner)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// One decided command in a completion batch.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub id: String,
+    pub outcome: String,
+    pub reason: Option<String>,
+    pub result: serde_json::Value,
+    /// `Some(delay)`: outcome `unknown`, reconciled from `delay` on.
+    pub reconcile_in: Option<Duration>,
+}
+
+/// [`decide`] for many commands in one statement. Returns, for each command
+/// that this owner still held, its pending replays (and resets them).
+pub async fn decide_many(
+    conn: &mut PgConnection,
+    owner: Uuid,
+    decisions: &[Decision],
+) -> Result<std::collections::HashMap<String, i32>, StoreError> {
+    if decisions.is_empty() {
+        return Ok(Default::default());
+    }
+    let ids: Vec<&str> = decisions.iter().map(|d| d.id.as_str()).collect();
+    let states: Vec<&str> = decisions
+        .iter()
+        .map(|d| {
+            if d.reconcile_in.is_some() {
+                "unsettled"
+            } else {
+                "done"
+            }
+        })
+        .collect();
+    let outcomes: Vec<&str> = decisions.iter().map(|d| d.outcome.as_str()).collect();
+    let reasons: Vec<Option<&str>> = decisions.iter().map(|d| d.reason.as_deref()).collect();
+    let results: Vec<serde_json::Value> = decisions.iter().map(|d| d.result.clone()).collect();
+    let next: Vec<Option<f64>> = decisions.iter().map(|d| d.reconcile_in.map(secs)).collect();
+    let rows: Vec<(String, i32)> = sqlx::query_as(
+        "WITH old AS (
+            SELECT id, pending_replays FROM commands WHERE id = ANY($1) FOR UPDATE
+         )
+         UPDATE commands c
+            SET state = u.state, phase = 'ready', outcome = u.outcome, reason = u.reason, result = u.result,
+                decided_at = now(), updated_at = now(), lease_owner = NULL, lease_until = NULL,
+                pending_replays = 0,
+                next_run_at = CASE WHEN u.next IS NULL THEN NULL ELSE now() + make_interval(secs => u.next) END
+           FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::float8[])
+                  AS u(id, state, outcome, reason, result, next),
+                old
+          WHERE c.id = u.id AND old.id = c.id AND c.outcome IS NULL AND c.lease_owner = $7
+         RETURNING c.id, old.pending_replays",
+    )
+    .bind(&ids)
+    .bind(&states)
+    .bind(&outcomes)
+    .bind(&reasons)
+    .bind(&results)
+    .bind(&next)
+    .bind(owner)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Releases the payment leases of decided commands and wakes those waiting on them.
+pub async fn release_payments(
+    conn: &mut PgConnection,
+    claims: &[PaymentClaim],
+) -> Result<(), StoreError> {
+    if claims.is_empty() {
+        return Ok(());
+    }
+    let gateways: Vec<&str> = claims.iter().map(|c| c.gateway.as_str()).collect();
+    let keys: Vec<&str> = claims.iter().map(|c| c.payment_key.as_str()).collect();
+    let ids: Vec<&str> = claims.iter().map(|c| c.command_id.as_str()).collect();
+    sqlx::query(
+        "WITH released AS (
+            DELETE FROM payment_leases l
+             USING UNNEST($1::text[], $2::text[], $3::text[]) AS u(g, k, c)
+             WHERE l.gateway = u.g AND l.payment_key = u.k AND l.command_id = u.c
+            RETURNING l.gateway, l.payment_key
+         )
+         UPDATE commands SET next_run_at = now()
+           FROM released r
+          WHERE commands.gateway = r.gateway AND commands.payment_id = r.payment_key
+            AND commands.state = 'queued' AND commands.next_run_at > now()",
+    )
+    .bind(&gateways)
+    .bind(&keys)
+    .bind(&ids)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -113,3 +113,46 @@ pub async fn for_command(
     .fetch_all(conn)
     .await
 }
+
+/// One event to stage in a batch.
+#[derive(Debug, Clone)]
+pub struct Staged {
+    pub exchange: String,
+    pub event: ResultEvent,
+    pub reply_to: Option<String>,
+    pub reply_correlation_id: Option<String>,
+}
+
+/// [`enqueue`] for many events in one statement.
+pub async fn enqueue_many(conn: &mut PgConnection, staged: &[Staged]) -> Result<(), StoreError> {
+    if staged.is_empty() {
+        return Ok(());
+    }
+    let message_ids: Vec<Uuid> = staged.iter().map(|_| Uuid::new_v4()).collect();
+    let command_ids: Vec<&str> = staged.iter().map(|s| s.event.command_id.as_str()).collect();
+    let exchanges: Vec<&str> = staged.iter().map(|s| s.exchange.as_str()).collect();
+    let routing_keys: Vec<String> = staged.iter().map(|s| s.event.routing_key()).collect();
+    let reply_tos: Vec<Option<&str>> = staged.iter().map(|s| s.reply_to.as_deref()).collect();
+    let correlations: Vec<Option<&str>> = staged
+        .iter()
+        .map(|s| s.reply_correlation_id.as_deref())
+        .collect();
+    let bodies: Vec<serde_json::Value> = staged
+        .iter()
+        .map(|s| serde_json::to_value(&s.event).expect("events always serialize"))
+        .collect();
+    sqlx::query(
+        "INSERT INTO outbox (message_id, command_id, exchange, routing_key, reply_to, reply_correlation_id, body)
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[])",
+    )
+    .bind(&message_ids)
+    .bind(&command_ids)
+    .bind(&exchanges)
+    .bind(&routing_keys)
+    .bind(&reply_tos)
+    .bind(&correlations)
+    .bind(&bodies)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

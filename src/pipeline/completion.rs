@@ -1,0 +1,138 @@
+//! The completion writer: commits decided outcomes, their events, their
+//! attempts and the release of their payments, many commands per transaction.
+//!
+//! Every executor hands its decision here and waits for the commit, so each
+//! outcome is still committed before anything depends on it; what changes is
+//! that decisions arriving while a commit is in progress share the next one
+//! (group commit), and each table gets one statement per batch. At low load a
+//! batch is one command and nothing waits for company.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::events::ResultEvent;
+use crate::store::attempts::{self, Recording};
+use crate::store::commands::{self, Decision, PaymentClaim};
+use crate::store::outbox::{self, Staged};
+use crate::store::{Store, StoreError};
+
+/// The most decisions committed together.
+pub const MAX_BATCH: usize = 256;
+
+/// One command's decision, with everything its transaction writes.
+#[derive(Debug)]
+pub struct Conclusion {
+    pub decision: Decision,
+    pub event: ResultEvent,
+    pub claim: PaymentClaim,
+    pub recording: Option<Recording>,
+    pub reply_to: Option<String>,
+    pub reply_correlation_id: Option<String>,
+}
+
+/// What the commit did for one conclusion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Committed {
+    /// Decided, with this many pending replays published along.
+    Decided { replays: i32 },
+    /// This instance no longer held the command: nothing was decided (its
+    /// exchanges were still recorded). The new owner settles it.
+    LeaseLost,
+}
+
+type Reply = oneshot::Sender<Result<Committed, Arc<StoreError>>>;
+
+#[derive(Clone)]
+pub struct Completer {
+    queue: mpsc::Sender<(Conclusion, Reply)>,
+}
+
+impl Completer {
+    /// Starts the writer task.
+    pub fn start(store: Store, owner: uuid::Uuid, exchange: String) -> Completer {
+        let (queue, mut inbox) = mpsc::channel::<(Conclusion, Reply)>(4 * MAX_BATCH);
+        tokio::spawn(async move {
+            while let Some(first) = inbox.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match inbox.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    }
+                }
+                let (conclusions, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                match write(&store, owner, &exchange, &conclusions).await {
+                    Ok(results) => {
+                        for (reply, result) in replies.into_iter().zip(results) {
+                            let _ = reply.send(Ok(result));
+                        }
+                    }
+                    Err(error) => {
+                        let error = Arc::new(error);
+                        for reply in replies {
+                            let _ = reply.send(Err(error.clone()));
+                        }
+                    }
+                }
+            }
+        });
+        Completer { queue }
+    }
+
+    /// Commits one conclusion (with whatever else is waiting) and says what happened.
+    pub async fn commit(&self, conclusion: Conclusion) -> Result<Committed, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send((conclusion, reply))
+            .await
+            .map_err(|_| StoreError::PoolClosed)?;
+        match answer.await {
+            Ok(Ok(committed)) => Ok(committed),
+            Ok(Err(error)) => Err(StoreError::Protocol(format!(
+                "completion batch failed: {error}"
+            ))),
+            Err(_) => Err(StoreError::PoolClosed),
+        }
+    }
+}
+
+async fn write(
+    store: &Store,
+    owner: uuid::Uuid,
+    exchange: &str,
+    batch: &[Conclusion],
+) -> Result<Vec<Committed>, StoreError> {
+    let mut tx = store.pool().begin().await?;
+    let recordings: Vec<Recording> = batch.iter().filter_map(|c| c.recording.clone()).collect();
+    attempts::record_many(&mut tx, &recordings).await?;
+    let decisions: Vec<Decision> = batch.iter().map(|c| c.decision.clone()).collect();
+    let decided: HashMap<String, i32> = commands::decide_many(&mut tx, owner, &decisions).await?;
+    let mut staged = Vec::with_capacity(batch.len());
+    let mut released = Vec::with_capacity(batch.len());
+    let mut results = Vec::with_capacity(batch.len());
+    for c in batch {
+        match decided.get(&c.decision.id) {
+            Some(&replays) => {
+                let stage = |event: ResultEvent| Staged {
+                    exchange: exchange.to_string(),
+                    event,
+                    reply_to: c.reply_to.clone(),
+                    reply_correlation_id: c.reply_correlation_id.clone(),
+                };
+                staged.push(stage(c.event.clone()));
+                for _ in 0..replays {
+                    staged.push(stage(c.event.replay()));
+                }
+                released.push(c.claim.clone());
+                results.push(Committed::Decided { replays });
+            }
+            None => results.push(Committed::LeaseLost),
+        }
+    }
+    outbox::enqueue_many(&mut tx, &staged).await?;
+    commands::release_payments(&mut tx, &released).await?;
+    tx.commit().await?;
+    Ok(results)
+}
