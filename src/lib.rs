@@ -4,7 +4,8 @@
 //! Start with `docs/architecture.md`. The modules, in the order a command meets them:
 //! [`config`] (what the deployment says), [`gateways`] (talking to Paymentz and
 //! Praxis, and deciding what each answer means), [`simulator`] (a faithful
-//! stand-in for both gateways), and [`call`] (the operator's one-off call).
+//! stand-in for both gateways), [`call`] (the operator's one-off call) and
+//! [`ops`] (the operator's commands around a running worker).
 
 pub mod admin;
 pub mod broker;
@@ -15,6 +16,7 @@ pub mod events;
 pub mod gateways;
 pub mod metrics;
 pub mod money;
+pub mod ops;
 pub mod outcome;
 pub mod pipeline;
 pub mod simulator;

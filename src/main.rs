@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+use backoffice_worker::ops::{self, dead_letters, enqueue, list, migrate, show};
 use backoffice_worker::telemetry::{self, LogFormat};
 use backoffice_worker::{call, simulator, worker};
 
@@ -27,6 +28,16 @@ enum Cmd {
     Call(call::CallArgs),
     /// Serve a faithful simulator of both gateways, for tests and load tests.
     Simulate(simulator::SimulateArgs),
+    /// Publish a command to the worker's queue, as a producer would; optionally wait for its result.
+    Enqueue(enqueue::EnqueueArgs),
+    /// Everything recorded about one command: its state, every attempt, every event.
+    Show(show::ShowArgs),
+    /// The commands that need a person: outcome unknown (not settled yet), failed or rejected.
+    List(list::ListArgs),
+    /// List the messages the worker could not read, or put them back on the command queue.
+    DeadLetters(dead_letters::DeadLettersArgs),
+    /// Create the database if missing and apply the migrations.
+    Migrate(migrate::MigrateArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -62,6 +73,26 @@ fn main() -> std::process::ExitCode {
                         1
                     }
                 }
+            }
+            Cmd::Enqueue(args) => {
+                telemetry::init(cli.log_format, "warn");
+                ops::finish(enqueue::run(&args).await, enqueue::EXIT_ERROR)
+            }
+            Cmd::Show(args) => {
+                telemetry::init(cli.log_format, "warn");
+                ops::finish(show::run(&args).await, 1)
+            }
+            Cmd::List(args) => {
+                telemetry::init(cli.log_format, "warn");
+                ops::finish(list::run(&args).await, 1)
+            }
+            Cmd::DeadLetters(args) => {
+                telemetry::init(cli.log_format, "warn");
+                ops::finish(dead_letters::run(&args).await, 1)
+            }
+            Cmd::Migrate(args) => {
+                telemetry::init(cli.log_format, "warn");
+                ops::finish(migrate::run(&args).await, 1)
             }
             Cmd::Simulate(args) => {
                 telemetry::init(cli.log_format, "info");

@@ -9,6 +9,7 @@ pub mod attempts;
 pub mod commands;
 pub mod dead_letters;
 pub mod outbox;
+pub mod reports;
 
 use std::str::FromStr;
 use std::time::Duration;
