@@ -157,7 +157,10 @@ fn the_examples_in_the_message_documents_satisfy_the_schemas() {
         Some(path) => {
             let text = std::fs::read_to_string(&path).unwrap();
             let (commands, results) = check_examples(&path.display().to_string(), &text);
-            assert_eq!((commands, results), (1, 1), "{path:?}");
+            assert!(
+                commands >= 1 && results >= 1,
+                "{path:?}: {commands} commands, {results} events"
+            );
             let contract_command = json_blocks(&text)
                 .into_iter()
                 .find(|b| b.get("command_id").is_none())
