@@ -179,6 +179,13 @@ pub enum PublishError {
     Nacked,
     #[error("broker connection failed: {0}")]
     Broker(#[from] lapin::Error),
+    #[error("message cannot be published: {0}")]
+    Unroutable(String),
+}
+
+/// Whether `text` fits an AMQP short string (255 bytes).
+pub fn fits_short_string(text: &str) -> bool {
+    text.len() <= 255
 }
 
 impl Publisher {
@@ -220,11 +227,29 @@ impl Publisher {
                     .map(|d| d.as_secs())
                     .unwrap_or(0),
             );
-        if let Some(id) = &message.message_id {
-            properties = properties.with_message_id(ShortString::from(id.as_str()));
+        // AMQP short strings hold at most 255 bytes. A property that does not fit
+        // (a rejected command's over-long id) is left out rather than failing the
+        // whole publish: the event body carries the id in full.
+        if let Some(id) = message
+            .message_id
+            .as_deref()
+            .filter(|id| fits_short_string(id))
+        {
+            properties = properties.with_message_id(ShortString::from(id));
         }
-        if let Some(id) = &message.correlation_id {
-            properties = properties.with_correlation_id(ShortString::from(id.as_str()));
+        if let Some(id) = message
+            .correlation_id
+            .as_deref()
+            .filter(|id| fits_short_string(id))
+        {
+            properties = properties.with_correlation_id(ShortString::from(id));
+        }
+        if !fits_short_string(&message.exchange) || !fits_short_string(&message.routing_key) {
+            return Err(PublishError::Unroutable(format!(
+                "exchange or routing key longer than 255 bytes ({} / {})",
+                message.exchange.len(),
+                message.routing_key.len()
+            )));
         }
         if !message.headers.is_empty() {
             let mut headers = FieldTable::default();

@@ -232,9 +232,9 @@ impl Config {
         amqp.check_url("url", &amqp_url, &["amqp", "amqps"])?;
         let amqp_settings = AmqpSettings {
             url: SecretString::from(amqp_url),
-            command_queue: amqp.str_or("command_queue", "backoffice.commands")?,
-            result_exchange: amqp.str_or("result_exchange", "backoffice.events")?,
-            dead_letter_queue: amqp.str_or("dead_letter_queue", "backoffice.commands.dead")?,
+            command_queue: amqp.amqp_name("command_queue", "backoffice.commands")?,
+            result_exchange: amqp.amqp_name("result_exchange", "backoffice.events")?,
+            dead_letter_queue: amqp.amqp_name("dead_letter_queue", "backoffice.commands.dead")?,
             prefetch: amqp.int_or("prefetch", 500, 1, 2000)? as u16,
         };
         amqp.finish()?;
@@ -454,6 +454,15 @@ impl<'a> Section<'a> {
 
     pub fn str_or(&self, key: &str, default: &str) -> Result<String, ConfigError> {
         Ok(self.opt_str(key)?.unwrap_or_else(|| default.to_string()))
+    }
+
+    /// A queue or exchange name: 1 to 255 bytes, as AMQP allows.
+    pub fn amqp_name(&self, key: &str, default: &str) -> Result<String, ConfigError> {
+        let name = self.str_or(key, default)?;
+        if name.is_empty() || name.len() > 255 {
+            return Err(self.error(key, "must be 1 to 255 bytes"));
+        }
+        Ok(name)
     }
 
     /// A required secret. It is moved into a type that never prints it.

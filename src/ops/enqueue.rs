@@ -130,6 +130,11 @@ pub async fn run(args: &EnqueueArgs) -> Result<i32, OpsError> {
         .id
         .clone()
         .unwrap_or_else(|| format!("enq-{}", uuid::Uuid::new_v4()));
+    if args.wait && !crate::broker::fits_short_string(&id) {
+        return Err(OpsError::BadInput(
+            "--id: longer than 255 bytes, it cannot be the correlation id --wait needs (the contract allows 128 characters)".into(),
+        ));
+    }
     let body = serde_json::to_vec(&command_body(args, &id)?).expect("JSON serializes");
     let config = super::load_config(args.config.as_deref())?;
     let broker = Broker::connect(&config).await?;

@@ -39,7 +39,12 @@ impl Reported {
             gateway_status: answer.gateway_status.clone(),
             gateway_code: answer.gateway_code.clone(),
             description: answer.description.clone(),
-            reference: answer.reference.clone(),
+            // The contract's `reference` is the id of a NEW operation; a read
+            // creates none (Praxis names the found transaction: that is in `response`).
+            reference: operation
+                .has_side_effect()
+                .then(|| answer.reference.clone())
+                .flatten(),
             response: match operation {
                 Operation::Inquiry | Operation::TransactionList => answer.response.clone(),
                 _ => None,

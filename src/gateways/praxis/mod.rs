@@ -126,7 +126,13 @@ impl Praxis {
                         "must be absent: Praxis cancels the full authorization",
                     ))
                 }
-                Endpoint::FindTransaction => {}
+                // As for Paymentz: an amount on an inquiry is a producer's mistake.
+                Endpoint::FindTransaction => {
+                    return Err(Rejection::invalid(
+                        "amount",
+                        "must be absent for an inquiry",
+                    ))
+                }
             }
         }
         Ok((endpoint, trace_id))
