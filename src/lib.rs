@@ -7,6 +7,7 @@
 //! stand-in for both gateways), and [`call`] (the operator's one-off call).
 
 pub mod admin;
+pub mod bench;
 pub mod broker;
 pub mod call;
 pub mod command;

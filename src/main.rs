@@ -27,6 +27,8 @@ enum Cmd {
     Call(call::CallArgs),
     /// Serve a faithful simulator of both gateways, for tests and load tests.
     Simulate(simulator::SimulateArgs),
+    /// Benchmark the worker against this machine's RabbitMQ and PostgreSQL.
+    Bench(backoffice_worker::bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -66,6 +68,16 @@ fn main() -> std::process::ExitCode {
             Cmd::Simulate(args) => {
                 telemetry::init(cli.log_format, "info");
                 match simulator::serve(args).await {
+                    Ok(()) => 0,
+                    Err(error) => {
+                        eprintln!("error: {error:#}");
+                        1
+                    }
+                }
+            }
+            Cmd::Bench(args) => {
+                telemetry::init(cli.log_format, "warn");
+                match backoffice_worker::bench::run(args).await {
                     Ok(()) => 0,
                     Err(error) => {
                         eprintln!("error: {error:#}");
