@@ -560,6 +560,13 @@ async fn bench(args: &BenchArgs, env: &mut Env) -> anyhow::Result<Report> {
             tally.replays, workload.duplicates
         ));
     }
+    if args.rate.is_none() {
+        notes.push(
+            "unpaced: every command is published at once, so latency includes the time queued \
+             behind the burst; use --rate for latency at a given load"
+                .to_string(),
+        );
+    }
     let ratio = reference
         .as_ref()
         .map(|r| commands_per_sec / r.commands_per_sec.max(f64::EPSILON));
