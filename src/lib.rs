@@ -8,6 +8,7 @@
 //! [`ops`] (the operator's commands around a running worker).
 
 pub mod admin;
+pub mod bench;
 pub mod broker;
 pub mod call;
 pub mod command;

@@ -38,6 +38,8 @@ enum Cmd {
     DeadLetters(dead_letters::DeadLettersArgs),
     /// Create the database if missing and apply the migrations.
     Migrate(migrate::MigrateArgs),
+    /// Benchmark the worker against this machine's RabbitMQ and PostgreSQL.
+    Bench(backoffice_worker::bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -97,6 +99,16 @@ fn main() -> std::process::ExitCode {
             Cmd::Simulate(args) => {
                 telemetry::init(cli.log_format, "info");
                 match simulator::serve(args).await {
+                    Ok(()) => 0,
+                    Err(error) => {
+                        eprintln!("error: {error:#}");
+                        1
+                    }
+                }
+            }
+            Cmd::Bench(args) => {
+                telemetry::init(cli.log_format, "warn");
+                match backoffice_worker::bench::run(args).await {
                     Ok(()) => 0,
                     Err(error) => {
                         eprintln!("error: {error:#}");

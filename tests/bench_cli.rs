@@ -1,0 +1,104 @@
+//! `backoffice-worker bench` as an operator runs it: a small run with the
+//! reference loop and round-trip counting, against the real RabbitMQ and
+//! PostgreSQL. It checks that the report is complete and that the run left
+//! nothing behind; it never asserts a speed.
+
+use std::process::Command;
+
+#[test]
+fn a_small_run_reports_every_figure_and_cleans_up() {
+    let out = Command::new(env!("CARGO_BIN_EXE_backoffice-worker"))
+        .args([
+            "bench",
+            "--commands",
+            "300",
+            "--reference",
+            "--count-round-trips",
+            "--json",
+        ])
+        .env_remove("AMQP_URL")
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("run the binary");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: not JSON:\n{stdout}"));
+
+    assert_eq!(report["commands"], 300, "{report:#}");
+    assert_eq!(report["completed"], 300, "{report:#}");
+    assert_eq!(report["duplicates"], 6, "{report:#}");
+    let outcomes = report["outcomes"].as_object().expect("outcomes");
+    let total: u64 = outcomes.values().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(total, 300, "{report:#}");
+
+    let number = |key: &str| -> f64 {
+        report[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("`{key}` missing or not a number in {report:#}"))
+    };
+    for key in [
+        "wall_seconds",
+        "commands_per_sec",
+        "worker_cpu_ms_per_command",
+        "worker_peak_rss_mib",
+        "attempts_per_command",
+        "pg_commits_per_command",
+        "round_trips_per_command",
+        "ratio_to_reference",
+    ] {
+        assert!(number(key) > 0.0, "`{key}` is not positive in {report:#}");
+    }
+    // Every command makes at least one gateway call and commits at least once.
+    assert!(number("attempts_per_command") >= 1.0, "{report:#}");
+    assert!(number("pg_commits_per_command") >= 1.0, "{report:#}");
+    assert!(number("round_trips_per_command") >= 1.0, "{report:#}");
+    for key in ["p50_ms", "p95_ms", "p99_ms", "max_ms"] {
+        assert!(
+            report["latency"][key].as_f64().is_some(),
+            "latency `{key}` missing in {report:#}"
+        );
+    }
+    let latency = &report["latency"];
+    assert!(latency["p50_ms"].as_f64() <= latency["p99_ms"].as_f64());
+    assert!(latency["p99_ms"].as_f64() <= latency["max_ms"].as_f64());
+    assert_eq!(latency["samples"], 300);
+    assert!(report["reference"]["commands_per_sec"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["reference"]["commands"], 300);
+    let settings = &report["settings"];
+    for key in ["in_flight", "prefetch", "db_pool", "latency_ms"] {
+        assert!(settings[key].as_u64().is_some(), "setting `{key}` missing");
+    }
+
+    // Nothing left behind: no database of that run, no worker process.
+    let database = report["database"].as_str().unwrap();
+    assert!(database.ends_with("(dropped)"), "{database}");
+    let name = database.split_whitespace().next().unwrap();
+    let left: i64 = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use sqlx::Connection;
+        let mut admin = sqlx::PgConnection::connect("postgres://postgres@127.0.0.1:5432/postgres")
+            .await
+            .expect("connect to PostgreSQL");
+        sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = $1")
+            .bind(name)
+            .fetch_one(&mut admin)
+            .await
+            .unwrap()
+    });
+    assert_eq!(left, 0, "database {name} was not dropped");
+    let run_id = report["run_id"].as_str().unwrap();
+    let workers = Command::new("pgrep")
+        .args(["-f", &format!("backoffice-bench-{run_id}")])
+        .output()
+        .expect("pgrep");
+    assert!(
+        workers.stdout.is_empty(),
+        "a worker of this run is still running: {}",
+        String::from_utf8_lossy(&workers.stdout)
+    );
+}
