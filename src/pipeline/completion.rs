@@ -109,21 +109,17 @@ async fn write(
     attempts::record_many(&mut tx, &recordings).await?;
     let decisions: Vec<Decision> = batch.iter().map(|c| c.decision.clone()).collect();
     let decided: HashMap<String, i32> = commands::decide_many(&mut tx, owner, &decisions).await?;
-    let mut staged = Vec::with_capacity(batch.len());
+    // Replays are rare: their bodies are built here and kept alive for the insert.
+    let mut replay_bodies = Vec::new();
     let mut released = Vec::with_capacity(batch.len());
     let mut results = Vec::with_capacity(batch.len());
     for c in batch {
         match decided.get(&c.decision.id) {
             Some(&replays) => {
-                let stage = |event: ResultEvent| Staged {
-                    exchange: exchange.to_string(),
-                    event,
-                    reply_to: c.reply_to.clone(),
-                    reply_correlation_id: c.reply_correlation_id.clone(),
-                };
-                staged.push(stage(c.event.clone()));
                 for _ in 0..replays {
-                    staged.push(stage(c.event.replay()));
+                    let replay = c.event.replay();
+                    let body = serde_json::to_value(&replay).expect("events serialize");
+                    replay_bodies.push((c, body));
                 }
                 released.push(c.claim.clone());
                 results.push(Committed::Decided { replays });
@@ -131,8 +127,29 @@ async fn write(
             None => results.push(Committed::LeaseLost),
         }
     }
+    let mut staged: Vec<Staged<'_>> = batch
+        .iter()
+        .filter(|c| decided.contains_key(&c.decision.id))
+        .map(|c| stage(exchange, c, &c.decision.result))
+        .collect();
+    staged.extend(
+        replay_bodies
+            .iter()
+            .map(|(c, body)| stage(exchange, c, body)),
+    );
     outbox::enqueue_many(&mut tx, &staged).await?;
     commands::release_payments(&mut tx, &released).await?;
     tx.commit().await?;
     Ok(results)
+}
+
+fn stage<'a>(exchange: &'a str, c: &'a Conclusion, body: &'a serde_json::Value) -> Staged<'a> {
+    Staged {
+        exchange,
+        command_id: c.decision.id.as_str(),
+        routing_key: c.event.routing_key(),
+        body,
+        reply_to: c.reply_to.as_deref(),
+        reply_correlation_id: c.reply_correlation_id.as_deref(),
+    }
 }

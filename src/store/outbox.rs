@@ -116,31 +116,31 @@ pub async fn for_command(
 
 /// One event to stage in a batch.
 #[derive(Debug, Clone)]
-pub struct Staged {
-    pub exchange: String,
-    pub event: ResultEvent,
-    pub reply_to: Option<String>,
-    pub reply_correlation_id: Option<String>,
+pub struct Staged<'a> {
+    pub exchange: &'a str,
+    pub command_id: &'a str,
+    pub routing_key: String,
+    /// The event, already serialized (the same value is stored as the command's result).
+    pub body: &'a serde_json::Value,
+    pub reply_to: Option<&'a str>,
+    pub reply_correlation_id: Option<&'a str>,
 }
 
 /// [`enqueue`] for many events in one statement.
-pub async fn enqueue_many(conn: &mut PgConnection, staged: &[Staged]) -> Result<(), StoreError> {
+pub async fn enqueue_many(
+    conn: &mut PgConnection,
+    staged: &[Staged<'_>],
+) -> Result<(), StoreError> {
     if staged.is_empty() {
         return Ok(());
     }
     let message_ids: Vec<Uuid> = staged.iter().map(|_| Uuid::new_v4()).collect();
-    let command_ids: Vec<&str> = staged.iter().map(|s| s.event.command_id.as_str()).collect();
-    let exchanges: Vec<&str> = staged.iter().map(|s| s.exchange.as_str()).collect();
-    let routing_keys: Vec<String> = staged.iter().map(|s| s.event.routing_key()).collect();
-    let reply_tos: Vec<Option<&str>> = staged.iter().map(|s| s.reply_to.as_deref()).collect();
-    let correlations: Vec<Option<&str>> = staged
-        .iter()
-        .map(|s| s.reply_correlation_id.as_deref())
-        .collect();
-    let bodies: Vec<serde_json::Value> = staged
-        .iter()
-        .map(|s| serde_json::to_value(&s.event).expect("events always serialize"))
-        .collect();
+    let command_ids: Vec<&str> = staged.iter().map(|s| s.command_id).collect();
+    let exchanges: Vec<&str> = staged.iter().map(|s| s.exchange).collect();
+    let routing_keys: Vec<&str> = staged.iter().map(|s| s.routing_key.as_str()).collect();
+    let reply_tos: Vec<Option<&str>> = staged.iter().map(|s| s.reply_to).collect();
+    let correlations: Vec<Option<&str>> = staged.iter().map(|s| s.reply_correlation_id).collect();
+    let bodies: Vec<&serde_json::Value> = staged.iter().map(|s| s.body).collect();
     sqlx::query(
         "INSERT INTO outbox (message_id, command_id, exchange, routing_key, reply_to, reply_correlation_id, body)
          SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[])",
