@@ -54,10 +54,9 @@ fn a_small_run_reports_every_figure_and_cleans_up() {
     ] {
         assert!(number(key) > 0.0, "`{key}` is not positive in {report:#}");
     }
-    // Every command makes at least one gateway call and commits at least once.
+    // Every command makes at least one gateway call. (Commits and round trips
+    // per command can be below one: intake and completion batch them.)
     assert!(number("attempts_per_command") >= 1.0, "{report:#}");
-    assert!(number("pg_commits_per_command") >= 1.0, "{report:#}");
-    assert!(number("round_trips_per_command") >= 1.0, "{report:#}");
     for key in ["p50_ms", "p95_ms", "p99_ms", "max_ms"] {
         assert!(
             report["latency"][key].as_f64().is_some(),

@@ -10,8 +10,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
-
+use super::batch::Batcher;
 use crate::events::ResultEvent;
 use crate::store::attempts::{self, Recording};
 use crate::store::commands::{self, Decision, PaymentClaim};
@@ -42,59 +41,27 @@ pub enum Committed {
     LeaseLost,
 }
 
-type Reply = oneshot::Sender<Result<Committed, Arc<StoreError>>>;
-
+/// Commits conclusions, many per transaction.
 #[derive(Clone)]
 pub struct Completer {
-    queue: mpsc::Sender<(Conclusion, Reply)>,
+    batcher: Batcher<Conclusion, Committed>,
 }
 
 impl Completer {
     /// Starts the writer task.
     pub fn start(store: Store, owner: uuid::Uuid, exchange: String) -> Completer {
-        let (queue, mut inbox) = mpsc::channel::<(Conclusion, Reply)>(4 * MAX_BATCH);
-        tokio::spawn(async move {
-            while let Some(first) = inbox.recv().await {
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match inbox.try_recv() {
-                        Ok(next) => batch.push(next),
-                        Err(_) => break,
-                    }
-                }
-                let (conclusions, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-                match write(&store, owner, &exchange, &conclusions).await {
-                    Ok(results) => {
-                        for (reply, result) in replies.into_iter().zip(results) {
-                            let _ = reply.send(Ok(result));
-                        }
-                    }
-                    Err(error) => {
-                        let error = Arc::new(error);
-                        for reply in replies {
-                            let _ = reply.send(Err(error.clone()));
-                        }
-                    }
-                }
-            }
+        let exchange = Arc::new(exchange);
+        let batcher = Batcher::start(MAX_BATCH, move |batch: Vec<Conclusion>| {
+            let store = store.clone();
+            let exchange = exchange.clone();
+            async move { write(&store, owner, &exchange, &batch).await }
         });
-        Completer { queue }
+        Completer { batcher }
     }
 
     /// Commits one conclusion (with whatever else is waiting) and says what happened.
     pub async fn commit(&self, conclusion: Conclusion) -> Result<Committed, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.queue
-            .send((conclusion, reply))
-            .await
-            .map_err(|_| StoreError::PoolClosed)?;
-        match answer.await {
-            Ok(Ok(committed)) => Ok(committed),
-            Ok(Err(error)) => Err(StoreError::Protocol(format!(
-                "completion batch failed: {error}"
-            ))),
-            Err(_) => Err(StoreError::PoolClosed),
-        }
+        self.batcher.submit(conclusion).await
     }
 }
 

@@ -305,8 +305,7 @@ async fn run(w: &Worker, job: &Job) -> Result<(), StoreError> {
     let before_json = before
         .as_ref()
         .map(|s| serde_json::to_value(s).expect("serializable"));
-    let mut tx = w.store.pool().begin().await?;
-    if let Some(call) = &snapshot_call {
+    let inquiry = snapshot_call.as_ref().map(|call| {
         let record = Record {
             gateway: job.valid.gateway.name(),
             attempt_no: attempts_made + 1,
@@ -314,16 +313,19 @@ async fn run(w: &Worker, job: &Job) -> Result<(), StoreError> {
             in_flight_row: None,
             call,
         };
-        write_record_in(w, &mut tx, id, &record).await?;
-    }
-    let Some(attempt_no) =
-        commands::record_intent(&mut tx, id, w.owner, before_json.as_ref()).await?
-    else {
+        count_exchanges(w, &record);
+        recording_of(id, &record)
+    });
+    let intent = super::intent::Intent {
+        command_id: id.to_string(),
+        purpose: operation.as_str(),
+        before_snapshot: before_json,
+        inquiry,
+    };
+    let Some((attempt_no, row)) = w.intents.record(intent).await? else {
         tracing::warn!("lost the lease before calling; leaving the command to its new owner");
         return Ok(());
     };
-    let row = attempts::start(&mut tx, id, attempt_no, operation.as_str()).await?;
-    tx.commit().await?;
 
     call_and_decide(w, job, attempt_no, row, before).await
 }
@@ -699,7 +701,6 @@ async fn conclude(
     unsettled: bool,
 ) -> Result<(), StoreError> {
     use super::completion::{Committed, Conclusion};
-    use crate::store::attempts::Recording;
     use crate::store::commands::{Decision, PaymentClaim};
 
     let id = job.row.id.as_str();
@@ -714,14 +715,7 @@ async fn conclude(
     );
     let recording = record.map(|record| {
         count_exchanges(w, &record);
-        Recording {
-            command_id: id.to_string(),
-            attempt_no: record.attempt_no,
-            kind: record.kind,
-            in_flight_row: record.in_flight_row,
-            exchanges: record.call.exchanges.clone(),
-            fallback_error: record.call.answer.error.as_ref().map(|e| e.to_string()),
-        }
+        recording_of(id, &record)
     });
     let conclusion = Conclusion {
         decision: Decision {
@@ -759,6 +753,17 @@ async fn conclude(
         }
     }
     Ok(())
+}
+
+fn recording_of(id: &str, record: &Record<'_>) -> crate::store::attempts::Recording {
+    crate::store::attempts::Recording {
+        command_id: id.to_string(),
+        attempt_no: record.attempt_no,
+        kind: record.kind,
+        in_flight_row: record.in_flight_row,
+        exchanges: record.call.exchanges.clone(),
+        fallback_error: record.call.answer.error.as_ref().map(|e| e.to_string()),
+    }
 }
 
 fn count_exchanges(w: &Worker, record: &Record<'_>) {

@@ -12,10 +12,12 @@
 //!
 //! They share one [`Worker`]. `docs/architecture.md` walks a command through them.
 
+pub mod batch;
 pub mod completion;
 pub mod consumer;
 pub mod executor;
 pub mod intake;
+pub mod intent;
 pub mod reconcile;
 pub mod relay;
 pub mod retry;
@@ -63,6 +65,8 @@ pub struct Worker {
     pub metrics: Arc<Metrics>,
     /// Commits decided outcomes, many per transaction.
     pub completer: completion::Completer,
+    /// Commits recovery points before calls, many per transaction.
+    pub intents: intent::Intents,
 }
 
 impl Worker {
@@ -77,6 +81,7 @@ impl Worker {
         let owner = Uuid::new_v4();
         let completer =
             completion::Completer::start(store.clone(), owner, config.amqp.result_exchange.clone());
+        let store_for_intents = store.clone();
         Arc::new(Worker {
             owner,
             store,
@@ -94,6 +99,7 @@ impl Worker {
             poll_interval: Duration::from_millis(250),
             metrics,
             completer,
+            intents: intent::Intents::start(store_for_intents, owner),
         })
     }
 

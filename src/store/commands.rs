@@ -724,3 +724,30 @@ pub async fn release_payments(
     .await?;
     Ok(())
 }
+
+/// [`record_intent`] for many commands in one statement. Returns each command
+/// this owner still held, with its new attempt number.
+pub async fn record_intents(
+    conn: &mut PgConnection,
+    owner: Uuid,
+    intents: &[(&str, Option<&serde_json::Value>)],
+) -> Result<std::collections::HashMap<String, i32>, StoreError> {
+    if intents.is_empty() {
+        return Ok(Default::default());
+    }
+    let ids: Vec<&str> = intents.iter().map(|i| i.0).collect();
+    let snapshots: Vec<Option<&serde_json::Value>> = intents.iter().map(|i| i.1).collect();
+    let rows: Vec<(String, i32)> = sqlx::query_as(
+        "UPDATE commands c SET phase = 'calling', attempts = c.attempts + 1,
+            before_snapshot = COALESCE(u.snapshot, c.before_snapshot), updated_at = now()
+           FROM UNNEST($1::text[], $2::jsonb[]) AS u(id, snapshot)
+          WHERE c.id = u.id AND c.lease_owner = $3 AND c.state = 'running'
+         RETURNING c.id, c.attempts",
+    )
+    .bind(&ids)
+    .bind(&snapshots)
+    .bind(owner)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().collect())
+}

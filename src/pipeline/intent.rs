@@ -1,0 +1,81 @@
+//! The intent writer: commits the recovery point (`phase = 'calling'`, the
+//! attempt count, the before-snapshot and an in-flight attempt row) of many
+//! commands per transaction, just before their gateway calls.
+//!
+//! Each executor still waits for its own commit before it calls: the batch
+//! only shares the transaction (see [`super::batch`]).
+
+use std::collections::HashMap;
+
+use super::batch::Batcher;
+use crate::store::attempts::{self, Recording};
+use crate::store::commands;
+use crate::store::{Store, StoreError};
+
+pub const MAX_BATCH: usize = 256;
+
+/// One command about to call.
+#[derive(Debug)]
+pub struct Intent {
+    pub command_id: String,
+    /// The operation, as the in-flight row's purpose.
+    pub purpose: &'static str,
+    pub before_snapshot: Option<serde_json::Value>,
+    /// The before-snapshot inquiry's exchanges, recorded in the same commit.
+    pub inquiry: Option<Recording>,
+}
+
+/// `Some((attempt number, in-flight row))`, or `None` if this instance no longer holds the command.
+pub type Started = Option<(i32, i64)>;
+
+#[derive(Clone)]
+pub struct Intents {
+    batcher: Batcher<Intent, Started>,
+}
+
+impl Intents {
+    pub fn start(store: Store, owner: uuid::Uuid) -> Intents {
+        let batcher = Batcher::start(MAX_BATCH, move |batch: Vec<Intent>| {
+            let store = store.clone();
+            async move { write(&store, owner, &batch).await }
+        });
+        Intents { batcher }
+    }
+
+    pub async fn record(&self, intent: Intent) -> Result<Started, StoreError> {
+        self.batcher.submit(intent).await
+    }
+}
+
+async fn write(
+    store: &Store,
+    owner: uuid::Uuid,
+    batch: &[Intent],
+) -> Result<Vec<Started>, StoreError> {
+    let mut tx = store.pool().begin().await?;
+    let inquiries: Vec<Recording> = batch.iter().filter_map(|i| i.inquiry.clone()).collect();
+    attempts::record_many(&mut tx, &inquiries).await?;
+    let wanted: Vec<(&str, Option<&serde_json::Value>)> = batch
+        .iter()
+        .map(|i| (i.command_id.as_str(), i.before_snapshot.as_ref()))
+        .collect();
+    let numbers: HashMap<String, i32> = commands::record_intents(&mut tx, owner, &wanted).await?;
+    let rows_wanted: Vec<(String, i32, String)> = batch
+        .iter()
+        .filter_map(|i| {
+            numbers
+                .get(&i.command_id)
+                .map(|&n| (i.command_id.clone(), n, i.purpose.to_string()))
+        })
+        .collect();
+    let rows = attempts::start_many(&mut tx, &rows_wanted).await?;
+    tx.commit().await?;
+    Ok(batch
+        .iter()
+        .map(|i| {
+            let n = numbers.get(&i.command_id)?;
+            let row = rows.get(&i.command_id)?;
+            Some((*n, *row))
+        })
+        .collect())
+}
