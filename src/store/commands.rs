@@ -234,28 +234,6 @@ pub async fn defer(
     Ok(done.rows_affected() == 1)
 }
 
-/// Commits the recovery point `calling` and the attempt count before a call
-/// with a side effect. Returns the new attempt number, or `None` when this
-/// instance no longer holds the command.
-pub async fn record_intent(
-    conn: &mut PgConnection,
-    id: &str,
-    owner: Uuid,
-    before_snapshot: Option<&serde_json::Value>,
-) -> Result<Option<i32>, StoreError> {
-    sqlx::query_scalar(
-        "UPDATE commands SET phase = 'calling', attempts = attempts + 1,
-            before_snapshot = COALESCE($3, before_snapshot), updated_at = now()
-         WHERE id = $1 AND lease_owner = $2 AND state = 'running'
-         RETURNING attempts",
-    )
-    .bind(id)
-    .bind(owner)
-    .bind(before_snapshot)
-    .fetch_optional(conn)
-    .await
-}
-
 /// Back to `ready` after reconciliation proved the last attempt did not take effect.
 pub async fn clear_intent(
     conn: &mut PgConnection,
@@ -348,16 +326,6 @@ pub async fn reschedule_unsettled(
     Ok(())
 }
 
-pub async fn take_pending_replays(conn: &mut PgConnection, id: &str) -> Result<i32, StoreError> {
-    sqlx::query_scalar(
-        "UPDATE commands c SET pending_replays = 0 FROM (SELECT pending_replays FROM commands WHERE id = $1 FOR UPDATE) old
-         WHERE c.id = $1 RETURNING old.pending_replays",
-    )
-    .bind(id)
-    .fetch_one(conn)
-    .await
-}
-
 /// Claims up to `limit` commands that are due (queued or unsettled and past
 /// `next_run_at`) or whose owner's lease has expired (a crashed instance).
 pub async fn claim_due(
@@ -441,26 +409,6 @@ pub async fn hand_back(conn: &mut PgConnection, owner: Uuid) -> Result<u64, Stor
     .execute(conn)
     .await?;
     Ok(done.rows_affected())
-}
-
-/// Commands that need a person: by outcome, most recent first.
-pub async fn list_by_outcome(
-    conn: &mut PgConnection,
-    outcome: &str,
-    since: OffsetDateTime,
-    limit: i64,
-) -> Result<Vec<CommandRow>, StoreError> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM commands
-         WHERE (outcome = $1 AND settled_outcome IS NULL OR settled_outcome = $1)
-           AND received_at >= $2
-         ORDER BY received_at DESC LIMIT $3"
-    ))
-    .bind(outcome)
-    .bind(since)
-    .bind(limit)
-    .fetch_all(conn)
-    .await
 }
 
 /// What this worker captured on a payment, from its own succeeded captures:
@@ -610,7 +558,7 @@ pub async fn defer_many(
     Ok(())
 }
 
-/// [`record_intent`] for commands just inserted at intake, which need no
+/// Commits the recovery point for commands just inserted at intake, which need no
 /// before-snapshot: their first attempt's recovery point is committed with them.
 pub async fn record_intent_many(
     conn: &mut PgConnection,
@@ -725,7 +673,8 @@ pub async fn release_payments(
     Ok(())
 }
 
-/// [`record_intent`] for many commands in one statement. Returns each command
+/// Commits the recovery point `calling` and the attempt count before a call
+/// with a side effect, for many commands in one statement. Returns each command
 /// this owner still held, with its new attempt number.
 pub async fn record_intents(
     conn: &mut PgConnection,
