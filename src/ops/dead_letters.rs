@@ -24,6 +24,11 @@ use crate::store::reports;
 pub const REQUEUED_FROM_HEADER: &str = "x-backoffice-requeued-from";
 
 #[derive(Debug, Clone, clap::Args)]
+#[command(after_help = "Examples:
+  backoffice-worker dead-letters list
+  backoffice-worker dead-letters list --all --json
+  backoffice-worker dead-letters requeue 42
+  backoffice-worker dead-letters requeue --all")]
 pub struct DeadLettersArgs {
     /// The configuration file (default: $BACKOFFICE_CONFIG, then ./backoffice.toml).
     #[arg(long, global = true)]
