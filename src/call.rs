@@ -146,7 +146,10 @@ pub async fn execute(args: &CallArgs, accounts: &Accounts) -> CallResult {
     result.gateway_status = answer.gateway_status;
     result.gateway_code = answer.gateway_code;
     result.description = answer.description;
-    result.reference = answer.reference;
+    // As in result events: the id of a new operation; reads create none.
+    result.reference = answer
+        .reference
+        .filter(|_| valid.request.operation.has_side_effect());
     if matches!(
         valid.request.operation,
         Operation::Inquiry | Operation::TransactionList
