@@ -406,3 +406,82 @@ async fn a_refund_above_what_is_left_to_refund_is_declined_and_applies_nothing()
     worker.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_of_a_running_command_is_replayed_to_its_own_reply_to() {
+    let mut env = TestEnv::new("pendingreplay").await;
+    // Slow gateway: the original is still running when its duplicate arrives.
+    env.sim
+        .sim()
+        .update_faults(&backoffice_worker::simulator::FaultSettingsView {
+            latency_ms: Some(400),
+            ..Default::default()
+        })
+        .unwrap();
+    let worker = env.start_worker();
+    let channel = env.amqp.create_channel().await.unwrap();
+    let reply_queue = channel
+        .queue_declare(
+            "".into(),
+            lapin::options::QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let command = pz("pending-1", "capture", "10000002", Some("3.00"));
+    env.publish(&command).await;
+    let duplicate = lapin::BasicProperties::default()
+        .with_reply_to(reply_queue.name().clone())
+        .with_correlation_id("the-duplicate".into());
+    env.publish_raw(serde_json::to_vec(&command).unwrap(), duplicate)
+        .await;
+
+    let original = env.outcome_of("pending-1").await;
+    assert_eq!(original.outcome.as_str(), "succeeded");
+    let replay = env
+        .wait_event("pending-1", Duration::from_secs(20), |e| e.replayed)
+        .await;
+    assert_eq!(replay.reference, original.reference);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let reply = loop {
+        if let Some(m) = channel
+            .basic_get(
+                reply_queue.name().as_str().into(),
+                lapin::options::BasicGetOptions { no_ack: true },
+            )
+            .await
+            .unwrap()
+        {
+            break m;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no replay on the duplicate's reply_to"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        reply
+            .delivery
+            .properties
+            .correlation_id()
+            .as_ref()
+            .map(|s| s.as_str()),
+        Some("the-duplicate")
+    );
+    let replied: backoffice_worker::events::ResultEvent =
+        serde_json::from_slice(&reply.delivery.data).unwrap();
+    assert!(replied.replayed);
+    assert_eq!(
+        env.sim
+            .sim()
+            .ledger_for(GatewayId::Paymentz, "10000002")
+            .len(),
+        1
+    );
+    worker.stop().await;
+    env.cleanup().await;
+}

@@ -76,22 +76,32 @@ async fn write(
     attempts::record_many(&mut tx, &recordings).await?;
     let decisions: Vec<Decision> = batch.iter().map(|c| c.decision.clone()).collect();
     let decided: HashMap<String, i32> = commands::decide_many(&mut tx, owner, &decisions).await?;
+    let decided_ids: Vec<&str> = batch
+        .iter()
+        .map(|c| c.decision.id.as_str())
+        .filter(|id| decided.contains_key(*id))
+        .collect();
+    let pending = commands::take_pending_replays(&mut tx, &decided_ids).await?;
     // Replays are rare: their bodies are built here and kept alive for the insert.
-    let mut replay_bodies = Vec::new();
+    let mut replay_bodies = Vec::with_capacity(pending.len());
     let mut released = Vec::with_capacity(batch.len());
     let mut results = Vec::with_capacity(batch.len());
     for c in batch {
-        match decided.get(&c.decision.id) {
-            Some(&replays) => {
-                for _ in 0..replays {
-                    let replay = c.event.replay();
-                    let body = serde_json::to_value(&replay).expect("events serialize");
-                    replay_bodies.push((c, body));
-                }
-                released.push(c.claim.clone());
-                results.push(Committed::Decided { replays });
+        if decided.contains_key(&c.decision.id) {
+            let mine: Vec<&commands::PendingReplay> = pending
+                .iter()
+                .filter(|p| p.command_id == c.decision.id)
+                .collect();
+            for p in &mine {
+                let body = serde_json::to_value(c.event.replay()).expect("events serialize");
+                replay_bodies.push((c, *p, body));
             }
-            None => results.push(Committed::LeaseLost),
+            released.push(c.claim.clone());
+            results.push(Committed::Decided {
+                replays: mine.len() as i32,
+            });
+        } else {
+            results.push(Committed::LeaseLost);
         }
     }
     let mut staged: Vec<Staged<'_>> = batch
@@ -99,11 +109,12 @@ async fn write(
         .filter(|c| decided.contains_key(&c.decision.id))
         .map(|c| stage(exchange, c, &c.decision.result))
         .collect();
-    staged.extend(
-        replay_bodies
-            .iter()
-            .map(|(c, body)| stage(exchange, c, body)),
-    );
+    // A replay goes to the duplicate's own reply_to, not the original's.
+    staged.extend(replay_bodies.iter().map(|(c, pending, body)| Staged {
+        reply_to: pending.reply_to.as_deref(),
+        reply_correlation_id: pending.reply_correlation_id.as_deref(),
+        ..stage(exchange, c, body)
+    }));
     outbox::enqueue_many(&mut tx, &staged).await?;
     commands::release_payments(&mut tx, &released).await?;
     tx.commit().await?;

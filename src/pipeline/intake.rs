@@ -521,7 +521,13 @@ async fn accept_one(
     } else {
         // A producer's duplicate, or (rarely) our own delivery whose ack was
         // lost: either way one more replayed event, never a second call.
-        commands::add_pending_replay(&mut *tx, &row.id).await?;
+        commands::add_pending_replay(
+            &mut *tx,
+            &row.id,
+            row.reply_to.as_deref(),
+            reply_correlation,
+        )
+        .await?;
         tracing::info!(id = %row.id, redelivered = item.envelope.redelivered, "duplicate of a command still running: it will be replayed when decided");
         Ok(One::Nothing)
     }

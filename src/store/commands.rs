@@ -121,13 +121,50 @@ pub async fn get(conn: &mut PgConnection, id: &str) -> Result<Option<CommandRow>
         .await
 }
 
-/// A producer duplicate arrived while the command was still running.
-pub async fn add_pending_replay(conn: &mut PgConnection, id: &str) -> Result<(), StoreError> {
+/// A producer duplicate arrived while the command was still running: it gets
+/// a replayed event (to its own `reply_to`) once the outcome is decided.
+pub async fn add_pending_replay(
+    conn: &mut PgConnection,
+    id: &str,
+    reply_to: Option<&str>,
+    reply_correlation_id: Option<&str>,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO pending_replays (command_id, reply_to, reply_correlation_id) VALUES ($1, $2, $3)")
+        .bind(id)
+        .bind(reply_to)
+        .bind(reply_correlation_id)
+        .execute(&mut *conn)
+        .await?;
     sqlx::query("UPDATE commands SET pending_replays = pending_replays + 1, updated_at = now() WHERE id = $1")
         .bind(id)
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// A duplicate waiting for its replayed event.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PendingReplay {
+    pub command_id: String,
+    pub reply_to: Option<String>,
+    pub reply_correlation_id: Option<String>,
+}
+
+/// Takes (and deletes) the pending replays of decided commands.
+pub async fn take_pending_replays(
+    conn: &mut PgConnection,
+    ids: &[&str],
+) -> Result<Vec<PendingReplay>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_as(
+        "DELETE FROM pending_replays WHERE command_id = ANY($1)
+         RETURNING command_id, reply_to, reply_correlation_id",
+    )
+    .bind(ids)
+    .fetch_all(conn)
+    .await
 }
 
 /// Takes the lease on a payment for `command_id`: granted when free, expired,
@@ -590,8 +627,8 @@ pub struct Decision {
     pub reconcile_in: Option<Duration>,
 }
 
-/// [`decide`] for many commands in one statement. Returns, for each command
-/// that this owner still held, its pending replays (and resets them).
+/// [`decide`] for many commands in one statement. Returns the commands that
+/// this owner still held (their pending-replay counter is reset).
 pub async fn decide_many(
     conn: &mut PgConnection,
     owner: Uuid,
