@@ -344,24 +344,12 @@ async fn results_also_go_to_reply_to_with_the_commands_correlation_id() {
     )
     .await;
     let event = env.outcome_of("reply-1").await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let reply = loop {
-        if let Some(m) = channel
-            .basic_get(
-                reply_queue.name().as_str().into(),
-                lapin::options::BasicGetOptions { no_ack: true },
-            )
-            .await
-            .unwrap()
-        {
-            break m;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no reply on reply_to"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let reply = common::get_message(
+        &channel,
+        reply_queue.name().as_str(),
+        Duration::from_secs(10),
+    )
+    .await;
     assert_eq!(
         reply
             .delivery
@@ -445,24 +433,12 @@ async fn a_duplicate_of_a_running_command_is_replayed_to_its_own_reply_to() {
         .wait_event("pending-1", Duration::from_secs(20), |e| e.replayed)
         .await;
     assert_eq!(replay.reference, original.reference);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let reply = loop {
-        if let Some(m) = channel
-            .basic_get(
-                reply_queue.name().as_str().into(),
-                lapin::options::BasicGetOptions { no_ack: true },
-            )
-            .await
-            .unwrap()
-        {
-            break m;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no replay on the duplicate's reply_to"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let reply = common::get_message(
+        &channel,
+        reply_queue.name().as_str(),
+        Duration::from_secs(10),
+    )
+    .await;
     assert_eq!(
         reply
             .delivery

@@ -512,3 +512,30 @@ pub async fn wait_for_status(url: &str, status: u16, within: Duration) -> String
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Takes one message from `queue`, polling until `within` has passed (a plain
+/// queue has no event to await without consuming from it).
+pub async fn get_message(
+    channel: &Channel,
+    queue: &str,
+    within: Duration,
+) -> lapin::message::BasicGetMessage {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(message) = channel
+            .basic_get(
+                queue.into(),
+                lapin::options::BasicGetOptions { no_ack: true },
+            )
+            .await
+            .unwrap()
+        {
+            return message;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no message on {queue} within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
