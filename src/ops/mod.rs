@@ -90,9 +90,26 @@ pub fn finish(result: Result<i32, OpsError>, error_code: i32) -> i32 {
 }
 
 /// Loads the config named by `--config`, `$BACKOFFICE_CONFIG` or `./backoffice.toml`.
+/// Without any, the operator commands use the default connection settings
+/// (the local services, or `$AMQP_URL` / `$DATABASE_URL`), which is what a
+/// `run --sandbox` worker without a config file uses too; they say so.
 pub fn load_config(explicit: Option<&Path>) -> Result<Config, OpsError> {
-    let file = config::locate(explicit)?;
-    Ok(Config::load(&file)?)
+    match config::locate(explicit) {
+        Ok(file) => Ok(Config::load(&file)?),
+        Err(config::ConfigError::NotFound) => {
+            let config =
+                Config::parse(Path::new("<defaults>"), "", |name| std::env::var(name).ok())?;
+            eprintln!(
+                "note: no configuration file; using the default connections (broker {}, database {})",
+                broker_target(&config.amqp.url),
+                PgConnectOptions::from_str(config.database.url.expose_secret())
+                    .map(|o| database_target(&o))
+                    .unwrap_or_else(|_| "?".into()),
+            );
+            Ok(config)
+        }
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Where a database URL points, without its credentials: for messages.
