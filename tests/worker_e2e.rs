@@ -344,23 +344,13 @@ async fn results_also_go_to_reply_to_with_the_commands_correlation_id() {
     )
     .await;
     let event = env.outcome_of("reply-1").await;
-    let reply = common::get_message(
+    let (correlation, replied) = common::reply_event(
         &channel,
         reply_queue.name().as_str(),
         Duration::from_secs(10),
     )
     .await;
-    assert_eq!(
-        reply
-            .delivery
-            .properties
-            .correlation_id()
-            .as_ref()
-            .map(|s| s.as_str()),
-        Some("corr-77")
-    );
-    let replied: backoffice_worker::events::ResultEvent =
-        serde_json::from_slice(&reply.delivery.data).unwrap();
+    assert_eq!(correlation.as_deref(), Some("corr-77"));
     assert_eq!(replied.command_id, event.command_id);
     worker.stop().await;
     env.cleanup().await;
@@ -433,23 +423,13 @@ async fn a_duplicate_of_a_running_command_is_replayed_to_its_own_reply_to() {
         .wait_event("pending-1", Duration::from_secs(20), |e| e.replayed)
         .await;
     assert_eq!(replay.reference, original.reference);
-    let reply = common::get_message(
+    let (correlation, replied) = common::reply_event(
         &channel,
         reply_queue.name().as_str(),
         Duration::from_secs(10),
     )
     .await;
-    assert_eq!(
-        reply
-            .delivery
-            .properties
-            .correlation_id()
-            .as_ref()
-            .map(|s| s.as_str()),
-        Some("the-duplicate")
-    );
-    let replied: backoffice_worker::events::ResultEvent =
-        serde_json::from_slice(&reply.delivery.data).unwrap();
+    assert_eq!(correlation.as_deref(), Some("the-duplicate"));
     assert!(replied.replayed);
     assert_eq!(
         env.sim

@@ -337,8 +337,9 @@ pub async fn accept_batch(
             )
         })
         .collect();
-    let immediate_ids: Vec<String> = immediate.iter().map(|i| i.0.clone()).collect();
-    commands::record_intent_many(&mut tx, &immediate_ids, w.owner).await?;
+    let no_snapshot: Vec<(&str, Option<&serde_json::Value>)> =
+        immediate.iter().map(|i| (i.0.as_str(), None)).collect();
+    commands::record_intents(&mut tx, w.owner, &no_snapshot).await?;
     let rows = attempts::start_many(&mut tx, &immediate).await?;
 
     let mut results = Vec::with_capacity(items.len());

@@ -257,18 +257,31 @@ pub async fn defer(
     owner: Uuid,
     delay: Duration,
 ) -> Result<bool, StoreError> {
+    Ok(defer_many(conn, &[id.to_string()], owner, delay).await? == 1)
+}
+
+/// [`defer`] for many commands in one statement; returns how many were deferred.
+pub async fn defer_many(
+    conn: &mut PgConnection,
+    ids: &[String],
+    owner: Uuid,
+    delay: Duration,
+) -> Result<u64, StoreError> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
     let done = sqlx::query(
         "UPDATE commands SET state = CASE WHEN state = 'unsettled' THEN 'unsettled' ELSE 'queued' END,
             lease_owner = NULL, lease_until = NULL,
             next_run_at = now() + make_interval(secs => $3), updated_at = now()
-         WHERE id = $1 AND lease_owner = $2 AND state IN ('running', 'unsettled')",
+         WHERE id = ANY($1) AND lease_owner = $2 AND state IN ('running', 'unsettled')",
     )
-    .bind(id)
+    .bind(ids)
     .bind(owner)
     .bind(secs(delay))
     .execute(conn)
     .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(done.rows_affected())
 }
 
 /// Back to `ready` after reconciliation proved the last attempt did not take effect.
@@ -570,50 +583,6 @@ pub async fn claim_payments(
     .fetch_all(conn)
     .await?;
     Ok(granted.into_iter().collect())
-}
-
-/// [`defer`] for many commands at once (their payments were busy at intake).
-pub async fn defer_many(
-    conn: &mut PgConnection,
-    ids: &[String],
-    owner: Uuid,
-    delay: Duration,
-) -> Result<(), StoreError> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "UPDATE commands SET state = 'queued', lease_owner = NULL, lease_until = NULL,
-            next_run_at = now() + make_interval(secs => $3), updated_at = now()
-         WHERE id = ANY($1) AND lease_owner = $2 AND state = 'running'",
-    )
-    .bind(ids)
-    .bind(owner)
-    .bind(secs(delay))
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Commits the recovery point for commands just inserted at intake, which need no
-/// before-snapshot: their first attempt's recovery point is committed with them.
-pub async fn record_intent_many(
-    conn: &mut PgConnection,
-    ids: &[String],
-    owner: Uuid,
-) -> Result<(), StoreError> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "UPDATE commands SET phase = 'calling', attempts = attempts + 1, updated_at = now()
-         WHERE id = ANY($1) AND lease_owner = $2 AND state = 'running'",
-    )
-    .bind(ids)
-    .bind(owner)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// One decided command in a completion batch.

@@ -539,3 +539,20 @@ pub async fn get_message(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Takes one result event from a reply queue: its `correlation_id` and the event.
+pub async fn reply_event(
+    channel: &Channel,
+    queue: &str,
+    within: Duration,
+) -> (Option<String>, ResultEvent) {
+    let message = get_message(channel, queue, within).await;
+    let correlation = message
+        .delivery
+        .properties
+        .correlation_id()
+        .as_ref()
+        .map(|s| s.as_str().to_string());
+    let event = serde_json::from_slice(&message.delivery.data).expect("events are JSON");
+    (correlation, event)
+}
