@@ -123,7 +123,21 @@ async fn the_sandbox_creates_its_database_runs_commands_and_reports_them() {
         metrics.contains("backoffice_gateway_latency_seconds_bucket"),
         "{metrics}"
     );
-    assert!(metrics.contains("backoffice_outbox_backlog 0"), "{metrics}");
+    // The event can arrive before the relay has marked its outbox row
+    // published (it marks after the broker's confirm), so the backlog is
+    // awaited rather than read once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, metrics) = http_get(&format!("{base}/metrics")).await.unwrap();
+        if metrics.contains("backoffice_outbox_backlog 0") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the outbox backlog never reached 0: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let log = std::fs::read_to_string(env.dir.path().join("sandbox.log")).unwrap();
     assert!(

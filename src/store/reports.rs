@@ -38,9 +38,8 @@ pub struct AttentionRow {
 /// yet, and an `unknown` later settled as `failed` is listed under `failed`.
 /// `since` applies to when the command reached that outcome, not to when it
 /// was received: a command received yesterday whose retries ran out a minute
-/// ago (or whose `unknown` was just settled as `failed`) is news now.
-/// (`commands::list_by_outcome` filters and orders by `received_at`, which
-/// hides exactly those.)
+/// ago (or whose `unknown` was just settled as `failed`) is news now. The
+/// index `commands_by_current_outcome` is on exactly these two expressions.
 pub async fn needing_attention(
     conn: &mut PgConnection,
     outcome: &str,
