@@ -441,3 +441,27 @@ async fn a_duplicate_of_a_running_command_is_replayed_to_its_own_reply_to() {
     worker.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_larger_than_the_in_flight_cap_is_worked_off() {
+    // Intake batches whatever has arrived; with a backlog waiting, a batch used
+    // to ask for more permits than the cap allows and waited for them forever.
+    let mut env = TestEnv::new("smallcap").await;
+    env.worker_section = common::FAST_WORKER.replace("max_in_flight = 200", "max_in_flight = 3");
+    let ids: Vec<String> = (0..40).map(|i| format!("smallcap-{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        env.publish(&px(id, "inquiry", &format!("smallcap-trace-{i}")))
+            .await;
+    }
+    let worker = env.start_worker();
+    env.wait_all(&ids, Duration::from_secs(60)).await;
+    let stored = env
+        .scalar_i64(
+            "SELECT count(*) FROM commands WHERE id LIKE $1 AND outcome IS NOT NULL",
+            "smallcap-%",
+        )
+        .await;
+    assert_eq!(stored, 40);
+    worker.stop().await;
+    env.cleanup().await;
+}

@@ -78,6 +78,15 @@ async fn consume(w: &Arc<Worker>, session: &Session) -> bool {
     };
     let mut health = tokio::time::interval(Duration::from_secs(1));
     loop {
+        // One permit per command, taken before its delivery is read: a full
+        // worker stops here and the broker's prefetch holds the rest.
+        let first_permit = tokio::select! {
+            permit = w.permits.clone().acquire_owned() => permit.expect("semaphore never closed"),
+            _ = w.shutdown.cancelled() => {
+                let _ = session.consume_channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+                return true;
+            }
+        };
         let first = loop {
             tokio::select! {
                 next = consumer.next() => break next,
@@ -100,19 +109,20 @@ async fn consume(w: &Arc<Worker>, session: &Session) -> bool {
             }
             None => return false,
         };
+        let mut permits = vec![first_permit];
+        // The rest of the batch is what has already arrived AND has a free
+        // permit: waiting for permits with deliveries in hand could wait for
+        // more than the in-flight cap, forever.
         while batch.len() < MAX_INTAKE_BATCH {
+            let Ok(permit) = w.permits.clone().try_acquire_owned() else {
+                break;
+            };
             match consumer.next().now_or_never() {
-                Some(Some(Ok(delivery))) => batch.push(delivery),
+                Some(Some(Ok(delivery))) => {
+                    batch.push(delivery);
+                    permits.push(permit);
+                }
                 _ => break,
-            }
-        }
-        // One permit per command; a full worker stops here and the broker's
-        // prefetch holds the rest.
-        let mut permits = Vec::with_capacity(batch.len());
-        for _ in 0..batch.len() {
-            tokio::select! {
-                permit = w.permits.clone().acquire_owned() => permits.push(permit.expect("semaphore never closed")),
-                _ = w.shutdown.cancelled() => return true,
             }
         }
         let Some(accepted) = intake(w, &batch).await else {
