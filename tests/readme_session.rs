@@ -8,7 +8,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port, http_get, wait_for_status, PG_SERVER};
+use common::{free_port, http_get, wait_for_status, ChildGuard, PG_SERVER};
 
 fn rabbitmqctl(args: &[&str]) {
     let out = Command::new("rabbitmqctl")
@@ -41,18 +41,20 @@ async fn the_readme_sandbox_session_works_without_a_config_file() {
 
     let admin = free_port();
     let admin_addr = format!("127.0.0.1:{admin}");
-    let mut worker = command(&[
-        "run",
-        "--sandbox",
-        "--sandbox-listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        &admin_addr,
-    ])
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
+    let mut worker = ChildGuard(
+        command(&[
+            "run",
+            "--sandbox",
+            "--sandbox-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            &admin_addr,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
     wait_for_status(
         &format!("http://{admin_addr}/readyz"),
         200,

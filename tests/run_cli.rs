@@ -6,7 +6,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port, http_get, pz, wait_for_status, Proxy, TestEnv, PG_SERVER};
+use common::{free_port, http_get, pz, wait_for_status, ChildGuard, Proxy, TestEnv, PG_SERVER};
 
 fn binary() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_backoffice-worker"));
@@ -83,21 +83,23 @@ async fn the_sandbox_creates_its_database_runs_commands_and_reports_them() {
     std::fs::write(&file, config).unwrap();
     let admin = free_port();
     let log = std::fs::File::create(env.dir.path().join("sandbox.log")).unwrap();
-    let mut child = binary()
-        .args([
-            "run",
-            "--sandbox",
-            "--sandbox-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-        ])
-        .arg(format!("127.0.0.1:{admin}"))
-        .arg("--config")
-        .arg(&file)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut child = ChildGuard(
+        binary()
+            .args([
+                "run",
+                "--sandbox",
+                "--sandbox-listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+            ])
+            .arg(format!("127.0.0.1:{admin}"))
+            .arg("--config")
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
 
     let base = format!("http://127.0.0.1:{admin}");
     assert_eq!(

@@ -4,26 +4,28 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use backoffice_worker::money::Amount;
 use backoffice_worker::simulator::{FaultSettingsView, GatewayId, NewPayment};
-use common::{pz, TestEnv};
+use common::{pz, ChildGuard, TestEnv};
 
-fn spawn_worker(env: &TestEnv, log_name: &str) -> Child {
+fn spawn_worker(env: &TestEnv, log_name: &str) -> ChildGuard {
     let config = env.config_file();
     let log = std::fs::File::create(env.dir.path().join(log_name)).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_backoffice-worker"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .env_remove("AMQP_URL")
-        .env_remove("DATABASE_URL")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start the worker binary")
+    ChildGuard(
+        Command::new(env!("CARGO_BIN_EXE_backoffice-worker"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .env_remove("AMQP_URL")
+            .env_remove("DATABASE_URL")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start the worker binary"),
+    )
 }
 
 fn set_latency(env: &TestEnv, ms: u64) {

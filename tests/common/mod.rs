@@ -556,3 +556,30 @@ pub async fn reply_event(
     let event = serde_json::from_slice(&message.delivery.data).expect("events are JSON");
     (correlation, event)
 }
+
+/// A worker (or other) child process that is killed when the test ends, even
+/// by a panic: a failed assertion must not leave a worker consuming and
+/// re-declaring its queues behind it.
+pub struct ChildGuard(pub std::process::Child);
+
+impl std::ops::Deref for ChildGuard {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ChildGuard {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
