@@ -72,19 +72,21 @@ async fn write(
     batch: &[Conclusion],
 ) -> Result<Vec<Committed>, StoreError> {
     let mut tx = store.pool().begin().await?;
-    let recordings: Vec<Recording> = batch.iter().filter_map(|c| c.recording.clone()).collect();
+    let recordings: Vec<&Recording> = batch.iter().filter_map(|c| c.recording.as_ref()).collect();
     attempts::record_many(&mut tx, &recordings).await?;
-    let decisions: Vec<Decision> = batch.iter().map(|c| c.decision.clone()).collect();
-    let decided: HashMap<String, i32> = commands::decide_many(&mut tx, owner, &decisions).await?;
-    let decided_ids: Vec<&str> = batch
+    let decisions: Vec<&Decision> = batch.iter().map(|c| &c.decision).collect();
+    let claims: Vec<&PaymentClaim> = batch.iter().map(|c| &c.claim).collect();
+    let decided: HashMap<String, i32> =
+        commands::decide_many(&mut tx, owner, &decisions, &claims).await?;
+    // Replays are rare: the pending ones are read only for commands whose
+    // counter says they have some.
+    let with_replays: Vec<&str> = batch
         .iter()
         .map(|c| c.decision.id.as_str())
-        .filter(|id| decided.contains_key(*id))
+        .filter(|id| decided.get(*id).is_some_and(|&n| n > 0))
         .collect();
-    let pending = commands::take_pending_replays(&mut tx, &decided_ids).await?;
-    // Replays are rare: their bodies are built here and kept alive for the insert.
+    let pending = commands::take_pending_replays(&mut tx, &with_replays).await?;
     let mut replay_bodies = Vec::with_capacity(pending.len());
-    let mut released = Vec::with_capacity(batch.len());
     let mut results = Vec::with_capacity(batch.len());
     for c in batch {
         if decided.contains_key(&c.decision.id) {
@@ -96,7 +98,6 @@ async fn write(
                 let body = serde_json::to_value(c.event.replay()).expect("events serialize");
                 replay_bodies.push((c, *p, body));
             }
-            released.push(c.claim.clone());
             results.push(Committed::Decided {
                 replays: mine.len() as i32,
             });
@@ -116,7 +117,6 @@ async fn write(
         ..stage(exchange, c, body)
     }));
     outbox::enqueue_many(&mut tx, &staged).await?;
-    commands::release_payments(&mut tx, &released).await?;
     tx.commit().await?;
     Ok(results)
 }

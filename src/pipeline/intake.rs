@@ -261,7 +261,6 @@ pub async fn accept_batch(
 ) -> Result<Vec<Accepted>, crate::store::StoreError> {
     use std::collections::HashSet;
 
-    use crate::store::attempts;
     use crate::store::commands::{self, PaymentClaim};
 
     let prepared: Vec<(Result<ValidCommand, Rejected>, NewCommand)> = items
@@ -321,7 +320,7 @@ pub async fn accept_batch(
     commands::defer_many(&mut tx, &deferred, w.owner, w.settings.lease).await?;
 
     // The recovery point of the first attempt, for those that can call at once.
-    let immediate: Vec<(String, i32, String)> = jobs
+    let immediate: Vec<commands::Intent<'_>> = jobs
         .iter()
         .flatten()
         .filter(|job| granted.contains(&job.row.id))
@@ -329,18 +328,13 @@ pub async fn accept_batch(
             let op = job.valid.request.operation;
             !(op.has_side_effect() && job.valid.gateway.snapshot_before(op))
         })
-        .map(|job| {
-            (
-                job.row.id.clone(),
-                1,
-                job.valid.request.operation.as_str().to_string(),
-            )
+        .map(|job| commands::Intent {
+            command_id: job.row.id.as_str(),
+            before_snapshot: None,
+            purpose: job.valid.request.operation.as_str(),
         })
         .collect();
-    let no_snapshot: Vec<(&str, Option<&serde_json::Value>)> =
-        immediate.iter().map(|i| (i.0.as_str(), None)).collect();
-    commands::record_intents(&mut tx, w.owner, &no_snapshot).await?;
-    let rows = attempts::start_many(&mut tx, &immediate).await?;
+    let rows = commands::record_intents(&mut tx, w.owner, &immediate).await?;
 
     let mut results = Vec::with_capacity(items.len());
     let mut rejected = Vec::new();
@@ -348,9 +342,9 @@ pub async fn accept_batch(
     for ((item, (validated, row)), job) in items.iter().zip(&prepared).zip(jobs) {
         match job {
             Some(mut job) if granted.contains(&job.row.id) => {
-                if let Some(&in_flight) = rows.get(&job.row.id) {
+                if let Some(&(attempt_no, in_flight)) = rows.get(&job.row.id) {
                     job.row.phase = "calling".into();
-                    job.row.attempts = 1;
+                    job.row.attempts = attempt_no;
                     job.intent_row = Some(in_flight);
                 }
                 job.payment_leased = true;

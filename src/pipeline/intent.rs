@@ -5,7 +5,6 @@
 //! Each executor still waits for its own commit before it calls: the batch
 //! only shares the transaction (see [`super::batch`]).
 
-use std::collections::HashMap;
 
 use super::batch::Batcher;
 use crate::store::attempts::{self, Recording};
@@ -53,29 +52,20 @@ async fn write(
     batch: &[Intent],
 ) -> Result<Vec<Started>, StoreError> {
     let mut tx = store.pool().begin().await?;
-    let inquiries: Vec<Recording> = batch.iter().filter_map(|i| i.inquiry.clone()).collect();
+    let inquiries: Vec<&Recording> = batch.iter().filter_map(|i| i.inquiry.as_ref()).collect();
     attempts::record_many(&mut tx, &inquiries).await?;
-    let wanted: Vec<(&str, Option<&serde_json::Value>)> = batch
+    let wanted: Vec<commands::Intent<'_>> = batch
         .iter()
-        .map(|i| (i.command_id.as_str(), i.before_snapshot.as_ref()))
-        .collect();
-    let numbers: HashMap<String, i32> = commands::record_intents(&mut tx, owner, &wanted).await?;
-    let rows_wanted: Vec<(String, i32, String)> = batch
-        .iter()
-        .filter_map(|i| {
-            numbers
-                .get(&i.command_id)
-                .map(|&n| (i.command_id.clone(), n, i.purpose.to_string()))
+        .map(|i| commands::Intent {
+            command_id: i.command_id.as_str(),
+            before_snapshot: i.before_snapshot.as_ref(),
+            purpose: i.purpose,
         })
         .collect();
-    let rows = attempts::start_many(&mut tx, &rows_wanted).await?;
+    let started = commands::record_intents(&mut tx, owner, &wanted).await?;
     tx.commit().await?;
     Ok(batch
         .iter()
-        .map(|i| {
-            let n = numbers.get(&i.command_id)?;
-            let row = rows.get(&i.command_id)?;
-            Some((*n, *row))
-        })
+        .map(|i| started.get(&i.command_id).copied())
         .collect())
 }

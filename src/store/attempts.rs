@@ -41,7 +41,7 @@ pub async fn record(
         exchanges: exchanges.to_vec(),
         fallback_error: fallback_error.map(str::to_string),
     };
-    record_many(conn, std::slice::from_ref(&recording)).await
+    record_many(conn, &[&recording]).await
 }
 
 /// Marks in-flight rows of a command as interrupted: found after a crash, their
@@ -102,31 +102,6 @@ pub async fn for_command(
     .await
 }
 
-/// Records the intent to call, before the call, for many commands in one
-/// statement: returns each command's in-flight row id, which the result later completes.
-pub async fn start_many(
-    conn: &mut PgConnection,
-    items: &[(String, i32, String)],
-) -> Result<std::collections::HashMap<String, i64>, StoreError> {
-    if items.is_empty() {
-        return Ok(Default::default());
-    }
-    let ids: Vec<&str> = items.iter().map(|i| i.0.as_str()).collect();
-    let numbers: Vec<i32> = items.iter().map(|i| i.1).collect();
-    let purposes: Vec<&str> = items.iter().map(|i| i.2.as_str()).collect();
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "INSERT INTO attempts (command_id, attempt_no, kind, status, purpose)
-         SELECT c, n, 'operation', 'in_flight', p FROM UNNEST($1::text[], $2::int4[], $3::text[]) AS u(c, n, p)
-         RETURNING command_id, id",
-    )
-    .bind(&ids)
-    .bind(&numbers)
-    .bind(&purposes)
-    .fetch_all(conn)
-    .await?;
-    Ok(rows.into_iter().collect())
-}
-
 /// What one call did, to be recorded with others in one round trip.
 #[derive(Debug, Clone)]
 pub struct Recording {
@@ -144,7 +119,7 @@ pub struct Recording {
 /// one INSERT for every other exchange.
 pub async fn record_many(
     conn: &mut PgConnection,
-    recordings: &[Recording],
+    recordings: &[&Recording],
 ) -> Result<(), StoreError> {
     let mut updates: Vec<(i64, &Exchange)> = Vec::new();
     let mut inserts: Vec<(&str, i32, &'static str, &Exchange)> = Vec::new();

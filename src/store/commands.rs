@@ -596,8 +596,11 @@ pub struct Decision {
     pub reconcile_in: Option<Duration>,
 }
 
-/// [`decide`] for many commands in one statement. Returns the commands that
-/// this owner still held (their pending-replay counter is reset).
+/// [`decide`] for many commands in one statement, which also releases the
+/// payment lease of each decided command and wakes the commands waiting on
+/// it. Returns the commands that this owner still held, with the number of
+/// pending replays each had (the counter is reset). `claims[i]` is the
+/// payment claim of `decisions[i]`.
 ///
 /// The batched statements check and lock their rows in a `LATERAL` lookup by
 /// primary key, one per batch row, and then update by id alone. Putting the
@@ -609,11 +612,13 @@ pub struct Decision {
 pub async fn decide_many(
     conn: &mut PgConnection,
     owner: Uuid,
-    decisions: &[Decision],
+    decisions: &[&Decision],
+    claims: &[&PaymentClaim],
 ) -> Result<std::collections::HashMap<String, i32>, StoreError> {
     if decisions.is_empty() {
         return Ok(Default::default());
     }
+    debug_assert_eq!(decisions.len(), claims.len());
     let ids: Vec<&str> = decisions.iter().map(|d| d.id.as_str()).collect();
     let states: Vec<&str> = decisions
         .iter()
@@ -629,25 +634,44 @@ pub async fn decide_many(
     let reasons: Vec<Option<&str>> = decisions.iter().map(|d| d.reason.as_deref()).collect();
     let results: Vec<&serde_json::Value> = decisions.iter().map(|d| &d.result).collect();
     let next: Vec<Option<f64>> = decisions.iter().map(|d| d.reconcile_in.map(secs)).collect();
+    let gateways: Vec<&str> = claims.iter().map(|c| c.gateway.as_str()).collect();
+    let keys: Vec<&str> = claims.iter().map(|c| c.payment_key.as_str()).collect();
     let rows: Vec<(String, i32)> = sqlx::query_as(
         "WITH held AS (
             SELECT u.*, o.pending_replays
-              FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::float8[])
-                     AS u(id, state, outcome, reason, result, next)
+              FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::float8[],
+                          $8::text[], $9::text[])
+                     AS u(id, state, outcome, reason, result, next, gateway, payment_key)
              CROSS JOIN LATERAL (
                    SELECT pending_replays FROM commands
                     WHERE id = u.id AND outcome IS NULL AND lease_owner = $7
                       FOR UPDATE
                    ) o
+         ),
+         decided AS (
+            UPDATE commands c
+               SET state = h.state, phase = 'ready', outcome = h.outcome, reason = h.reason,
+                   result = h.result, decided_at = now(), updated_at = now(), lease_owner = NULL,
+                   lease_until = NULL, pending_replays = 0,
+                   next_run_at = CASE WHEN h.next IS NULL THEN NULL
+                                      ELSE now() + make_interval(secs => h.next) END
+              FROM held h
+             WHERE c.id = h.id
+            RETURNING c.id, h.pending_replays, h.gateway, h.payment_key
+         ),
+         released AS (
+            DELETE FROM payment_leases l
+             USING decided d
+             WHERE l.gateway = d.gateway AND l.payment_key = d.payment_key AND l.command_id = d.id
+            RETURNING l.gateway, l.payment_key
+         ),
+         woken AS (
+            UPDATE commands SET next_run_at = now()
+              FROM released r
+             WHERE commands.gateway = r.gateway AND commands.payment_id = r.payment_key
+               AND commands.state = 'queued' AND commands.next_run_at > now()
          )
-         UPDATE commands c
-            SET state = h.state, phase = 'ready', outcome = h.outcome, reason = h.reason, result = h.result,
-                decided_at = now(), updated_at = now(), lease_owner = NULL, lease_until = NULL,
-                pending_replays = 0,
-                next_run_at = CASE WHEN h.next IS NULL THEN NULL ELSE now() + make_interval(secs => h.next) END
-           FROM held h
-          WHERE c.id = h.id
-         RETURNING c.id, h.pending_replays",
+         SELECT id, pending_replays FROM decided",
     )
     .bind(&ids)
     .bind(&states)
@@ -656,76 +680,70 @@ pub async fn decide_many(
     .bind(&results)
     .bind(&next)
     .bind(owner)
+    .bind(&gateways)
+    .bind(&keys)
     .fetch_all(conn)
     .await?;
     Ok(rows.into_iter().collect())
 }
 
-/// Releases the payment leases of decided commands and wakes those waiting on them.
-pub async fn release_payments(
-    conn: &mut PgConnection,
-    claims: &[PaymentClaim],
-) -> Result<(), StoreError> {
-    if claims.is_empty() {
-        return Ok(());
-    }
-    let gateways: Vec<&str> = claims.iter().map(|c| c.gateway.as_str()).collect();
-    let keys: Vec<&str> = claims.iter().map(|c| c.payment_key.as_str()).collect();
-    let ids: Vec<&str> = claims.iter().map(|c| c.command_id.as_str()).collect();
-    sqlx::query(
-        "WITH released AS (
-            DELETE FROM payment_leases l
-             USING UNNEST($1::text[], $2::text[], $3::text[]) AS u(g, k, c)
-             WHERE l.gateway = u.g AND l.payment_key = u.k AND l.command_id = u.c
-            RETURNING l.gateway, l.payment_key
-         )
-         UPDATE commands SET next_run_at = now()
-           FROM released r
-          WHERE commands.gateway = r.gateway AND commands.payment_id = r.payment_key
-            AND commands.state = 'queued' AND commands.next_run_at > now()",
-    )
-    .bind(&gateways)
-    .bind(&keys)
-    .bind(&ids)
-    .execute(conn)
-    .await?;
-    Ok(())
+/// One command about to make its call with a side effect.
+#[derive(Debug, Clone, Copy)]
+pub struct Intent<'a> {
+    pub command_id: &'a str,
+    /// The payment as it was before this attempt, when the gateway needs it
+    /// to settle an ambiguous answer.
+    pub before_snapshot: Option<&'a serde_json::Value>,
+    /// Recorded on the in-flight attempt row (the operation's wire name).
+    pub purpose: &'a str,
 }
 
-/// Commits the recovery point `calling` and the attempt count before a call
-/// with a side effect, for many commands in one statement. Returns each command
-/// this owner still held, with its new attempt number. (Rows are checked and
-/// locked by primary key first; see [`decide_many`].)
+/// Commits the recovery point before calls with a side effect, for many
+/// commands in one statement: phase `calling`, the attempt count, the
+/// before-snapshot, and the attempt's in-flight row. Returns, for each command
+/// this owner still held, its new attempt number and the in-flight row id.
+/// (Rows are checked and locked by primary key first; see [`decide_many`].)
 pub async fn record_intents(
     conn: &mut PgConnection,
     owner: Uuid,
-    intents: &[(&str, Option<&serde_json::Value>)],
-) -> Result<std::collections::HashMap<String, i32>, StoreError> {
+    intents: &[Intent<'_>],
+) -> Result<std::collections::HashMap<String, (i32, i64)>, StoreError> {
     if intents.is_empty() {
         return Ok(Default::default());
     }
-    let ids: Vec<&str> = intents.iter().map(|i| i.0).collect();
-    let snapshots: Vec<Option<&serde_json::Value>> = intents.iter().map(|i| i.1).collect();
-    let rows: Vec<(String, i32)> = sqlx::query_as(
+    let ids: Vec<&str> = intents.iter().map(|i| i.command_id).collect();
+    let snapshots: Vec<Option<&serde_json::Value>> =
+        intents.iter().map(|i| i.before_snapshot).collect();
+    let purposes: Vec<&str> = intents.iter().map(|i| i.purpose).collect();
+    let rows: Vec<(String, i32, i64)> = sqlx::query_as(
         "WITH held AS (
-            SELECT u.id, u.snapshot
-              FROM UNNEST($1::text[], $2::jsonb[]) AS u(id, snapshot)
+            SELECT u.id, u.snapshot, u.purpose
+              FROM UNNEST($1::text[], $2::jsonb[], $4::text[]) AS u(id, snapshot, purpose)
              CROSS JOIN LATERAL (
                    SELECT 1 FROM commands
                     WHERE id = u.id AND lease_owner = $3 AND state = 'running'
                       FOR UPDATE
                    ) o
+         ),
+         marked AS (
+            UPDATE commands c SET phase = 'calling', attempts = c.attempts + 1,
+               before_snapshot = COALESCE(h.snapshot, c.before_snapshot), updated_at = now()
+              FROM held h
+             WHERE c.id = h.id
+            RETURNING c.id, c.attempts, h.purpose
          )
-         UPDATE commands c SET phase = 'calling', attempts = c.attempts + 1,
-            before_snapshot = COALESCE(h.snapshot, c.before_snapshot), updated_at = now()
-           FROM held h
-          WHERE c.id = h.id
-         RETURNING c.id, c.attempts",
+         INSERT INTO attempts (command_id, attempt_no, kind, status, purpose)
+         SELECT id, attempts, 'operation', 'in_flight', purpose FROM marked
+         RETURNING command_id, attempt_no, id",
     )
     .bind(&ids)
     .bind(&snapshots)
     .bind(owner)
+    .bind(&purposes)
     .fetch_all(conn)
     .await?;
-    Ok(rows.into_iter().collect())
+    Ok(rows
+        .into_iter()
+        .map(|(id, attempt_no, row)| (id, (attempt_no, row)))
+        .collect())
 }
