@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Duration;
 
+use backoffice_worker::events::ResultEvent;
 use backoffice_worker::money::Amount;
 use backoffice_worker::simulator::{GatewayId, NewPayment};
 use common::{px, pz, TestEnv};
@@ -423,6 +424,23 @@ async fn a_duplicate_of_a_running_command_is_replayed_to_its_own_reply_to() {
         .wait_event("pending-1", Duration::from_secs(20), |e| e.replayed)
         .await;
     assert_eq!(replay.reference, original.reference);
+    // The replayed copy is the original with `replayed` set and a new
+    // `occurred_at`, nothing else.
+    let expected = ResultEvent {
+        occurred_at: replay.occurred_at.clone(),
+        ..original.replay()
+    };
+    assert_eq!(replay, expected);
+    let at = time::OffsetDateTime::parse(
+        &replay.occurred_at,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .expect("occurred_at is RFC 3339");
+    assert_eq!(
+        backoffice_worker::events::format_timestamp(at),
+        replay.occurred_at,
+        "UTC, milliseconds, Z"
+    );
     let (correlation, replied) = common::reply_event(
         &channel,
         reply_queue.name().as_str(),

@@ -90,10 +90,16 @@ async fn killed_mid_call_and_restarted_every_command_ends_once() {
     }
     first.kill().expect("SIGKILL");
     first.wait().unwrap();
-    let running: i64 = sqlx::query_scalar("SELECT count(*) FROM commands WHERE phase = 'calling'")
-        .fetch_one(&env.pool)
-        .await
-        .unwrap();
+    let (running, killed_at): (Vec<String>, time::OffsetDateTime) = (
+        sqlx::query_scalar("SELECT id FROM commands WHERE phase = 'calling'")
+            .fetch_all(&env.pool)
+            .await
+            .unwrap(),
+        sqlx::query_scalar("SELECT now()")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap(),
+    );
 
     let mut second = spawn_worker(&env, "second.log");
     let all: Vec<String> = ids.iter().map(|(id, _)| id.clone()).collect();
@@ -108,16 +114,27 @@ async fn killed_mid_call_and_restarted_every_command_ends_once() {
             .len();
         assert_eq!(applied, 1, "{id}: exactly one side effect");
     }
-    // The crash left calls in flight; they were settled by inquiry, not resent.
-    let interrupted: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM attempts WHERE status = 'interrupted'")
+    // The crash left commands past their recovery point (a call in flight, or
+    // made and not yet decided): each was settled by an inquiry after the
+    // restart, not resent (the ledger above shows one effect each), and no
+    // attempt is left looking in flight.
+    for id in &running {
+        let inquiries: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM attempts WHERE command_id = $1 AND kind = 'inquiry' AND started_at > $2",
+        )
+        .bind(id)
+        .bind(killed_at)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+        assert!(inquiries > 0, "{id} was mid-call at the kill and was not inquired about");
+    }
+    let in_flight: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM attempts WHERE status = 'in_flight'")
             .fetch_one(&env.pool)
             .await
             .unwrap();
-    assert!(
-        running == 0 || interrupted > 0,
-        "{running} commands were mid-call at the kill; their attempts must be marked interrupted"
-    );
+    assert_eq!(in_flight, 0, "the attempts cut by the kill are marked interrupted");
     second.kill().unwrap();
     second.wait().unwrap();
     env.cleanup().await;

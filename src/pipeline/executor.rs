@@ -136,10 +136,10 @@ async fn run(w: &Worker, job: &Job) -> Result<(), StoreError> {
         )
         .await?;
         if !granted {
-            // Another command holds this payment. Its release wakes us; the long
-            // delay only matters if its owner dies (then its lease expires too).
+            // Another command holds this payment. Its release wakes us; the
+            // recheck bounds the wait should that wake-up miss us.
             tracing::debug!("payment busy; waiting for the command that holds it");
-            commands::defer(&mut conn, id, w.owner, w.settings.lease).await?;
+            commands::defer(&mut conn, id, w.owner, super::BUSY_PAYMENT_RECHECK).await?;
             // The holder may have released between our claim and our requeue, in
             // which case its wake-up missed us: look once more.
             commands::wake_if_payment_free(

@@ -317,7 +317,7 @@ pub async fn accept_batch(
         .filter(|job| !granted.contains(&job.row.id))
         .map(|job| job.row.id.clone())
         .collect();
-    commands::defer_many(&mut tx, &deferred, w.owner, w.settings.lease).await?;
+    commands::defer_many(&mut tx, &deferred, w.owner, super::BUSY_PAYMENT_RECHECK).await?;
 
     // The recovery point of the first attempt, for those that can call at once.
     let immediate: Vec<commands::Intent<'_>> = jobs

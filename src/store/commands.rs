@@ -486,10 +486,15 @@ pub async fn wake_if_payment_free(
     gateway: &str,
     payment_key: &str,
 ) -> Result<bool, StoreError> {
+    // The lease row is read with a lock: a release that is deleting it right
+    // now is waited for, and then the payment reads as free.
     let done = sqlx::query(
-        "UPDATE commands SET next_run_at = now()
+        "WITH lease AS (
+            SELECT 1 FROM payment_leases WHERE gateway = $2 AND payment_key = $3 FOR KEY SHARE
+         )
+         UPDATE commands SET next_run_at = now()
          WHERE id = $1 AND state IN ('queued', 'unsettled')
-           AND NOT EXISTS (SELECT 1 FROM payment_leases WHERE gateway = $2 AND payment_key = $3)",
+           AND NOT EXISTS (SELECT 1 FROM lease)",
     )
     .bind(id)
     .bind(gateway)
