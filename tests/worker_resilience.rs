@@ -127,14 +127,20 @@ async fn killed_mid_call_and_restarted_every_command_ends_once() {
         .fetch_one(&env.pool)
         .await
         .unwrap();
-        assert!(inquiries > 0, "{id} was mid-call at the kill and was not inquired about");
+        assert!(
+            inquiries > 0,
+            "{id} was mid-call at the kill and was not inquired about"
+        );
     }
     let in_flight: i64 =
         sqlx::query_scalar("SELECT count(*) FROM attempts WHERE status = 'in_flight'")
             .fetch_one(&env.pool)
             .await
             .unwrap();
-    assert_eq!(in_flight, 0, "the attempts cut by the kill are marked interrupted");
+    assert_eq!(
+        in_flight, 0,
+        "the attempts cut by the kill are marked interrupted"
+    );
     second.kill().unwrap();
     second.wait().unwrap();
     env.cleanup().await;

@@ -10,7 +10,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use tokio::sync::mpsc;
+
 use super::batch::Batcher;
+use super::relay::{messages_of, Fresh, CLAIM};
 use crate::events::ResultEvent;
 use crate::store::attempts::{self, Recording};
 use crate::store::commands::{self, Decision, PaymentClaim};
@@ -49,12 +52,20 @@ pub struct Completer {
 
 impl Completer {
     /// Starts the writer task.
-    pub fn start(store: Store, owner: uuid::Uuid, exchange: String) -> Completer {
+    ///
+    /// The events it commits go to `fresh`, for the relay to publish from memory.
+    pub fn start(
+        store: Store,
+        owner: uuid::Uuid,
+        exchange: String,
+        fresh: mpsc::UnboundedSender<Vec<Fresh>>,
+    ) -> Completer {
         let exchange = Arc::new(exchange);
         let batcher = Batcher::start(MAX_BATCH, move |batch: Vec<Conclusion>| {
             let store = store.clone();
             let exchange = exchange.clone();
-            async move { write(&store, owner, &exchange, &batch).await }
+            let fresh = fresh.clone();
+            async move { write(&store, owner, &exchange, &batch, &fresh).await }
         });
         Completer { batcher }
     }
@@ -70,6 +81,7 @@ async fn write(
     owner: uuid::Uuid,
     exchange: &str,
     batch: &[Conclusion],
+    fresh: &mpsc::UnboundedSender<Vec<Fresh>>,
 ) -> Result<Vec<Committed>, StoreError> {
     let mut tx = store.pool().begin().await?;
     let recordings: Vec<&Recording> = batch.iter().filter_map(|c| c.recording.as_ref()).collect();
@@ -116,8 +128,27 @@ async fn write(
         reply_correlation_id: pending.reply_correlation_id.as_deref(),
         ..stage(exchange, c, body)
     }));
-    outbox::enqueue_many(&mut tx, &staged).await?;
+    let rows = outbox::enqueue_many(&mut tx, &staged, CLAIM).await?;
     tx.commit().await?;
+    let events: Vec<Fresh> = staged
+        .iter()
+        .zip(rows)
+        .map(|(s, (row, message_id))| Fresh {
+            row,
+            messages: messages_of(
+                s.exchange,
+                &s.routing_key,
+                message_id,
+                Some(s.command_id),
+                s.reply_to,
+                s.reply_correlation_id,
+                serde_json::to_vec(s.body).expect("events serialize"),
+            ),
+        })
+        .collect();
+    // A relay that is gone (shutting down) leaves them to the poll, once
+    // their claim expires.
+    let _ = fresh.send(events);
     Ok(results)
 }
 

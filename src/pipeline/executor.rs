@@ -737,7 +737,6 @@ async fn conclude(
     };
     match w.completer.commit(conclusion).await? {
         Committed::Decided { replays } => {
-            w.wake_outbox.notify_one();
             w.metrics.command_decided(
                 job.valid.gateway.name(),
                 job.valid.request.operation.as_str(),

@@ -5,7 +5,6 @@
 //! Each executor still waits for its own commit before it calls: the batch
 //! only shares the transaction (see [`super::batch`]).
 
-
 use super::batch::Batcher;
 use crate::store::attempts::{self, Recording};
 use crate::store::commands;

@@ -73,6 +73,9 @@ pub struct Worker {
     pub completer: completion::Completer,
     /// Commits recovery points before calls, many per transaction.
     pub intents: intent::Intents,
+    /// The events the completion writer committed, for the relay to publish
+    /// from memory; taken by the relay when it starts.
+    fresh_events: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Vec<relay::Fresh>>>>,
 }
 
 impl Worker {
@@ -85,8 +88,13 @@ impl Worker {
     ) -> Arc<Worker> {
         let (publisher_tx, publisher) = watch::channel(None);
         let owner = Uuid::new_v4();
-        let completer =
-            completion::Completer::start(store.clone(), owner, config.amqp.result_exchange.clone());
+        let (fresh_tx, fresh_rx) = tokio::sync::mpsc::unbounded_channel();
+        let completer = completion::Completer::start(
+            store.clone(),
+            owner,
+            config.amqp.result_exchange.clone(),
+            fresh_tx,
+        );
         let store_for_intents = store.clone();
         Arc::new(Worker {
             owner,
@@ -106,6 +114,7 @@ impl Worker {
             metrics,
             completer,
             intents: intent::Intents::start(store_for_intents, owner),
+            fresh_events: Mutex::new(Some(fresh_rx)),
         })
     }
 
@@ -249,7 +258,13 @@ pub async fn run(worker: Arc<Worker>) -> anyhow::Result<()> {
     let scheduler = tokio::spawn(scheduler::run(worker.clone()));
     let heartbeat = tokio::spawn(scheduler::heartbeat(worker.clone()));
     let relay_stop = CancellationToken::new();
-    let relay = tokio::spawn(relay::run(worker.clone(), relay_stop.clone()));
+    let fresh = worker
+        .fresh_events
+        .lock()
+        .expect("not poisoned")
+        .take()
+        .expect("one relay per worker");
+    let relay = tokio::spawn(relay::run(worker.clone(), fresh, relay_stop.clone()));
 
     let session = consumer::run(worker.clone()).await;
 

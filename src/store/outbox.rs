@@ -46,14 +46,18 @@ pub struct OutboxRow {
 }
 
 /// Takes the oldest unpublished rows and locks them for this transaction, so
-/// that two relays (two instances) do not publish the same rows at once.
+/// that two relays (two instances) do not publish the same rows at once. Rows
+/// claimed by the instance that committed them are left to it until the
+/// claim expires.
 pub async fn lock_unpublished(
     conn: &mut PgConnection,
     limit: i64,
 ) -> Result<Vec<OutboxRow>, StoreError> {
     sqlx::query_as(
         "SELECT id, message_id, command_id, exchange, routing_key, reply_to, reply_correlation_id, body
-         FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+         FROM outbox
+         WHERE published_at IS NULL AND (claimed_until IS NULL OR claimed_until < now())
+         ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
     )
     .bind(limit)
     .fetch_all(conn)
@@ -68,6 +72,27 @@ pub async fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> Result<(), 
         "UPDATE outbox SET published_at = now(), publish_attempts = publish_attempts + 1 WHERE id = ANY($1)",
     )
     .bind(ids)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Gives up the claim on rows that could not be published from memory: the
+/// poll takes them from now on.
+pub async fn release_claims(
+    conn: &mut PgConnection,
+    ids: &[i64],
+    error: &str,
+) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE outbox SET claimed_until = NULL, publish_attempts = publish_attempts + 1, last_error = $2
+         WHERE id = ANY($1)",
+    )
+    .bind(ids)
+    .bind(error)
     .execute(conn)
     .await?;
     Ok(())
@@ -126,13 +151,16 @@ pub struct Staged<'a> {
     pub reply_correlation_id: Option<&'a str>,
 }
 
-/// [`enqueue`] for many events in one statement.
+/// [`enqueue`] for many events in one statement, claimed for `claim` by the
+/// caller, who publishes them itself once the transaction commits. Returns
+/// each event's row id and message id, in the order of `staged`.
 pub async fn enqueue_many(
     conn: &mut PgConnection,
     staged: &[Staged<'_>],
-) -> Result<(), StoreError> {
+    claim: std::time::Duration,
+) -> Result<Vec<(i64, Uuid)>, StoreError> {
     if staged.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let message_ids: Vec<Uuid> = staged.iter().map(|_| Uuid::new_v4()).collect();
     let command_ids: Vec<&str> = staged.iter().map(|s| s.command_id).collect();
@@ -141,9 +169,13 @@ pub async fn enqueue_many(
     let reply_tos: Vec<Option<&str>> = staged.iter().map(|s| s.reply_to).collect();
     let correlations: Vec<Option<&str>> = staged.iter().map(|s| s.reply_correlation_id).collect();
     let bodies: Vec<&serde_json::Value> = staged.iter().map(|s| s.body).collect();
-    sqlx::query(
-        "INSERT INTO outbox (message_id, command_id, exchange, routing_key, reply_to, reply_correlation_id, body)
-         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[])",
+    let rows: Vec<(Uuid, i64)> = sqlx::query_as(
+        "INSERT INTO outbox (message_id, command_id, exchange, routing_key, reply_to, reply_correlation_id,
+                             body, claimed_until)
+         SELECT m, c, e, r, rt, rc, b, now() + make_interval(secs => $8)
+           FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[])
+                AS u(m, c, e, r, rt, rc, b)
+         RETURNING message_id, id",
     )
     .bind(&message_ids)
     .bind(&command_ids)
@@ -152,7 +184,9 @@ pub async fn enqueue_many(
     .bind(&reply_tos)
     .bind(&correlations)
     .bind(&bodies)
-    .execute(conn)
+    .bind(claim.as_secs_f64())
+    .fetch_all(conn)
     .await?;
-    Ok(())
+    let ids: std::collections::HashMap<Uuid, i64> = rows.into_iter().collect();
+    Ok(message_ids.into_iter().map(|m| (ids[&m], m)).collect())
 }
