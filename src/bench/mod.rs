@@ -537,6 +537,13 @@ async fn bench(args: &BenchArgs, env: &mut Env) -> anyhow::Result<Report> {
         .filter_map(|(p, a)| Some(a.as_ref()?.saturating_duration_since(*p.as_ref()?)))
         .collect();
     let commands_per_sec = n as f64 / wall.as_secs_f64().max(f64::EPSILON);
+    // When publishing takes as long as the whole run, the publisher (not the
+    // worker) set the pace.
+    let last_publish = published.iter().flatten().max().copied();
+    let publish = match (first_publish, last_publish) {
+        (Some(first), Some(last)) => last.saturating_duration_since(first),
+        _ => Duration::ZERO,
+    };
     let worker_cpu = worker_cpu_after.saturating_sub(worker_cpu_before);
     let pg_commits = commits_after - commits_before;
     notes.push(
@@ -597,6 +604,7 @@ async fn bench(args: &BenchArgs, env: &mut Env) -> anyhow::Result<Report> {
         reconciled: tally.reconciled,
         repeated_terminal_events: tally.repeated,
         wall_seconds: wall.as_secs_f64(),
+        publish_seconds: publish.as_secs_f64(),
         commands_per_sec,
         latency: LatencySummary::from_samples(latencies),
         outcomes: tally.outcomes.clone(),

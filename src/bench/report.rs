@@ -42,6 +42,8 @@ pub struct Report {
     /// Terminal events seen more than once (delivery is at least once).
     pub repeated_terminal_events: usize,
     pub wall_seconds: f64,
+    /// First to last publish of a command (duplicates aside).
+    pub publish_seconds: f64,
     pub commands_per_sec: f64,
     pub latency: Option<LatencySummary>,
     pub outcomes: BTreeMap<String, usize>,
@@ -97,6 +99,12 @@ impl Report {
             t,
             "wall time:     {:.3} s (first publish to last terminal event)",
             self.wall_seconds
+        );
+        let _ = writeln!(
+            t,
+            "published:     in {:.3} s ({:.1} commands/s offered)",
+            self.publish_seconds,
+            self.commands as f64 / self.publish_seconds.max(f64::EPSILON)
         );
         let _ = writeln!(t, "throughput:    {:.1} commands/s", self.commands_per_sec);
         match &self.latency {
@@ -185,6 +193,7 @@ mod tests {
             reconciled: 0,
             repeated_terminal_events: 0,
             wall_seconds: 1.5,
+            publish_seconds: 1.0,
             commands_per_sec: 200.0,
             latency: LatencySummary::from_samples(vec![std::time::Duration::from_millis(3); 300]),
             outcomes: [("succeeded".to_string(), 300)].into_iter().collect(),

@@ -65,7 +65,10 @@ impl Completer {
             let store = store.clone();
             let exchange = exchange.clone();
             let fresh = fresh.clone();
-            async move { write(&store, owner, &exchange, &batch, &fresh).await }
+            async move {
+                crate::store::retry_transient(|| write(&store, owner, &exchange, &batch, &fresh))
+                    .await
+            }
         });
         Completer { batcher }
     }

@@ -35,7 +35,7 @@ impl Intents {
     pub fn start(store: Store, owner: uuid::Uuid) -> Intents {
         let batcher = Batcher::start(MAX_BATCH, move |batch: Vec<Intent>| {
             let store = store.clone();
-            async move { write(&store, owner, &batch).await }
+            async move { crate::store::retry_transient(|| write(&store, owner, &batch)).await }
         });
         Intents { batcher }
     }

@@ -25,6 +25,39 @@ pub type StoreError = sqlx::Error;
 /// Migrations embedded in the binary: a deployment needs no files beside it.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// Whether the database rolled a transaction back for a deadlock or a
+/// serialization failure: nothing of it was written, and running it again
+/// is safe. (Intake locks a running command to count a duplicate while a
+/// batch writer holds it for a foreign-key check, and the other way round.)
+pub fn is_rolled_back(error: &StoreError) -> bool {
+    matches!(
+        error.as_database_error().and_then(|e| e.code()).as_deref(),
+        Some("40P01") | Some("40001")
+    )
+}
+
+/// Runs a whole transaction again, a few times, when it was rolled back as
+/// [`is_rolled_back`]. Without this, a batch writer's deadlock failed every
+/// command of its batch, and they waited out their leases (90 s) before
+/// being resumed.
+pub async fn retry_transient<F, Fut, T>(mut run: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut retries = 0u64;
+    loop {
+        match run().await {
+            Err(error) if is_rolled_back(&error) && retries < 4 => {
+                retries += 1;
+                tracing::debug!(%error, retries, "transaction rolled back; running it again");
+                tokio::time::sleep(Duration::from_millis(5 * retries)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// A pooled connection idle longer than this is pinged before it is used.
 const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
 
