@@ -324,18 +324,7 @@ async fn unreadable_messages_go_to_the_dead_letter_queue_with_a_reason() {
 async fn results_also_go_to_reply_to_with_the_commands_correlation_id() {
     let mut env = TestEnv::new("reply").await;
     let worker = env.start_worker();
-    let channel = env.amqp.create_channel().await.unwrap();
-    let reply_queue = channel
-        .queue_declare(
-            "".into(),
-            lapin::options::QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            Default::default(),
-        )
-        .await
-        .unwrap();
+    let (channel, reply_queue) = common::reply_queue(&env.amqp).await;
     let properties = lapin::BasicProperties::default()
         .with_reply_to(reply_queue.name().clone())
         .with_correlation_id("corr-77".into());
@@ -398,18 +387,7 @@ async fn a_duplicate_of_a_running_command_is_replayed_to_its_own_reply_to() {
         })
         .unwrap();
     let worker = env.start_worker();
-    let channel = env.amqp.create_channel().await.unwrap();
-    let reply_queue = channel
-        .queue_declare(
-            "".into(),
-            lapin::options::QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            Default::default(),
-        )
-        .await
-        .unwrap();
+    let (channel, reply_queue) = common::reply_queue(&env.amqp).await;
     let command = pz("pending-1", "capture", "10000002", Some("3.00"));
     env.publish(&command).await;
     let duplicate = lapin::BasicProperties::default()

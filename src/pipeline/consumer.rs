@@ -83,7 +83,7 @@ async fn consume(w: &Arc<Worker>, session: &Session) -> bool {
         let first_permit = tokio::select! {
             permit = w.permits.clone().acquire_owned() => permit.expect("semaphore never closed"),
             _ = w.shutdown.cancelled() => {
-                let _ = session.consume_channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+                stop_consuming(session, &tag).await;
                 return true;
             }
         };
@@ -96,7 +96,7 @@ async fn consume(w: &Arc<Worker>, session: &Session) -> bool {
                     }
                 }
                 _ = w.shutdown.cancelled() => {
-                    let _ = session.consume_channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+                    stop_consuming(session, &tag).await;
                     return true;
                 }
             }
@@ -145,6 +145,14 @@ async fn consume(w: &Arc<Worker>, session: &Session) -> bool {
             }
         }
     }
+}
+
+/// Asks the broker to stop delivering: unacked deliveries go back to the queue.
+async fn stop_consuming(session: &Session, tag: &str) {
+    let _ = session
+        .consume_channel
+        .basic_cancel(tag.into(), BasicCancelOptions::default())
+        .await;
 }
 
 /// Intake with patience: while the database (or, for dead letters, the broker)

@@ -41,13 +41,13 @@ use crate::outcome::Rejected;
 use crate::store::commands::{CommandRow, NewCommand};
 use crate::store::Store;
 
-/// What every task of one worker instance shares.
 /// How long a command waits for a busy payment before it looks again. The
 /// holder's release wakes it at once; this bounds the wait when that wake-up
 /// is missed (the holder released between the waiter's failed claim and its
 /// deferral becoming visible) or when the holder's instance died.
 pub const BUSY_PAYMENT_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// What every task of one worker instance shares.
 pub struct Worker {
     /// This instance's identity in leases. New at every start: a restarted
     /// process does not trust the leases of its previous life.

@@ -33,7 +33,8 @@ pub const BATCH: i64 = 500;
 /// message id.
 pub const CLAIM: Duration = Duration::from_secs(5);
 
-/// An event this instance just committed, with the copies to publish.
+/// An outbox row and the copies of its event to publish: handed over by the
+/// completion writer for the events it just committed, or read by the poll.
 #[derive(Debug)]
 pub struct Fresh {
     pub row: i64,
@@ -131,40 +132,18 @@ async fn publish_fresh(
         }
     }
     let publisher = w.publisher.borrow().clone();
-    let mut published = Vec::with_capacity(events.len());
-    let mut failed = Vec::new();
-    let mut first_error = None;
-    match publisher {
-        Some(publisher) => {
-            let mut messages = Vec::with_capacity(events.len() * 2);
-            let mut owners = Vec::with_capacity(events.len() * 2);
-            for (i, event) in events.iter_mut().enumerate() {
-                for message in event.messages.drain(..) {
-                    messages.push(message);
-                    owners.push(i);
-                }
-            }
-            let results = publisher.publish_all(&messages).await;
-            let mut bad = vec![false; events.len()];
-            for (result, &i) in results.iter().zip(&owners) {
-                if let Err(error) = result {
-                    bad[i] = true;
-                    first_error.get_or_insert_with(|| error.to_string());
-                }
-            }
-            for (event, bad) in events.iter().zip(bad) {
-                if bad {
-                    failed.push(event.row);
-                } else {
-                    published.push(event.row);
-                }
-            }
-        }
-        None => {
-            failed = events.iter().map(|e| e.row).collect();
-            first_error = Some("not connected to RabbitMQ".to_string());
-        }
-    }
+    let Published {
+        published,
+        failed,
+        error: first_error,
+    } = match publisher {
+        Some(publisher) => publish_rows(&publisher, events).await,
+        None => Published {
+            published: Vec::new(),
+            failed: events.iter().map(|e| e.row).collect(),
+            error: Some("not connected to RabbitMQ".to_string()),
+        },
+    };
     let marked = async {
         let mut conn = w.store.pool().acquire().await?;
         outbox::mark_published(&mut conn, &published).await?;
@@ -194,44 +173,27 @@ pub async fn relay_once(w: &Worker, publisher: &Publisher) -> Result<usize, Stor
         tx.commit().await?;
         return Ok(0);
     }
-    let mut messages = Vec::with_capacity(rows.len() * 2);
-    let mut owners = Vec::with_capacity(rows.len() * 2);
-    for (i, row) in rows.iter().enumerate() {
-        let body = serde_json::to_vec(&row.body).expect("stored JSON serializes");
-        for message in messages_of(
-            &row.exchange,
-            &row.routing_key,
-            row.message_id,
-            row.command_id.as_deref(),
-            row.reply_to.as_deref(),
-            row.reply_correlation_id.as_deref(),
-            body,
-        ) {
-            messages.push(message);
-            owners.push(i);
-        }
-    }
-    let results = publisher.publish_all(&messages).await;
-    let mut failed = vec![false; rows.len()];
-    let mut first_error = None;
-    for (result, &i) in results.iter().zip(&owners) {
-        if let Err(error) = result {
-            failed[i] = true;
-            first_error.get_or_insert_with(|| error.to_string());
-        }
-    }
-    let published: Vec<i64> = rows
-        .iter()
-        .zip(&failed)
-        .filter(|(_, f)| !**f)
-        .map(|(r, _)| r.id)
+    let taken = rows.len();
+    let events = rows
+        .into_iter()
+        .map(|row| Fresh {
+            row: row.id,
+            messages: messages_of(
+                &row.exchange,
+                &row.routing_key,
+                row.message_id,
+                row.command_id.as_deref(),
+                row.reply_to.as_deref(),
+                row.reply_correlation_id.as_deref(),
+                serde_json::to_vec(&row.body).expect("stored JSON serializes"),
+            ),
+        })
         .collect();
-    let not_published: Vec<i64> = rows
-        .iter()
-        .zip(&failed)
-        .filter(|(_, f)| **f)
-        .map(|(r, _)| r.id)
-        .collect();
+    let Published {
+        published,
+        failed: not_published,
+        error: first_error,
+    } = publish_rows(publisher, events).await;
     outbox::mark_published(&mut tx, &published).await?;
     if let Some(error) = &first_error {
         outbox::mark_failed(&mut tx, &not_published, error).await?;
@@ -239,5 +201,48 @@ pub async fn relay_once(w: &Worker, publisher: &Publisher) -> Result<usize, Stor
     }
     tx.commit().await?;
     w.metrics.published(published.len() as u64);
-    Ok(rows.len())
+    Ok(taken)
+}
+
+/// What one publish round did, by outbox row.
+struct Published {
+    published: Vec<i64>,
+    failed: Vec<i64>,
+    /// The first error, when any copy of any row was not confirmed.
+    error: Option<String>,
+}
+
+/// Publishes every copy of every row and waits for all confirms; a row counts
+/// as published only when all its copies were confirmed.
+async fn publish_rows(publisher: &Publisher, mut events: Vec<Fresh>) -> Published {
+    let mut messages = Vec::with_capacity(events.len() * 2);
+    let mut owners = Vec::with_capacity(events.len() * 2);
+    for (i, event) in events.iter_mut().enumerate() {
+        for message in event.messages.drain(..) {
+            messages.push(message);
+            owners.push(i);
+        }
+    }
+    let results = publisher.publish_all(&messages).await;
+    let mut bad = vec![false; events.len()];
+    let mut error = None;
+    for (result, &i) in results.iter().zip(&owners) {
+        if let Err(e) = result {
+            bad[i] = true;
+            error.get_or_insert_with(|| e.to_string());
+        }
+    }
+    let mut outcome = Published {
+        published: Vec::with_capacity(events.len()),
+        failed: Vec::new(),
+        error,
+    };
+    for (event, bad) in events.iter().zip(bad) {
+        if bad {
+            outcome.failed.push(event.row);
+        } else {
+            outcome.published.push(event.row);
+        }
+    }
+    outcome
 }

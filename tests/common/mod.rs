@@ -540,6 +540,23 @@ pub async fn get_message(
     }
 }
 
+/// A private, exclusive queue to give as `reply_to`, on its own channel.
+pub async fn reply_queue(amqp: &Connection) -> (Channel, lapin::Queue) {
+    let channel = amqp.create_channel().await.unwrap();
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    (channel, queue)
+}
+
 /// Takes one result event from a reply queue: its `correlation_id` and the event.
 pub async fn reply_event(
     channel: &Channel,
