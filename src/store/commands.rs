@@ -670,11 +670,19 @@ pub async fn decide_many(
              WHERE l.gateway = d.gateway AND l.payment_key = d.payment_key AND l.command_id = d.id
             RETURNING l.gateway, l.payment_key
          ),
+         waiting AS (
+            SELECT w.id
+              FROM released r
+             CROSS JOIN LATERAL (
+                   SELECT id FROM commands
+                    WHERE gateway = r.gateway AND payment_id = r.payment_key
+                      AND state = 'queued' AND next_run_at > now()
+                   ) w
+         ),
          woken AS (
             UPDATE commands SET next_run_at = now()
-              FROM released r
-             WHERE commands.gateway = r.gateway AND commands.payment_id = r.payment_key
-               AND commands.state = 'queued' AND commands.next_run_at > now()
+              FROM waiting w
+             WHERE commands.id = w.id
          )
          SELECT id, pending_replays FROM decided",
     )

@@ -58,6 +58,28 @@ where
     }
 }
 
+/// How the worker's sessions plan their statements.
+///
+/// Every statement the worker runs is driven by a handful of keys (a batch
+/// of command ids, one payment, one lease owner), so the right plan is always
+/// the same: nested loops of index lookups. PostgreSQL re-planned the larger
+/// batched statements on every execution (0.3 ms each, three on a command's
+/// path: most of a millisecond of latency at low load), because a plan for
+/// the actual parameters always looks cheaper than a generic one. A generic
+/// plan is made once per connection and statement (and again after ANALYZE),
+/// but one made on a fresh or small table uses sequential scans and hash
+/// joins, which then scan every row of a table grown to millions. So the
+/// worker's sessions use generic plans and rule out the plan shapes that only
+/// pay on small tables. `tests/plans.rs` checks every statement of a
+/// command's path on a fresh database. The operator commands (`list`, `show`)
+/// have their own connections and keep PostgreSQL's defaults.
+pub const SESSION_SETTINGS: [(&str, &str); 4] = [
+    ("plan_cache_mode", "force_generic_plan"),
+    ("enable_seqscan", "off"),
+    ("enable_hashjoin", "off"),
+    ("enable_mergejoin", "off"),
+];
+
 /// A pooled connection idle longer than this is pinged before it is used.
 const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
 
@@ -72,7 +94,8 @@ impl Store {
     pub fn connect_lazy(settings: &DatabaseSettings) -> Result<Store, StoreError> {
         let options = PgConnectOptions::from_str(settings.url.expose_secret())?
             .log_statements(tracing::log::LevelFilter::Trace)
-            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2));
+            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2))
+            .options(SESSION_SETTINGS);
         // sqlx pings every connection it hands out by default: one extra round
         // trip per acquire, 5 % of the worker's CPU under load. A connection
         // in use moments ago is known good; one idle for a while may have been

@@ -1,0 +1,308 @@
+//! The worker's statements keep plans of index lookups, whatever the size of
+//! the tables when the plans were made.
+//!
+//! The worker's sessions use generic plans (`store::SESSION_SETTINGS`): made
+//! once per connection, so one made on a fresh, empty database must not be a
+//! sequential scan or a hash join that would later read every row of a table
+//! grown to millions. This runs every statement of a command's path (and the
+//! scheduler's and relay's) on a fresh database through the worker's own
+//! store, then asks PostgreSQL for the plan each prepared statement would use
+//! from now on.
+
+mod common;
+
+use std::time::Duration;
+
+use backoffice_worker::config::DatabaseSettings;
+use backoffice_worker::gateways::exchange::Exchange;
+use backoffice_worker::gateways::Classification;
+use backoffice_worker::store::attempts::{self, AttemptKind, Recording};
+use backoffice_worker::store::commands::{self, Decision, Intent, NewCommand, PaymentClaim};
+use backoffice_worker::store::outbox::{self, Staged};
+use backoffice_worker::store::Store;
+use common::TestEnv;
+use secrecy::SecretString;
+use sqlx::{Connection, PgConnection};
+
+const LEASE: Duration = Duration::from_secs(60);
+
+fn new_command(id: &str, payment: &str) -> NewCommand {
+    NewCommand {
+        id: id.into(),
+        payload: serde_json::json!({"id": id}),
+        fingerprint: format!("fp-{id}"),
+        gateway: Some("paymentz".into()),
+        account: Some("default".into()),
+        operation: Some("capture".into()),
+        payment_id: Some(payment.into()),
+        amount_minor: Some(1000),
+        currency: Some("EUR".into()),
+        reply_to: None,
+        correlation_id: None,
+    }
+}
+
+fn exchange(purpose: &str) -> Exchange {
+    Exchange {
+        started_at: time::OffsetDateTime::now_utc(),
+        purpose: purpose.into(),
+        method: "POST".into(),
+        url: "http://gateway.test/payments/1".into(),
+        request: serde_json::json!({"paymentType": purpose}),
+        signature_sent: Some("checksum".into()),
+        http_status: Some(200),
+        response_body: Some("{}".into()),
+        signature_received: None,
+        signature_verified: None,
+        latency: Duration::from_millis(1),
+        error: None,
+        classification: Classification::Succeeded,
+    }
+}
+
+fn claim(id: &str, payment: &str) -> PaymentClaim {
+    PaymentClaim {
+        gateway: "paymentz".into(),
+        payment_key: payment.into(),
+        command_id: id.into(),
+    }
+}
+
+/// What a command's life asks of the store, in the order the pipeline asks it.
+async fn run_a_command_through(conn: &mut PgConnection, owner: uuid::Uuid) {
+    let (a, b, c) = (
+        new_command("plan-a", "p1"),
+        new_command("plan-b", "p1"),
+        new_command("plan-c", "p2"),
+    );
+    // Intake: insert, claim (b waits for a's payment), defer, recovery point.
+    let mut tx = conn.begin().await.unwrap();
+    let inserted = commands::insert_many(&mut tx, &[&a, &b, &c], owner, LEASE)
+        .await
+        .unwrap();
+    assert_eq!(inserted.len(), 3);
+    let granted = commands::claim_payments(
+        &mut tx,
+        &[claim("plan-a", "p1"), claim("plan-c", "p2")],
+        owner,
+        LEASE,
+    )
+    .await
+    .unwrap();
+    assert_eq!(granted.len(), 2);
+    commands::defer_many(&mut tx, &["plan-b".into()], owner, LEASE)
+        .await
+        .unwrap();
+    let started = commands::record_intents(
+        &mut tx,
+        owner,
+        &[Intent {
+            command_id: "plan-c",
+            before_snapshot: None,
+            purpose: "capture",
+        }],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    // A duplicate while running; the heartbeat; the intent writer (with a
+    // before-snapshot inquiry recorded).
+    let mut tx = conn.begin().await.unwrap();
+    commands::lock(&mut tx, "plan-a").await.unwrap().unwrap();
+    commands::add_pending_replay(&mut tx, "plan-a", Some("reply.q"), Some("corr"))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    commands::heartbeat(conn, owner, &["plan-a".into(), "plan-c".into()], LEASE)
+        .await
+        .unwrap();
+    let inquiry = Recording {
+        command_id: "plan-a".into(),
+        attempt_no: 1,
+        kind: AttemptKind::Inquiry,
+        in_flight_row: None,
+        exchanges: vec![exchange("IN")],
+        fallback_error: None,
+    };
+    let snapshot = serde_json::json!({"state": "authorized"});
+    let mut tx = conn.begin().await.unwrap();
+    attempts::record_many(&mut tx, &[&inquiry]).await.unwrap();
+    let intents = commands::record_intents(
+        &mut tx,
+        owner,
+        &[Intent {
+            command_id: "plan-a",
+            before_snapshot: Some(&snapshot),
+            purpose: "capture",
+        }],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    // Completion: attempts, decision (releasing p1 wakes b), replays, events.
+    let recordings: Vec<Recording> = [("plan-a", &intents), ("plan-c", &started)]
+        .into_iter()
+        .map(|(id, rows)| {
+            let (attempt_no, row) = rows[id];
+            Recording {
+                command_id: id.into(),
+                attempt_no,
+                kind: AttemptKind::Operation,
+                in_flight_row: Some(row),
+                exchanges: vec![exchange("CP")],
+                fallback_error: None,
+            }
+        })
+        .collect();
+    let decisions: Vec<Decision> = ["plan-a", "plan-c"]
+        .into_iter()
+        .map(|id| Decision {
+            id: id.into(),
+            outcome: "succeeded".into(),
+            reason: None,
+            result: serde_json::json!({"id": id, "outcome": "succeeded"}),
+            reconcile_in: None,
+        })
+        .collect();
+    let claims = [claim("plan-a", "p1"), claim("plan-c", "p2")];
+    let mut tx = conn.begin().await.unwrap();
+    attempts::record_many(&mut tx, &recordings.iter().collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let decided = commands::decide_many(
+        &mut tx,
+        owner,
+        &decisions.iter().collect::<Vec<_>>(),
+        &claims.iter().collect::<Vec<_>>(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        decided.get("plan-a"),
+        Some(&1),
+        "one pending replay counted"
+    );
+    let replays = commands::take_pending_replays(&mut tx, &["plan-a"])
+        .await
+        .unwrap();
+    assert_eq!(replays.len(), 1);
+    let staged: Vec<Staged<'_>> = decisions
+        .iter()
+        .map(|d| Staged {
+            exchange: "events",
+            command_id: d.id.as_str(),
+            routing_key: "paymentz.capture.succeeded".into(),
+            body: &d.result,
+            reply_to: None,
+            reply_correlation_id: None,
+        })
+        .collect();
+    let rows = outbox::enqueue_many(&mut tx, &staged, Duration::from_secs(5))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    // The relay marks them published; the scheduler picks up the woken b.
+    let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+    outbox::mark_published(conn, &ids).await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    outbox::lock_unpublished(&mut tx, 100).await.unwrap();
+    tx.commit().await.unwrap();
+    let due = commands::claim_due(conn, owner, LEASE, 10).await.unwrap();
+    assert_eq!(
+        due.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["plan-b"],
+        "releasing p1 made the waiting command due"
+    );
+    assert!(
+        !commands::wake_if_payment_free(conn, "plan-b", "paymentz", "p1")
+            .await
+            .unwrap(),
+        "b is running now, not waiting"
+    );
+}
+
+/// The plan PostgreSQL would use for a prepared statement from now on. With
+/// generic plans the parameter values do not matter, so all are NULL.
+async fn plan_of(conn: &mut PgConnection, name: &str, params: i32) -> String {
+    let args = vec!["NULL"; params as usize].join(", ");
+    let call = if params == 0 {
+        name.to_string()
+    } else {
+        format!("{name}({args})")
+    };
+    let lines: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN (COSTS OFF) EXECUTE {call}"))
+        .fetch_all(conn)
+        .await
+        .unwrap();
+    lines.join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_statement_on_a_commands_path_keeps_index_plans_made_on_an_empty_database() {
+    let env = TestEnv::new("plans").await;
+    // One connection, so every statement is prepared in the session we inspect.
+    let store = Store::connect_lazy(&DatabaseSettings {
+        url: SecretString::from(env.db_url.clone()),
+        max_connections: 1,
+    })
+    .unwrap();
+    let mut conn = store.pool().acquire().await.unwrap();
+    let mode: String = sqlx::query_scalar("SHOW plan_cache_mode")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(mode, "force_generic_plan");
+
+    run_a_command_through(&mut conn, uuid::Uuid::new_v4()).await;
+
+    let prepared: Vec<(String, String, i32)> = sqlx::query_as(
+        "SELECT name, statement, COALESCE(cardinality(parameter_types), 0)
+           FROM pg_prepared_statements WHERE from_sql = false ORDER BY prepare_time",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    let writes = prepared
+        .iter()
+        .filter(|(_, sql, _)| {
+            let sql = sql.trim_start();
+            sql.starts_with("INSERT") || sql.starts_with("UPDATE") || sql.starts_with("WITH")
+        })
+        .count();
+    assert!(
+        writes >= 12,
+        "the path prepared {writes} writing statements: {prepared:#?}"
+    );
+
+    let mut bad = Vec::new();
+    for (name, sql, params) in &prepared {
+        if sql.contains("pg_prepared_statements") {
+            continue;
+        }
+        let plan = plan_of(&mut conn, name, *params).await;
+        let scans_a_table = [
+            "commands",
+            "attempts",
+            "payment_leases",
+            "outbox",
+            "pending_replays",
+        ]
+        .iter()
+        .any(|t| plan.contains(&format!("Seq Scan on {t}")));
+        if scans_a_table || plan.contains("Hash Join") || plan.contains("Merge Join") {
+            bad.push(format!("{sql}\n--- plan:\n{plan}"));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "statements with plans that read whole tables:\n\n{}",
+        bad.join("\n\n")
+    );
+
+    drop(conn);
+    store.close().await;
+    env.cleanup().await;
+}
