@@ -17,7 +17,9 @@ use backoffice_worker::config::DatabaseSettings;
 use backoffice_worker::gateways::exchange::Exchange;
 use backoffice_worker::gateways::Classification;
 use backoffice_worker::store::attempts::{self, AttemptKind, Recording};
-use backoffice_worker::store::commands::{self, Decision, Intent, NewCommand, PaymentClaim};
+use backoffice_worker::store::commands::{
+    self, Decision, Intent, NewCommand, Outgoing, PaymentClaim,
+};
 use backoffice_worker::store::outbox::{self, Staged};
 use backoffice_worker::store::Store;
 use common::TestEnv;
@@ -101,6 +103,7 @@ async fn run_a_command_through(conn: &mut PgConnection, owner: uuid::Uuid) {
             before_snapshot: None,
             purpose: "capture",
         }],
+        &[],
     )
     .await
     .unwrap();
@@ -126,20 +129,19 @@ async fn run_a_command_through(conn: &mut PgConnection, owner: uuid::Uuid) {
         fallback_error: None,
     };
     let snapshot = serde_json::json!({"state": "authorized"});
-    let mut tx = conn.begin().await.unwrap();
-    attempts::record_many(&mut tx, &[&inquiry]).await.unwrap();
     let intents = commands::record_intents(
-        &mut tx,
+        conn,
         owner,
         &[Intent {
             command_id: "plan-a",
             before_snapshot: Some(&snapshot),
             purpose: "capture",
         }],
+        &[&inquiry],
     )
     .await
     .unwrap();
-    tx.commit().await.unwrap();
+    attempts::record_many(conn, &[&inquiry]).await.unwrap();
 
     // Completion: attempts, decision (releasing p1 wakes b), replays, events.
     let recordings: Vec<Recording> = [("plan-a", &intents), ("plan-c", &started)]
@@ -167,45 +169,57 @@ async fn run_a_command_through(conn: &mut PgConnection, owner: uuid::Uuid) {
         })
         .collect();
     let claims = [claim("plan-a", "p1"), claim("plan-c", "p2")];
+    let events: Vec<Outgoing<'_>> = decisions
+        .iter()
+        .map(|_| Outgoing {
+            message_id: uuid::Uuid::new_v4(),
+            routing_key: "paymentz.capture.succeeded",
+            reply_to: None,
+            reply_correlation_id: None,
+        })
+        .collect();
     let mut tx = conn.begin().await.unwrap();
-    attempts::record_many(&mut tx, &recordings.iter().collect::<Vec<_>>())
-        .await
-        .unwrap();
-    let decided = commands::decide_many(
+    let concluded = commands::conclude_many(
         &mut tx,
         owner,
         &decisions.iter().collect::<Vec<_>>(),
         &claims.iter().collect::<Vec<_>>(),
+        &events,
+        "events",
+        Duration::from_secs(5),
+        &recordings.iter().collect::<Vec<_>>(),
     )
     .await
     .unwrap();
     assert_eq!(
-        decided.get("plan-a"),
-        Some(&1),
+        concluded["plan-a"].pending_replays, 1,
         "one pending replay counted"
     );
     let replays = commands::take_pending_replays(&mut tx, &["plan-a"])
         .await
         .unwrap();
     assert_eq!(replays.len(), 1);
-    let staged: Vec<Staged<'_>> = decisions
-        .iter()
-        .map(|d| Staged {
+    let replay = serde_json::json!({"replay": true});
+    let rows = outbox::enqueue_many(
+        &mut tx,
+        &[Staged {
             exchange: "events",
-            command_id: d.id.as_str(),
+            command_id: "plan-a",
             routing_key: "paymentz.capture.succeeded".into(),
-            body: &d.result,
-            reply_to: None,
-            reply_correlation_id: None,
-        })
-        .collect();
-    let rows = outbox::enqueue_many(&mut tx, &staged, Duration::from_secs(5))
-        .await
-        .unwrap();
+            body: &replay,
+            reply_to: Some("reply.q"),
+            reply_correlation_id: Some("corr"),
+        }],
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
 
     // The relay marks them published; the scheduler picks up the woken b.
-    let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+    let mut ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+    ids.extend(concluded.values().map(|c| c.outbox_row));
+    assert_eq!(ids.len(), 3, "two events and one replay staged");
     outbox::mark_published(conn, &ids).await.unwrap();
     let mut tx = conn.begin().await.unwrap();
     outbox::lock_unpublished(&mut tx, 100).await.unwrap();

@@ -536,6 +536,26 @@ async fn bench(args: &BenchArgs, env: &mut Env) -> anyhow::Result<Report> {
         .zip(&tally.arrival)
         .filter_map(|(p, a)| Some(a.as_ref()?.saturating_duration_since(*p.as_ref()?)))
         .collect();
+    // The gateway's own time per command: what the worker measured around
+    // each of its HTTP calls, summed over the command's attempts.
+    let gateway_ms: std::collections::HashMap<String, f64> = sqlx::query_as(
+        "SELECT command_id, COALESCE(sum(latency_ms), 0)::float8 FROM attempts GROUP BY command_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .context("summing gateway time")?
+    .into_iter()
+    .collect();
+    let over_gateway: Vec<Duration> = workload
+        .commands
+        .iter()
+        .zip(published.iter().zip(&tally.arrival))
+        .filter_map(|(c, (p, a))| {
+            let total = a.as_ref()?.saturating_duration_since(*p.as_ref()?);
+            let gateway = Duration::from_secs_f64(gateway_ms.get(&c.id)? / 1000.0);
+            Some(total.saturating_sub(gateway))
+        })
+        .collect();
     let commands_per_sec = n as f64 / wall.as_secs_f64().max(f64::EPSILON);
     // When publishing takes as long as the whole run, the publisher (not the
     // worker) set the pace.
@@ -607,6 +627,7 @@ async fn bench(args: &BenchArgs, env: &mut Env) -> anyhow::Result<Report> {
         publish_seconds: publish.as_secs_f64(),
         commands_per_sec,
         latency: LatencySummary::from_samples(latencies),
+        over_gateway: LatencySummary::from_samples(over_gateway),
         outcomes: tally.outcomes.clone(),
         worker_cpu_seconds: worker_cpu.as_secs_f64(),
         worker_cpu_ms_per_command: worker_cpu.as_secs_f64() * 1000.0 / n as f64,

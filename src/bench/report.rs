@@ -46,6 +46,10 @@ pub struct Report {
     pub publish_seconds: f64,
     pub commands_per_sec: f64,
     pub latency: Option<LatencySummary>,
+    /// Each command's latency minus its own gateway time (the worker's
+    /// measurement around each HTTP call, summed over its attempts): what
+    /// the worker, the broker and the database add.
+    pub over_gateway: Option<LatencySummary>,
     pub outcomes: BTreeMap<String, usize>,
     /// The worker's CPU time from the moment it was consuming to the last event.
     pub worker_cpu_seconds: f64,
@@ -118,6 +122,13 @@ impl Report {
             None => {
                 let _ = writeln!(t, "latency:       no samples");
             }
+        }
+        if let Some(l) = &self.over_gateway {
+            let _ = writeln!(
+                t,
+                "over gateway:  p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms (latency minus the command's own gateway time)",
+                l.p50_ms, l.p95_ms, l.p99_ms
+            );
         }
         let _ = writeln!(
             t,
@@ -196,6 +207,7 @@ mod tests {
             publish_seconds: 1.0,
             commands_per_sec: 200.0,
             latency: LatencySummary::from_samples(vec![std::time::Duration::from_millis(3); 300]),
+            over_gateway: None,
             outcomes: [("succeeded".to_string(), 300)].into_iter().collect(),
             worker_cpu_seconds: 0.9,
             worker_cpu_ms_per_command: 3.0,

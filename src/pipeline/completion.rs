@@ -15,10 +15,11 @@ use tokio::sync::mpsc;
 use super::batch::Batcher;
 use super::relay::{messages_of, Fresh, CLAIM};
 use crate::events::ResultEvent;
-use crate::store::attempts::{self, Recording};
-use crate::store::commands::{self, Decision, PaymentClaim};
+use crate::store::attempts::Recording;
+use crate::store::commands::{self, Concluded, Decision, Outgoing, PaymentClaim};
 use crate::store::outbox::{self, Staged};
 use crate::store::{Store, StoreError};
+use uuid::Uuid;
 
 /// The most decisions committed together.
 pub const MAX_BATCH: usize = 256;
@@ -86,25 +87,49 @@ async fn write(
     batch: &[Conclusion],
     fresh: &mpsc::UnboundedSender<Vec<Fresh>>,
 ) -> Result<Vec<Committed>, StoreError> {
-    let mut tx = store.pool().begin().await?;
     let recordings: Vec<&Recording> = batch.iter().filter_map(|c| c.recording.as_ref()).collect();
-    attempts::record_many(&mut tx, &recordings).await?;
     let decisions: Vec<&Decision> = batch.iter().map(|c| &c.decision).collect();
     let claims: Vec<&PaymentClaim> = batch.iter().map(|c| &c.claim).collect();
-    let decided: HashMap<String, i32> =
-        commands::decide_many(&mut tx, owner, &decisions, &claims).await?;
-    // Replays are rare: the pending ones are read only for commands whose
-    // counter says they have some.
+    let routing_keys: Vec<String> = batch.iter().map(|c| c.event.routing_key()).collect();
+    let events: Vec<Outgoing<'_>> = batch
+        .iter()
+        .zip(&routing_keys)
+        .map(|(c, routing_key)| Outgoing {
+            message_id: Uuid::new_v4(),
+            routing_key,
+            reply_to: c.reply_to.as_deref(),
+            reply_correlation_id: c.reply_correlation_id.as_deref(),
+        })
+        .collect();
+
+    // The transaction is for the rare replays: the main statement does the
+    // rest (exchanges, decisions, payment releases, events) in one round trip.
+    let mut tx = store.pool().begin().await?;
+    let concluded: HashMap<String, Concluded> = commands::conclude_many(
+        &mut tx,
+        owner,
+        &decisions,
+        &claims,
+        &events,
+        exchange,
+        CLAIM,
+        &recordings,
+    )
+    .await?;
+    // Replays are read only for commands whose counter says they have some.
+    // (They are read here, after the decision locked the command, and not in
+    // the main statement: its snapshot, taken before the lock, could miss a
+    // duplicate counted in between.)
     let with_replays: Vec<&str> = batch
         .iter()
         .map(|c| c.decision.id.as_str())
-        .filter(|id| decided.get(*id).is_some_and(|&n| n > 0))
+        .filter(|id| concluded.get(*id).is_some_and(|c| c.pending_replays > 0))
         .collect();
     let pending = commands::take_pending_replays(&mut tx, &with_replays).await?;
     let mut replay_bodies = Vec::with_capacity(pending.len());
     let mut results = Vec::with_capacity(batch.len());
     for c in batch {
-        if decided.contains_key(&c.decision.id) {
+        if concluded.contains_key(&c.decision.id) {
             let mine: Vec<&commands::PendingReplay> = pending
                 .iter()
                 .filter(|p| p.command_id == c.decision.id)
@@ -120,48 +145,59 @@ async fn write(
             results.push(Committed::LeaseLost);
         }
     }
-    let mut staged: Vec<Staged<'_>> = batch
-        .iter()
-        .filter(|c| decided.contains_key(&c.decision.id))
-        .map(|c| stage(exchange, c, &c.decision.result))
-        .collect();
     // A replay goes to the duplicate's own reply_to, not the original's.
-    staged.extend(replay_bodies.iter().map(|(c, pending, body)| Staged {
-        reply_to: pending.reply_to.as_deref(),
-        reply_correlation_id: pending.reply_correlation_id.as_deref(),
-        ..stage(exchange, c, body)
-    }));
-    let rows = outbox::enqueue_many(&mut tx, &staged, CLAIM).await?;
-    tx.commit().await?;
-    let events: Vec<Fresh> = staged
+    let replays: Vec<Staged<'_>> = replay_bodies
         .iter()
-        .zip(rows)
-        .map(|(s, (row, message_id))| Fresh {
-            row,
-            messages: messages_of(
-                s.exchange,
-                &s.routing_key,
-                message_id,
-                Some(s.command_id),
-                s.reply_to,
-                s.reply_correlation_id,
-                serde_json::to_vec(s.body).expect("events serialize"),
-            ),
+        .map(|(c, pending, body)| Staged {
+            exchange,
+            command_id: c.decision.id.as_str(),
+            routing_key: c.event.routing_key(),
+            body,
+            reply_to: pending.reply_to.as_deref(),
+            reply_correlation_id: pending.reply_correlation_id.as_deref(),
         })
         .collect();
+    let replay_rows = outbox::enqueue_many(&mut tx, &replays, CLAIM).await?;
+    tx.commit().await?;
+
+    let mut sent: Vec<Fresh> = batch
+        .iter()
+        .zip(&events)
+        .filter_map(|(c, e)| {
+            let row = concluded.get(&c.decision.id)?.outbox_row;
+            Some(Fresh {
+                row,
+                messages: messages_of(
+                    exchange,
+                    e.routing_key,
+                    e.message_id,
+                    Some(&c.decision.id),
+                    e.reply_to,
+                    e.reply_correlation_id,
+                    serde_json::to_vec(&c.decision.result).expect("events serialize"),
+                ),
+            })
+        })
+        .collect();
+    sent.extend(
+        replays
+            .iter()
+            .zip(replay_rows)
+            .map(|(s, (row, message_id))| Fresh {
+                row,
+                messages: messages_of(
+                    s.exchange,
+                    &s.routing_key,
+                    message_id,
+                    Some(s.command_id),
+                    s.reply_to,
+                    s.reply_correlation_id,
+                    serde_json::to_vec(s.body).expect("events serialize"),
+                ),
+            }),
+    );
     // A relay that is gone (shutting down) leaves them to the poll, once
     // their claim expires.
-    let _ = fresh.send(events);
+    let _ = fresh.send(sent);
     Ok(results)
-}
-
-fn stage<'a>(exchange: &'a str, c: &'a Conclusion, body: &'a serde_json::Value) -> Staged<'a> {
-    Staged {
-        exchange,
-        command_id: c.decision.id.as_str(),
-        routing_key: c.event.routing_key(),
-        body,
-        reply_to: c.reply_to.as_deref(),
-        reply_correlation_id: c.reply_correlation_id.as_deref(),
-    }
 }

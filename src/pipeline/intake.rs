@@ -334,7 +334,7 @@ pub async fn accept_batch(
             purpose: job.valid.request.operation.as_str(),
         })
         .collect();
-    let rows = commands::record_intents(&mut tx, w.owner, &immediate).await?;
+    let rows = commands::record_intents(&mut tx, w.owner, &immediate, &[]).await?;
 
     let mut results = Vec::with_capacity(items.len());
     let mut rejected = Vec::new();

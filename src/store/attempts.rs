@@ -115,168 +115,208 @@ pub struct Recording {
     pub fallback_error: Option<String>,
 }
 
-/// [`record`] for many calls: one UPDATE for the in-flight rows they complete,
-/// one INSERT for every other exchange.
+/// The two CTEs that record a batch of exchanges, with the parameters
+/// `$1`–`$30` that [`Recorded::bind`] binds: the in-flight rows the calls
+/// complete are updated (`recorded`), every other exchange is inserted
+/// (`added`). A macro, so that a batch writer's statement can begin with them
+/// and write a whole stage in one round trip (`commands::record_intents`,
+/// `commands::conclude_many`).
+macro_rules! record_ctes {
+    () => {
+        "recorded AS (
+            UPDATE attempts a SET status = 'completed', purpose = COALESCE(u.purpose, a.purpose),
+                method = u.method, url = u.url, request = u.request, signature_sent = u.signature_sent,
+                http_status = u.http_status, response_body = u.response_body,
+                signature_received = u.signature_received, signature_verified = u.signature_verified,
+                latency_ms = u.latency_ms, error = u.error, classification = u.classification,
+                started_at = COALESCE(u.started_at, a.started_at), finished_at = now()
+              FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::text[],
+                          $7::int4[], $8::text[], $9::text[], $10::bool[], $11::float8[], $12::text[],
+                          $13::text[], $14::timestamptz[])
+                   AS u(id, purpose, method, url, request, signature_sent, http_status, response_body,
+                        signature_received, signature_verified, latency_ms, error, classification,
+                        started_at)
+             WHERE a.id = u.id
+         ),
+         added AS (
+            INSERT INTO attempts (command_id, attempt_no, kind, status, purpose, method, url, request,
+                signature_sent, http_status, response_body, signature_received, signature_verified,
+                latency_ms, error, classification, started_at, finished_at)
+            SELECT c, n, k, 'completed', purpose, method, url, request, signature_sent, http_status,
+                   response_body, signature_received, signature_verified, latency_ms, error,
+                   classification, started_at, now()
+              FROM UNNEST($15::text[], $16::int4[], $17::text[], $18::text[], $19::text[], $20::text[],
+                          $21::jsonb[], $22::text[], $23::int4[], $24::text[], $25::text[], $26::bool[],
+                          $27::float8[], $28::text[], $29::text[], $30::timestamptz[])
+                   AS u(c, n, k, purpose, method, url, request, signature_sent, http_status,
+                        response_body, signature_received, signature_verified, latency_ms, error,
+                        classification, started_at)
+            RETURNING id
+         )"
+    };
+}
+pub(crate) use record_ctes;
+
+/// [`record`] for many calls, in one statement.
 pub async fn record_many(
     conn: &mut PgConnection,
     recordings: &[&Recording],
 ) -> Result<(), StoreError> {
-    let mut updates: Vec<(i64, &Exchange)> = Vec::new();
-    let mut inserts: Vec<(&str, i32, &'static str, &Exchange)> = Vec::new();
-    let mut empty: Vec<(i64, String)> = Vec::new();
-    for r in recordings {
-        let last = r.exchanges.len().checked_sub(1);
-        for (i, e) in r.exchanges.iter().enumerate() {
-            let kind = if e.purpose == "authToken" {
-                AttemptKind::Auth
-            } else {
-                r.kind
-            };
-            match (r.in_flight_row, Some(i) == last) {
-                (Some(row), true) => updates.push((row, e)),
-                _ => inserts.push((r.command_id.as_str(), r.attempt_no, kind.as_str(), e)),
-            }
-        }
-        if r.exchanges.is_empty() {
-            if let Some(row) = r.in_flight_row {
-                empty.push((
-                    row,
-                    r.fallback_error
-                        .clone()
-                        .unwrap_or_else(|| "no exchange was made".into()),
-                ));
-            }
-        }
+    if recordings.is_empty() {
+        return Ok(());
     }
-    if !updates.is_empty() {
-        let rows: Vec<i64> = updates.iter().map(|u| u.0).collect();
-        let cols = Columns::of(updates.iter().map(|u| u.1));
-        sqlx::query(
-            "UPDATE attempts a SET status = 'completed', purpose = u.purpose, method = u.method, url = u.url,
-                request = u.request, signature_sent = u.signature_sent, http_status = u.http_status,
-                response_body = u.response_body, signature_received = u.signature_received,
-                signature_verified = u.signature_verified, latency_ms = u.latency_ms, error = u.error,
-                classification = u.classification, started_at = u.started_at, finished_at = now()
-               FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::text[], $7::int4[],
-                           $8::text[], $9::text[], $10::bool[], $11::float8[], $12::text[], $13::text[],
-                           $14::timestamptz[])
-                    AS u(id, purpose, method, url, request, signature_sent, http_status, response_body,
-                         signature_received, signature_verified, latency_ms, error, classification, started_at)
-              WHERE a.id = u.id",
-        )
-        .bind(&rows)
-        .bind(&cols.purpose)
-        .bind(&cols.method)
-        .bind(&cols.url)
-        .bind(&cols.request)
-        .bind(&cols.signature_sent)
-        .bind(&cols.http_status)
-        .bind(&cols.response_body)
-        .bind(&cols.signature_received)
-        .bind(&cols.signature_verified)
-        .bind(&cols.latency_ms)
-        .bind(&cols.error)
-        .bind(&cols.classification)
-        .bind(&cols.started_at)
-        .execute(&mut *conn)
-        .await?;
-    }
-    if !inserts.is_empty() {
-        let ids: Vec<&str> = inserts.iter().map(|i| i.0).collect();
-        let numbers: Vec<i32> = inserts.iter().map(|i| i.1).collect();
-        let kinds: Vec<&str> = inserts.iter().map(|i| i.2).collect();
-        let cols = Columns::of(inserts.iter().map(|i| i.3));
-        sqlx::query(
-            "INSERT INTO attempts (command_id, attempt_no, kind, status, purpose, method, url, request,
-                signature_sent, http_status, response_body, signature_received, signature_verified,
-                latency_ms, error, classification, started_at, finished_at)
-             SELECT c, n, k, 'completed', purpose, method, url, request, signature_sent, http_status,
-                    response_body, signature_received, signature_verified, latency_ms, error,
-                    classification, started_at, now()
-               FROM UNNEST($1::text[], $2::int4[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[],
-                           $8::text[], $9::int4[], $10::text[], $11::text[], $12::bool[], $13::float8[],
-                           $14::text[], $15::text[], $16::timestamptz[])
-                    AS u(c, n, k, purpose, method, url, request, signature_sent, http_status, response_body,
-                         signature_received, signature_verified, latency_ms, error, classification, started_at)",
-        )
-        .bind(&ids)
-        .bind(&numbers)
-        .bind(&kinds)
-        .bind(&cols.purpose)
-        .bind(&cols.method)
-        .bind(&cols.url)
-        .bind(&cols.request)
-        .bind(&cols.signature_sent)
-        .bind(&cols.http_status)
-        .bind(&cols.response_body)
-        .bind(&cols.signature_received)
-        .bind(&cols.signature_verified)
-        .bind(&cols.latency_ms)
-        .bind(&cols.error)
-        .bind(&cols.classification)
-        .bind(&cols.started_at)
-        .execute(&mut *conn)
-        .await?;
-    }
-    for (row, error) in empty {
-        sqlx::query("UPDATE attempts SET status = 'completed', finished_at = now(), error = $2 WHERE id = $1")
-            .bind(row)
-            .bind(error)
-            .execute(&mut *conn)
-            .await?;
-    }
+    let query = sqlx::query_as::<_, (i32,)>(concat!("WITH ", record_ctes!(), " SELECT 1"));
+    Recorded::of(recordings).bind(query).fetch_one(conn).await?;
     Ok(())
 }
 
+/// Recordings as the parameter arrays of [`record_ctes`].
+pub(super) struct Recorded<'a> {
+    update_rows: Vec<i64>,
+    updates: Columns<'a>,
+    insert_commands: Vec<&'a str>,
+    insert_numbers: Vec<i32>,
+    insert_kinds: Vec<&'static str>,
+    inserts: Columns<'a>,
+}
+
+impl<'a> Recorded<'a> {
+    pub(super) fn of(recordings: &[&'a Recording]) -> Recorded<'a> {
+        let mut r = Recorded {
+            update_rows: vec![],
+            updates: Columns::default(),
+            insert_commands: vec![],
+            insert_numbers: vec![],
+            insert_kinds: vec![],
+            inserts: Columns::default(),
+        };
+        for recording in recordings {
+            let last = recording.exchanges.len().checked_sub(1);
+            for (i, e) in recording.exchanges.iter().enumerate() {
+                let kind = if e.purpose == "authToken" {
+                    AttemptKind::Auth
+                } else {
+                    recording.kind
+                };
+                match (recording.in_flight_row, Some(i) == last) {
+                    (Some(row), true) => {
+                        r.update_rows.push(row);
+                        r.updates.push(e);
+                    }
+                    _ => {
+                        r.insert_commands.push(&recording.command_id);
+                        r.insert_numbers.push(recording.attempt_no);
+                        r.insert_kinds.push(kind.as_str());
+                        r.inserts.push(e);
+                    }
+                }
+            }
+            if recording.exchanges.is_empty() {
+                if let Some(row) = recording.in_flight_row {
+                    r.update_rows.push(row);
+                    r.updates.push_nothing(
+                        recording
+                            .fallback_error
+                            .as_deref()
+                            .unwrap_or("no exchange was made"),
+                    );
+                }
+            }
+        }
+        r
+    }
+
+    /// Binds `$1`–`$30`; the statement's own parameters follow from `$31`.
+    pub(super) fn bind<'q, O>(
+        self,
+        query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>
+    where
+        'a: 'q,
+    {
+        let query = query.bind(self.update_rows);
+        let query = self.updates.bind(query);
+        let query = query
+            .bind(self.insert_commands)
+            .bind(self.insert_numbers)
+            .bind(self.insert_kinds);
+        self.inserts.bind(query)
+    }
+}
+
 /// Exchanges as parallel arrays, for UNNEST.
+#[derive(Default)]
 struct Columns<'a> {
-    purpose: Vec<&'a str>,
-    method: Vec<&'a str>,
-    url: Vec<&'a str>,
-    request: Vec<&'a serde_json::Value>,
+    purpose: Vec<Option<&'a str>>,
+    method: Vec<Option<&'a str>>,
+    url: Vec<Option<&'a str>>,
+    request: Vec<Option<&'a serde_json::Value>>,
     signature_sent: Vec<Option<&'a str>>,
     http_status: Vec<Option<i32>>,
     response_body: Vec<Option<&'a str>>,
     signature_received: Vec<Option<&'a str>>,
     signature_verified: Vec<Option<bool>>,
-    latency_ms: Vec<f64>,
+    latency_ms: Vec<Option<f64>>,
     error: Vec<Option<&'a str>>,
-    classification: Vec<&'static str>,
-    started_at: Vec<time::OffsetDateTime>,
+    classification: Vec<Option<&'static str>>,
+    started_at: Vec<Option<time::OffsetDateTime>>,
 }
 
 impl<'a> Columns<'a> {
-    fn of(exchanges: impl Iterator<Item = &'a Exchange>) -> Columns<'a> {
-        let mut c = Columns {
-            purpose: vec![],
-            method: vec![],
-            url: vec![],
-            request: vec![],
-            signature_sent: vec![],
-            http_status: vec![],
-            response_body: vec![],
-            signature_received: vec![],
-            signature_verified: vec![],
-            latency_ms: vec![],
-            error: vec![],
-            classification: vec![],
-            started_at: vec![],
-        };
-        for e in exchanges {
-            c.purpose.push(&e.purpose);
-            c.method.push(&e.method);
-            c.url.push(&e.url);
-            c.request.push(&e.request);
-            c.signature_sent.push(e.signature_sent.as_deref());
-            c.http_status.push(e.http_status.map(i32::from));
-            c.response_body.push(e.response_body.as_deref());
-            c.signature_received.push(e.signature_received.as_deref());
-            c.signature_verified.push(e.signature_verified);
-            c.latency_ms.push(e.latency.as_secs_f64() * 1000.0);
-            c.error.push(e.error.as_deref());
-            c.classification.push(e.classification.as_str());
-            c.started_at.push(e.started_at);
-        }
-        c
+    fn push(&mut self, e: &'a Exchange) {
+        self.purpose.push(Some(&e.purpose));
+        self.method.push(Some(&e.method));
+        self.url.push(Some(&e.url));
+        self.request.push(Some(&e.request));
+        self.signature_sent.push(e.signature_sent.as_deref());
+        self.http_status.push(e.http_status.map(i32::from));
+        self.response_body.push(e.response_body.as_deref());
+        self.signature_received
+            .push(e.signature_received.as_deref());
+        self.signature_verified.push(e.signature_verified);
+        self.latency_ms.push(Some(e.latency.as_secs_f64() * 1000.0));
+        self.error.push(e.error.as_deref());
+        self.classification.push(Some(e.classification.as_str()));
+        self.started_at.push(Some(e.started_at));
+    }
+
+    /// An in-flight row completed without any exchange: only the error is known.
+    fn push_nothing(&mut self, error: &'a str) {
+        self.purpose.push(None);
+        self.method.push(None);
+        self.url.push(None);
+        self.request.push(None);
+        self.signature_sent.push(None);
+        self.http_status.push(None);
+        self.response_body.push(None);
+        self.signature_received.push(None);
+        self.signature_verified.push(None);
+        self.latency_ms.push(None);
+        self.error.push(Some(error));
+        self.classification.push(None);
+        self.started_at.push(None);
+    }
+
+    fn bind<'q, O>(
+        self,
+        query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>
+    where
+        'a: 'q,
+    {
+        query
+            .bind(self.purpose)
+            .bind(self.method)
+            .bind(self.url)
+            .bind(self.request)
+            .bind(self.signature_sent)
+            .bind(self.http_status)
+            .bind(self.response_body)
+            .bind(self.signature_received)
+            .bind(self.signature_verified)
+            .bind(self.latency_ms)
+            .bind(self.error)
+            .bind(self.classification)
+            .bind(self.started_at)
     }
 }
