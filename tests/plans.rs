@@ -112,6 +112,9 @@ async fn run_a_command_through(conn: &mut PgConnection, owner: uuid::Uuid) {
     // A duplicate while running; the heartbeat; the intent writer (with a
     // before-snapshot inquiry recorded).
     let mut tx = conn.begin().await.unwrap();
+    commands::lock_many(&mut tx, &["plan-a", "plan-x"])
+        .await
+        .unwrap();
     commands::lock(&mut tx, "plan-a").await.unwrap().unwrap();
     commands::add_pending_replay(&mut tx, "plan-a", Some("reply.q"), Some("corr"))
         .await

@@ -87,11 +87,16 @@ async fn write(
     batch: &[Conclusion],
     fresh: &mpsc::UnboundedSender<Vec<Fresh>>,
 ) -> Result<Vec<Committed>, StoreError> {
-    let recordings: Vec<&Recording> = batch.iter().filter_map(|c| c.recording.as_ref()).collect();
-    let decisions: Vec<&Decision> = batch.iter().map(|c| &c.decision).collect();
-    let claims: Vec<&PaymentClaim> = batch.iter().map(|c| &c.claim).collect();
-    let routing_keys: Vec<String> = batch.iter().map(|c| c.event.routing_key()).collect();
-    let events: Vec<Outgoing<'_>> = batch
+    // Commands are locked in the order of their ids, as intake locks the
+    // duplicates it counts: two transactions that take the same locks in the
+    // same order cannot deadlock.
+    let mut sorted: Vec<&Conclusion> = batch.iter().collect();
+    sorted.sort_unstable_by(|a, b| a.decision.id.cmp(&b.decision.id));
+    let recordings: Vec<&Recording> = sorted.iter().filter_map(|c| c.recording.as_ref()).collect();
+    let decisions: Vec<&Decision> = sorted.iter().map(|c| &c.decision).collect();
+    let claims: Vec<&PaymentClaim> = sorted.iter().map(|c| &c.claim).collect();
+    let routing_keys: Vec<String> = sorted.iter().map(|c| c.event.routing_key()).collect();
+    let events: Vec<Outgoing<'_>> = sorted
         .iter()
         .zip(&routing_keys)
         .map(|(c, routing_key)| Outgoing {
@@ -160,7 +165,7 @@ async fn write(
     let replay_rows = outbox::enqueue_many(&mut tx, &replays, CLAIM).await?;
     tx.commit().await?;
 
-    let mut sent: Vec<Fresh> = batch
+    let mut sent: Vec<Fresh> = sorted
         .iter()
         .zip(&events)
         .filter_map(|(c, e)| {

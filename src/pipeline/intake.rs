@@ -285,6 +285,18 @@ pub async fn accept_batch(
         .map(|(_, row)| row)
         .collect();
     let inserted = commands::insert_many(&mut tx, &valid_rows, w.owner, w.settings.lease).await?;
+    // The slow path below locks existing commands (duplicates) one at a time.
+    // Locked first, all together and in the order of their ids, as the batch
+    // writers lock theirs: otherwise a duplicate of a command being decided
+    // could deadlock with the completion writer.
+    let mut existing: Vec<&str> = prepared
+        .iter()
+        .map(|(_, row)| row.id.as_str())
+        .filter(|id| !inserted.contains(*id))
+        .collect();
+    existing.sort_unstable();
+    existing.dedup();
+    commands::lock_many(&mut tx, &existing).await?;
 
     // One claim per payment: a second command on the same payment in this
     // batch waits for the first like any other.

@@ -54,7 +54,7 @@ async fn write(
     batch: &[Intent],
 ) -> Result<Vec<Started>, StoreError> {
     let inquiries: Vec<&Recording> = batch.iter().filter_map(|i| i.inquiry.as_ref()).collect();
-    let wanted: Vec<commands::Intent<'_>> = batch
+    let mut wanted: Vec<commands::Intent<'_>> = batch
         .iter()
         .map(|i| commands::Intent {
             command_id: i.command_id.as_str(),
@@ -62,6 +62,9 @@ async fn write(
             purpose: i.purpose,
         })
         .collect();
+    // Locked in the order of their ids, as every batch writer does (see
+    // `completion::write`).
+    wanted.sort_unstable_by_key(|i| i.command_id);
     let mut conn = store.pool().acquire().await?;
     let started = commands::record_intents(&mut conn, owner, &wanted, &inquiries).await?;
     Ok(batch

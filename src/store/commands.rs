@@ -115,6 +115,24 @@ pub async fn lock(conn: &mut PgConnection, id: &str) -> Result<Option<CommandRow
     .await
 }
 
+/// Locks existing commands until the transaction ends, in the order of `ids`.
+/// Ids without a row are skipped. (A lateral lookup per id, like the batch
+/// writers': `ORDER BY id` would sort by the database's collation, not in
+/// the byte order the callers sort by.)
+pub async fn lock_many(conn: &mut PgConnection, ids: &[&str]) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "SELECT 1 FROM UNNEST($1::text[]) AS u(id)
+          CROSS JOIN LATERAL (SELECT 1 FROM commands WHERE id = u.id FOR UPDATE) c",
+    )
+    .bind(ids)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 pub async fn get(conn: &mut PgConnection, id: &str) -> Result<Option<CommandRow>, StoreError> {
     sqlx::query_as(&format!("SELECT {COLUMNS} FROM commands WHERE id = $1"))
         .bind(id)
