@@ -148,7 +148,7 @@ async fn publish_fresh(
         let mut conn = w.store.pool().acquire().await?;
         outbox::mark_published(&mut conn, &published).await?;
         if let Some(error) = &first_error {
-            outbox::release_claims(&mut conn, &failed, error).await?;
+            outbox::mark_failed(&mut conn, &failed, error).await?;
         }
         Ok::<_, StoreError>(())
     }

@@ -77,9 +77,10 @@ pub async fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> Result<(), 
     Ok(())
 }
 
-/// Gives up the claim on rows that could not be published from memory: the
-/// poll takes them from now on.
-pub async fn release_claims(
+/// Records a failed publish. A row claimed for publishing from memory gives
+/// up its claim, so the poll takes it from now on; a row the poll took was
+/// not claimed, so clearing the claim changes nothing for it.
+pub async fn mark_failed(
     conn: &mut PgConnection,
     ids: &[i64],
     error: &str,
@@ -90,24 +91,6 @@ pub async fn release_claims(
     sqlx::query(
         "UPDATE outbox SET claimed_until = NULL, publish_attempts = publish_attempts + 1, last_error = $2
          WHERE id = ANY($1)",
-    )
-    .bind(ids)
-    .bind(error)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-pub async fn mark_failed(
-    conn: &mut PgConnection,
-    ids: &[i64],
-    error: &str,
-) -> Result<(), StoreError> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "UPDATE outbox SET publish_attempts = publish_attempts + 1, last_error = $2 WHERE id = ANY($1)",
     )
     .bind(ids)
     .bind(error)
