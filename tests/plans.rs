@@ -167,7 +167,7 @@ async fn run_a_command_through(conn: &mut PgConnection, owner: uuid::Uuid) {
             id: id.into(),
             outcome: "succeeded".into(),
             reason: None,
-            result: serde_json::json!({"id": id, "outcome": "succeeded"}),
+            result: serde_json::json!({"id": id, "outcome": "succeeded"}).to_string(),
             reconcile_in: None,
         })
         .collect();

@@ -179,7 +179,7 @@ async fn write(
                     Some(&c.decision.id),
                     e.reply_to,
                     e.reply_correlation_id,
-                    serde_json::to_vec(&c.decision.result).expect("events serialize"),
+                    c.decision.result.clone().into_bytes(),
                 ),
             })
         })

@@ -722,7 +722,7 @@ async fn conclude(
             id: id.to_string(),
             outcome: outcome.as_str().to_string(),
             reason: reason.map(|r| r.as_str().to_string()),
-            result: serde_json::to_value(&event).expect("serializable"),
+            result: serde_json::to_string(&event).expect("serializable"),
             reconcile_in: unsettled.then(|| retry::reconcile_delay(&w.settings, 0)),
         },
         event,

@@ -615,7 +615,9 @@ pub struct Decision {
     pub id: String,
     pub outcome: String,
     pub reason: Option<String>,
-    pub result: serde_json::Value,
+    /// The result event, serialized once: stored as the command's result
+    /// and as its outbox row's body, and published as these bytes.
+    pub result: String,
     /// `Some(delay)`: outcome `unknown`, reconciled from `delay` on.
     pub reconcile_in: Option<Duration>,
 }
@@ -685,7 +687,7 @@ pub async fn conclude_many(
         .collect();
     let outcomes: Vec<&str> = decisions.iter().map(|d| d.outcome.as_str()).collect();
     let reasons: Vec<Option<&str>> = decisions.iter().map(|d| d.reason.as_deref()).collect();
-    let results: Vec<&serde_json::Value> = decisions.iter().map(|d| &d.result).collect();
+    let results: Vec<&str> = decisions.iter().map(|d| d.result.as_str()).collect();
     let next: Vec<Option<f64>> = decisions.iter().map(|d| d.reconcile_in.map(secs)).collect();
     let gateways: Vec<&str> = claims.iter().map(|c| c.gateway.as_str()).collect();
     let keys: Vec<&str> = claims.iter().map(|c| c.payment_key.as_str()).collect();
@@ -699,7 +701,7 @@ pub async fn conclude_many(
         ",
          held AS (
             SELECT u.*, o.pending_replays
-              FROM UNNEST($31::text[], $32::text[], $33::text[], $34::text[], $35::jsonb[],
+              FROM UNNEST($31::text[], $32::text[], $33::text[], $34::text[], $35::text[]::jsonb[],
                           $36::float8[], $38::text[], $39::text[], $40::uuid[], $41::text[],
                           $42::text[], $43::text[])
                      AS u(id, state, outcome, reason, result, next, gateway, payment_key,
