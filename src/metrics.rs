@@ -3,9 +3,11 @@
 //!
 //! Counters are incremented where the event happens (one typed call per
 //! event); the gauges that describe durable state (unknown outcomes open,
-//! outbox backlog and age, dead letters) are read from the database at scrape
-//! time, so every instance reports the same truth. Labels stay low-cardinality:
-//! gateway, operation, outcome, classification, never ids.
+//! outbox backlog and age, dead letters) are read from the database, so
+//! every instance reports the same truth, at most once per refresh period
+//! whatever the number of scrapers (`crate::snapshot`).
+//! Labels stay low-cardinality: gateway, operation, outcome, classification,
+//! never ids.
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -31,11 +33,13 @@ pub struct Metrics {
     replays: Counter,
     dead_letters: Counter,
     events_published: Counter,
+    durable_reads: Counter,
     in_flight: Gauge,
     unknown_open: Gauge,
     outbox_backlog: Gauge,
     outbox_oldest: Gauge<f64, AtomicU64>,
     dead_letters_waiting: Gauge,
+    durable_age: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -97,6 +101,12 @@ impl Metrics {
             "Result events confirmed by the broker",
             events_published.clone(),
         );
+        let durable_reads = Counter::default();
+        registry.register(
+            "durable_figure_reads",
+            "Reads of the durable figures from PostgreSQL (shared by every scrape within the refresh period)",
+            durable_reads.clone(),
+        );
         let in_flight = Gauge::default();
         registry.register(
             "commands_in_flight",
@@ -127,6 +137,12 @@ impl Metrics {
             "Dead letters not requeued",
             dead_letters_waiting.clone(),
         );
+        let durable_age = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "durable_figures_age_seconds",
+            "How old the durable figures (backlog, unknowns, dead letters) in this scrape are",
+            durable_age.clone(),
+        );
         Metrics {
             registry,
             commands,
@@ -137,11 +153,13 @@ impl Metrics {
             replays,
             dead_letters,
             events_published,
+            durable_reads,
             in_flight,
             unknown_open,
             outbox_backlog,
             outbox_oldest,
             dead_letters_waiting,
+            durable_age,
         }
     }
 
@@ -200,17 +218,27 @@ impl Metrics {
         self.events_published.inc_by(n);
     }
 
+    pub fn durable_read(&self) {
+        self.durable_reads.inc();
+    }
+
     pub fn set_in_flight(&self, n: usize) {
         self.in_flight.set(n as i64);
     }
 
-    /// The durable state, read from the database at scrape time.
-    pub fn set_durable(&self, durable: &Durable) {
+    /// The durable state, as last read from the database `age` ago.
+    pub fn set_durable(&self, durable: &Durable, age: Duration) {
         self.unknown_open.set(durable.unknown_open);
         self.outbox_backlog.set(durable.outbox_backlog);
-        self.outbox_oldest
-            .set(durable.outbox_oldest_age.as_secs_f64());
+        // The oldest unpublished event has aged since it was read, if there is one.
+        let oldest = if durable.outbox_backlog > 0 {
+            durable.outbox_oldest_age + age
+        } else {
+            Duration::ZERO
+        };
+        self.outbox_oldest.set(oldest.as_secs_f64());
         self.dead_letters_waiting.set(durable.dead_letters_waiting);
+        self.durable_age.set(age.as_secs_f64());
     }
 
     /// The Prometheus text exposition.
