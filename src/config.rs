@@ -190,6 +190,7 @@ pub struct Config {
     pub http: HttpSettings,
     pub worker: WorkerSettings,
     pub admin: AdminSettings,
+    pub relay: crate::pipeline::relay::RelaySettings,
     pub accounts: Vec<AccountSpec>,
 }
 
@@ -229,7 +230,7 @@ impl Config {
                 return Err(ConfigError::Table {
                     file: file.to_path_buf(),
                     table: key.clone(),
-                    problem: "unknown table (known: amqp, database, http, worker, admin, accounts)"
+                    problem: "unknown table (known: amqp, database, http, worker, admin, relay, accounts)"
                         .into(),
                 });
             }
@@ -305,6 +306,12 @@ impl Config {
             top.subtable("admin")?.unwrap_or(&empty),
         ))?;
 
+        let relay = relay_settings(&Section::new(
+            file,
+            "relay".into(),
+            top.subtable("relay")?.unwrap_or(&empty),
+        ))?;
+
         let mut accounts = Vec::new();
         if let Some(by_gateway) = top.subtable("accounts")? {
             let section = Section::new(file, "accounts".into(), by_gateway);
@@ -335,6 +342,7 @@ impl Config {
             http,
             worker,
             admin,
+            relay,
             accounts,
         })
     }
@@ -368,6 +376,19 @@ fn positive(section: &Section, key: &str, default: Duration) -> Result<Duration,
         return Err(section.error(key, "must be longer than zero"));
     }
     Ok(d)
+}
+
+fn relay_settings(r: &Section) -> Result<crate::pipeline::relay::RelaySettings, ConfigError> {
+    let d = crate::pipeline::relay::RelaySettings::default();
+    let settings = crate::pipeline::relay::RelaySettings {
+        confirm_timeout: positive(r, "confirm_timeout", d.confirm_timeout)?,
+        max_event_size: r.int_or("max_event_size", d.max_event_size as i64, 1024, 1 << 30)?
+            as usize,
+        handover_capacity: r.int_or("handover_capacity", d.handover_capacity as i64, 1, 1 << 20)?
+            as usize,
+    };
+    r.finish()?;
+    Ok(settings)
 }
 
 /// Replaces `${NAME}` in every string value; a missing variable names itself and the key.

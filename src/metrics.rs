@@ -3,9 +3,9 @@
 //!
 //! Counters are incremented where the event happens (one typed call per
 //! event); the gauges that describe durable state (unknown outcomes open,
-//! outbox backlog and age, dead letters) are read from the database, so
-//! every instance reports the same truth, at most once per refresh period
-//! whatever the number of scrapers (`crate::snapshot`).
+//! outbox backlog and age, abandoned events, dead letters) are read from the
+//! database, so every instance reports the same truth, at most once per
+//! refresh period whatever the number of scrapers (`crate::snapshot`).
 //! Labels stay low-cardinality: gateway, operation, outcome, classification,
 //! never ids.
 
@@ -33,11 +33,15 @@ pub struct Metrics {
     replays: Counter,
     dead_letters: Counter,
     events_published: Counter,
+    events_abandoned: Counter,
+    events_left_to_poll: Counter,
+    confirm_timeouts: Counter,
     durable_reads: Counter,
     in_flight: Gauge,
     unknown_open: Gauge,
     outbox_backlog: Gauge,
     outbox_oldest: Gauge<f64, AtomicU64>,
+    outbox_abandoned: Gauge,
     dead_letters_waiting: Gauge,
     durable_age: Gauge<f64, AtomicU64>,
 }
@@ -101,6 +105,24 @@ impl Metrics {
             "Result events confirmed by the broker",
             events_published.clone(),
         );
+        let events_abandoned = Counter::default();
+        registry.register(
+            "events_abandoned",
+            "Result events this instance gave up publishing (too large, or refused by the broker again and again); kept in the outbox with their error",
+            events_abandoned.clone(),
+        );
+        let events_left_to_poll = Counter::default();
+        registry.register(
+            "events_left_to_poll",
+            "Committed events not handed to the relay from memory because its queue was full; the outbox poll publishes them once their claim expires",
+            events_left_to_poll.clone(),
+        );
+        let confirm_timeouts = Counter::default();
+        registry.register(
+            "publish_confirm_timeouts",
+            "Publishes the broker did not confirm in time; the session was reopened and the events stay in the outbox",
+            confirm_timeouts.clone(),
+        );
         let durable_reads = Counter::default();
         registry.register(
             "durable_figure_reads",
@@ -122,7 +144,7 @@ impl Metrics {
         let outbox_backlog = Gauge::default();
         registry.register(
             "outbox_backlog",
-            "Result events committed but not yet confirmed by the broker",
+            "Result events committed but not yet confirmed by the broker (abandoned ones excluded)",
             outbox_backlog.clone(),
         );
         let outbox_oldest = Gauge::<f64, AtomicU64>::default();
@@ -130,6 +152,12 @@ impl Metrics {
             "outbox_oldest_age_seconds",
             "Age of the oldest unpublished result event",
             outbox_oldest.clone(),
+        );
+        let outbox_abandoned = Gauge::default();
+        registry.register(
+            "outbox_abandoned",
+            "Result events the relay gave up on: never published, each with its error in the outbox",
+            outbox_abandoned.clone(),
         );
         let dead_letters_waiting = Gauge::default();
         registry.register(
@@ -153,11 +181,15 @@ impl Metrics {
             replays,
             dead_letters,
             events_published,
+            events_abandoned,
+            events_left_to_poll,
+            confirm_timeouts,
             durable_reads,
             in_flight,
             unknown_open,
             outbox_backlog,
             outbox_oldest,
+            outbox_abandoned,
             dead_letters_waiting,
             durable_age,
         }
@@ -218,6 +250,18 @@ impl Metrics {
         self.events_published.inc_by(n);
     }
 
+    pub fn abandoned(&self, n: u64) {
+        self.events_abandoned.inc_by(n);
+    }
+
+    pub fn left_to_poll(&self, n: u64) {
+        self.events_left_to_poll.inc_by(n);
+    }
+
+    pub fn confirm_timed_out(&self) {
+        self.confirm_timeouts.inc();
+    }
+
     pub fn durable_read(&self) {
         self.durable_reads.inc();
     }
@@ -237,6 +281,7 @@ impl Metrics {
             Duration::ZERO
         };
         self.outbox_oldest.set(oldest.as_secs_f64());
+        self.outbox_abandoned.set(durable.outbox_abandoned);
         self.dead_letters_waiting.set(durable.dead_letters_waiting);
         self.durable_age.set(age.as_secs_f64());
     }
@@ -255,6 +300,7 @@ pub struct Durable {
     pub unknown_open: i64,
     pub outbox_backlog: i64,
     pub outbox_oldest_age: Duration,
+    pub outbox_abandoned: i64,
     pub dead_letters_waiting: i64,
 }
 
