@@ -5,15 +5,23 @@
 //! one (re-declaring the topology) whenever the old one dies, and treats every
 //! unconfirmed publish as unsent and every unacked delivery as "will be
 //! redelivered". Nothing here retries on its own.
+//!
+//! A broker that stops answering (confirms that never come) is the one
+//! failure a connection does not report by itself until its heartbeat runs
+//! out (two minutes at RabbitMQ's default): publishing waits for confirms at
+//! most until a deadline, and [`Publisher::abandon`] then closes the channel,
+//! which makes the session look broken so the consumer opens a new one.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::future::join_all;
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
     ExchangeDeclareOptions, QueueDeclareOptions,
 };
+use lapin::protocol::{AMQPErrorKind, AMQPHardError};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::ErrorKind;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -173,6 +181,9 @@ pub struct Publisher {
     channel: Channel,
 }
 
+/// How long [`Publisher::publish`] waits for a confirm when the caller does not say.
+pub const DEFAULT_CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     #[error("broker refused the message (nack)")]
@@ -181,6 +192,33 @@ pub enum PublishError {
     Broker(#[from] lapin::Error),
     #[error("message cannot be published: {0}")]
     Unroutable(String),
+    #[error("no confirm from the broker within {0:?}")]
+    ConfirmTimeout(Duration),
+}
+
+impl PublishError {
+    /// Whether the broker itself said no while this message was unconfirmed:
+    /// it closed the channel or the connection with an AMQP error (a message
+    /// over its size limit is 406 PRECONDITION_FAILED; an exchange that does
+    /// not exist, 404). Such an error may still be another message's fault,
+    /// or the broker's (permissions), so the relay only gives up on a message
+    /// refused on its own, again and again, while others got through. A
+    /// connection closed by an operator or a stopping broker (320), a lost
+    /// connection, a nack (the broker's own trouble) or a timeout is not a
+    /// refusal: nothing is wrong with the message.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            PublishError::Broker(error) => match error.kind() {
+                ErrorKind::ProtocolError(amqp) => !matches!(
+                    amqp.kind(),
+                    AMQPErrorKind::Hard(AMQPHardError::CONNECTIONFORCED)
+                ),
+                _ => false,
+            },
+            PublishError::Unroutable(_) => true,
+            PublishError::Nacked | PublishError::ConfirmTimeout(_) => false,
+        }
+    }
 }
 
 /// Whether `text` fits an AMQP short string (255 bytes).
@@ -191,18 +229,31 @@ pub fn fits_short_string(text: &str) -> bool {
 impl Publisher {
     /// Publishes every message, then waits for all their confirms at once (the
     /// broker confirms persistent messages after the disk write, so waiting for
-    /// each in turn would serialise on that latency). One result per message.
-    pub async fn publish_all(&self, messages: &[Outgoing]) -> Vec<Result<(), PublishError>> {
+    /// each in turn would serialise on that latency). One result per message;
+    /// whatever is not confirmed `within` (sending included) is
+    /// [`PublishError::ConfirmTimeout`]: unsent, as far as the caller knows.
+    pub async fn publish_all(
+        &self,
+        messages: &[Outgoing],
+        within: Duration,
+    ) -> Vec<Result<(), PublishError>> {
+        let deadline = tokio::time::Instant::now() + within;
+        let timed_out = || PublishError::ConfirmTimeout(within);
         let mut pending = Vec::with_capacity(messages.len());
         for message in messages {
-            pending.push(self.send(message).await);
+            pending.push(
+                tokio::time::timeout_at(deadline, self.send(message))
+                    .await
+                    .unwrap_or_else(|_| Err(timed_out())),
+            );
         }
         join_all(pending.into_iter().map(|sent| async move {
             match sent {
-                Ok(confirm) => match confirm.await {
-                    Ok(confirmation) if confirmation.is_ack() => Ok(()),
-                    Ok(_) => Err(PublishError::Nacked),
-                    Err(e) => Err(PublishError::Broker(e)),
+                Ok(confirm) => match tokio::time::timeout_at(deadline, confirm).await {
+                    Ok(Ok(confirmation)) if confirmation.is_ack() => Ok(()),
+                    Ok(Ok(_)) => Err(PublishError::Nacked),
+                    Ok(Err(e)) => Err(PublishError::Broker(e)),
+                    Err(_) => Err(timed_out()),
                 },
                 Err(e) => Err(e),
             }
@@ -210,11 +261,30 @@ impl Publisher {
         .await
     }
 
+    /// One message, confirmed within [`DEFAULT_CONFIRM_TIMEOUT`].
     pub async fn publish(&self, message: &Outgoing) -> Result<(), PublishError> {
-        self.publish_all(std::slice::from_ref(message))
+        self.publish_all(std::slice::from_ref(message), DEFAULT_CONFIRM_TIMEOUT)
             .await
             .pop()
             .expect("one result per message")
+    }
+
+    /// Whether the channel can still publish.
+    pub fn is_open(&self) -> bool {
+        self.channel.status().connected()
+    }
+
+    /// Gives up on this channel after a broker stopped confirming: closing it
+    /// (without waiting long for a broker that does not answer) marks the
+    /// session broken, and the consumer's supervision opens a new one. The
+    /// messages it did not confirm are unsent as far as anyone knows.
+    pub async fn abandon(&self) {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            self.channel
+                .close(200, "no confirms in time; reopening".into()),
+        )
+        .await;
     }
 
     async fn send(&self, message: &Outgoing) -> Result<lapin::PublisherConfirm, PublishError> {
@@ -306,5 +376,36 @@ fn amqp_value_json(value: &AMQPValue) -> serde_json::Value {
         AMQPValue::ShortInt(i) => serde_json::json!(i),
         AMQPValue::LongUInt(i) => serde_json::json!(i),
         other => serde_json::Value::String(format!("{other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lapin::protocol::{AMQPError, AMQPSoftError};
+
+    fn closed_with(kind: AMQPErrorKind) -> PublishError {
+        PublishError::Broker(lapin::Error::from(ErrorKind::ProtocolError(
+            AMQPError::new(kind, "closed".into()),
+        )))
+    }
+
+    #[test]
+    fn only_the_broker_saying_no_is_a_refusal() {
+        assert!(closed_with(AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)).is_refusal());
+        assert!(closed_with(AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND)).is_refusal());
+        assert!(closed_with(AMQPErrorKind::Hard(AMQPHardError::INTERNALERROR)).is_refusal());
+        assert!(PublishError::Unroutable("long".into()).is_refusal());
+        // An operator closing the connection, a stopping broker, a lost
+        // connection, a nack, a timeout: nothing wrong with the message.
+        assert!(!closed_with(AMQPErrorKind::Hard(AMQPHardError::CONNECTIONFORCED)).is_refusal());
+        assert!(
+            !PublishError::Broker(lapin::Error::from(std::io::Error::from(
+                std::io::ErrorKind::ConnectionReset
+            )))
+            .is_refusal()
+        );
+        assert!(!PublishError::Nacked.is_refusal());
+        assert!(!PublishError::ConfirmTimeout(Duration::from_secs(30)).is_refusal());
     }
 }

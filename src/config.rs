@@ -175,6 +175,13 @@ impl AccountSpec {
     }
 }
 
+/// `[admin]`: the admin listener (`--admin-listen` overrides `listen`).
+#[derive(Debug, Clone, Default)]
+pub struct AdminSettings {
+    pub listen: Option<std::net::SocketAddr>,
+    pub limits: crate::listener::ListenerSettings,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub file: PathBuf,
@@ -182,6 +189,8 @@ pub struct Config {
     pub database: DatabaseSettings,
     pub http: HttpSettings,
     pub worker: WorkerSettings,
+    pub admin: AdminSettings,
+    pub relay: crate::pipeline::relay::RelaySettings,
     pub accounts: Vec<AccountSpec>,
 }
 
@@ -213,11 +222,16 @@ impl Config {
         let empty = toml::Table::new();
         let top = Section::new(file, String::new(), &root);
         for key in root.keys() {
-            if !["amqp", "database", "http", "worker", "accounts"].contains(&key.as_str()) {
+            if ![
+                "amqp", "database", "http", "worker", "admin", "relay", "accounts",
+            ]
+            .contains(&key.as_str())
+            {
                 return Err(ConfigError::Table {
                     file: file.to_path_buf(),
                     table: key.clone(),
-                    problem: "unknown table (known: amqp, database, http, worker, accounts)".into(),
+                    problem: "unknown table (known: amqp, database, http, worker, admin, relay, accounts)"
+                        .into(),
                 });
             }
         }
@@ -286,6 +300,18 @@ impl Config {
         };
         w.finish()?;
 
+        let admin = admin_settings(&Section::new(
+            file,
+            "admin".into(),
+            top.subtable("admin")?.unwrap_or(&empty),
+        ))?;
+
+        let relay = relay_settings(&Section::new(
+            file,
+            "relay".into(),
+            top.subtable("relay")?.unwrap_or(&empty),
+        ))?;
+
         let mut accounts = Vec::new();
         if let Some(by_gateway) = top.subtable("accounts")? {
             let section = Section::new(file, "accounts".into(), by_gateway);
@@ -315,9 +341,54 @@ impl Config {
             database,
             http,
             worker,
+            admin,
+            relay,
             accounts,
         })
     }
+}
+
+fn admin_settings(a: &Section) -> Result<AdminSettings, ConfigError> {
+    let listen = match a.opt_str("listen")? {
+        None => None,
+        Some(text) => Some(text.parse().map_err(|_| {
+            a.error(
+                "listen",
+                format!("`{text}` is not an address such as \"127.0.0.1:9090\""),
+            )
+        })?),
+    };
+    let d = crate::listener::ListenerSettings::default();
+    let limits = crate::listener::ListenerSettings {
+        max_connections: a.int_or("max_connections", d.max_connections as i64, 1, 100_000)?
+            as usize,
+        header_timeout: positive(a, "header_timeout", d.header_timeout)?,
+        request_timeout: positive(a, "request_timeout", d.request_timeout)?,
+    };
+    a.finish()?;
+    Ok(AdminSettings { listen, limits })
+}
+
+/// A timeout: zero would refuse everything.
+fn positive(section: &Section, key: &str, default: Duration) -> Result<Duration, ConfigError> {
+    let d = section.duration_or(key, default)?;
+    if d.is_zero() {
+        return Err(section.error(key, "must be longer than zero"));
+    }
+    Ok(d)
+}
+
+fn relay_settings(r: &Section) -> Result<crate::pipeline::relay::RelaySettings, ConfigError> {
+    let d = crate::pipeline::relay::RelaySettings::default();
+    let settings = crate::pipeline::relay::RelaySettings {
+        confirm_timeout: positive(r, "confirm_timeout", d.confirm_timeout)?,
+        max_event_size: r.int_or("max_event_size", d.max_event_size as i64, 1024, 1 << 30)?
+            as usize,
+        handover_capacity: r.int_or("handover_capacity", d.handover_capacity as i64, 1, 1 << 20)?
+            as usize,
+    };
+    r.finish()?;
+    Ok(settings)
 }
 
 /// Replaces `${NAME}` in every string value; a missing variable names itself and the key.
@@ -702,6 +773,35 @@ frontend = "Integration TEST USD"
         let text = SPEC_EXAMPLE.replace("[database]\n", "[database]\npool = 3\n");
         let err = parse(&text, env_with_secrets).unwrap_err().to_string();
         assert_eq!(err, "test.toml: [database] key `pool`: unknown key");
+    }
+
+    #[test]
+    fn the_admin_table_names_its_mistakes() {
+        let config = parse(SPEC_EXAMPLE, env_with_secrets).unwrap();
+        assert_eq!(config.admin.listen, None, "no admin listener unless asked");
+        let with = |table: &str| format!("{SPEC_EXAMPLE}\n[admin]\n{table}\n");
+        let config = parse(
+            &with("listen = \"127.0.0.1:9090\"\nmax_connections = 8\nheader_timeout = \"2s\""),
+            env_with_secrets,
+        )
+        .unwrap();
+        assert_eq!(config.admin.listen, Some("127.0.0.1:9090".parse().unwrap()));
+        assert_eq!(config.admin.limits.max_connections, 8);
+        assert_eq!(config.admin.limits.header_timeout, Duration::from_secs(2));
+        let err = parse(&with("listen = \"localhost\""), env_with_secrets)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("test.toml: [admin] key `listen`: `localhost` is not an address"),
+            "{err}"
+        );
+        let err = parse(&with("request_timeout = \"0s\""), env_with_secrets)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "test.toml: [admin] key `request_timeout`: must be longer than zero"
+        );
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //!
 //! Counters are incremented where the event happens (one typed call per
 //! event); the gauges that describe durable state (unknown outcomes open,
-//! outbox backlog and age, dead letters) are read from the database at scrape
-//! time, so every instance reports the same truth. Labels stay low-cardinality:
-//! gateway, operation, outcome, classification, never ids.
+//! outbox backlog and age, abandoned events, dead letters) are read from the
+//! database, so every instance reports the same truth, at most once per
+//! refresh period whatever the number of scrapers (`crate::snapshot`).
+//! Labels stay low-cardinality: gateway, operation, outcome, classification,
+//! never ids.
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -31,11 +33,17 @@ pub struct Metrics {
     replays: Counter,
     dead_letters: Counter,
     events_published: Counter,
+    events_abandoned: Counter,
+    events_left_to_poll: Counter,
+    confirm_timeouts: Counter,
+    durable_reads: Counter,
     in_flight: Gauge,
     unknown_open: Gauge,
     outbox_backlog: Gauge,
     outbox_oldest: Gauge<f64, AtomicU64>,
+    outbox_abandoned: Gauge,
     dead_letters_waiting: Gauge,
+    durable_age: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -97,6 +105,30 @@ impl Metrics {
             "Result events confirmed by the broker",
             events_published.clone(),
         );
+        let events_abandoned = Counter::default();
+        registry.register(
+            "events_abandoned",
+            "Result events this instance gave up publishing (too large, or refused by the broker again and again); kept in the outbox with their error",
+            events_abandoned.clone(),
+        );
+        let events_left_to_poll = Counter::default();
+        registry.register(
+            "events_left_to_poll",
+            "Committed events not handed to the relay from memory because its queue was full; the outbox poll publishes them once their claim expires",
+            events_left_to_poll.clone(),
+        );
+        let confirm_timeouts = Counter::default();
+        registry.register(
+            "publish_confirm_timeouts",
+            "Publishes the broker did not confirm in time; the session was reopened and the events stay in the outbox",
+            confirm_timeouts.clone(),
+        );
+        let durable_reads = Counter::default();
+        registry.register(
+            "durable_figure_reads",
+            "Reads of the durable figures from PostgreSQL (shared by every scrape within the refresh period)",
+            durable_reads.clone(),
+        );
         let in_flight = Gauge::default();
         registry.register(
             "commands_in_flight",
@@ -112,7 +144,7 @@ impl Metrics {
         let outbox_backlog = Gauge::default();
         registry.register(
             "outbox_backlog",
-            "Result events committed but not yet confirmed by the broker",
+            "Result events committed but not yet confirmed by the broker (abandoned ones excluded)",
             outbox_backlog.clone(),
         );
         let outbox_oldest = Gauge::<f64, AtomicU64>::default();
@@ -121,11 +153,23 @@ impl Metrics {
             "Age of the oldest unpublished result event",
             outbox_oldest.clone(),
         );
+        let outbox_abandoned = Gauge::default();
+        registry.register(
+            "outbox_abandoned",
+            "Result events the relay gave up on: never published, each with its error in the outbox",
+            outbox_abandoned.clone(),
+        );
         let dead_letters_waiting = Gauge::default();
         registry.register(
             "dead_letters_waiting",
             "Dead letters not requeued",
             dead_letters_waiting.clone(),
+        );
+        let durable_age = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "durable_figures_age_seconds",
+            "How old the durable figures (backlog, unknowns, dead letters) in this scrape are",
+            durable_age.clone(),
         );
         Metrics {
             registry,
@@ -137,11 +181,17 @@ impl Metrics {
             replays,
             dead_letters,
             events_published,
+            events_abandoned,
+            events_left_to_poll,
+            confirm_timeouts,
+            durable_reads,
             in_flight,
             unknown_open,
             outbox_backlog,
             outbox_oldest,
+            outbox_abandoned,
             dead_letters_waiting,
+            durable_age,
         }
     }
 
@@ -200,17 +250,40 @@ impl Metrics {
         self.events_published.inc_by(n);
     }
 
+    pub fn abandoned(&self, n: u64) {
+        self.events_abandoned.inc_by(n);
+    }
+
+    pub fn left_to_poll(&self, n: u64) {
+        self.events_left_to_poll.inc_by(n);
+    }
+
+    pub fn confirm_timed_out(&self) {
+        self.confirm_timeouts.inc();
+    }
+
+    pub fn durable_read(&self) {
+        self.durable_reads.inc();
+    }
+
     pub fn set_in_flight(&self, n: usize) {
         self.in_flight.set(n as i64);
     }
 
-    /// The durable state, read from the database at scrape time.
-    pub fn set_durable(&self, durable: &Durable) {
+    /// The durable state, as last read from the database `age` ago.
+    pub fn set_durable(&self, durable: &Durable, age: Duration) {
         self.unknown_open.set(durable.unknown_open);
         self.outbox_backlog.set(durable.outbox_backlog);
-        self.outbox_oldest
-            .set(durable.outbox_oldest_age.as_secs_f64());
+        // The oldest unpublished event has aged since it was read, if there is one.
+        let oldest = if durable.outbox_backlog > 0 {
+            durable.outbox_oldest_age + age
+        } else {
+            Duration::ZERO
+        };
+        self.outbox_oldest.set(oldest.as_secs_f64());
+        self.outbox_abandoned.set(durable.outbox_abandoned);
         self.dead_letters_waiting.set(durable.dead_letters_waiting);
+        self.durable_age.set(age.as_secs_f64());
     }
 
     /// The Prometheus text exposition.
@@ -227,6 +300,7 @@ pub struct Durable {
     pub unknown_open: i64,
     pub outbox_backlog: i64,
     pub outbox_oldest_age: Duration,
+    pub outbox_abandoned: i64,
     pub dead_letters_waiting: i64,
 }
 

@@ -39,7 +39,7 @@ pub struct RunArgs {
     /// Where the sandbox simulator listens (its admin API is under /admin).
     #[arg(long, default_value = "127.0.0.1:8099", requires = "sandbox")]
     pub sandbox_listen: SocketAddr,
-    /// Serve /metrics, /healthz and /readyz on this address.
+    /// Serve /metrics, /healthz and /readyz on this address (overrides `[admin] listen`).
     #[arg(long)]
     pub admin_listen: Option<SocketAddr>,
 }
@@ -108,10 +108,18 @@ pub async fn run_with_options(
     let metrics = Arc::new(Metrics::new());
     let worker = Worker::new(&config, store.clone(), accounts, metrics, shutdown.clone());
     let admin_stop = CancellationToken::new();
-    if let Some(addr) = admin_listen {
-        crate::admin::start(addr, worker.clone(), admin_stop.clone())
-            .await
-            .with_context(|| format!("--admin-listen {addr}"))?;
+    if let Some(addr) = admin_listen.or(config.admin.listen) {
+        crate::admin::start(
+            addr,
+            config.admin.limits,
+            worker.clone(),
+            admin_stop.clone(),
+        )
+        .await
+        .with_context(|| match admin_listen {
+            Some(_) => format!("--admin-listen {addr}"),
+            None => format!("{}: [admin] listen = \"{addr}\"", config.file.display()),
+        })?;
     }
     let result = if wait_for_migrations(&store, &shutdown).await? {
         pipeline::run(worker).await

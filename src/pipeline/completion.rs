@@ -10,10 +10,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
-
 use super::batch::Batcher;
-use super::relay::{messages_of, Fresh, CLAIM};
+use super::relay::{messages_of, Fresh, Handover, CLAIM};
 use crate::events::ResultEvent;
 use crate::store::attempts::Recording;
 use crate::store::commands::{self, Concluded, Decision, Outgoing, PaymentClaim};
@@ -55,12 +53,7 @@ impl Completer {
     /// Starts the writer task.
     ///
     /// The events it commits go to `fresh`, for the relay to publish from memory.
-    pub fn start(
-        store: Store,
-        owner: uuid::Uuid,
-        exchange: String,
-        fresh: mpsc::UnboundedSender<Vec<Fresh>>,
-    ) -> Completer {
+    pub fn start(store: Store, owner: uuid::Uuid, exchange: String, fresh: Handover) -> Completer {
         let exchange = Arc::new(exchange);
         let batcher = Batcher::start(MAX_BATCH, move |batch: Vec<Conclusion>| {
             let store = store.clone();
@@ -85,7 +78,7 @@ async fn write(
     owner: uuid::Uuid,
     exchange: &str,
     batch: &[Conclusion],
-    fresh: &mpsc::UnboundedSender<Vec<Fresh>>,
+    fresh: &Handover,
 ) -> Result<Vec<Committed>, StoreError> {
     // Commands are locked in the order of their ids, as intake locks the
     // duplicates it counts: two transactions that take the same locks in the
@@ -201,8 +194,8 @@ async fn write(
                 ),
             }),
     );
-    // A relay that is gone (shutting down) leaves them to the poll, once
-    // their claim expires.
-    let _ = fresh.send(sent);
+    // Never waits: when the relay is behind (its hand-over full) or gone
+    // (shutting down), the poll publishes them once their claim expires.
+    fresh.offer(sent);
     Ok(results)
 }

@@ -57,6 +57,7 @@ pub struct Worker {
     pub settings: WorkerSettings,
     pub topology: Topology,
     pub amqp: crate::config::AmqpSettings,
+    pub relay: relay::RelaySettings,
     /// The current broker session's publisher; `None` while disconnected.
     pub publisher: watch::Receiver<Option<Publisher>>,
     publisher_tx: watch::Sender<Option<Publisher>>,
@@ -74,8 +75,8 @@ pub struct Worker {
     /// Commits recovery points before calls, many per transaction.
     pub intents: intent::Intents,
     /// The events the completion writer committed, for the relay to publish
-    /// from memory; taken by the relay when it starts.
-    fresh_events: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Vec<relay::Fresh>>>>,
+    /// from memory (a bounded hand-over); taken by the relay when it starts.
+    fresh_events: Mutex<Option<relay::HandoverReceiver>>,
 }
 
 impl Worker {
@@ -88,7 +89,7 @@ impl Worker {
     ) -> Arc<Worker> {
         let (publisher_tx, publisher) = watch::channel(None);
         let owner = Uuid::new_v4();
-        let (fresh_tx, fresh_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (fresh_tx, fresh_rx) = relay::handover(config.relay.handover_capacity, metrics.clone());
         let completer = completion::Completer::start(
             store.clone(),
             owner,
@@ -103,6 +104,7 @@ impl Worker {
             settings: config.worker.clone(),
             topology: Topology::from_settings(&config.amqp),
             amqp: config.amqp.clone(),
+            relay: config.relay,
             publisher,
             publisher_tx,
             permits: Arc::new(Semaphore::new(config.worker.max_in_flight)),

@@ -11,7 +11,29 @@
 //! else (rejections and replays from intake, settled unknowns, fresh events
 //! that could not be published, claims left by a crashed instance) is found
 //! by polling the table for unclaimed rows.
+//!
+//! Nothing here can hang or grow without bound:
+//! - the hand-over from the completion writer holds at most
+//!   `handover_capacity` events ([`handover`]); when it is full the writer
+//!   does not wait: the rows are committed and claimed for [`CLAIM`], and the
+//!   poll publishes them once the claim expires;
+//! - confirms are awaited for at most `confirm_timeout`; then the unconfirmed
+//!   rows are unsent, the channel is abandoned (the consumer reopens the
+//!   session) and the poll publishes them again, with the same message ids.
+//!
+//! A row that can never be published is abandoned: kept with its error
+//! (`abandoned_at`, `last_error`), counted apart from the backlog, and never
+//! tried again. That is decided before sending for an event over
+//! `max_event_size` or with a name AMQP cannot carry, and after the broker
+//! refused the row [`MAX_REFUSALS`] times in a row while it was published on
+//! its own (a refusal in a batch may be another message's fault, so it only
+//! makes the row publish alone from then on), with other events confirmed
+//! between the refusals (a broker that refuses everything is the broker's
+//! problem, not the rows'). No connection, no confirm in time, a nack: those
+//! never abandon a row.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,11 +41,15 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Worker;
-use crate::broker::{Outgoing, Publisher};
+use crate::broker::{fits_short_string, Outgoing, PublishError, Publisher};
+use crate::metrics::Metrics;
 use crate::store::{outbox, StoreError};
 
 /// Rows published per transaction.
 pub const BATCH: i64 = 500;
+
+/// How often the outbox is polled when nothing wakes the relay.
+pub const POLL_EVERY: Duration = Duration::from_millis(500);
 
 /// How long the committing instance keeps its fresh events to itself. They
 /// are normally published within milliseconds; a crashed instance's last
@@ -32,6 +58,107 @@ pub const BATCH: i64 = 500;
 /// broker in trouble) may be repeated by the poll: at least once, same
 /// message id.
 pub const CLAIM: Duration = Duration::from_secs(5);
+
+/// Refusals in a row, on its own, before a row is abandoned.
+pub const MAX_REFUSALS: i32 = 3;
+
+/// `[relay]`: how the relay waits and what it gives up on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelaySettings {
+    /// How long a publish waits for the broker's confirms.
+    pub confirm_timeout: Duration,
+    /// The largest event body published (bytes). Keep it at or under the
+    /// broker's `max_message_size` (RabbitMQ: 128 MiB in 3.x, 16 MiB in 4.x).
+    pub max_event_size: usize,
+    /// Events the completion writer may hand over before the relay takes them.
+    pub handover_capacity: usize,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        RelaySettings {
+            confirm_timeout: Duration::from_secs(30),
+            max_event_size: 16 * 1024 * 1024,
+            handover_capacity: 4096,
+        }
+    }
+}
+
+/// The bounded hand-over from the completion writer to the relay: at most
+/// `capacity` events wait in it.
+pub fn handover(capacity: usize, metrics: Arc<Metrics>) -> (Handover, HandoverReceiver) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    (
+        Handover {
+            tx,
+            queued: queued.clone(),
+            capacity,
+            metrics,
+        },
+        HandoverReceiver { rx, queued },
+    )
+}
+
+/// The completion writer's end.
+#[derive(Clone)]
+pub struct Handover {
+    tx: mpsc::UnboundedSender<Vec<Fresh>>,
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl Handover {
+    /// Hands events over without ever waiting. False when they did not fit
+    /// (or the relay is gone): they are committed and claimed, so the poll
+    /// publishes them once the claim expires.
+    pub fn offer(&self, events: Vec<Fresh>) -> bool {
+        let n = events.len();
+        if n == 0 {
+            return true;
+        }
+        let room = self
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                (queued + n <= self.capacity).then_some(queued + n)
+            })
+            .is_ok();
+        if room && self.tx.send(events).is_ok() {
+            return true;
+        }
+        if room {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+        }
+        self.metrics.left_to_poll(n as u64);
+        false
+    }
+
+    /// Events waiting now.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+}
+
+/// The relay's end.
+pub struct HandoverReceiver {
+    rx: mpsc::UnboundedReceiver<Vec<Fresh>>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl HandoverReceiver {
+    pub async fn recv(&mut self) -> Option<Vec<Fresh>> {
+        let events = self.rx.recv().await?;
+        self.queued.fetch_sub(events.len(), Ordering::AcqRel);
+        Some(events)
+    }
+
+    pub fn try_recv(&mut self) -> Option<Vec<Fresh>> {
+        let events = self.rx.try_recv().ok()?;
+        self.queued.fetch_sub(events.len(), Ordering::AcqRel);
+        Some(events)
+    }
+}
 
 /// An outbox row and the copies of its event to publish: handed over by the
 /// completion writer for the events it just committed, or read by the poll.
@@ -70,18 +197,20 @@ pub fn messages_of(
 }
 
 /// Publishes until `stop` is cancelled, then makes a last pass to flush.
-pub async fn run(
-    w: Arc<Worker>,
-    mut fresh: mpsc::UnboundedReceiver<Vec<Fresh>>,
-    stop: CancellationToken,
-) {
+pub async fn run(w: Arc<Worker>, mut fresh: HandoverReceiver, stop: CancellationToken) {
+    let mut relay = Relay::new(w.clone());
     let mut open = true;
+    // The poll's own clock: a stream of fresh events must not keep it from
+    // running (a sleep started afresh at every turn of this loop never ended
+    // under steady load, and rows left to the poll waited for a lull).
+    let mut poll = tokio::time::interval(POLL_EVERY);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let stopping = stop.is_cancelled();
         tokio::select! {
             batch = fresh.recv(), if open => match batch {
                 Some(batch) => {
-                    publish_fresh(&w, batch, &mut fresh).await;
+                    relay.publish_fresh(batch, &mut fresh).await;
                     if !stop.is_cancelled() {
                         continue;
                     }
@@ -89,20 +218,19 @@ pub async fn run(
                 None => open = false,
             },
             _ = w.wake_outbox.notified() => {}
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = poll.tick() => {}
             _ = stop.cancelled(), if !stopping => {}
         }
         if stop.is_cancelled() {
             // Whatever the completion writer handed over last goes first.
-            while let Ok(batch) = fresh.try_recv() {
-                publish_fresh(&w, batch, &mut fresh).await;
+            while let Some(batch) = fresh.try_recv() {
+                relay.publish_fresh(batch, &mut fresh).await;
             }
         }
-        let publisher = w.publisher.borrow().clone();
-        if let Some(publisher) = publisher {
+        if let Some(publisher) = relay.publisher() {
             loop {
-                match relay_once(&w, &publisher).await {
-                    Ok(n) if n as i64 == BATCH => continue,
+                match relay.poll_once(&publisher).await {
+                    Ok(n) if n as i64 == BATCH && publisher.is_open() => continue,
                     Ok(_) => break,
                     Err(error) => {
                         tracing::warn!(%error, "outbox relay: database error");
@@ -111,138 +239,353 @@ pub async fn run(
                 }
             }
         }
-        if stop.is_cancelled() && (stopping || w.publisher.borrow().is_none()) {
+        if stop.is_cancelled() && (stopping || relay.publisher().is_none()) {
             return;
         }
     }
 }
 
-/// Publishes fresh events (this batch and any that queued up behind it) and
-/// marks them; what could not be published is released to the poll.
-async fn publish_fresh(
-    w: &Worker,
-    first: Vec<Fresh>,
-    more: &mut mpsc::UnboundedReceiver<Vec<Fresh>>,
-) {
-    let mut events = first;
-    while events.len() < BATCH as usize {
-        match more.try_recv() {
-            Ok(batch) => events.extend(batch),
-            Err(_) => break,
-        }
-    }
-    let publisher = w.publisher.borrow().clone();
-    let Published {
-        published,
-        failed,
-        error: first_error,
-    } = match publisher {
-        Some(publisher) => publish_rows(&publisher, events).await,
-        None => Published {
-            published: Vec::new(),
-            failed: events.iter().map(|e| e.row).collect(),
-            error: Some("not connected to RabbitMQ".to_string()),
-        },
-    };
-    let marked = async {
-        let mut conn = w.store.pool().acquire().await?;
-        outbox::mark_published(&mut conn, &published).await?;
-        if let Some(error) = &first_error {
-            outbox::mark_failed(&mut conn, &failed, error).await?;
-        }
-        Ok::<_, StoreError>(())
-    }
-    .await;
-    match marked {
-        Ok(()) => w.metrics.published(published.len() as u64),
-        // The rows stay claimed and unpublished: once the claim expires the
-        // poll publishes them again (at least once, same message ids).
-        Err(error) => tracing::warn!(%error, "outbox relay: could not mark fresh events"),
-    }
-    if let Some(error) = &first_error {
-        tracing::warn!(failed = failed.len(), %error, "some events were not confirmed; they stay in the outbox");
-        w.wake_outbox.notify_one();
-    }
+/// The relay's state between rounds: what it needs to tell a row the broker
+/// refuses from a broker that refuses everything.
+struct Relay {
+    w: Arc<Worker>,
+    settings: RelaySettings,
+    /// Rows confirmed by this relay so far.
+    confirmed: u64,
+    /// For each row refused on its own: `confirmed` at that refusal. A
+    /// refusal counts only if other rows were confirmed since the last one.
+    refused: HashMap<i64, u64>,
 }
 
-/// Publishes one batch of unpublished events; returns how many rows it took.
-pub async fn relay_once(w: &Worker, publisher: &Publisher) -> Result<usize, StoreError> {
-    let mut tx = w.store.pool().begin().await?;
-    let rows = outbox::lock_unpublished(&mut tx, BATCH).await?;
-    if rows.is_empty() {
+impl Relay {
+    fn new(w: Arc<Worker>) -> Relay {
+        let settings = w.relay;
+        Relay {
+            w,
+            settings,
+            confirmed: 0,
+            refused: HashMap::new(),
+        }
+    }
+
+    /// The current session's publisher, unless it is closed (abandoned after
+    /// a timeout, or closed by the broker) and not replaced yet.
+    fn publisher(&self) -> Option<Publisher> {
+        self.w.publisher.borrow().clone().filter(Publisher::is_open)
+    }
+
+    /// Publishes fresh events (this batch and any that queued up behind it) and
+    /// marks them; what could not be published is released to the poll.
+    async fn publish_fresh(&mut self, first: Vec<Fresh>, more: &mut HandoverReceiver) {
+        let mut events = first;
+        while events.len() < BATCH as usize {
+            match more.try_recv() {
+                Some(batch) => events.extend(batch),
+                None => break,
+            }
+        }
+        let mut round = Round::default();
+        let events = round.screen(events, self.settings.max_event_size);
+        match self.publisher() {
+            Some(publisher) => self.publish(&publisher, events, false, &mut round).await,
+            None => round.not_sent(&events, "not connected to RabbitMQ"),
+        }
+        let marked = async {
+            let mut conn = self.w.store.pool().acquire().await?;
+            self.record(&mut conn, &round).await
+        }
+        .await;
+        if let Err(error) = marked {
+            // The rows stay claimed and unpublished: once the claim expires the
+            // poll publishes them again (at least once, same message ids).
+            tracing::warn!(%error, "outbox relay: could not mark fresh events");
+        }
+        if !round.failed.is_empty() || !round.refused.is_empty() {
+            self.w.wake_outbox.notify_one();
+        }
+    }
+
+    /// Publishes one batch of unpublished rows found by polling; returns how
+    /// many rows it took. Rows the broker refused before go out one at a time.
+    async fn poll_once(&mut self, publisher: &Publisher) -> Result<usize, StoreError> {
+        let mut tx = self.w.store.pool().begin().await?;
+        let rows = outbox::lock_unpublished(&mut tx, BATCH).await?;
+        if rows.is_empty() {
+            tx.commit().await?;
+            return Ok(0);
+        }
+        let taken = rows.len();
+        let (suspects, rows): (Vec<_>, Vec<_>) =
+            rows.into_iter().partition(|row| row.refused_at.is_some());
+        let mut round = Round::default();
+        let events = round.screen(
+            rows.into_iter().map(fresh_of).collect(),
+            self.settings.max_event_size,
+        );
+        self.publish(publisher, events, false, &mut round).await;
+        let suspects = round.screen(
+            suspects.into_iter().map(fresh_of).collect(),
+            self.settings.max_event_size,
+        );
+        for event in suspects {
+            // A refusal closes the channel: the rest wait for the next session.
+            if !publisher.is_open() {
+                break;
+            }
+            self.publish(publisher, vec![event], true, &mut round).await;
+        }
+        self.record(&mut tx, &round).await?;
         tx.commit().await?;
-        return Ok(0);
+        Ok(taken)
     }
-    let taken = rows.len();
-    let events = rows
-        .into_iter()
-        .map(|row| Fresh {
-            row: row.id,
-            messages: messages_of(
-                &row.exchange,
-                &row.routing_key,
-                row.message_id,
-                row.command_id.as_deref(),
-                row.reply_to.as_deref(),
-                row.reply_correlation_id.as_deref(),
-                serde_json::to_vec(&row.body).expect("stored JSON serializes"),
-            ),
-        })
-        .collect();
-    let Published {
-        published,
-        failed: not_published,
-        error: first_error,
-    } = publish_rows(publisher, events).await;
-    outbox::mark_published(&mut tx, &published).await?;
-    if let Some(error) = &first_error {
-        outbox::mark_failed(&mut tx, &not_published, error).await?;
-        tracing::warn!(failed = not_published.len(), %error, "some events were not confirmed; they stay in the outbox");
+
+    /// Publishes `events` together and sorts each row into `round`.
+    async fn publish(
+        &mut self,
+        publisher: &Publisher,
+        events: Vec<Fresh>,
+        alone: bool,
+        round: &mut Round,
+    ) {
+        if events.is_empty() {
+            return;
+        }
+        let mut rows = Vec::with_capacity(events.len());
+        let mut messages = Vec::with_capacity(events.len() * 2);
+        let mut owners = Vec::with_capacity(events.len() * 2);
+        for (i, event) in events.into_iter().enumerate() {
+            rows.push(event.row);
+            for message in event.messages {
+                messages.push(message);
+                owners.push(i);
+            }
+        }
+        let results = publisher
+            .publish_all(&messages, self.settings.confirm_timeout)
+            .await;
+        let mut errors: Vec<Option<&PublishError>> = vec![None; rows.len()];
+        let mut timed_out = false;
+        for (result, &i) in results.iter().zip(&owners) {
+            if let Err(error) = result {
+                timed_out |= matches!(error, PublishError::ConfirmTimeout(_));
+                // A refusal says more about the row than any other error.
+                if errors[i].is_none_or(|e| !e.is_refusal()) {
+                    errors[i] = Some(error);
+                }
+            }
+        }
+        let mut confirmed = 0;
+        for (row, error) in rows.into_iter().zip(errors) {
+            match error {
+                None => {
+                    round.published.push(row);
+                    self.refused.remove(&row);
+                    confirmed += 1;
+                }
+                Some(error) if error.is_refusal() => {
+                    // A refusal counts against the row only when it was
+                    // published alone, and only if other rows got through
+                    // since its last refusal (since this relay started, for
+                    // its first): a broker refusing everything is no
+                    // evidence against any row.
+                    let strike = alone
+                        && self.confirmed + confirmed
+                            > self.refused.get(&row).copied().unwrap_or(0);
+                    if strike {
+                        self.refused.insert(row, self.confirmed + confirmed);
+                    }
+                    round.refused.push((row, strike, error.to_string()));
+                }
+                Some(error) => round.failed.push((row, error.to_string())),
+            }
+        }
+        self.confirmed += confirmed;
+        if self.refused.len() > 10_000 {
+            // Rows another instance published or abandoned meanwhile.
+            self.refused.clear();
+        }
+        if timed_out {
+            self.w.metrics.confirm_timed_out();
+            tracing::warn!(
+                timeout = ?self.settings.confirm_timeout,
+                "the broker did not confirm in time; reopening the session, the events stay in the outbox"
+            );
+            publisher.abandon().await;
+        }
     }
-    tx.commit().await?;
-    w.metrics.published(published.len() as u64);
-    Ok(taken)
+
+    /// Writes what a round did to the outbox, and counts and logs it.
+    async fn record(
+        &mut self,
+        conn: &mut sqlx::PgConnection,
+        round: &Round,
+    ) -> Result<(), StoreError> {
+        outbox::mark_published(conn, &round.published).await?;
+        if let Some((_, error)) = round.failed.first() {
+            let ids: Vec<i64> = round.failed.iter().map(|(id, _)| *id).collect();
+            outbox::mark_failed(conn, &ids, error).await?;
+            tracing::warn!(failed = ids.len(), %error, "some events were not confirmed; they stay in the outbox");
+        }
+        let mut abandoned = round.unpublishable.clone();
+        if !round.refused.is_empty() {
+            let given_up = outbox::mark_refused(conn, &round.refused, MAX_REFUSALS).await?;
+            for (id, _, error) in round
+                .refused
+                .iter()
+                .filter(|(id, ..)| given_up.contains(id))
+            {
+                self.refused.remove(id);
+                abandoned.push((
+                    *id,
+                    format!("refused by the broker {MAX_REFUSALS} times, published alone: {error}"),
+                ));
+            }
+            tracing::warn!(
+                refused = round.refused.len(),
+                error = %round.refused[0].2,
+                "the broker closed the channel over unconfirmed events; they are published one at a time from now on"
+            );
+        }
+        if !round.unpublishable.is_empty() {
+            outbox::abandon(conn, &round.unpublishable).await?;
+        }
+        for (row, reason) in &abandoned {
+            tracing::error!(outbox_row = row, %reason, "event abandoned: it can never be published; it stays in the outbox with its error");
+        }
+        self.w.metrics.published(round.published.len() as u64);
+        self.w.metrics.abandoned(abandoned.len() as u64);
+        Ok(())
+    }
 }
 
-/// What one publish round did, by outbox row.
-struct Published {
+/// What one round did, by outbox row.
+#[derive(Default)]
+struct Round {
     published: Vec<i64>,
-    failed: Vec<i64>,
-    /// The first error, when any copy of any row was not confirmed.
-    error: Option<String>,
+    /// Not confirmed for a reason that says nothing about the row.
+    failed: Vec<(i64, String)>,
+    /// Refused by the broker: (row, whether it counts as a strike, error).
+    refused: Vec<(i64, bool, String)>,
+    /// Never sent: it cannot be published, ever.
+    unpublishable: Vec<(i64, String)>,
 }
 
-/// Publishes every copy of every row and waits for all confirms; a row counts
-/// as published only when all its copies were confirmed.
-async fn publish_rows(publisher: &Publisher, mut events: Vec<Fresh>) -> Published {
-    let mut messages = Vec::with_capacity(events.len() * 2);
-    let mut owners = Vec::with_capacity(events.len() * 2);
-    for (i, event) in events.iter_mut().enumerate() {
-        for message in event.messages.drain(..) {
-            messages.push(message);
-            owners.push(i);
+impl Round {
+    /// Keeps the events that can be published; the others are abandoned.
+    fn screen(&mut self, events: Vec<Fresh>, max_size: usize) -> Vec<Fresh> {
+        events
+            .into_iter()
+            .filter(|event| match unpublishable(event, max_size) {
+                Some(reason) => {
+                    self.unpublishable.push((event.row, reason));
+                    false
+                }
+                None => true,
+            })
+            .collect()
+    }
+
+    fn not_sent(&mut self, events: &[Fresh], why: &str) {
+        self.failed
+            .extend(events.iter().map(|e| (e.row, why.to_string())));
+    }
+}
+
+/// Why an event can never be published, if it cannot: its body is over the
+/// limit, or a name does not fit the 255 bytes AMQP gives it. (The reason
+/// names sizes only: the body is not repeated in logs.)
+pub fn unpublishable(event: &Fresh, max_size: usize) -> Option<String> {
+    for message in &event.messages {
+        if message.body.len() > max_size {
+            return Some(format!(
+                "event body of {} bytes is over max_event_size ({max_size} bytes)",
+                message.body.len()
+            ));
+        }
+        if !fits_short_string(&message.exchange) || !fits_short_string(&message.routing_key) {
+            return Some(format!(
+                "exchange or routing key longer than 255 bytes ({} / {})",
+                message.exchange.len(),
+                message.routing_key.len()
+            ));
         }
     }
-    let results = publisher.publish_all(&messages).await;
-    let mut bad = vec![false; events.len()];
-    let mut error = None;
-    for (result, &i) in results.iter().zip(&owners) {
-        if let Err(e) = result {
-            bad[i] = true;
-            error.get_or_insert_with(|| e.to_string());
+    None
+}
+
+fn fresh_of(row: outbox::OutboxRow) -> Fresh {
+    Fresh {
+        row: row.id,
+        messages: messages_of(
+            &row.exchange,
+            &row.routing_key,
+            row.message_id,
+            row.command_id.as_deref(),
+            row.reply_to.as_deref(),
+            row.reply_correlation_id.as_deref(),
+            serde_json::to_vec(&row.body).expect("stored JSON serializes"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(row: i64, body: usize) -> Fresh {
+        Fresh {
+            row,
+            messages: messages_of(
+                "events",
+                "paymentz.capture.succeeded",
+                uuid::Uuid::new_v4(),
+                Some("c-1"),
+                Some("reply.q"),
+                None,
+                vec![b'x'; body],
+            ),
         }
     }
-    let mut outcome = Published {
-        published: Vec::with_capacity(events.len()),
-        failed: Vec::new(),
-        error,
-    };
-    for (event, bad) in events.iter().zip(bad) {
-        if bad {
-            outcome.failed.push(event.row);
-        } else {
-            outcome.published.push(event.row);
-        }
+
+    #[tokio::test]
+    async fn the_handover_holds_at_most_its_capacity_and_never_waits() {
+        let metrics = Arc::new(Metrics::new());
+        let (tx, mut rx) = handover(4, metrics.clone());
+        assert!(tx.offer(vec![event(1, 10), event(2, 10), event(3, 10)]));
+        assert!(!tx.offer(vec![event(4, 10), event(5, 10)]), "5 > 4");
+        assert!(tx.offer(vec![event(6, 10)]), "exactly 4");
+        assert!(!tx.offer(vec![event(7, 10)]));
+        assert_eq!(tx.queued(), 4);
+        assert_eq!(rx.recv().await.unwrap().len(), 3);
+        assert_eq!(tx.queued(), 1, "taking a batch makes room");
+        assert!(tx.offer(vec![event(8, 10), event(9, 10)]));
+        assert_eq!(rx.try_recv().unwrap()[0].row, 6);
+        assert_eq!(rx.try_recv().unwrap().len(), 2);
+        assert_eq!(tx.queued(), 0);
+        drop(rx);
+        assert!(!tx.offer(vec![event(10, 10)]), "no relay: left to the poll");
+        assert_eq!(tx.queued(), 0);
+        assert!(
+            metrics
+                .render()
+                .contains("backoffice_events_left_to_poll_total 4"),
+            "{}",
+            metrics.render()
+        );
     }
-    outcome
+
+    #[test]
+    fn an_event_over_the_limit_or_with_an_overlong_name_cannot_be_published() {
+        assert_eq!(unpublishable(&event(1, 1024), 1024), None);
+        let reason = unpublishable(&event(1, 1025), 1024).unwrap();
+        assert_eq!(
+            reason,
+            "event body of 1025 bytes is over max_event_size (1024 bytes)"
+        );
+        let mut long = event(2, 10);
+        long.messages[1].routing_key = "q".repeat(256);
+        assert!(unpublishable(&long, 1024)
+            .unwrap()
+            .starts_with("exchange or routing key longer than 255 bytes"));
+    }
 }

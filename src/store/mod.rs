@@ -186,20 +186,26 @@ pub fn is_transient(error: &StoreError) -> bool {
         || matches!(error, sqlx::Error::Database(e) if e.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")))
 }
 
-/// The durable figures the metrics report, read in one round trip.
+/// The durable figures the metrics report, read in one round trip. Abandoned
+/// events are counted apart: they will not be published, so they are not a
+/// backlog that drains.
 pub async fn durable_figures(pool: &PgPool) -> Result<crate::metrics::Durable, StoreError> {
-    let (unknown_open, outbox_backlog, oldest, dead): (i64, i64, f64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM commands WHERE state = 'unsettled'),
-                (SELECT count(*) FROM outbox WHERE published_at IS NULL),
-                COALESCE((SELECT EXTRACT(EPOCH FROM now() - min(created_at))::float8 FROM outbox WHERE published_at IS NULL), 0),
-                (SELECT count(*) FROM dead_letters WHERE requeued_at IS NULL)",
-    )
-    .fetch_one(pool)
-    .await?;
+    let (unknown_open, outbox_backlog, oldest, abandoned, dead): (i64, i64, f64, i64, i64) =
+        sqlx::query_as(
+            "SELECT (SELECT count(*) FROM commands WHERE state = 'unsettled'),
+                    (SELECT count(*) FROM outbox WHERE published_at IS NULL AND abandoned_at IS NULL),
+                    COALESCE((SELECT EXTRACT(EPOCH FROM now() - min(created_at))::float8 FROM outbox
+                              WHERE published_at IS NULL AND abandoned_at IS NULL), 0),
+                    (SELECT count(*) FROM outbox WHERE abandoned_at IS NOT NULL),
+                    (SELECT count(*) FROM dead_letters WHERE requeued_at IS NULL)",
+        )
+        .fetch_one(pool)
+        .await?;
     Ok(crate::metrics::Durable {
         unknown_open,
         outbox_backlog,
         outbox_oldest_age: Duration::from_secs_f64(oldest.max(0.0)),
+        outbox_abandoned: abandoned,
         dead_letters_waiting: dead,
     })
 }

@@ -1,5 +1,6 @@
 //! The `outbox` table: result events committed in the same transaction as the
-//! outcome they report, waiting for the relay to publish them with confirms.
+//! outcome they report, waiting for the relay to publish them with confirms,
+//! and the ones it gave up on (`abandoned_at`, with `last_error`).
 
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -43,20 +44,25 @@ pub struct OutboxRow {
     pub reply_to: Option<String>,
     pub reply_correlation_id: Option<String>,
     pub body: serde_json::Value,
+    /// When the broker last refused it: it is published alone from then on.
+    pub refused_at: Option<time::OffsetDateTime>,
 }
 
 /// Takes the oldest unpublished rows and locks them for this transaction, so
 /// that two relays (two instances) do not publish the same rows at once. Rows
 /// claimed by the instance that committed them are left to it until the
-/// claim expires.
+/// claim expires (a refused row is held back the same way); abandoned rows
+/// are not taken again.
 pub async fn lock_unpublished(
     conn: &mut PgConnection,
     limit: i64,
 ) -> Result<Vec<OutboxRow>, StoreError> {
     sqlx::query_as(
-        "SELECT id, message_id, command_id, exchange, routing_key, reply_to, reply_correlation_id, body
+        "SELECT id, message_id, command_id, exchange, routing_key, reply_to, reply_correlation_id, body,
+                refused_at
          FROM outbox
-         WHERE published_at IS NULL AND (claimed_until IS NULL OR claimed_until < now())
+         WHERE published_at IS NULL AND abandoned_at IS NULL
+           AND (claimed_until IS NULL OR claimed_until < now())
          ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
     )
     .bind(limit)
@@ -99,11 +105,77 @@ pub async fn mark_failed(
     Ok(())
 }
 
-/// Unpublished events: how many, and the age of the oldest in seconds.
+/// Records that the broker refused these rows: `(row, strike, error)`, a
+/// strike when it was refused on its own (see `pipeline::relay`). A refused
+/// row is published alone from now on, and held back for a while (2^strikes
+/// seconds, at most a minute) so that a message that breaks the connection
+/// does not break it twice a second. A row reaching `abandon_at` strikes is
+/// abandoned; returns those rows.
+pub async fn mark_refused(
+    conn: &mut PgConnection,
+    refused: &[(i64, bool, String)],
+    abandon_at: i32,
+) -> Result<Vec<i64>, StoreError> {
+    if refused.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<i64> = refused.iter().map(|r| r.0).collect();
+    let strikes: Vec<bool> = refused.iter().map(|r| r.1).collect();
+    let errors: Vec<&str> = refused.iter().map(|r| r.2.as_str()).collect();
+    let rows: Vec<(i64, bool)> = sqlx::query_as(
+        "UPDATE outbox o
+            SET refused_at = now(),
+                refusals = o.refusals + u.strike::int,
+                publish_attempts = o.publish_attempts + 1,
+                last_error = CASE WHEN o.refusals + u.strike::int >= $4
+                                  THEN format('refused by the broker %s times, published alone: %s', $4, u.error)
+                                  ELSE u.error END,
+                claimed_until = now() + make_interval(secs => least(60, power(2, o.refusals + u.strike::int))),
+                abandoned_at = CASE WHEN o.refusals + u.strike::int >= $4 THEN now() END
+           FROM UNNEST($1::bigint[], $2::bool[], $3::text[]) AS u(id, strike, error)
+          WHERE o.id = u.id AND o.published_at IS NULL
+         RETURNING o.id, o.abandoned_at IS NOT NULL",
+    )
+    .bind(&ids)
+    .bind(&strikes)
+    .bind(&errors)
+    .bind(abandon_at)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, abandoned)| abandoned.then_some(id))
+        .collect())
+}
+
+/// Gives up on rows that can never be published, each with its reason. They
+/// stay in the table (with `abandoned_at` and `last_error`) for a person to
+/// look at; the relay does not take them again.
+pub async fn abandon(conn: &mut PgConnection, rows: &[(i64, String)]) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+    let reasons: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+    sqlx::query(
+        "UPDATE outbox o
+            SET abandoned_at = now(), last_error = u.reason, claimed_until = NULL
+           FROM UNNEST($1::bigint[], $2::text[]) AS u(id, reason)
+          WHERE o.id = u.id AND o.published_at IS NULL",
+    )
+    .bind(&ids)
+    .bind(&reasons)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Events still to publish (abandoned ones excluded): how many, and the age
+/// of the oldest in seconds.
 pub async fn backlog(conn: &mut PgConnection) -> Result<(i64, f64), StoreError> {
     sqlx::query_as(
         "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at))::float8, 0)
-         FROM outbox WHERE published_at IS NULL",
+         FROM outbox WHERE published_at IS NULL AND abandoned_at IS NULL",
     )
     .fetch_one(conn)
     .await

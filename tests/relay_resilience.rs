@@ -1,0 +1,506 @@
+//! The outbox relay when the broker misbehaves: it stops confirming (the relay
+//! must not hang, and the events must still go out, with their message ids),
+//! the relay falls behind (the hand-over from the completion writer stays
+//! bounded and loses nothing), and an event can never be published (it is
+//! abandoned and recorded, and the events behind it go out).
+//!
+//! The broker is the real RabbitMQ; to make it "stop confirming" for one
+//! worker only, the worker talks to it through [`ConfirmDropper`], a TCP
+//! proxy that understands just enough AMQP framing to drop the broker's
+//! `basic.ack` frames on the connections open when it is told to.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use backoffice_worker::config::Config;
+use common::{free_port, http_get, pz, TestEnv, AMQP_URL};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// AMQP 0-9-1: a method frame, and the class and method of `basic.ack`.
+const FRAME_METHOD: u8 = 1;
+const BASIC_ACK: (u16, u16) = (60, 80);
+
+/// A TCP proxy to RabbitMQ that can stop the broker's publisher confirms
+/// (`basic.ack`) from reaching the client, on the connections open when
+/// [`ConfirmDropper::stop_confirms`] is called. Everything else (deliveries,
+/// heartbeats, channel and connection methods) still flows both ways, so the
+/// connection looks perfectly healthy: exactly the broker that a relay
+/// without a confirm timeout waits for forever. New connections are not
+/// affected.
+struct ConfirmDropper {
+    port: u16,
+    opened: Arc<AtomicU64>,
+    cutoff: Arc<AtomicU64>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl ConfirmDropper {
+    async fn start() -> ConfirmDropper {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let opened = Arc::new(AtomicU64::new(0));
+        let cutoff = Arc::new(AtomicU64::new(0));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let (o, c, d) = (opened.clone(), cutoff.clone(), dropped.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let number = o.fetch_add(1, Ordering::SeqCst);
+                let (cutoff, dropped) = (c.clone(), d.clone());
+                tokio::spawn(async move {
+                    let Ok(broker) = tokio::net::TcpStream::connect("127.0.0.1:5672").await else {
+                        return;
+                    };
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut broker_read, mut broker_write) = broker.into_split();
+                    let upstream = async {
+                        let _ = tokio::io::copy(&mut client_read, &mut broker_write).await;
+                    };
+                    let downstream = async {
+                        // The broker sends frames from its first byte on.
+                        let mut header = [0u8; 7];
+                        loop {
+                            if broker_read.read_exact(&mut header).await.is_err() {
+                                return;
+                            }
+                            let size = u32::from_be_bytes(header[3..7].try_into().unwrap());
+                            let mut rest = vec![0u8; size as usize + 1];
+                            if broker_read.read_exact(&mut rest).await.is_err() {
+                                return;
+                            }
+                            let is_ack = header[0] == FRAME_METHOD
+                                && rest.len() >= 5
+                                && u16::from_be_bytes([rest[0], rest[1]]) == BASIC_ACK.0
+                                && u16::from_be_bytes([rest[2], rest[3]]) == BASIC_ACK.1;
+                            if is_ack && number < cutoff.load(Ordering::SeqCst) {
+                                dropped.fetch_add(1, Ordering::SeqCst);
+                                continue;
+                            }
+                            if client_write.write_all(&header).await.is_err()
+                                || client_write.write_all(&rest).await.is_err()
+                            {
+                                return;
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        _ = upstream => {}
+                        _ = downstream => {}
+                    }
+                });
+            }
+        });
+        ConfirmDropper {
+            port,
+            opened,
+            cutoff,
+            dropped,
+        }
+    }
+
+    fn url(&self) -> String {
+        AMQP_URL.replace("127.0.0.1:5672", &format!("127.0.0.1:{}", self.port))
+    }
+
+    /// From now on, the connections open now get no more confirms.
+    fn stop_confirms(&self) {
+        self.cutoff
+            .store(self.opened.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+
+    fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::SeqCst)
+    }
+}
+
+/// A worker in this process with the environment's config, its broker URL
+/// replaced and `extra` tables added; its admin listener on `admin`.
+fn start_worker(
+    env: &TestEnv,
+    amqp_url: &str,
+    admin: u16,
+    extra: &str,
+) -> (CancellationToken, JoinHandle<anyhow::Result<()>>) {
+    let text = format!(
+        "{}\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n{extra}",
+        env.config_text().replace(AMQP_URL, amqp_url)
+    );
+    let config = Config::parse(std::path::Path::new("test.toml"), &text, |_| None).unwrap();
+    let token = CancellationToken::new();
+    let join = tokio::spawn(backoffice_worker::worker::run_with(config, token.clone()));
+    (token, join)
+}
+
+async fn stop(token: CancellationToken, join: JoinHandle<anyhow::Result<()>>) {
+    token.cancel();
+    tokio::time::timeout(Duration::from_secs(30), join)
+        .await
+        .expect("the worker stops within 30 s")
+        .expect("worker task")
+        .expect("worker exits cleanly");
+}
+
+/// A counter's value from the worker's /metrics.
+async fn metric(admin: u16, name: &str) -> f64 {
+    let (status, body) = http_get(&format!("http://127.0.0.1:{admin}/metrics"))
+        .await
+        .expect("/metrics answers");
+    assert_eq!(status, 200);
+    body.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{body}"))
+}
+
+/// Waits until every command in `ids` has an event, recording each
+/// command's message ids as they arrive (every copy, duplicates included).
+async fn collect_events(
+    env: &mut TestEnv,
+    ids: &[String],
+    within: Duration,
+    message_ids: &mut HashMap<String, Vec<String>>,
+) {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut missing: HashSet<&String> = ids.iter().collect();
+    while !missing.is_empty() {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let Some((event, delivery)) = env.next_event(left).await else {
+            panic!(
+                "{} of {} commands have no event after {within:?}: {missing:?}",
+                missing.len(),
+                ids.len()
+            );
+        };
+        let message_id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .expect("every event has a message_id")
+            .to_string();
+        missing.remove(&event.command_id);
+        message_ids
+            .entry(event.command_id)
+            .or_default()
+            .push(message_id);
+    }
+}
+
+fn capture(k: u64, prefix: &str) -> (String, serde_json::Value) {
+    let id = format!("{prefix}-{k}");
+    let command = pz(
+        &id,
+        "capture",
+        &(10_000_700 + 2 * k).to_string(),
+        Some("1.00"),
+    );
+    (id, command)
+}
+
+/// Every row published, none abandoned, and each command's copies carry the
+/// message id of its one outbox row.
+async fn assert_delivered_with_their_ids(env: &TestEnv, seen: &HashMap<String, Vec<String>>) {
+    let rows: Vec<(String, uuid::Uuid, bool)> = sqlx::query_as(
+        "SELECT command_id, message_id, published_at IS NOT NULL FROM outbox ORDER BY id",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), seen.len(), "one event per command");
+    for (command, message_id, published) in rows {
+        assert!(published, "{command}: its row is marked published");
+        let copies = &seen[&command];
+        assert!(
+            copies.iter().all(|m| *m == message_id.to_string()),
+            "{command}: every copy carries the row's message id {message_id}: {copies:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_stops_confirming_does_not_hang_the_relay() {
+    let mut env = TestEnv::new("noconfirm").await;
+    let proxy = ConfirmDropper::start().await;
+    let admin = free_port();
+    let (token, join) = start_worker(
+        &env,
+        &proxy.url(),
+        admin,
+        "[relay]\nconfirm_timeout = \"2s\"\n",
+    );
+    let mut seen = HashMap::new();
+
+    let before: Vec<(String, serde_json::Value)> = (0..5).map(|k| capture(k, "nc")).collect();
+    for (_, c) in &before {
+        env.publish(c).await;
+    }
+    let ids: Vec<String> = before.iter().map(|(id, _)| id.clone()).collect();
+    collect_events(&mut env, &ids, Duration::from_secs(30), &mut seen).await;
+
+    // The broker keeps the connection, routes what it is sent, delivers
+    // commands; it just never confirms another publish on it.
+    proxy.stop_confirms();
+    let after: Vec<(String, serde_json::Value)> = (5..25).map(|k| capture(k, "nc")).collect();
+    for (_, c) in &after {
+        env.publish(c).await;
+    }
+    let ids: Vec<String> = after.iter().map(|(id, _)| id.clone()).collect();
+    // Without a confirm timeout the relay waited for these until the
+    // heartbeat gave up on the connection (two minutes at RabbitMQ's default).
+    collect_events(&mut env, &ids, Duration::from_secs(30), &mut seen).await;
+    env.drain_events(Duration::from_millis(500)).await;
+
+    assert!(proxy.dropped() > 0, "the proxy did withhold confirms");
+    assert!(
+        metric(admin, "backoffice_publish_confirm_timeouts_total").await >= 1.0,
+        "the relay timed out and reopened the session"
+    );
+    // Unpublished rows are found by the poll of every 500 ms; once the new
+    // session published them, nothing is left.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                .fetch_one(&env.pool)
+                .await
+                .unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{left} rows never marked published"
+        );
+        env.drain_events(Duration::from_millis(200)).await;
+    }
+    assert_delivered_with_their_ids(&env, &seen).await;
+    assert_eq!(
+        env.sim.sim().stats().ledger_entries,
+        25,
+        "each capture ran once"
+    );
+    stop(token, join).await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_handover_to_the_relay_loses_nothing() {
+    let mut env = TestEnv::new("handover").await;
+    let proxy = ConfirmDropper::start().await;
+    let admin = free_port();
+    // Room for 4 events: while the relay waits for confirms that do not
+    // come, the completion writer does not wait for it.
+    let (token, join) = start_worker(
+        &env,
+        &proxy.url(),
+        admin,
+        "[relay]\nconfirm_timeout = \"3s\"\nhandover_capacity = 4\n",
+    );
+    let mut seen = HashMap::new();
+    let (first, command) = capture(0, "ho");
+    env.publish(&command).await;
+    collect_events(&mut env, &[first], Duration::from_secs(30), &mut seen).await;
+
+    proxy.stop_confirms();
+    let commands: Vec<(String, serde_json::Value)> = (1..41).map(|k| capture(k, "ho")).collect();
+    for (_, c) in &commands {
+        env.publish(c).await;
+    }
+    let ids: Vec<String> = commands.iter().map(|(id, _)| id.clone()).collect();
+    collect_events(&mut env, &ids, Duration::from_secs(40), &mut seen).await;
+    env.drain_events(Duration::from_millis(500)).await;
+
+    assert!(
+        metric(admin, "backoffice_events_left_to_poll_total").await > 0.0,
+        "the hand-over was full at some point and the writer went on"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let left: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                .fetch_one(&env.pool)
+                .await
+                .unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{left} rows never marked published"
+        );
+        env.drain_events(Duration::from_millis(200)).await;
+    }
+    assert_delivered_with_their_ids(&env, &seen).await;
+    stop(token, join).await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_over_the_size_limit_is_abandoned_and_the_others_published() {
+    let mut env = TestEnv::new("oversize").await;
+    let admin = free_port();
+    let (token, join) = start_worker(&env, AMQP_URL, admin, "[relay]\nmax_event_size = 2048\n");
+    // Its event echoes 3 KB of metadata: over the limit, on the fresh path.
+    let mut big = pz("big-1", "capture", "10000900", Some("1.00"));
+    big["metadata"] = serde_json::json!({"note": "x".repeat(3000)});
+    env.publish(&big).await;
+    // And one already in the outbox, found by the poll, as an event from
+    // an earlier version or a larger limit would be.
+    sqlx::query(
+        "INSERT INTO outbox (message_id, command_id, exchange, routing_key, body)
+         VALUES ($1, 'big-2', $2, 'paymentz.capture.succeeded', $3)",
+    )
+    .bind(uuid::Uuid::new_v4())
+    .bind(&env.result_exchange)
+    .bind(serde_json::json!({"command_id": "big-2", "padding": "y".repeat(5000)}))
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    let commands: Vec<(String, serde_json::Value)> = (0..10).map(|k| capture(k, "small")).collect();
+    for (_, c) in &commands {
+        env.publish(c).await;
+    }
+    let ids: Vec<String> = commands.iter().map(|(id, _)| id.clone()).collect();
+    let mut seen = HashMap::new();
+    collect_events(&mut env, &ids, Duration::from_secs(30), &mut seen).await;
+
+    // Both big rows are abandoned, with the reason, and never published; the
+    // ten others are marked published (a moment after their confirm).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let abandoned: Vec<(String, String, Option<time::OffsetDateTime>)> = loop {
+        let rows: Vec<(String, String, Option<time::OffsetDateTime>)> = sqlx::query_as(
+            "SELECT command_id, last_error, published_at FROM outbox
+             WHERE abandoned_at IS NOT NULL ORDER BY command_id",
+        )
+        .fetch_all(&env.pool)
+        .await
+        .unwrap();
+        let published: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NOT NULL")
+                .fetch_one(&env.pool)
+                .await
+                .unwrap();
+        if (rows.len() == 2 && published == 10) || tokio::time::Instant::now() > deadline {
+            assert_eq!(published, 10, "every other event was published");
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(abandoned.len(), 2, "{abandoned:?}");
+    for (command, error, published) in &abandoned {
+        assert!(published.is_none(), "{command} was not published");
+        assert!(
+            error.contains("over max_event_size (2048 bytes)"),
+            "{command}: {error}"
+        );
+        assert!(
+            !error.contains("xxxx"),
+            "the reason does not repeat the body"
+        );
+    }
+    assert_eq!(abandoned[0].0, "big-1");
+    assert!(
+        !seen.contains_key("big-1") && !seen.contains_key("big-2"),
+        "no oversized event was sent"
+    );
+    env.drain_events(Duration::from_millis(300)).await;
+    assert!(!env.seen.contains_key("big-1") && !env.seen.contains_key("big-2"));
+
+    // Counted apart: not a backlog that would drain, but visible.
+    let body = http_get(&format!("http://127.0.0.1:{admin}/metrics"))
+        .await
+        .unwrap()
+        .1;
+    assert!(body.contains("backoffice_outbox_abandoned 2"), "{body}");
+    assert!(body.contains("backoffice_outbox_backlog 0"), "{body}");
+    assert!(
+        body.contains("backoffice_events_abandoned_total 2"),
+        "{body}"
+    );
+    stop(token, join).await;
+    env.cleanup().await;
+}
+
+/// A direct reply-to name whose encoded channel the broker cannot decode:
+/// RabbitMQ 3.10 answers a publish to it by closing the whole connection
+/// with 541 INTERNAL_ERROR. A producer can send any `reply_to`, so without
+/// giving up on such an event the relay broke its own connection (and the
+/// consumer's, on the same session) every half second, for ever.
+const POISON_REPLY_TO: &str = "amq.rabbitmq.reply-to.g2dkAA1yYWJiaXRAbG9jYWxob3N0AAAAAAAAAAAA.abc";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_broker_refuses_again_and_again_is_abandoned() {
+    let mut env = TestEnv::new("refused").await;
+    let admin = free_port();
+    let (token, join) = start_worker(&env, AMQP_URL, admin, "");
+    env.publish_raw(
+        serde_json::to_vec(&pz("poison", "inquiry", "10000003", None)).unwrap(),
+        lapin::BasicProperties::default().with_reply_to(POISON_REPLY_TO.into()),
+    )
+    .await;
+
+    // Other commands keep coming: the relay gives up on a row only while
+    // others get through (a broker refusing everything is not the rows' fault).
+    let mut ids = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut k = 0;
+    let (refusals, error) = loop {
+        let (id, command) = capture(k, "good");
+        env.publish(&command).await;
+        ids.push(id);
+        k += 1;
+        let row: Option<(i32, String)> = sqlx::query_as(
+            "SELECT refusals, last_error FROM outbox
+             WHERE command_id = 'poison' AND abandoned_at IS NOT NULL",
+        )
+        .fetch_optional(&env.pool)
+        .await
+        .unwrap();
+        if let Some(row) = row {
+            break row;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the poisoned event was not abandoned within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(refusals, 3, "three refusals on its own");
+    assert!(
+        error.starts_with("refused by the broker 3 times, published alone: ")
+            && error.contains("INTERNAL_ERROR"),
+        "{error}"
+    );
+    let mut seen = HashMap::new();
+    collect_events(&mut env, &ids, Duration::from_secs(30), &mut seen).await;
+    // Every other event is published, and the relay no longer touches the row.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let left: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM outbox WHERE published_at IS NULL AND abandoned_at IS NULL",
+        )
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{left} rows never published"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        metric(admin, "backoffice_events_abandoned_total").await,
+        1.0
+    );
+    stop(token, join).await;
+    env.cleanup().await;
+}
