@@ -102,13 +102,14 @@ pub fn config_text(base_url: &str) -> String {
 }
 
 /// Builds the accounts exactly as the worker does: parse the text, then
-/// `Accounts::build` with a transport of 1 s timeouts.
+/// `Accounts::build` with the text's `[http]` settings but 1 s timeouts.
 pub fn accounts_from(text: &str) -> Accounts {
     let config = Config::parse(Path::new("gateway-test.toml"), text, |_| None)
         .expect("the test config is valid");
     let transport = HttpTransport::new(HttpSettings {
         connect_timeout: Duration::from_secs(1),
         request_timeout: Duration::from_secs(1),
+        ..config.http.clone()
     });
     Accounts::build(&config.accounts, &transport).expect("accounts build")
 }
