@@ -1245,9 +1245,7 @@ fn expected(kind: FaultKind) -> Expected {
             classification: Classification::NotApplied,
             http_status: Some(307),
             applied: false,
-            error: |e| {
-                matches!(e, GatewayError::Redirected { status: 307, location: Some(l) } if l.starts_with("/moved/"))
-            },
+            error: |e| matches!(e, GatewayError::Redirected { status: 307, location: Some(l) } if l.starts_with("/moved/")),
         },
         // Applied, then an answer too large to read: it cannot say what happened.
         FaultKind::HugeAnswer => Expected {

@@ -13,6 +13,9 @@ pub mod signing;
 pub mod token;
 pub mod wire;
 
+#[cfg(test)]
+mod properties;
+
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;

@@ -12,6 +12,9 @@ pub mod classify;
 pub mod signing;
 pub mod wire;
 
+#[cfg(test)]
+mod properties;
+
 use std::fmt;
 use std::sync::Arc;
 
