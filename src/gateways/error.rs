@@ -42,7 +42,7 @@ pub enum GatewayError {
     /// The answer was longer than `[http] max_answer_bytes`; only that much was read.
     #[error("answer larger than {limit} bytes ([http] max_answer_bytes); it was not read whole")]
     Oversized { limit: usize },
-    /// A success whose signature did not verify, on an account that enforces
+    /// An answer whose signature did not verify, on an account that enforces
     /// answer signatures: it may be forged, so it proves nothing either way.
     #[error("answer signature did not verify (enforce_answer_signature is on): {0}")]
     UnverifiedAnswer(String),

@@ -24,10 +24,11 @@ use crate::gateways::{Answer, Classification, GatewayError, PaymentSnapshot, Pay
 /// What an account believes of Praxis answers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AnswerRules {
-    /// `enforce_answer_signature`: a success whose signature does not verify
-    /// is ambiguous (settled by inquiry), and an inquiry whose signature does
-    /// not verify is evidence of nothing. Off by default: the documented
-    /// answer rule does not reproduce on the documentation's own examples.
+    /// `enforce_answer_signature`: an answer whose signature does not verify
+    /// is ambiguous whatever it says (a success is settled by inquiry), and an
+    /// inquiry whose signature does not verify is evidence of nothing. Off by
+    /// default: the documented answer rule does not reproduce on the
+    /// documentation's own examples.
     pub enforce_signature: bool,
     /// `not_found_statuses`: the positive statuses with which `find-transaction`
     /// says the transaction does not exist. Empty by default: the real
@@ -116,19 +117,20 @@ pub fn interpret(
     {
         answer.not_found = true;
     }
-    if rules.enforce_signature && !verified {
-        // A forged or altered answer must not tell us money moved, nor that
-        // nothing was ever applied: either would end the command wrongly.
+    if rules.enforce_signature && !verified && answer.error.is_none() {
+        // Under enforcement an answer that may be forged proves nothing about
+        // the payment: not a success (money moved), not a refusal or a "try
+        // again" (nothing moved, so a resend would be safe), not "no such
+        // payment". It is read as unreadable; an inquiry settles it, and an
+        // inquiry that does not verify either settles nothing.
+        let problem = match &parsed.signature {
+            Some(_) => "the signature received is not the answer's",
+            None => "the answer carries no signature",
+        };
+        answer.classification = Classification::Ambiguous;
+        answer.snapshot = None;
         answer.not_found = false;
-        if answer.classification == Classification::Succeeded {
-            let problem = match &parsed.signature {
-                Some(_) => "the signature received is not the answer's".to_string(),
-                None => "the answer carries no signature".to_string(),
-            };
-            answer.classification = Classification::Ambiguous;
-            answer.snapshot = None;
-            answer.error = Some(GatewayError::UnverifiedAnswer(problem));
-        }
+        answer.error = Some(GatewayError::UnverifiedAnswer(problem.to_string()));
     }
     Interpreted {
         answer,
@@ -670,11 +672,40 @@ mod tests {
         assert_eq!(reply.answer.classification, Classification::Ambiguous);
         assert_eq!(reply.answer.snapshot, None);
 
-        // An unverified "not found" is no evidence either.
+        // An unverified "not found" is no evidence either, nor is an
+        // unverified refusal or "try again" of a side effect.
         let not_found = r#"{"status":1007,"description":"Transaction not found","version":"1.1","signature":"00"}"#;
         let reply = with_rules(Endpoint::FindTransaction, not_found, &rules);
-        assert_eq!(reply.answer.classification, Classification::Declined);
+        assert_eq!(reply.answer.classification, Classification::Ambiguous);
         assert!(!reply.answer.not_found);
+        assert_eq!(
+            reply.answer.gateway_code.as_deref(),
+            Some("1007"),
+            "kept for the record"
+        );
+        for body in [
+            r#"{"status":1008,"description":"Transaction is approved"}"#,
+            r#"{"status":-1,"description":"Internal error","signature":"00"}"#,
+        ] {
+            let reply = with_rules(Endpoint::DepositCapture, body, &rules);
+            assert_eq!(
+                reply.answer.classification,
+                Classification::Ambiguous,
+                "{body}"
+            );
+            assert!(matches!(
+                reply.answer.error,
+                Some(GatewayError::UnverifiedAnswer(_))
+            ));
+            // Signed, they mean what they say.
+            let signed = signed_body(object(serde_json::from_str(body).unwrap()));
+            let signed = with_rules(Endpoint::DepositCapture, &signed, &rules);
+            assert_ne!(
+                signed.answer.classification,
+                Classification::Ambiguous,
+                "{body}"
+            );
+        }
     }
 
     #[test]

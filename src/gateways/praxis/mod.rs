@@ -229,7 +229,7 @@ impl Gateway for Praxis {
                 trace_id,
                 signature_present = read.signature_received.is_some(),
                 enforced = self.config.rules.enforce_signature,
-                "Praxis answer signature did not verify; recorded, and under enforcement a success proves nothing"
+                "Praxis answer signature did not verify; recorded, and under enforcement the answer proves nothing"
             );
         }
         let exchange = Exchange {

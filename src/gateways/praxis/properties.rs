@@ -6,8 +6,9 @@
 //! Whatever comes in, [`interpret`] returns (never panics) exactly one
 //! reading whose classification agrees with its error; it says `Succeeded`
 //! only for a 2xx whose `status` is 0 and, under enforcement, whose signature
-//! verified; a snapshot comes only with a successful inquiry, and "not found"
-//! only from a configured status of `find-transaction`.
+//! verified (an unverified answer is then ambiguous, whatever it says); a
+//! snapshot comes only with a successful inquiry, and "not found" only from a
+//! configured status of `find-transaction`.
 
 use proptest::prelude::*;
 use secrecy::SecretString;
@@ -219,6 +220,11 @@ proptest! {
             if rules.enforce_signature {
                 prop_assert_eq!(read.signature_verified, Some(true));
             }
+        }
+        // Under enforcement, an answer read but not verified proves nothing.
+        if rules.enforce_signature && read.signature_verified == Some(false) {
+            prop_assert_eq!(answer.classification, Classification::Ambiguous);
+            prop_assert!(answer.snapshot.is_none() && !answer.not_found);
         }
         // Enforcement only ever takes a success away, never grants one.
         let lenient = interpret(endpoint, TRACE, Ok((status, body.clone())), &secret, &AnswerRules::default());
