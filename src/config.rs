@@ -16,13 +16,18 @@ use std::time::Duration;
 use secrecy::SecretString;
 use url::Url;
 
-use crate::gateways::http::{HttpSettings, HttpTransport};
+use crate::gateways::http::{self, HttpSettings, HttpTransport, ProxyUrl};
 use crate::gateways::registry;
 use crate::gateways::Gateway;
 
 /// The file name looked for in the working directory when no path is given.
 pub const DEFAULT_FILE: &str = "backoffice.toml";
 pub const CONFIG_ENV: &str = "BACKOFFICE_CONFIG";
+
+/// `[http] max_answer_bytes` bounds: below 64 KiB a transaction list page may
+/// not fit; above 1 GiB the cap no longer protects anything.
+const MIN_ANSWER_BYTES: i64 = 64 * 1024;
+const MAX_ANSWER_BYTES: i64 = 1024 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -271,11 +276,25 @@ impl Config {
         let http_table = top.subtable("http")?.unwrap_or(&empty);
         let http_section = Section::new(file, "http".into(), http_table);
         let defaults = HttpSettings::default();
+        let proxy = match http_section.opt_str("proxy")? {
+            None => None,
+            Some(text) => Some(
+                ProxyUrl::parse(&text).map_err(|problem| http_section.error("proxy", problem))?,
+            ),
+        };
         let http = HttpSettings {
             connect_timeout: http_section
                 .duration_or("connect_timeout", defaults.connect_timeout)?,
             request_timeout: http_section
                 .duration_or("request_timeout", defaults.request_timeout)?,
+            allow_http: http_section.bool_or("allow_http", defaults.allow_http)?,
+            proxy,
+            max_answer_bytes: http_section.int_or(
+                "max_answer_bytes",
+                defaults.max_answer_bytes as i64,
+                MIN_ANSWER_BYTES,
+                MAX_ANSWER_BYTES,
+            )? as usize,
         };
         http_section.finish()?;
 
@@ -329,7 +348,7 @@ impl Config {
                         table,
                     };
                     // Build once now so that every mistake surfaces at start-up.
-                    spec.build(HttpTransport::new(http))?;
+                    spec.build(HttpTransport::new(http.clone()))?;
                     accounts.push(spec);
                 }
             }
@@ -557,6 +576,21 @@ impl<'a> Section<'a> {
         Ok(text.trim_end_matches('/').to_string())
     }
 
+    /// A gateway account's base URL ([`Section::base_url`]), refused when it is
+    /// plain `http` to another machine and `[http] allow_http` is not set.
+    pub fn gateway_base_url(
+        &self,
+        key: &str,
+        settings: &HttpSettings,
+    ) -> Result<String, ConfigError> {
+        let text = self.base_url(key)?;
+        let url = Url::parse(&text).map_err(|e| self.error(key, format!("malformed URL: {e}")))?;
+        match http::refuse_base_url(&url, settings) {
+            Some(problem) => Err(self.error(key, problem)),
+            None => Ok(text),
+        }
+    }
+
     pub fn check_url(&self, key: &str, text: &str, schemes: &[&str]) -> Result<(), ConfigError> {
         let url = Url::parse(text).map_err(|e| self.error(key, format!("malformed URL: {e}")))?;
         if !schemes.contains(&url.scheme()) {
@@ -583,6 +617,29 @@ impl<'a> Section<'a> {
                 Err(self.error(key, format!("must be between {min} and {max}")))
             }
             Some(_) => Err(self.error(key, "must be an integer")),
+        }
+    }
+
+    /// A list of integers (`[1007, 1010]`).
+    pub fn ints_or(&self, key: &str, default: &[i64]) -> Result<Vec<i64>, ConfigError> {
+        match self.get(key) {
+            None => Ok(default.to_vec()),
+            Some(toml::Value::Array(items)) => items
+                .iter()
+                .map(|item| match item {
+                    toml::Value::Integer(i) => Ok(*i),
+                    _ => Err(self.error(key, "must be a list of integers")),
+                })
+                .collect(),
+            Some(_) => Err(self.error(key, "must be a list of integers")),
+        }
+    }
+
+    pub fn bool_or(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(toml::Value::Boolean(b)) => Ok(*b),
+            Some(_) => Err(self.error(key, "must be true or false")),
         }
     }
 
@@ -766,6 +823,65 @@ frontend = "Integration TEST USD"
             .unwrap_err()
             .to_string();
         assert!(err.contains("[worker] key `lease`"), "{err}");
+    }
+
+    #[test]
+    fn plain_http_to_another_machine_needs_allow_http() {
+        let remote = SPEC_EXAMPLE.replace("https://test.paymentz.com", "http://test.paymentz.com");
+        let err = parse(&remote, env_with_secrets).unwrap_err().to_string();
+        assert!(
+            err.starts_with("test.toml: [accounts.paymentz.default] key `base_url`: plain http"),
+            "{err}"
+        );
+        assert!(
+            err.contains("allow_http = true") && err.contains("[http]"),
+            "{err}"
+        );
+
+        let allowed = format!("{remote}\n[http]\nallow_http = true\n");
+        let config = parse(&allowed, env_with_secrets).unwrap();
+        assert!(config.http.allow_http);
+
+        // Loopback needs nothing: that is where the simulator listens.
+        let local =
+            SPEC_EXAMPLE.replace("https://pci-gw-test.praxispay.com", "http://127.0.0.1:8099");
+        assert!(!parse(&local, env_with_secrets).unwrap().http.allow_http);
+
+        let not_bool = format!("{SPEC_EXAMPLE}\n[http]\nallow_http = \"yes\"\n");
+        let err = parse(&not_bool, env_with_secrets).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "test.toml: [http] key `allow_http`: must be true or false"
+        );
+    }
+
+    #[test]
+    fn http_defaults_and_limits() {
+        let config = parse(SPEC_EXAMPLE, env_with_secrets).unwrap();
+        assert_eq!(config.http, HttpSettings::default());
+        assert_eq!(config.http.proxy, None);
+        assert_eq!(config.http.max_answer_bytes, 4 * 1024 * 1024);
+
+        let set = format!(
+            "{SPEC_EXAMPLE}\n[http]\nproxy = \"http://proxy.internal:3128\"\nmax_answer_bytes = 1048576\n"
+        );
+        let config = parse(&set, env_with_secrets).unwrap();
+        assert_eq!(
+            config.http.proxy.as_ref().map(|p| p.as_str()),
+            Some("http://proxy.internal:3128/")
+        );
+        assert_eq!(config.http.max_answer_bytes, 1 << 20);
+
+        let bad_proxy = format!("{SPEC_EXAMPLE}\n[http]\nproxy = \"socks5://p:1080\"\n");
+        let err = parse(&bad_proxy, env_with_secrets).unwrap_err().to_string();
+        assert!(err.starts_with("test.toml: [http] key `proxy`: "), "{err}");
+
+        let tiny = format!("{SPEC_EXAMPLE}\n[http]\nmax_answer_bytes = 10\n");
+        let err = parse(&tiny, env_with_secrets).unwrap_err().to_string();
+        assert!(
+            err.starts_with("test.toml: [http] key `max_answer_bytes`: must be between"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -48,14 +48,14 @@ pub struct RunArgs {
 /// services (or `$AMQP_URL` / `$DATABASE_URL`) and one sandbox account per gateway.
 pub const SANDBOX_CONFIG: &str = r#"
 [accounts.paymentz.default]
-base_url = "http://sandbox.invalid"
+base_url = "http://127.0.0.1:8099"
 partner_id = "197"
 username = "sandbox-merchant"
 member_id = "11359"
 secure_key = "sandbox-secure-key"
 
 [accounts.praxis.default]
-base_url = "http://sandbox.invalid"
+base_url = "http://127.0.0.1:8099"
 merchant_id = "Test-Integration-Merchant"
 merchant_secret = "sandbox-merchant-secret"
 frontend = "Integration TEST USD"
@@ -103,7 +103,7 @@ pub async fn run_with_options(
         Some(listen) => Some(start_sandbox(&mut config, listen).await?),
         None => None,
     };
-    let accounts = Accounts::build(&config.accounts, &HttpTransport::new(config.http))?;
+    let accounts = Accounts::build(&config.accounts, &HttpTransport::new(config.http.clone()))?;
     let store = Store::connect_lazy(&config.database)?;
     let metrics = Arc::new(Metrics::new());
     let worker = Worker::new(&config, store.clone(), accounts, metrics, shutdown.clone());

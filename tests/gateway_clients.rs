@@ -825,7 +825,11 @@ async fn a_failed_token_fetch_sends_nothing_and_is_not_applied() {
     let accounts = accounts_from(&config_text(&sim.base_url()));
     let pz = client(&accounts, "paymentz");
     let id = captured(&sim, "50.00");
-    for kind in FaultKind::ALL {
+    // `bad_signature` spoils signed answers only; a token answer has none.
+    for kind in FaultKind::ALL
+        .into_iter()
+        .filter(|k| *k != FaultKind::BadSignature)
+    {
         sim.sim()
             .script_fault(FaultScript::new(kind, 1).operation("authToken"))
             .expect("script accepted");
@@ -1235,6 +1239,24 @@ fn expected(kind: FaultKind) -> Expected {
             applied: false,
             error: |e| matches!(e, GatewayError::NotProcessed { status: 429 }),
         },
+        // 307: moved before processing, not followed (tests/gateway_trust.rs
+        // shows the target receives nothing).
+        FaultKind::Redirect => Expected {
+            classification: Classification::NotApplied,
+            http_status: Some(307),
+            applied: false,
+            error: |e| matches!(e, GatewayError::Redirected { status: 307, location: Some(l) } if l.starts_with("/moved/")),
+        },
+        // Applied, then an answer too large to read: it cannot say what happened.
+        FaultKind::HugeAnswer => Expected {
+            classification: ambiguous,
+            http_status: Some(200),
+            applied: true,
+            error: |e| matches!(e, GatewayError::Oversized { .. }),
+        },
+        FaultKind::BadSignature => {
+            unreachable!("not a transport failure: its answer is read (tests/gateway_trust.rs)")
+        }
     }
 }
 
@@ -1373,6 +1395,26 @@ async fn paymentz_reset_after_is_ambiguous_and_the_refund_happened() {
 #[tokio::test]
 async fn paymentz_rate_limit_is_not_applied() {
     paymentz_fault(FaultKind::RateLimit).await;
+}
+
+#[tokio::test]
+async fn paymentz_redirect_is_not_applied() {
+    paymentz_fault(FaultKind::Redirect).await;
+}
+
+#[tokio::test]
+async fn paymentz_huge_answer_is_ambiguous_and_the_refund_happened() {
+    paymentz_fault(FaultKind::HugeAnswer).await;
+}
+
+#[tokio::test]
+async fn praxis_redirect_is_not_applied() {
+    praxis_fault(FaultKind::Redirect).await;
+}
+
+#[tokio::test]
+async fn praxis_huge_answer_is_ambiguous_and_the_capture_happened() {
+    praxis_fault(FaultKind::HugeAnswer).await;
 }
 
 #[tokio::test]

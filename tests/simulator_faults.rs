@@ -531,3 +531,123 @@ async fn shutdown_closes_idle_keep_alive_connections() {
         "nothing listens any more"
     );
 }
+
+/// A client that, like the worker, follows no redirect.
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn redirect_answers_307_with_its_location_and_applies_nothing() {
+    let sim = start().await;
+    let pz = Paymentz::with_client(&sim, no_redirects());
+    let token = pz.token().await;
+    captured(&sim, "110").await;
+    script(&sim, FaultKind::Redirect, "RF");
+    let response = no_redirects()
+        .post(format!(
+            "{}/transactionServices/REST/v1/payments/110",
+            sim.base_url()
+        ))
+        .header("AuthToken", &token)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("paymentType=RF")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 307);
+    assert_eq!(
+        response.headers()["location"],
+        "/moved/transactionServices/REST/v1/payments/110"
+    );
+    assert!(sim.sim().ledger_for(GatewayId::Paymentz, "110").is_empty());
+
+    // The location is the admin's to choose.
+    let (status, _) = admin(
+        &sim,
+        reqwest::Method::PUT,
+        "/admin/answers",
+        Some(json!({"redirect_location": "https://elsewhere.invalid/x"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    script(&sim, FaultKind::Redirect, "RF");
+    let (status, _) = pz
+        .operation(&token, "RF", "110", Some("10.00"))
+        .await
+        .unwrap();
+    assert_eq!(status, 307);
+    assert!(sim.sim().ledger_for(GatewayId::Paymentz, "110").is_empty());
+    assert_eq!(sim.sim().stats().faults_of(FaultKind::Redirect), 2);
+    let (status, _) = admin(
+        &sim,
+        reqwest::Method::PUT,
+        "/admin/answers",
+        Some(json!({"redirect_location": "bad\nvalue"})),
+    )
+    .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn huge_answer_applies_then_streams_the_real_answer_padded_out() {
+    let sim = start().await;
+    let pz = Paymentz::sandbox(&sim);
+    let token = pz.token().await;
+    captured(&sim, "111").await;
+    let size = 3 * 1024 * 1024 + 17;
+    admin(
+        &sim,
+        reqwest::Method::PUT,
+        "/admin/answers",
+        Some(json!({"huge_answer_bytes": size})),
+    )
+    .await;
+    script(&sim, FaultKind::HugeAnswer, "RF");
+    let (status, body) = pz
+        .operation(&token, "RF", "111", Some("10.00"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body.len(), size);
+    let value: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(value["result"]["code"], "00005", "a real answer inside");
+    assert_eq!(sim.sim().ledger_for(GatewayId::Paymentz, "111").len(), 1);
+}
+
+#[tokio::test]
+async fn bad_signature_spoils_only_a_praxis_answers_signature() {
+    let sim = start().await;
+    let px = Praxis::sandbox(&sim);
+    create_payment(
+        &sim,
+        json!({"gateway": "praxis", "id": 752860, "amount": "25.00", "state": "authorized"}),
+    )
+    .await;
+    script(&sim, FaultKind::BadSignature, "deposit-capture");
+    let answer = px.call("deposit-capture", 752860).await;
+    assert_eq!(answer["status"], 0, "{answer}");
+    assert_eq!(answer["signature"].as_str().unwrap().len(), 96);
+    assert!(!px.answer_verifies(&answer), "{answer}");
+    assert_eq!(sim.sim().ledger_for(GatewayId::Praxis, "752860").len(), 1);
+    // The next answer is signed as usual.
+    assert!(px.answer_verifies(&px.call("find-transaction", 752860).await));
+
+    // Paymentz answers carry no signature: nothing to spoil.
+    let pz = Paymentz::sandbox(&sim);
+    let token = pz.token().await;
+    captured(&sim, "112").await;
+    script(&sim, FaultKind::BadSignature, "RF");
+    let (status, body) = pz
+        .operation(&token, "RF", "112", Some("10.00"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let value: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(value["result"]["code"], "00005");
+    assert!(value.get("signature").is_none());
+}

@@ -246,3 +246,43 @@ async fn not_found_and_on_demand() {
         Some("Test-Integration-Merchant")
     );
 }
+
+#[tokio::test]
+async fn find_transaction_can_answer_with_the_transaction_flat() {
+    let sim = start().await;
+    let px = Praxis::sandbox(&sim);
+    authorized(&sim, 752857).await;
+    let nested = px.call("find-transaction", 752857).await;
+    let (status, view) = admin(
+        &sim,
+        reqwest::Method::PUT,
+        "/admin/answers",
+        Some(json!({"praxis_transaction": "flat"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["praxis_transaction"], "flat");
+    let flat = px.call("find-transaction", 752857).await;
+    assert!(flat.get("transaction").is_none(), "{flat}");
+    assert_eq!(flat["status"], 0);
+    // The same transaction, its fields at the top level.
+    for (key, value) in nested["transaction"].as_object().unwrap() {
+        assert_eq!(&flat[key.as_str()], value, "{key}");
+    }
+    // Signed over every top-level scalar, the transaction's included.
+    assert!(px.answer_verifies(&flat), "{flat}");
+    // A capture's answer carries it flat too, and reset restores the default.
+    let captured = px.call("deposit-capture", 752857).await;
+    assert_eq!(captured["transaction_status"], "approved", "{captured}");
+    admin(&sim, reqwest::Method::POST, "/admin/reset", None).await;
+    let (_, view) = admin(&sim, reqwest::Method::GET, "/admin/answers", None).await;
+    assert_eq!(view["praxis_transaction"], "nested");
+    let (status, error) = admin(
+        &sim,
+        reqwest::Method::PUT,
+        "/admin/answers",
+        Some(json!({"praxis_transaction": "sideways"})),
+    )
+    .await;
+    assert_eq!(status, 400, "{error}");
+}

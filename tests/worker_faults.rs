@@ -2,11 +2,62 @@
 //! outcome, and at most one side effect per command in the simulator's ledger.
 
 mod common;
+mod gateway_support;
 
+use std::path::Path;
 use std::time::Duration;
 
-use backoffice_worker::simulator::{FaultKind, FaultScript, GatewayId};
-use common::{px, pz, TestEnv};
+use backoffice_worker::config::Config;
+use backoffice_worker::gateways::http::truncation_marker;
+use backoffice_worker::simulator::{
+    AnswerSettingsView, FaultKind, FaultScript, GatewayId, TransactionShape,
+};
+use common::{px, pz, TestEnv, WorkerHandle};
+use gateway_support::Bystander;
+use tokio_util::sync::CancellationToken;
+
+/// Starts a worker on the environment's config with `http` added to its
+/// `[http]` table and `praxis` to the Praxis account table.
+fn start_worker_with(env: &TestEnv, http: &str, praxis: &str) -> WorkerHandle {
+    let text = env.config_text();
+    let anchor = "request_timeout = \"1s\"\n";
+    assert!(text.contains(anchor), "the test config has an [http] table");
+    let text = format!(
+        "{}{praxis}\n",
+        text.replacen(anchor, &format!("{anchor}{http}\n"), 1)
+    );
+    assert!(
+        text.trim_end().ends_with(praxis.trim_end()) && text.contains("[accounts.praxis.default]"),
+        "the Praxis table comes last"
+    );
+    let config = Config::parse(Path::new("test.toml"), &text, |_| None).expect("test config");
+    let token = CancellationToken::new();
+    let join = tokio::spawn(backoffice_worker::worker::run_with(config, token.clone()));
+    WorkerHandle { token, join }
+}
+
+/// One attempt row of a command: (kind, purpose, http status, classification,
+/// error, response body, signature verified), in order.
+type AttemptRow = (
+    String,
+    Option<String>,
+    Option<i32>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<bool>,
+);
+
+async fn attempt_rows(env: &TestEnv, id: &str) -> Vec<AttemptRow> {
+    sqlx::query_as(
+        "SELECT kind, purpose, http_status, classification, error, response_body, signature_verified
+         FROM attempts WHERE command_id = $1 ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(&env.pool)
+    .await
+    .unwrap()
+}
 
 /// Runs one Paymentz refund (RF) with `kind` injected into its first call,
 /// and returns the event and the number of refunds the gateway applied.
@@ -216,6 +267,284 @@ async fn a_gateway_that_never_processes_ends_in_failed_with_nothing_applied() {
     .await
     .unwrap();
     assert_eq!(recorded, 4);
+    worker.stop().await;
+    env.cleanup().await;
+}
+
+// ---------------------------------------------------------------- gateways trusted less
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirected_refund_is_not_followed_and_is_sent_again_once() {
+    let mut env = TestEnv::new("redirect").await;
+    let elsewhere = Bystander::start().await;
+    let location = elsewhere.url("/collect");
+    let sim = env.sim.sim().clone();
+    sim.update_answers(&AnswerSettingsView {
+        redirect_location: Some(location.clone()),
+        ..AnswerSettingsView::default()
+    })
+    .unwrap();
+    let worker = env.start_worker();
+    let payment = "10000051";
+    sim.script_fault(
+        FaultScript::new(FaultKind::Redirect, 1)
+            .gateway(GatewayId::Paymentz)
+            .operation("RF"),
+    )
+    .unwrap();
+    env.publish(&pz("redir-1", "refund", payment, Some("10.00")))
+        .await;
+    let event = env.outcome_of("redir-1").await;
+    assert_eq!(event.outcome.as_str(), "succeeded", "{event:?}");
+    assert_eq!(event.attempts, 2, "a 307 applied nothing: sent again, here");
+    assert_eq!(sim.ledger_for(GatewayId::Paymentz, payment).len(), 1);
+    let redirected: Vec<_> = attempt_rows(&env, "redir-1")
+        .await
+        .into_iter()
+        .filter(|row| row.2 == Some(307))
+        .collect();
+    assert_eq!(redirected.len(), 1, "the redirect is on record");
+    let (kind, purpose, _, classification, error, _, _) = &redirected[0];
+    assert_eq!(
+        (kind.as_str(), purpose.as_deref(), classification.as_deref()),
+        ("operation", Some("RF"), Some("not_applied"))
+    );
+    assert!(
+        error.as_deref().unwrap_or_default().contains(&location),
+        "{error:?}"
+    );
+    assert_eq!(
+        elsewhere.connections(),
+        0,
+        "{:?}",
+        elsewhere.request_lines()
+    );
+    worker.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_refund_answer_is_stored_cut_and_settled_by_inquiry() {
+    const CAP: usize = 65536;
+    let mut env = TestEnv::new("huge").await;
+    let sim = env.sim.sim().clone();
+    sim.update_answers(&AnswerSettingsView {
+        huge_answer_bytes: Some(16 * 1024 * 1024),
+        ..AnswerSettingsView::default()
+    })
+    .unwrap();
+    let worker = start_worker_with(&env, &format!("max_answer_bytes = {CAP}"), "");
+    let payment = "10000053";
+    sim.script_fault(
+        FaultScript::new(FaultKind::HugeAnswer, 1)
+            .gateway(GatewayId::Paymentz)
+            .operation("RF"),
+    )
+    .unwrap();
+    env.publish(&pz("huge-1", "refund", payment, Some("10.00")))
+        .await;
+    let event = env.outcome_of("huge-1").await;
+    assert_eq!(event.outcome.as_str(), "succeeded", "{event:?}");
+    assert_eq!(event.attempts, 1, "never resent");
+    assert_eq!(sim.ledger_for(GatewayId::Paymentz, payment).len(), 1);
+    let rows = attempt_rows(&env, "huge-1").await;
+    let refund = rows
+        .iter()
+        .find(|row| row.0 == "operation" && row.1.as_deref() == Some("RF"))
+        .expect("the refund attempt");
+    assert_eq!(refund.3.as_deref(), Some("ambiguous"));
+    let body = refund.5.as_deref().expect("the cut answer is stored");
+    let marker = truncation_marker(CAP);
+    assert!(
+        body.len() <= CAP + marker.len(),
+        "{} bytes stored",
+        body.len()
+    );
+    assert!(body.ends_with(&marker));
+    assert!(
+        rows.iter()
+            .any(|row| row.0 == "inquiry" && row.3.as_deref() == Some("succeeded")),
+        "settled by an inquiry: {rows:?}"
+    );
+    worker.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ambiguous_praxis_capture_is_settled_by_a_flat_find_transaction_answer() {
+    let mut env = TestEnv::new("pxflat").await;
+    let sim = env.sim.sim().clone();
+    sim.update_answers(&AnswerSettingsView {
+        praxis_transaction: Some(TransactionShape::Flat),
+        ..AnswerSettingsView::default()
+    })
+    .unwrap();
+    let worker = env.start_worker();
+    for (n, (operation, wire, status)) in [
+        ("capture", "deposit-capture", "approved"),
+        ("cancel", "deposit-cancel", "cancelled"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let trace = format!("3100000{n}");
+        sim.script_fault(
+            FaultScript::new(FaultKind::ErrorAfter, 1)
+                .gateway(GatewayId::Praxis)
+                .operation(wire),
+        )
+        .unwrap();
+        let id = format!("pxflat-{n}");
+        env.publish(&px(&id, operation, &trace)).await;
+        let event = env.outcome_of(&id).await;
+        assert_eq!(
+            event.outcome.as_str(),
+            "succeeded",
+            "{operation}: {event:?}"
+        );
+        assert_eq!(event.gateway_status.as_deref(), Some(status));
+        assert_eq!(sim.ledger_for(GatewayId::Praxis, &trace).len(), 1);
+    }
+    worker.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_enforcement_an_unverified_praxis_success_is_settled_by_verified_inquiries() {
+    let mut env = TestEnv::new("pxsig").await;
+    let sim = env.sim.sim().clone();
+    let worker = start_worker_with(&env, "", "enforce_answer_signature = true");
+
+    // The capture's answer is spoiled; the inquiry that follows is not.
+    sim.script_fault(
+        FaultScript::new(FaultKind::BadSignature, 1)
+            .gateway(GatewayId::Praxis)
+            .operation("deposit-capture"),
+    )
+    .unwrap();
+    env.publish(&px("pxsig-1", "capture", "32000001")).await;
+    let event = env.outcome_of("pxsig-1").await;
+    assert_eq!(event.outcome.as_str(), "succeeded", "{event:?}");
+    assert_eq!(event.attempts, 1);
+    let rows = attempt_rows(&env, "pxsig-1").await;
+    assert_eq!(
+        rows.iter()
+            .map(|r| (r.0.as_str(), r.3.as_deref(), r.6))
+            .collect::<Vec<_>>(),
+        [
+            ("operation", Some("ambiguous"), Some(false)),
+            ("inquiry", Some("succeeded"), Some(true)),
+        ]
+    );
+    assert_eq!(sim.ledger_for(GatewayId::Praxis, "32000001").len(), 1);
+
+    // Every answer spoiled, inquiries too: they cannot settle anything, so
+    // the outcome is unknown until a verified inquiry settles it.
+    sim.script_fault(
+        FaultScript::new(FaultKind::BadSignature, 3)
+            .gateway(GatewayId::Praxis)
+            .payment_id("32000002"),
+    )
+    .unwrap();
+    env.publish(&px("pxsig-2", "capture", "32000002")).await;
+    let event = env.outcome_of("pxsig-2").await;
+    assert_eq!(event.outcome.as_str(), "unknown", "{event:?}");
+    let settled = env
+        .wait_event("pxsig-2", Duration::from_secs(20), |e| e.reconciled)
+        .await;
+    assert_eq!(settled.outcome.as_str(), "succeeded", "{settled:?}");
+    assert_eq!(
+        sim.ledger_for(GatewayId::Praxis, "32000002").len(),
+        1,
+        "never resent"
+    );
+    let unverified = attempt_rows(&env, "pxsig-2")
+        .await
+        .iter()
+        .filter(|r| r.6 == Some(false))
+        .count();
+    assert_eq!(unverified, 3, "the capture and two inquiries");
+    worker.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ambiguous_cancel_of_a_payment_the_gateway_does_not_know_ends_declined() {
+    let mut env = TestEnv::new("nopay").await;
+    let sim = env.sim.sim().clone();
+    let worker = start_worker_with(&env, "", "not_found_statuses = [1007]");
+    // Ids outside the simulator's on-demand range: nobody knows them.
+    sim.script_fault(
+        FaultScript::new(FaultKind::ErrorBefore, 1)
+            .gateway(GatewayId::Paymentz)
+            .operation("RV"),
+    )
+    .unwrap();
+    env.publish(&pz("nopay-pz", "cancel", "4242", None)).await;
+    let event = env.outcome_of("nopay-pz").await;
+    assert_eq!(event.outcome.as_str(), "declined", "{event:?}");
+    let description = event.description.clone().unwrap_or_default();
+    assert!(
+        description.contains("does not know payment 4242"),
+        "{description}"
+    );
+    assert_eq!(event.attempts, 1, "not sent again");
+    assert_eq!(sim.stats().requests_for("paymentz", "RV"), 1);
+
+    sim.script_fault(
+        FaultScript::new(FaultKind::ErrorBefore, 1)
+            .gateway(GatewayId::Praxis)
+            .operation("deposit-capture"),
+    )
+    .unwrap();
+    env.publish(&px("nopay-px", "capture", "4243")).await;
+    let event = env.outcome_of("nopay-px").await;
+    assert_eq!(event.outcome.as_str(), "declined", "{event:?}");
+    assert_eq!(sim.stats().requests_for("praxis", "deposit-capture"), 1);
+    worker.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_outcome_is_settled_as_declined_when_the_payment_does_not_exist() {
+    let mut env = TestEnv::new("nopayrec").await;
+    let sim = env.sim.sim().clone();
+    let worker = env.start_worker();
+    // The cancel fails before anything is looked at, and so do the two
+    // inquiries after it: the worker cannot tell, says unknown.
+    sim.script_fault(
+        FaultScript::new(FaultKind::ErrorBefore, 3)
+            .gateway(GatewayId::Paymentz)
+            .payment_id("4244"),
+    )
+    .unwrap();
+    env.publish(&pz("nopay-rec", "cancel", "4244", None)).await;
+    let first = env.outcome_of("nopay-rec").await;
+    assert_eq!(first.outcome.as_str(), "unknown", "{first:?}");
+    // Background reconciliation hears "record not found": nothing was applied.
+    let settled = env
+        .wait_event("nopay-rec", Duration::from_secs(20), |e| e.reconciled)
+        .await;
+    assert_eq!(settled.outcome.as_str(), "declined", "{settled:?}");
+    assert!(settled
+        .description
+        .as_deref()
+        .unwrap_or_default()
+        .contains("does not know payment 4244"));
+    let (outcome, settled_outcome): (String, Option<String>) =
+        sqlx::query_as("SELECT outcome, settled_outcome FROM commands WHERE id = 'nopay-rec'")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (outcome.as_str(), settled_outcome.as_deref()),
+        ("unknown", Some("declined"))
+    );
+    assert_eq!(
+        sim.stats().requests_for("paymentz", "RV"),
+        1,
+        "never resent"
+    );
     worker.stop().await;
     env.cleanup().await;
 }

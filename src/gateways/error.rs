@@ -32,6 +32,20 @@ pub enum GatewayError {
     /// A 2xx whose body could not be understood.
     #[error("unreadable answer: {0}")]
     Unreadable(String),
+    /// A 3xx. It is never followed: the request, with its secure key or
+    /// signature, would go to whatever host `location` names.
+    #[error("gateway answered HTTP {status}, a redirect{}; redirects are never followed", target(.location))]
+    Redirected {
+        status: u16,
+        location: Option<String>,
+    },
+    /// The answer was longer than `[http] max_answer_bytes`; only that much was read.
+    #[error("answer larger than {limit} bytes ([http] max_answer_bytes); it was not read whole")]
+    Oversized { limit: usize },
+    /// An answer whose signature did not verify, on an account that enforces
+    /// answer signatures: it may be forged, so it proves nothing either way.
+    #[error("answer signature did not verify (enforce_answer_signature is on): {0}")]
+    UnverifiedAnswer(String),
     /// The gateway refused our credentials: a definite refusal until someone fixes them.
     #[error("credentials refused: {0}")]
     CredentialsRefused(String),
@@ -48,14 +62,40 @@ impl GatewayError {
                 Classification::NotApplied
             }
             GatewayError::TokenRefused => Classification::NotApplied,
+            GatewayError::Redirected { status, .. } => redirect_classification(*status),
             GatewayError::Timeout(_)
             | GatewayError::Dropped(_)
             | GatewayError::ServerError { .. }
-            | GatewayError::Unreadable(_) => Classification::Ambiguous,
+            | GatewayError::Unreadable(_)
+            | GatewayError::Oversized { .. }
+            | GatewayError::UnverifiedAnswer(_) => Classification::Ambiguous,
             GatewayError::ClientError { .. } | GatewayError::CredentialsRefused(_) => {
                 Classification::Declined
             }
         }
+    }
+}
+
+fn target(location: &Option<String>) -> String {
+    match location {
+        Some(location) => format!(" to {location}"),
+        None => " without a Location".into(),
+    }
+}
+
+/// What a redirect says about a request that was sent but not followed.
+///
+/// 301, 307 and 308 say "this resource lives elsewhere": they come from the
+/// server's or a load balancer's routing, before any handler ran, so nothing
+/// was processed at this URL and sending it here again is safe (it ends
+/// `failed`, naming the `Location`, once the retry budget is spent). 302 and
+/// 303 are also what an application answers after it *processed* a POST
+/// (post/redirect/get; PHP's `header("Location: ...")` sends 302), and any
+/// other 3xx has no meaning for a POST: those may have taken effect.
+pub fn redirect_classification(status: u16) -> Classification {
+    match status {
+        301 | 307 | 308 => Classification::NotApplied,
+        _ => Classification::Ambiguous,
     }
 }
 
@@ -78,11 +118,33 @@ mod tests {
             GatewayError::Dropped("reset".into()),
             GatewayError::ServerError { status: 502 },
             GatewayError::Unreadable("eof".into()),
+            GatewayError::Oversized { limit: 1024 },
+            GatewayError::UnverifiedAnswer("mismatch".into()),
+            GatewayError::Redirected {
+                status: 302,
+                location: None,
+            },
+            GatewayError::Redirected {
+                status: 303,
+                location: Some("https://elsewhere/".into()),
+            },
         ] {
             assert_eq!(
                 ambiguous.classification(),
                 Classification::Ambiguous,
                 "{ambiguous}"
+            );
+        }
+        for moved in [301, 307, 308] {
+            let error = GatewayError::Redirected {
+                status: moved,
+                location: Some("https://elsewhere.example/api".into()),
+            };
+            assert_eq!(error.classification(), Classification::NotApplied);
+            let text = error.to_string();
+            assert!(
+                text.contains("https://elsewhere.example/api") && text.contains("never followed"),
+                "{text}"
             );
         }
         assert_eq!(

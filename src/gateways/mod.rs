@@ -227,6 +227,10 @@ pub struct Answer {
     pub response: Option<serde_json::Value>,
     /// For an inquiry that found the payment: its state, gateway-neutral.
     pub snapshot: Option<PaymentSnapshot>,
+    /// For an inquiry (classified `Declined`): the gateway answered, in its
+    /// own words for "no such payment", that it does not know the payment.
+    /// Reconciliation reads that as proof nothing was ever applied to it.
+    pub not_found: bool,
     /// When the answer comes from a transport failure rather than a gateway reply.
     pub error: Option<GatewayError>,
 }
@@ -242,6 +246,7 @@ impl Answer {
             reference: None,
             response: None,
             snapshot: None,
+            not_found: false,
             error: Some(error),
         }
     }
@@ -255,6 +260,7 @@ impl Answer {
             reference: None,
             response: None,
             snapshot: None,
+            not_found: false,
             error: None,
         }
     }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use tracing::Instrument;
 
-use super::reconcile::{settle, Settlement};
+use super::reconcile::{settle, Evidence, Settlement};
 use super::{retry, Job, Worker};
 use crate::events::{now_rfc3339, ResultEvent};
 use crate::gateways::{
@@ -185,6 +185,15 @@ async fn run(w: &Worker, job: &Job) -> Result<(), StoreError> {
                     job,
                     attempts_made,
                     snapshot.as_ref(),
+                    "the attempt interrupted by a restart",
+                )
+                .await;
+            }
+            (Settlement::NoSuchPayment, _, _) => {
+                return conclude_no_such_payment(
+                    w,
+                    job,
+                    attempts_made,
                     "the attempt interrupted by a restart",
                 )
                 .await;
@@ -404,6 +413,13 @@ async fn call_and_decide(
                     drop(conn);
                     retry_or_fail(w, job, attempt_no, answer, None).await
                 }
+                (Settlement::NoSuchPayment, _, _) => {
+                    let cause = answer
+                        .description
+                        .clone()
+                        .unwrap_or_else(|| "an ambiguous answer".into());
+                    conclude_no_such_payment(w, job, attempt_no, &cause).await
+                }
                 (Settlement::Undecided, _, _) => {
                     let mut reported = Reported::from_answer(answer, operation);
                     reported.description = Some(format!(
@@ -461,15 +477,21 @@ async fn verify(
             },
         )
         .await?;
-        if let (Classification::Succeeded, Some(after)) =
-            (call.answer.classification, &call.answer.snapshot)
-        {
-            let settlement = settle(request.operation, request.amount, before, after);
-            tracing::info!(status = %after.status, ?settlement, "inquiry after an uncertain attempt");
+        if let Some(evidence) = Evidence::of(&call.answer) {
+            let settlement = settle(request.operation, request.amount, before, evidence);
+            let after = evidence.snapshot().cloned();
+            tracing::info!(
+                status = after
+                    .as_ref()
+                    .map(|a| a.status.as_str())
+                    .unwrap_or("not found"),
+                ?settlement,
+                "inquiry after an uncertain attempt"
+            );
             if settlement != Settlement::Undecided {
-                return Ok((settlement, Some(after.clone()), Some(call.answer)));
+                return Ok((settlement, after, Some(call.answer)));
             }
-            last = Some(after.clone());
+            last = after.or(last);
         }
     }
     Ok((Settlement::Undecided, last, None))
@@ -500,23 +522,25 @@ async fn reconcile_unknown(w: &Worker, job: &Job) -> Result<(), StoreError> {
                 },
             )
             .await?;
-            match (call.answer.classification, &call.answer.snapshot) {
-                (Classification::Succeeded, Some(after)) => Some((
-                    settle(request.operation, request.amount, before.as_ref(), after),
-                    after.clone(),
-                )),
-                _ => None,
-            }
+            Evidence::of(&call.answer).map(|evidence| {
+                (
+                    settle(request.operation, request.amount, before.as_ref(), evidence),
+                    evidence.snapshot().cloned(),
+                )
+            })
         }
     };
     let mut tx = w.store.pool().begin().await?;
     match settlement {
-        Some((settled @ (Settlement::Applied | Settlement::NotApplied), after)) => {
+        Some((
+            settled @ (Settlement::Applied | Settlement::NotApplied | Settlement::NoSuchPayment),
+            after,
+        )) => {
             let applied = settled == Settlement::Applied;
-            let outcome = if applied {
-                Outcome::Succeeded
-            } else {
-                Outcome::Failed
+            let outcome = match settled {
+                Settlement::Applied => Outcome::Succeeded,
+                Settlement::NoSuchPayment => Outcome::Declined,
+                _ => Outcome::Failed,
             };
             let original: Option<ResultEvent> = job
                 .row
@@ -537,17 +561,18 @@ async fn reconcile_unknown(w: &Worker, job: &Job) -> Result<(), StoreError> {
             event.outcome = outcome;
             event.reconciled = true;
             event.replayed = false;
-            event.gateway_status = Some(after.status.clone());
-            event.description = Some(if applied {
-                format!(
-                    "settled by inquiry: the payment shows the {} took effect ({})",
-                    request.operation, after.status
-                )
-            } else {
-                format!(
-                    "settled by inquiry: the payment shows the {} did not take effect ({})",
-                    request.operation, after.status
-                )
+            let status = after.as_ref().map(|a| a.status.clone());
+            event.gateway_status = status.clone();
+            event.description = Some(match (status, applied) {
+                (Some(status), true) => format!(
+                    "settled by inquiry: the payment shows the {} took effect ({status})",
+                    request.operation
+                ),
+                (Some(status), false) => format!(
+                    "settled by inquiry: the payment shows the {} did not take effect ({status})",
+                    request.operation
+                ),
+                (None, _) => no_such_payment(job),
             });
             event.occurred_at = now_rfc3339();
             let body = serde_json::to_value(&event).expect("serializable");
@@ -659,6 +684,41 @@ async fn refund_limit(
     Ok((amount > left).then(|| {
         format!("refund of {amount} exceeds what is left to refund: {captured} captured, {refunded} already refunded")
     }))
+}
+
+/// What a `declined` says when an inquiry found that the gateway does not know the payment.
+fn no_such_payment(job: &Job) -> String {
+    format!(
+        "the gateway does not know payment {}: the {} did not take effect and cannot",
+        job.valid.request.payment_id.as_deref().unwrap_or("-"),
+        job.valid.request.operation
+    )
+}
+
+async fn conclude_no_such_payment(
+    w: &Worker,
+    job: &Job,
+    attempts_made: i32,
+    cause: &str,
+) -> Result<(), StoreError> {
+    let reported = Reported {
+        description: Some(format!(
+            "{} (settled by inquiry after {cause})",
+            no_such_payment(job)
+        )),
+        ..Reported::default()
+    };
+    conclude(
+        w,
+        job,
+        Outcome::Declined,
+        None,
+        attempts_made,
+        reported,
+        None,
+        false,
+    )
+    .await
 }
 
 async fn conclude_applied(

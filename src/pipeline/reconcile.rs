@@ -4,9 +4,11 @@
 //! compares the payment with what it looked like before the attempt. The
 //! decision is [`settle`], a pure function: it says `Applied` or `NotApplied`
 //! only when the evidence allows no other reading, and `Undecided` otherwise,
-//! because resending on a wrong `NotApplied` moves money twice.
+//! because resending on a wrong `NotApplied` moves money twice. An inquiry
+//! that says the gateway does not know the payment at all is evidence too
+//! ([`Evidence::NoSuchPayment`]): nothing was applied, and nothing ever will be.
 
-use crate::gateways::{Operation, PaymentSnapshot, PaymentState};
+use crate::gateways::{Answer, Classification, Operation, PaymentSnapshot, PaymentState};
 use crate::money::Amount;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,13 +17,64 @@ pub enum Settlement {
     Applied,
     /// The attempt did not take effect: it is safe to send again.
     NotApplied,
+    /// The gateway does not know the payment: the attempt did not take
+    /// effect, and sending it again cannot work. The command is `declined`.
+    NoSuchPayment,
     /// The evidence does not tell (yet): ask again later, never resend.
     Undecided,
 }
 
+/// What one inquiry established about the payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evidence<'a> {
+    /// The gateway found the payment and says this about it.
+    Payment(&'a PaymentSnapshot),
+    /// The gateway answered that there is no such payment.
+    NoSuchPayment,
+}
+
+impl<'a> Evidence<'a> {
+    /// What an inquiry's answer establishes, if anything: a snapshot only from
+    /// a successful inquiry, "no such payment" only from the gateway's own
+    /// not-found answer. A failed, ambiguous or unverified inquiry says nothing.
+    pub fn of(answer: &'a Answer) -> Option<Evidence<'a>> {
+        match (answer.classification, &answer.snapshot) {
+            (Classification::Succeeded, Some(snapshot)) => Some(Evidence::Payment(snapshot)),
+            (Classification::Declined, None) if answer.not_found => Some(Evidence::NoSuchPayment),
+            _ => None,
+        }
+    }
+
+    pub fn snapshot(self) -> Option<&'a PaymentSnapshot> {
+        match self {
+            Evidence::Payment(snapshot) => Some(snapshot),
+            Evidence::NoSuchPayment => None,
+        }
+    }
+}
+
 /// Did `operation` (for `amount`) take effect, given the payment `before` the
-/// attempt (when recorded) and `after` it?
+/// attempt (when recorded) and what an inquiry showed `after` it?
 pub fn settle(
+    operation: Operation,
+    amount: Option<Amount>,
+    before: Option<&PaymentSnapshot>,
+    after: Evidence<'_>,
+) -> Settlement {
+    if !operation.has_side_effect() {
+        // Reads have no effect to settle: repeating them is always safe.
+        return Settlement::NotApplied;
+    }
+    match after {
+        Evidence::Payment(after) => settle_found(operation, amount, before, after),
+        // A payment the gateway found before the attempt cannot have vanished:
+        // an answer saying so contradicts what we know and proves nothing.
+        Evidence::NoSuchPayment if before.is_some() => Settlement::Undecided,
+        Evidence::NoSuchPayment => Settlement::NoSuchPayment,
+    }
+}
+
+fn settle_found(
     operation: Operation,
     amount: Option<Amount>,
     before: Option<&PaymentSnapshot>,
@@ -74,7 +127,6 @@ pub fn settle(
                 Settlement::Undecided
             }
         }
-        // Reads have no effect to settle: repeating them is always safe.
         Operation::Inquiry | Operation::TransactionList => Settlement::NotApplied,
     }
 }
@@ -82,6 +134,7 @@ pub fn settle(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use Evidence::Payment;
 
     fn snap(state: PaymentState, refunded: Option<u64>) -> PaymentSnapshot {
         PaymentSnapshot {
@@ -100,11 +153,11 @@ mod tests {
         let captured = snap(PaymentState::Captured, None);
         let a = Some(Amount::from_minor(500));
         assert_eq!(
-            settle(Operation::Capture, a, Some(&before), &captured),
+            settle(Operation::Capture, a, Some(&before), Payment(&captured)),
             Settlement::Applied
         );
         assert_eq!(
-            settle(Operation::Capture, a, None, &captured),
+            settle(Operation::Capture, a, None, Payment(&captured)),
             Settlement::Applied
         );
         assert_eq!(
@@ -112,7 +165,7 @@ mod tests {
                 Operation::Capture,
                 a,
                 Some(&before),
-                &snap(PaymentState::Authorized, None)
+                Payment(&snap(PaymentState::Authorized, None))
             ),
             Settlement::NotApplied
         );
@@ -121,13 +174,13 @@ mod tests {
                 Operation::Capture,
                 a,
                 Some(&before),
-                &snap(PaymentState::InProgress, None)
+                Payment(&snap(PaymentState::InProgress, None))
             ),
             Settlement::Undecided
         );
         // Already captured before our attempt: ours cannot be the capture.
         assert_eq!(
-            settle(Operation::Capture, a, Some(&captured), &captured),
+            settle(Operation::Capture, a, Some(&captured), Payment(&captured)),
             Settlement::NotApplied
         );
     }
@@ -140,12 +193,12 @@ mod tests {
                 Operation::Cancel,
                 None,
                 Some(&before),
-                &snap(PaymentState::Cancelled, None)
+                Payment(&snap(PaymentState::Cancelled, None))
             ),
             Settlement::Applied
         );
         assert_eq!(
-            settle(Operation::Cancel, None, Some(&before), &before),
+            settle(Operation::Cancel, None, Some(&before), Payment(&before)),
             Settlement::NotApplied
         );
         assert_eq!(
@@ -153,7 +206,7 @@ mod tests {
                 Operation::Cancel,
                 None,
                 None,
-                &snap(PaymentState::Other, None)
+                Payment(&snap(PaymentState::Other, None))
             ),
             Settlement::Undecided
         );
@@ -168,7 +221,7 @@ mod tests {
                 Operation::Refund,
                 amount,
                 Some(&before),
-                &snap(PaymentState::Refunded, Some(3_000))
+                Payment(&snap(PaymentState::Refunded, Some(3_000)))
             ),
             Settlement::Applied
         );
@@ -177,7 +230,7 @@ mod tests {
                 Operation::Refund,
                 amount,
                 Some(&before),
-                &snap(PaymentState::Refunded, Some(2_000))
+                Payment(&snap(PaymentState::Refunded, Some(2_000)))
             ),
             Settlement::NotApplied
         );
@@ -187,7 +240,7 @@ mod tests {
                 Operation::Refund,
                 amount,
                 Some(&before),
-                &snap(PaymentState::Refunded, Some(2_500))
+                Payment(&snap(PaymentState::Refunded, Some(2_500)))
             ),
             Settlement::Undecided
         );
@@ -197,7 +250,7 @@ mod tests {
                 Operation::Refund,
                 amount,
                 None,
-                &snap(PaymentState::Refunded, Some(3_000))
+                Payment(&snap(PaymentState::Refunded, Some(3_000)))
             ),
             Settlement::Undecided
         );
@@ -208,12 +261,17 @@ mod tests {
                 Operation::Refund,
                 amount,
                 Some(&captured),
-                &snap(PaymentState::Refunded, Some(1_000))
+                Payment(&snap(PaymentState::Refunded, Some(1_000)))
             ),
             Settlement::Applied
         );
         assert_eq!(
-            settle(Operation::Refund, amount, Some(&captured), &captured),
+            settle(
+                Operation::Refund,
+                amount,
+                Some(&captured),
+                Payment(&captured)
+            ),
             Settlement::NotApplied
         );
         // Refund requested but not yet booked: wait.
@@ -222,9 +280,68 @@ mod tests {
                 Operation::Refund,
                 amount,
                 Some(&captured),
-                &snap(PaymentState::InProgress, None)
+                Payment(&snap(PaymentState::InProgress, None))
             ),
             Settlement::Undecided
         );
+    }
+
+    #[test]
+    fn a_payment_the_gateway_does_not_know_settles_every_side_effect_as_declined() {
+        let authorized = snap(PaymentState::Authorized, None);
+        let captured = snap(PaymentState::Captured, Some(0));
+        let amount = Some(Amount::from_minor(1_000));
+        // (operation, before, expected)
+        let table = [
+            (Operation::Capture, None, Settlement::NoSuchPayment),
+            (Operation::Cancel, None, Settlement::NoSuchPayment),
+            (Operation::Refund, None, Settlement::NoSuchPayment),
+            // It existed when we looked before the attempt: a payment cannot
+            // vanish, so the answer contradicts what we know.
+            (Operation::Capture, Some(&authorized), Settlement::Undecided),
+            (Operation::Cancel, Some(&authorized), Settlement::Undecided),
+            (Operation::Refund, Some(&captured), Settlement::Undecided),
+            // Reads have nothing to settle, found or not.
+            (Operation::Inquiry, None, Settlement::NotApplied),
+            (Operation::TransactionList, None, Settlement::NotApplied),
+        ];
+        for (operation, before, expected) in table {
+            assert_eq!(
+                settle(operation, amount, before, Evidence::NoSuchPayment),
+                expected,
+                "{operation} before {before:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_a_successful_inquiry_or_the_gateways_not_found_is_evidence() {
+        let found = snap(PaymentState::Captured, None);
+        let mut ok = Answer::classified(Classification::Succeeded);
+        ok.snapshot = Some(found.clone());
+        assert_eq!(Evidence::of(&ok), Some(Evidence::Payment(&found)));
+        assert_eq!(Evidence::of(&ok).and_then(Evidence::snapshot), Some(&found));
+
+        let mut not_found = Answer::classified(Classification::Declined);
+        not_found.not_found = true;
+        assert_eq!(Evidence::of(&not_found), Some(Evidence::NoSuchPayment));
+        assert_eq!(Evidence::NoSuchPayment.snapshot(), None);
+
+        // Any other refusal, and anything ambiguous, proves nothing.
+        assert_eq!(
+            Evidence::of(&Answer::classified(Classification::Declined)),
+            None
+        );
+        let mut ambiguous = Answer::classified(Classification::Ambiguous);
+        ambiguous.not_found = true;
+        ambiguous.snapshot = Some(found.clone());
+        assert_eq!(Evidence::of(&ambiguous), None);
+        assert_eq!(
+            Evidence::of(&Answer::classified(Classification::Succeeded)),
+            None
+        );
+        let mut not_applied = Answer::classified(Classification::NotApplied);
+        not_applied.not_found = true;
+        assert_eq!(Evidence::of(&not_applied), None);
     }
 }

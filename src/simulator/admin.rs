@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::answers::AnswerSettingsView;
 use super::dispatch::{json_response, Body};
 use super::faults::{FaultScript, FaultSettingsView};
 use super::simulation::{AdminError, NewPayment, Simulation};
@@ -107,6 +108,12 @@ fn route(
         (["faults", "script"], &Method::DELETE) => {
             ok(json!({"cleared": sim.clear_fault_scripts()}))
         }
+        (["answers"], &Method::GET) => ok(to_json(&sim.answer_settings().view())),
+        (["answers"], &Method::PUT) => {
+            let update: AnswerSettingsView = parse(body)?;
+            let next = sim.update_answers(&update)?;
+            ok(to_json(&next.view()))
+        }
         (["auto-payments"], &Method::PUT) => {
             #[derive(Deserialize)]
             #[serde(deny_unknown_fields)]
@@ -130,6 +137,7 @@ fn route(
             | ["payments", _, _]
             | ["faults"]
             | ["faults", "script"]
+            | ["answers"]
             | ["auto-payments"]
             | ["reset"]
             | ["tokens", "expire"],

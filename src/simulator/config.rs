@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+use super::answers::AnswerSettings;
 use super::faults::FaultSettings;
 use crate::config::{AccountSpec, ConfigError, Section};
 
@@ -81,6 +82,8 @@ pub struct SimulatorConfig {
     pub seed: u64,
     /// Faults and latency in force from the start (and after `reset`).
     pub faults: FaultSettings,
+    /// Answer shapes in force from the start (and after `reset`).
+    pub answers: AnswerSettings,
     /// Praxis: how old a request timestamp may be.
     pub praxis_max_age: Duration,
     /// Praxis: how far in the future a timestamp may be, for clock skew.
@@ -99,6 +102,7 @@ impl Default for SimulatorConfig {
             auto_payments: true,
             seed: 0,
             faults: FaultSettings::default(),
+            answers: AnswerSettings::default(),
             praxis_max_age: Duration::from_secs(60),
             praxis_future_skew: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(5),

@@ -1,19 +1,20 @@
 //! One HTTP request, start to end: read the body, find the endpoint, count
 //! it, apply the fault decision around the gateway handler, count the answer.
 //!
-//! The order is what makes the faults mean what they say: `*_before` faults
-//! and `rate_limit` strike before the handler runs (nothing applied),
-//! `*_after` faults strike after it ran (applied, answer lost). Latency is
-//! added before the handler.
+//! The order is what makes the faults mean what they say: `*_before` faults,
+//! `rate_limit` and `redirect` strike before the handler runs (nothing
+//! applied); `*_after` faults, `huge_answer` and `bad_signature` strike after
+//! it ran (applied, answer lost or spoiled). Latency is added before the handler.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{HeaderValue, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 
+use super::answers::HugeBody;
 use super::faults::{FaultKind, Target};
 use super::simulation::Simulation;
 use super::state::GatewayId;
@@ -22,7 +23,8 @@ use super::{admin, paymentz, praxis};
 /// Requests bodies above this are refused with 413.
 const MAX_BODY: usize = 1 << 20;
 
-pub type Body = Full<Bytes>;
+/// Every answer is one buffer, except the streamed `huge_answer`.
+pub type Body = Either<Full<Bytes>, HugeBody>;
 
 /// The connection must end without an answer. `reset` asks for an RST
 /// (SO_LINGER 0) rather than an orderly close.
@@ -39,6 +41,10 @@ pub struct Reply {
     pub body: Bytes,
     /// Paymentz `result.code` / Praxis `status`, for the stats.
     pub code: Option<String>,
+    /// A redirect's `Location`.
+    location: Option<HeaderValue>,
+    /// Pad the body out to this many bytes (the `huge_answer` fault).
+    padded_to: Option<u64>,
 }
 
 impl Reply {
@@ -47,6 +53,8 @@ impl Reply {
             status: StatusCode::OK,
             body: Bytes::from(value.to_string()),
             code,
+            location: None,
+            padded_to: None,
         }
     }
 
@@ -55,7 +63,36 @@ impl Reply {
             status,
             body: Bytes::from_static(text.as_bytes()),
             code: None,
+            location: None,
+            padded_to: None,
         }
+    }
+
+    fn redirect(location: &str) -> Reply {
+        let mut reply = Reply::plain(StatusCode::TEMPORARY_REDIRECT, "Temporary Redirect");
+        // Checked when the setting was made; an unusable one redirects nowhere.
+        reply.location = Some(
+            HeaderValue::from_str(location).unwrap_or_else(|_| HeaderValue::from_static("/moved")),
+        );
+        reply
+    }
+
+    /// The same answer under a signature that is not its own. Only answers
+    /// that carry a `signature` (Praxis) change.
+    fn with_bad_signature(mut self) -> Reply {
+        if let Ok(serde_json::Value::Object(mut map)) =
+            serde_json::from_slice::<serde_json::Value>(&self.body)
+        {
+            if let Some(serde_json::Value::String(signature)) = map.get_mut("signature") {
+                // Same length and alphabet, different digest.
+                *signature = signature
+                    .chars()
+                    .map(|c| if c == '0' { '1' } else { '0' })
+                    .collect();
+                self.body = Bytes::from(serde_json::Value::Object(map).to_string());
+            }
+        }
+        self
     }
 
     fn into_response(self) -> Response<Body> {
@@ -64,11 +101,18 @@ impl Reply {
         } else {
             "text/plain; charset=utf-8"
         };
-        let mut response = Response::new(Full::new(self.body));
+        let body = match self.padded_to {
+            Some(total) => Either::Right(HugeBody::new(&self.body, total)),
+            None => Either::Left(Full::new(self.body)),
+        };
+        let mut response = Response::new(body);
         *response.status_mut() = self.status;
         response
             .headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        if let Some(location) = self.location {
+            response.headers_mut().insert(LOCATION, location);
+        }
         if self.status == StatusCode::TOO_MANY_REQUESTS {
             response
                 .headers_mut()
@@ -80,7 +124,7 @@ impl Reply {
 
 /// JSON answer with a status, for the admin API and routing errors.
 pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    let mut response = Response::new(Either::Left(Full::new(Bytes::from(value.to_string()))));
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -201,6 +245,7 @@ pub async fn handle(sim: &Simulation, request: Request<Incoming>) -> Result<Resp
         Some(FaultKind::RateLimit) => {
             Reply::plain(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests")
         }
+        Some(FaultKind::Redirect) => Reply::redirect(&sim.answer_settings().location_for(&path)),
         _ => {
             let reply = call.handle(sim, request_no);
             match fault {
@@ -212,6 +257,11 @@ pub async fn handle(sim: &Simulation, request: Request<Incoming>) -> Result<Resp
                     hang(sim, decision.hang).await;
                     return Err(Abort { reset: false });
                 }
+                Some(FaultKind::BadSignature) => reply.with_bad_signature(),
+                Some(FaultKind::HugeAnswer) => Reply {
+                    padded_to: Some(sim.answer_settings().huge_answer_bytes),
+                    ..reply
+                },
                 _ => reply,
             }
         }

@@ -43,16 +43,30 @@ pub enum FaultKind {
     ResetAfter,
     /// HTTP 429 with `Retry-After: 1`: nothing applied.
     RateLimit,
+    /// HTTP 307 with a `Location` (see [`AnswerSettings`](super::AnswerSettings)),
+    /// before anything is applied: what a moved or hijacked endpoint answers.
+    Redirect,
+    /// The operation is applied, then the answer is HTTP 200 with a body of
+    /// `huge_answer_bytes` (a well-formed answer padded out), streamed so that
+    /// the simulator itself never holds it.
+    HugeAnswer,
+    /// The operation is applied and answered as usual, but the Praxis answer
+    /// carries a signature that is not its own. Paymentz answers carry no
+    /// signature, so there it changes nothing.
+    BadSignature,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 6] = [
+    pub const ALL: [FaultKind; 9] = [
         FaultKind::ErrorBefore,
         FaultKind::ErrorAfter,
         FaultKind::TimeoutAfter,
         FaultKind::ResetBefore,
         FaultKind::ResetAfter,
         FaultKind::RateLimit,
+        FaultKind::Redirect,
+        FaultKind::HugeAnswer,
+        FaultKind::BadSignature,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -63,6 +77,9 @@ impl FaultKind {
             FaultKind::ResetBefore => "reset_before",
             FaultKind::ResetAfter => "reset_after",
             FaultKind::RateLimit => "rate_limit",
+            FaultKind::Redirect => "redirect",
+            FaultKind::HugeAnswer => "huge_answer",
+            FaultKind::BadSignature => "bad_signature",
         }
     }
 
@@ -74,14 +91,17 @@ impl FaultKind {
     pub fn strikes_before(self) -> bool {
         matches!(
             self,
-            FaultKind::ErrorBefore | FaultKind::ResetBefore | FaultKind::RateLimit
+            FaultKind::ErrorBefore
+                | FaultKind::ResetBefore
+                | FaultKind::RateLimit
+                | FaultKind::Redirect
         )
     }
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum FaultError {
-    #[error("unknown fault kind `{0}` (known: error_before, error_after, timeout_after, reset_before, reset_after, rate_limit)")]
+    #[error("unknown fault kind `{0}` (known: error_before, error_after, timeout_after, reset_before, reset_after, rate_limit, redirect, huge_answer, bad_signature)")]
     UnknownKind(String),
     #[error("fault `{0}` needs the form kind=rate, e.g. error_after=0.02")]
     Form(String),

@@ -79,7 +79,13 @@
 //! | praxis | `1008` | transaction not `authorized` |
 //!
 //! Praxis answers are signed over their top-level scalar fields (`description`,
-//! `status`, `version`), sorted, concatenated, plus the secret (SHA-384).
+//! `status`, `version`, and the transaction's scalars when it is flat),
+//! sorted, concatenated, plus the secret (SHA-384). A found transaction is
+//! nested under `transaction` (the 1.2 documentation's shape) or, with
+//! `--praxis-transaction flat` or `PUT /admin/answers
+//! {"praxis_transaction":"flat"}`, its fields stand at the top level (the
+//! notification form); the spec only infers the 1.1 shape, so clients must
+//! read both.
 //!
 //! # Faults
 //!
@@ -87,7 +93,12 @@
 //! then HTTP 500), `timeout_after` (applied, then no answer; the connection
 //! is held for the hang time, then closed), `reset_before` / `reset_after`
 //! (connection reset with RST, before / after applying), `rate_limit` (HTTP
-//! 429 with `Retry-After: 1`, nothing applied). Rates draw per operation
+//! 429 with `Retry-After: 1`, nothing applied), `redirect` (HTTP 307 with the
+//! `Location` of the answer settings, by default `/moved` + the path on this
+//! simulator; nothing applied), `huge_answer` (applied, then HTTP 200 with the
+//! real answer padded out to `huge_answer_bytes`, 300 MiB by default, streamed),
+//! `bad_signature` (applied, answered as usual, but a Praxis answer's signature
+//! is not its own; Paymentz answers are unsigned and unchanged). Rates draw per operation
 //! call from a generator seeded by `(seed, call number)`; scripts ("the next
 //! N matching calls") take precedence. Latency, jitter and rates apply to
 //! operation calls only; `authToken` and `/admin` are never faulted by
@@ -106,6 +117,7 @@
 //! | `PUT /admin/faults` | `{"rates":{"error_after":0.02},"latency_ms":300,"jitter_ms":50,"hang_ms":60000}`, every field optional; `rates` replaces all rates |
 //! | `POST /admin/faults/script` | `{"kind":"reset_after","count":1,"gateway"?:"paymentz","operation"?:"RF","payment_id"?:"55361"}` → 201 |
 //! | `GET` / `DELETE /admin/faults/script` | list / clear scripts |
+//! | `GET` / `PUT /admin/answers` | `{"praxis_transaction":"nested"\|"flat","redirect_location":"http://...","huge_answer_bytes":314572800}`, every field optional; `""` restores the default location |
 //! | `PUT /admin/auto-payments` | `{"enabled":false}` |
 //! | `POST /admin/reset` | forget payments, ledger, stats, tokens and scripts; restore start-up faults and the draw counter |
 //! | `POST /admin/tokens/expire` | expire every Paymentz token (the next call gets `401`) |
@@ -118,9 +130,10 @@
 //! `--listen ADDR` (default `127.0.0.1:8099`), `--config PATH`,
 //! `--token-ttl 3600s`, `--no-auto-payments`, `--seed N` (random and printed
 //! when absent), `--latency 300ms`, `--jitter 50ms`, `--hang 60s`,
-//! `--fault KIND=RATE` (repeatable).
+//! `--fault KIND=RATE` (repeatable), `--praxis-transaction nested|flat`.
 
 mod admin;
+mod answers;
 mod config;
 mod dispatch;
 mod faults;
@@ -142,6 +155,9 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+pub use answers::{
+    AnswerSettings, AnswerSettingsView, TransactionShape, DEFAULT_HUGE_ANSWER_BYTES,
+};
 pub use config::{
     PaymentzAccount, PraxisMerchant, SimulatorConfig, SANDBOX_FRONTEND, SANDBOX_MEMBER_ID,
     SANDBOX_MERCHANT_ID, SANDBOX_MERCHANT_SECRET, SANDBOX_PARTNER_ID, SANDBOX_SECURE_KEY,
@@ -193,9 +209,22 @@ pub struct SimulateArgs {
     #[arg(long, default_value = "60s", value_parser = duration)]
     pub hang: Duration,
     /// A fault rate, KIND=RATE (error_before, error_after, timeout_after,
-    /// reset_before, reset_after, rate_limit); repeatable.
+    /// reset_before, reset_after, rate_limit, redirect, huge_answer,
+    /// bad_signature); repeatable.
     #[arg(long = "fault", value_name = "KIND=RATE")]
     pub faults: Vec<FaultRate>,
+    /// Where Praxis answers put a found transaction: nested under
+    /// `transaction`, or flat at the top level (the notification form).
+    #[arg(long, default_value = "nested", value_parser = transaction_shape)]
+    pub praxis_transaction: TransactionShape,
+}
+
+fn transaction_shape(text: &str) -> Result<TransactionShape, String> {
+    match text {
+        "nested" => Ok(TransactionShape::Nested),
+        "flat" => Ok(TransactionShape::Flat),
+        other => Err(format!("`{other}`: use nested or flat")),
+    }
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -256,9 +285,20 @@ impl RunningSimulator {
         self.addr
     }
 
-    /// `http://host:port`, the value for an account's `base_url`.
+    /// `http://host:port`, the value for an account's `base_url`. Bound to
+    /// every interface (`0.0.0.0`, `::`), it is reached on loopback.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        let mut addr = self.addr;
+        match addr.ip() {
+            std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into())
+            }
+            std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+                addr.set_ip(std::net::Ipv6Addr::LOCALHOST.into())
+            }
+            _ => {}
+        }
+        format!("http://{addr}")
     }
 
     /// Payments, ledger, stats, faults, tokens: the admin API's operations.
@@ -311,6 +351,7 @@ pub async fn serve(args: SimulateArgs) -> anyhow::Result<()> {
         jitter: args.jitter,
         hang: args.hang,
     };
+    config.answers.praxis_transaction = args.praxis_transaction;
     let running = Simulator::start(config.clone()).await?;
     for line in banner(&running, &config) {
         println!("{line}");

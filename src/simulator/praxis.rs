@@ -16,6 +16,7 @@
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
+use super::answers::TransactionShape;
 use super::config::PraxisMerchant;
 use super::dispatch::Reply;
 use super::faults::Target;
@@ -136,7 +137,13 @@ impl Call {
         };
         match self.checked(sim, merchant, map, request_no) {
             Ok((description, transaction)) => {
-                answer(Some(merchant), codes::OK, &description, Some(transaction))
+                let shape = sim.answer_settings().praxis_transaction;
+                answer(
+                    Some(merchant),
+                    codes::OK,
+                    &description,
+                    Some((transaction, shape)),
+                )
             }
             Err(refusal) => answer(Some(merchant), refusal.status, &refusal.description, None),
         }
@@ -303,18 +310,31 @@ fn transaction(p: &Payment<PxStatus>, caller_frontend: &str) -> Value {
     })
 }
 
+/// An answer, with the transaction nested under `transaction` or its fields
+/// at the top level, as the simulator's answer settings say.
 fn answer(
     merchant: Option<&PraxisMerchant>,
     status: i64,
     description: &str,
-    transaction: Option<Value>,
+    transaction: Option<(Value, TransactionShape)>,
 ) -> Reply {
     let mut map = Map::new();
     map.insert("status".into(), json!(status));
     map.insert("description".into(), json!(description));
     map.insert("version".into(), json!(VERSION));
-    if let Some(t) = transaction {
-        map.insert("transaction".into(), t);
+    match transaction {
+        Some((t, TransactionShape::Nested)) => {
+            map.insert("transaction".into(), t);
+        }
+        Some((Value::Object(fields), TransactionShape::Flat)) => {
+            for (key, value) in fields {
+                map.entry(key).or_insert(value);
+            }
+        }
+        Some((other, TransactionShape::Flat)) => {
+            map.insert("transaction".into(), other);
+        }
+        None => {}
     }
     if let Some(merchant) = merchant {
         let signature = praxis_signature(&map, Fields::Scalars, &merchant.merchant_secret);

@@ -4,12 +4,14 @@
 //! so they can never disagree.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::RwLock;
 
 use serde::{Deserialize, Deserializer};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
+use super::answers::{AnswerSettings, AnswerSettingsView};
 use super::config::SimulatorConfig;
 use super::faults::{
     FaultError, FaultScript, FaultSettings, FaultSettingsView, Faults, ScriptStatus,
@@ -171,6 +173,7 @@ pub struct Simulation {
     pub(crate) tokens: Tokens,
     pub(crate) faults: Faults,
     pub(crate) ids: IdSequence,
+    answers: RwLock<AnswerSettings>,
     auto_payments: AtomicBool,
     requests: AtomicU64,
     shutdown: watch::Sender<bool>,
@@ -188,6 +191,7 @@ impl Simulation {
             tokens: Tokens::new(config.token_ttl),
             faults: Faults::new(config.seed, config.faults.clone()),
             ids: IdSequence::default(),
+            answers: RwLock::new(config.answers.clone()),
             auto_payments: AtomicBool::new(config.auto_payments),
             requests: AtomicU64::new(0),
             shutdown: watch::channel(false).0,
@@ -456,6 +460,23 @@ impl Simulation {
         self.faults.clear_scripts()
     }
 
+    // ----- answer shapes -----
+
+    pub fn answer_settings(&self) -> AnswerSettings {
+        self.answers.read().expect("not poisoned").clone()
+    }
+
+    /// A partial update, as `PUT /admin/answers` does.
+    pub fn update_answers(
+        &self,
+        update: &AnswerSettingsView,
+    ) -> Result<AnswerSettings, AdminError> {
+        let mut answers = self.answers.write().expect("not poisoned");
+        let next = answers.updated(update).map_err(AdminError::BadRequest)?;
+        *answers = next.clone();
+        Ok(next)
+    }
+
     // ----- tokens, reset -----
 
     /// Expires every Paymentz auth token; the next call with one gets `401`.
@@ -464,7 +485,7 @@ impl Simulation {
     }
 
     /// Forgets payments, ledger, stats, tokens and scripts, and restores the
-    /// start-up faults and draw counter. Not atomic against requests in flight.
+    /// start-up faults, answer shapes and draw counter. Not atomic against requests in flight.
     pub fn reset(&self) {
         self.paymentz.clear();
         self.paymentz_references.clear();
@@ -473,6 +494,7 @@ impl Simulation {
         self.stats.clear();
         self.tokens.expire_all();
         self.faults.reset();
+        *self.answers.write().expect("not poisoned") = self.config.answers.clone();
         self.auto_payments
             .store(self.config.auto_payments, Ordering::Relaxed);
         self.requests.store(0, Ordering::Relaxed);

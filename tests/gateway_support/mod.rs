@@ -102,13 +102,14 @@ pub fn config_text(base_url: &str) -> String {
 }
 
 /// Builds the accounts exactly as the worker does: parse the text, then
-/// `Accounts::build` with a transport of 1 s timeouts.
+/// `Accounts::build` with the text's `[http]` settings but 1 s timeouts.
 pub fn accounts_from(text: &str) -> Accounts {
     let config = Config::parse(Path::new("gateway-test.toml"), text, |_| None)
         .expect("the test config is valid");
     let transport = HttpTransport::new(HttpSettings {
         connect_timeout: Duration::from_secs(1),
         request_timeout: Duration::from_secs(1),
+        ..config.http.clone()
     });
     Accounts::build(&config.accounts, &transport).expect("accounts build")
 }
@@ -182,5 +183,67 @@ pub fn assert_no_secrets(call: &GatewayCall, secrets: &[String]) {
             );
         }
         assert!(!text.contains(TOKEN_PREFIX), "{what} leaks a token: {text}");
+    }
+}
+
+/// A real TCP listener that stands where a redirect or a proxy would send a
+/// request, counts every connection, keeps each request's first line, and
+/// answers 503: proof of what reached it (or that nothing did).
+pub struct Bystander {
+    pub port: u16,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+    request_lines: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Bystander {
+    pub async fn start() -> Bystander {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let port = listener.local_addr().unwrap().port();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let request_lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (count, lines) = (connections.clone(), request_lines.clone());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let lines = lines.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&head);
+                    if let Some(line) = text.lines().next().filter(|l| !l.is_empty()) {
+                        lines.lock().unwrap().push(line.to_string());
+                    }
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                        .await;
+                });
+            }
+        });
+        Bystander {
+            port,
+            connections,
+            request_lines,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn request_lines(&self) -> Vec<String> {
+        self.request_lines.lock().unwrap().clone()
     }
 }

@@ -263,6 +263,13 @@ pub fn classify_inquiry(status: u16, body: &str) -> Verdict<Answer> {
                 Some(code),
             ),
         }
+    } else if code_is(&code, RECORD_NOT_FOUND) {
+        // The gateway's own "no such payment" ([I] in the spec): evidence that
+        // nothing was ever applied to this id. A "found" code without a record
+        // (above) contradicts itself and proves nothing.
+        let mut answer = coded(Classification::Declined, code, &value);
+        answer.not_found = true;
+        answer
     } else {
         coded(Classification::Declined, code, &value)
     };
@@ -652,7 +659,16 @@ mod tests {
             assert_eq!(answer.classification, Classification::Declined, "{body}");
             assert!(answer.snapshot.is_none());
             assert!(answer.gateway_code.is_some());
+            // Only the not-found code is evidence that the payment does not exist.
+            assert_eq!(
+                answer.not_found,
+                answer.gateway_code.as_deref() == Some("10026"),
+                "{body}"
+            );
         }
+        assert!(done(classify_inquiry(200, r#"{"result":{"code":10026}}"#)).not_found);
+        // Not an inquiry answer's business: a refused CP on an unknown id is just declined.
+        assert!(!cp(r#"{"paymentId":"-","result":{"code":"10026"}}"#).not_found);
     }
 
     #[test]

@@ -13,6 +13,9 @@ pub mod signing;
 pub mod token;
 pub mod wire;
 
+#[cfg(test)]
+mod properties;
+
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +28,7 @@ use self::token::{Token, TokenCache, TokenFailure};
 use self::wire::{Form, IdType, ListQuery, PaymentType};
 use crate::config::{ConfigError, Section};
 use crate::gateways::exchange::REDACTED;
-use crate::gateways::http::HttpTransport;
+use crate::gateways::http::{HttpSettings, HttpTransport};
 use crate::gateways::registry::GatewayKind;
 use crate::gateways::{
     Answer, Classification, Exchange, Gateway, GatewayCall, GatewayError, Operation,
@@ -74,8 +77,12 @@ impl fmt::Debug for AccountConfig {
 }
 
 impl AccountConfig {
-    pub fn from_section(section: &Section<'_>) -> Result<AccountConfig, ConfigError> {
-        let mut base_url = section.base_url("base_url")?;
+    /// Reads the table; `http` decides whether a plain-http base URL is allowed.
+    pub fn from_section(
+        section: &Section<'_>,
+        http: &HttpSettings,
+    ) -> Result<AccountConfig, ConfigError> {
+        let mut base_url = section.gateway_base_url("base_url", http)?;
         // Accept a base URL that already names the API path rather than doubling it.
         if let Some(stripped) = base_url.strip_suffix(wire::API_PATH) {
             base_url = stripped.to_string();
@@ -101,7 +108,7 @@ fn build(
     account: &str,
     transport: HttpTransport,
 ) -> Result<Arc<dyn Gateway>, ConfigError> {
-    let config = AccountConfig::from_section(section)?;
+    let config = AccountConfig::from_section(section, transport.settings())?;
     Ok(Arc::new(PaymentzClient::new(account, config, transport)))
 }
 
@@ -338,11 +345,9 @@ impl PaymentzClient {
                         .body(body),
                 )
                 .await;
-            let (verdict, status, received) = match &reply.result {
-                Ok((status, received)) => {
-                    (classify(*status, received), Some(*status), Some(received))
-                }
-                Err(error) => (Verdict::Done(T::from_error(error.clone())), None, None),
+            let verdict = match reply.answer() {
+                Ok((status, received)) => classify(status, received),
+                Err(error) => Verdict::Done(T::from_error(error)),
             };
             let (classification, error) = match &verdict {
                 Verdict::Reauthenticate => (
@@ -351,7 +356,7 @@ impl PaymentzClient {
                 ),
                 Verdict::Done(meaning) => (meaning.classification(), meaning.error_text()),
             };
-            let error = error.or_else(|| reply.result.as_ref().err().map(|e| e.to_string()));
+            let error = error.or_else(|| reply.failure.as_ref().map(|e| e.to_string()));
             log.record(
                 self,
                 Exchange {
@@ -361,8 +366,8 @@ impl PaymentzClient {
                     url: url.clone(),
                     request: request.form.record(),
                     signature_sent: Some(request.checksum.clone()),
-                    http_status: status,
-                    response_body: received.map(|b| wire::redact_body(b)),
+                    http_status: reply.http_status(),
+                    response_body: reply.body().map(wire::redact_body),
                     signature_received: None,
                     signature_verified: None,
                     latency: reply.latency,
@@ -432,14 +437,9 @@ impl PaymentzClient {
                     .body(form.encode()),
             )
             .await;
-        let (result, status, body) = match reply.result {
-            Ok((status, body)) => (
-                classify::classify_token(status, &body),
-                Some(status),
-                Some(body),
-            ),
-            Err(error) => (Err(error), None, None),
-        };
+        let result = reply
+            .answer()
+            .and_then(|(status, body)| classify::classify_token(status, body));
         let fetched = result.map(SecretString::from);
         let (classification, error) = match &fetched {
             Ok(_) => (Classification::Succeeded, None),
@@ -454,8 +454,8 @@ impl PaymentzClient {
                 url,
                 request: form.record(),
                 signature_sent: None,
-                http_status: status,
-                response_body: body.as_deref().map(wire::redact_body),
+                http_status: reply.http_status(),
+                response_body: reply.body().map(wire::redact_body),
                 signature_received: None,
                 signature_verified: None,
                 latency: reply.latency,
@@ -495,6 +495,10 @@ impl PaymentzClient {
             GatewayError::Connect(m) => GatewayError::Connect(self.scrub(&m, log)),
             GatewayError::Dropped(m) => GatewayError::Dropped(self.scrub(&m, log)),
             GatewayError::Unreadable(m) => GatewayError::Unreadable(self.scrub(&m, log)),
+            GatewayError::Redirected { status, location } => GatewayError::Redirected {
+                status,
+                location: location.map(|l| self.scrub(&l, log)),
+            },
             GatewayError::CredentialsRefused(m) => {
                 GatewayError::CredentialsRefused(self.scrub(&m, log))
             }

@@ -357,7 +357,7 @@ token_refresh_after = "30m"
         "accounts.paymentz.default".into(),
         &table,
     );
-    let config = AccountConfig::from_section(&section).unwrap();
+    let config = AccountConfig::from_section(&section, &HttpSettings::default()).unwrap();
     section.finish().unwrap();
     assert_eq!(config.base_url, "https://test.paymentz.com");
     assert_eq!(config.partner_id, "197");
@@ -391,7 +391,7 @@ secure_key = "k"
         "accounts.paymentz.default".into(),
         &table,
     );
-    let config = AccountConfig::from_section(&section).unwrap();
+    let config = AccountConfig::from_section(&section, &HttpSettings::default()).unwrap();
     assert_eq!(config.token_refresh_after, DEFAULT_TOKEN_REFRESH_AFTER);
     assert_eq!(config.base_url, "https://test.paymentz.com");
 
@@ -432,7 +432,7 @@ secure_key = "k"
             "accounts.paymentz.default".into(),
             &table,
         );
-        let err = AccountConfig::from_section(&section)
+        let err = AccountConfig::from_section(&section, &HttpSettings::default())
             .unwrap_err()
             .to_string();
         assert!(err.contains(expected), "{err} lacks {expected}");
@@ -445,7 +445,7 @@ secure_key = "k"
         "accounts.paymentz.default".into(),
         &typo,
     );
-    AccountConfig::from_section(&section).unwrap();
+    AccountConfig::from_section(&section, &HttpSettings::default()).unwrap();
     let err = section.finish().unwrap_err().to_string();
     assert!(err.contains("key `token_refresh`: unknown key"), "{err}");
 }

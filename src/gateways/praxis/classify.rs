@@ -7,14 +7,35 @@
 //! is a final refusal. Whatever cannot be read as such an answer is left to
 //! the shared transport rules ([`status_error`], [`GatewayError::Unreadable`]),
 //! which call it ambiguous whenever the gateway may have acted.
+//!
+//! Two things are the account's to decide ([`AnswerRules`]), because the
+//! spec does not know them: whether an answer whose signature does not verify
+//! may still count as a success, and which positive statuses mean "no such
+//! transaction".
 
 use secrecy::SecretString;
 use serde_json::Value;
 
 use super::signing::{self, SIGNATURE_FIELD};
 use super::wire::{self, lenient_int, AgentAnswer, Endpoint, Transaction};
-use crate::gateways::http::status_error;
+use crate::gateways::http::{status_error, HttpReply};
 use crate::gateways::{Answer, Classification, GatewayError, PaymentSnapshot, PaymentState};
+
+/// What an account believes of Praxis answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AnswerRules {
+    /// `enforce_answer_signature`: an answer whose signature does not verify
+    /// is ambiguous whatever it says (a success is settled by inquiry), and an
+    /// inquiry whose signature does not verify is evidence of nothing. Off by
+    /// default: the documented answer rule does not reproduce on the
+    /// documentation's own examples.
+    pub enforce_signature: bool,
+    /// `not_found_statuses`: the positive statuses with which `find-transaction`
+    /// says the transaction does not exist. Empty by default: the real
+    /// gateway's code is not known, and mistaking another refusal for "not
+    /// found" would declare an applied capture not applied.
+    pub not_found_statuses: Vec<i64>,
+}
 
 /// A reply read as far as it could be, with what the exchange record needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,12 +48,37 @@ pub struct Interpreted {
     pub signature_verified: Option<bool>,
 }
 
+/// Reads what the transport brought back. A failure the transport decided
+/// (no connection, a redirect, an answer over the cap) keeps whatever status
+/// and body arrived, for the record.
+pub fn interpret_reply(
+    endpoint: Endpoint,
+    trace_id: u64,
+    reply: HttpReply,
+    secret: &SecretString,
+    rules: &AnswerRules,
+) -> Interpreted {
+    match (reply.failure, reply.received) {
+        (None, Some(received)) => interpret(endpoint, trace_id, Ok(received), secret, rules),
+        (failure, received) => Interpreted {
+            answer: Answer::from_error(
+                failure.unwrap_or_else(|| GatewayError::Dropped("no answer".into())),
+            ),
+            http_status: received.as_ref().map(|(status, _)| *status),
+            body: received.map(|(_, body)| body),
+            signature_received: None,
+            signature_verified: None,
+        },
+    }
+}
+
 /// Reads the transport's result for one call to `endpoint` about `trace_id`.
 pub fn interpret(
     endpoint: Endpoint,
     trace_id: u64,
     result: Result<(u16, String), GatewayError>,
     secret: &SecretString,
+    rules: &AnswerRules,
 ) -> Interpreted {
     let (status, body) = match result {
         Ok(reply) => reply,
@@ -60,14 +106,34 @@ pub fn interpret(
         Ok(parsed) => parsed,
         Err(error) => return failed(error, body),
     };
-    // The documented answer signature does not reproduce on the documentation's
-    // own examples, so a mismatch is recorded, never acted on.
     let verified = parsed
         .signature
         .as_deref()
         .is_some_and(|received| signing::verify(&parsed.fields, received, secret));
+    let mut answer = classify_answer(endpoint, trace_id, &parsed);
+    if endpoint == Endpoint::FindTransaction
+        && answer.classification == Classification::Declined
+        && rules.not_found_statuses.contains(&parsed.status)
+    {
+        answer.not_found = true;
+    }
+    if rules.enforce_signature && !verified && answer.error.is_none() {
+        // Under enforcement an answer that may be forged proves nothing about
+        // the payment: not a success (money moved), not a refusal or a "try
+        // again" (nothing moved, so a resend would be safe), not "no such
+        // payment". It is read as unreadable; an inquiry settles it, and an
+        // inquiry that does not verify either settles nothing.
+        let problem = match &parsed.signature {
+            Some(_) => "the signature received is not the answer's",
+            None => "the answer carries no signature",
+        };
+        answer.classification = Classification::Ambiguous;
+        answer.snapshot = None;
+        answer.not_found = false;
+        answer.error = Some(GatewayError::UnverifiedAnswer(problem.to_string()));
+    }
     Interpreted {
-        answer: classify_answer(endpoint, trace_id, &parsed),
+        answer,
         http_status: Some(status),
         body: Some(body),
         signature_received: parsed.signature.clone(),
@@ -88,16 +154,7 @@ pub fn classify_status(status: i64) -> Classification {
 pub fn classify_answer(endpoint: Endpoint, trace_id: u64, parsed: &AgentAnswer) -> Answer {
     let classification = classify_status(parsed.status);
     let transaction = parsed.transaction.as_ref();
-    let reported_status = transaction
-        .and_then(|tx| tx.transaction_status.clone())
-        .or_else(|| {
-            parsed
-                .fields
-                .get("transaction_status")
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-        });
+    let reported_status = transaction.and_then(|tx| tx.transaction_status.clone());
     let implied = match (classification, endpoint) {
         (Classification::Succeeded, Endpoint::DepositCapture) => Some("captured"),
         (Classification::Succeeded, Endpoint::DepositCancel) => Some("cancelled"),
@@ -111,6 +168,7 @@ pub fn classify_answer(endpoint: Endpoint, trace_id: u64, parsed: &AgentAnswer) 
         reference: transaction.and_then(|tx| tx.transaction_id.clone()),
         response: (endpoint == Endpoint::FindTransaction).then(|| without_signature(parsed)),
         snapshot: None,
+        not_found: false,
         error: None,
     };
 
@@ -223,7 +281,13 @@ mod tests {
     }
 
     fn ok(endpoint: Endpoint, body: &str) -> Interpreted {
-        interpret(endpoint, TRACE, Ok((200, body.to_string())), &secret())
+        interpret(
+            endpoint,
+            TRACE,
+            Ok((200, body.to_string())),
+            &secret(),
+            &AnswerRules::default(),
+        )
     }
 
     #[test]
@@ -309,6 +373,7 @@ mod tests {
                 TRACE,
                 Ok((status, body.clone())),
                 &secret(),
+                &AnswerRules::default(),
             );
             assert_eq!(reply.answer.classification, expected, "HTTP {status}");
             assert_eq!(reply.http_status, Some(status));
@@ -325,6 +390,7 @@ mod tests {
             TRACE,
             Err(GatewayError::Timeout(Duration::from_secs(30))),
             &secret(),
+            &AnswerRules::default(),
         );
         assert_eq!(reply.answer.classification, Classification::Ambiguous);
         assert_eq!(reply.http_status, None);
@@ -333,6 +399,7 @@ mod tests {
             TRACE,
             Err(GatewayError::Connect("refused".into())),
             &secret(),
+            &AnswerRules::default(),
         );
         assert_eq!(reply.answer.classification, Classification::NotApplied);
     }
@@ -498,5 +565,183 @@ mod tests {
         let snap = snapshot(&tx).unwrap();
         assert_eq!(snap.state, PaymentState::Other);
         assert_eq!(snap.status, "on_hold");
+    }
+
+    fn with_rules(endpoint: Endpoint, body: &str, rules: &AnswerRules) -> Interpreted {
+        interpret(
+            endpoint,
+            TRACE,
+            Ok((200, body.to_string())),
+            &secret(),
+            rules,
+        )
+    }
+
+    fn enforcing() -> AnswerRules {
+        AnswerRules {
+            enforce_signature: true,
+            not_found_statuses: vec![1007],
+        }
+    }
+
+    #[test]
+    fn a_flat_find_transaction_answer_is_a_snapshot_too() {
+        let body = signed_body(object(json!({
+            "status": 0,
+            "description": "Transaction found",
+            "version": "1.1",
+            "transaction_type": "authorize",
+            "transaction_status": "authorized",
+            "transaction_id": 13042,
+            "trace_id": TRACE,
+            "amount": 1050,
+            "currency": "USD",
+            "card": {"card_type": "VISA"},
+        })));
+        let reply = ok(Endpoint::FindTransaction, &body);
+        assert_eq!(reply.signature_verified, Some(true));
+        let answer = reply.answer;
+        assert_eq!(answer.classification, Classification::Succeeded);
+        assert_eq!(answer.gateway_status.as_deref(), Some("authorized"));
+        let snapshot = answer.snapshot.unwrap();
+        assert_eq!(snapshot.state, PaymentState::Authorized);
+        assert_eq!(snapshot.amount, Some(Amount::from_minor(1050)));
+        // A flat answer about another payment is refused like a nested one.
+        let other = signed_body(object(json!({
+            "status": 0, "transaction_status": "approved", "trace_id": 99,
+        })));
+        let reply = ok(Endpoint::FindTransaction, &other);
+        assert_eq!(reply.answer.classification, Classification::Ambiguous);
+        assert_eq!(reply.answer.snapshot, None);
+    }
+
+    #[test]
+    fn under_enforcement_an_unverified_success_is_ambiguous() {
+        let rules = enforcing();
+        let good = signed_body(object(
+            json!({"status": 0, "description": "Ok", "version": "1.1"}),
+        ));
+        let verified = with_rules(Endpoint::DepositCapture, &good, &rules);
+        assert_eq!(verified.answer.classification, Classification::Succeeded);
+
+        for body in [
+            r#"{"status":0,"description":"Ok","version":"1.1","signature":"0123abcd"}"#.to_string(),
+            r#"{"status":0,"description":"Ok","version":"1.1"}"#.to_string(),
+            // Signed, then altered: the description no longer matches.
+            good.replace("\"Ok\"", "\"Ok!\""),
+        ] {
+            for endpoint in [Endpoint::DepositCapture, Endpoint::DepositCancel] {
+                let reply = with_rules(endpoint, &body, &rules);
+                assert_eq!(reply.signature_verified, Some(false), "{body}");
+                assert_eq!(
+                    reply.answer.classification,
+                    Classification::Ambiguous,
+                    "{body}"
+                );
+                assert!(matches!(
+                    reply.answer.error,
+                    Some(GatewayError::UnverifiedAnswer(_))
+                ));
+                // Without enforcement: today's behaviour, recorded and used.
+                let lenient = ok(endpoint, &body);
+                assert_eq!(lenient.answer.classification, Classification::Succeeded);
+                assert_eq!(lenient.signature_verified, Some(false));
+            }
+        }
+    }
+
+    #[test]
+    fn under_enforcement_an_unverified_inquiry_proves_nothing() {
+        let rules = enforcing();
+        let found = json!({
+            "status": 0, "description": "Transaction found", "version": "1.1",
+            "transaction": {"transaction_status": "approved", "trace_id": TRACE},
+        });
+        let signed = signed_body(object(found.clone()));
+        let reply = with_rules(Endpoint::FindTransaction, &signed, &rules);
+        assert_eq!(reply.answer.classification, Classification::Succeeded);
+        assert!(reply.answer.snapshot.is_some());
+
+        let mut forged = object(found);
+        forged.insert("signature".into(), json!("00"));
+        let reply = with_rules(
+            Endpoint::FindTransaction,
+            &Value::Object(forged).to_string(),
+            &rules,
+        );
+        assert_eq!(reply.answer.classification, Classification::Ambiguous);
+        assert_eq!(reply.answer.snapshot, None);
+
+        // An unverified "not found" is no evidence either, nor is an
+        // unverified refusal or "try again" of a side effect.
+        let not_found = r#"{"status":1007,"description":"Transaction not found","version":"1.1","signature":"00"}"#;
+        let reply = with_rules(Endpoint::FindTransaction, not_found, &rules);
+        assert_eq!(reply.answer.classification, Classification::Ambiguous);
+        assert!(!reply.answer.not_found);
+        assert_eq!(
+            reply.answer.gateway_code.as_deref(),
+            Some("1007"),
+            "kept for the record"
+        );
+        for body in [
+            r#"{"status":1008,"description":"Transaction is approved"}"#,
+            r#"{"status":-1,"description":"Internal error","signature":"00"}"#,
+        ] {
+            let reply = with_rules(Endpoint::DepositCapture, body, &rules);
+            assert_eq!(
+                reply.answer.classification,
+                Classification::Ambiguous,
+                "{body}"
+            );
+            assert!(matches!(
+                reply.answer.error,
+                Some(GatewayError::UnverifiedAnswer(_))
+            ));
+            // Signed, they mean what they say.
+            let signed = signed_body(object(serde_json::from_str(body).unwrap()));
+            let signed = with_rules(Endpoint::DepositCapture, &signed, &rules);
+            assert_ne!(
+                signed.answer.classification,
+                Classification::Ambiguous,
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_the_configured_statuses_of_find_transaction_mean_not_found() {
+        let body = signed_body(object(json!({
+            "status": 1007, "description": "Transaction not found", "version": "1.1",
+        })));
+        let rules = AnswerRules {
+            enforce_signature: false,
+            not_found_statuses: vec![1007],
+        };
+        let reply = with_rules(Endpoint::FindTransaction, &body, &rules);
+        assert_eq!(reply.answer.classification, Classification::Declined);
+        assert!(reply.answer.not_found);
+        // Verified, and enforced: still evidence.
+        assert!(
+            with_rules(Endpoint::FindTransaction, &body, &enforcing())
+                .answer
+                .not_found
+        );
+        // Not configured (the default): the gateway's real code is unknown.
+        assert!(!ok(Endpoint::FindTransaction, &body).answer.not_found);
+        // A capture refused with that status says nothing about existence.
+        assert!(
+            !with_rules(Endpoint::DepositCapture, &body, &rules)
+                .answer
+                .not_found
+        );
+        // Another refusal of an inquiry is not "not found".
+        let other = signed_body(object(
+            json!({"status": 1004, "description": "Invalid signature"}),
+        ));
+        assert!(
+            !with_rules(Endpoint::FindTransaction, &other, &rules)
+                .answer
+                .not_found
+        );
     }
 }

@@ -12,6 +12,9 @@ pub mod classify;
 pub mod signing;
 pub mod wire;
 
+#[cfg(test)]
+mod properties;
+
 use std::fmt;
 use std::sync::Arc;
 
@@ -20,12 +23,13 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::config::{ConfigError, Section};
-use crate::gateways::http::HttpTransport;
+use crate::gateways::http::{HttpSettings, HttpTransport};
 use crate::gateways::registry::GatewayKind;
 use crate::gateways::{
     Answer, Classification, Exchange, Gateway, GatewayCall, Operation, OperationRequest, Rejection,
 };
 
+use classify::AnswerRules;
 use wire::{Endpoint, RequestFields};
 
 /// The name commands use for this gateway.
@@ -38,7 +42,7 @@ fn build(
     account: &str,
     transport: HttpTransport,
 ) -> Result<Arc<dyn Gateway>, ConfigError> {
-    let config = AccountConfig::read(section)?;
+    let config = AccountConfig::read(section, transport.settings())?;
     Ok(Arc::new(Praxis::new(account, config, transport)))
 }
 
@@ -52,15 +56,30 @@ pub struct AccountConfig {
     pub merchant_secret: SecretString,
     /// The cashier front end; it fixes the account's base currency.
     pub frontend: String,
+    /// What this account believes of Praxis answers (signature enforcement,
+    /// the statuses that mean "no such transaction").
+    pub rules: AnswerRules,
 }
 
 impl AccountConfig {
-    pub fn read(section: &Section<'_>) -> Result<AccountConfig, ConfigError> {
+    /// Reads the table; `http` decides whether a plain-http base URL is allowed.
+    pub fn read(section: &Section<'_>, http: &HttpSettings) -> Result<AccountConfig, ConfigError> {
+        let not_found_statuses = section.ints_or("not_found_statuses", &[])?;
+        if let Some(bad) = not_found_statuses.iter().find(|s| **s <= 0) {
+            return Err(section.error(
+                "not_found_statuses",
+                format!("{bad} is not an application error: only positive statuses can say \"not found\""),
+            ));
+        }
         Ok(AccountConfig {
-            base_url: section.base_url("base_url")?,
+            base_url: section.gateway_base_url("base_url", http)?,
             merchant_id: section.str("merchant_id")?,
             merchant_secret: section.secret("merchant_secret")?,
             frontend: section.str("frontend")?,
+            rules: AnswerRules {
+                enforce_signature: section.bool_or("enforce_answer_signature", false)?,
+                not_found_statuses,
+            },
         })
     }
 }
@@ -72,6 +91,7 @@ impl fmt::Debug for AccountConfig {
             .field("merchant_id", &self.merchant_id)
             .field("merchant_secret", &crate::gateways::exchange::REDACTED)
             .field("frontend", &self.frontend)
+            .field("rules", &self.rules)
             .finish()
     }
 }
@@ -193,11 +213,13 @@ impl Gateway for Praxis {
                     .json(&signed.body),
             )
             .await;
-        let read = classify::interpret(
+        let (started_at, latency) = (reply.started_at, reply.latency);
+        let read = classify::interpret_reply(
             endpoint,
             trace_id,
-            reply.result,
+            reply,
             &self.config.merchant_secret,
+            &self.config.rules,
         );
         if read.signature_verified == Some(false) {
             tracing::warn!(
@@ -206,11 +228,12 @@ impl Gateway for Praxis {
                 call = endpoint.purpose(),
                 trace_id,
                 signature_present = read.signature_received.is_some(),
-                "Praxis answer signature did not verify; the answer is used anyway and the mismatch recorded"
+                enforced = self.config.rules.enforce_signature,
+                "Praxis answer signature did not verify; recorded, and under enforcement the answer proves nothing"
             );
         }
         let exchange = Exchange {
-            started_at: reply.started_at,
+            started_at,
             purpose: endpoint.purpose().to_string(),
             method: "POST".into(),
             url,
@@ -220,7 +243,7 @@ impl Gateway for Praxis {
             response_body: read.body,
             signature_received: read.signature_received,
             signature_verified: read.signature_verified,
-            latency: reply.latency,
+            latency,
             error: read.answer.error.as_ref().map(ToString::to_string),
             classification: read.answer.classification,
         };

@@ -165,7 +165,9 @@ fn config_mistakes_name_the_key() {
         let mut table = table("https://pci-gw-test.praxispay.com");
         table.remove(key);
         let section = Section::new(Path::new("test.toml"), "accounts.praxis.x".into(), &table);
-        let error = AccountConfig::read(&section).unwrap_err().to_string();
+        let error = AccountConfig::read(&section, &HttpSettings::default())
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             error,
             format!("test.toml: [accounts.praxis.x] key `{key}`: {problem}")
@@ -173,7 +175,9 @@ fn config_mistakes_name_the_key() {
     }
     let table = table("ftp://pci-gw-test.praxispay.com");
     let section = Section::new(Path::new("test.toml"), "accounts.praxis.x".into(), &table);
-    let error = AccountConfig::read(&section).unwrap_err().to_string();
+    let error = AccountConfig::read(&section, &HttpSettings::default())
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("key `base_url`"), "{error}");
 }
 
@@ -181,7 +185,7 @@ fn config_mistakes_name_the_key() {
 fn the_secret_never_prints() {
     let table = table("https://pci-gw-test.praxispay.com");
     let section = Section::new(Path::new("test.toml"), "accounts.praxis.x".into(), &table);
-    let config = AccountConfig::read(&section).unwrap();
+    let config = AccountConfig::read(&section, &HttpSettings::default()).unwrap();
     assert_eq!(config.base_url, "https://pci-gw-test.praxispay.com");
     let praxis = Praxis::new("x", config, HttpTransport::new(HttpSettings::default()));
     let debug = format!("{praxis:?}");
@@ -274,7 +278,7 @@ fn every_attempt_is_signed_with_its_own_timestamp() {
     let section = Section::new(Path::new("test.toml"), "accounts.praxis.x".into(), &table);
     let praxis = Praxis::new(
         "x",
-        AccountConfig::read(&section).unwrap(),
+        AccountConfig::read(&section, &HttpSettings::default()).unwrap(),
         HttpTransport::new(HttpSettings::default()),
     );
     let first = praxis.request_at(TRACE, 1_700_000_000);
@@ -455,4 +459,54 @@ async fn a_request_that_fails_its_check_is_never_sent() {
         .execute(&OperationRequest::new(Operation::Inquiry, "752856"))
         .await;
     assert_eq!(seen.recv().await.unwrap().path, "/api/find-transaction");
+}
+
+#[test]
+fn answer_rules_are_read_from_the_account_table() {
+    let read = |extra: &str| {
+        let mut table = table("https://pci-gw-test.praxispay.com");
+        let more: toml::Table = extra.parse().unwrap();
+        table.extend(more);
+        let section = Section::new(Path::new("test.toml"), "accounts.praxis.x".into(), &table);
+        AccountConfig::read(&section, &HttpSettings::default()).map(|c| c.rules)
+    };
+    assert_eq!(read("").unwrap(), AnswerRules::default());
+    assert!(!AnswerRules::default().enforce_signature);
+    let rules = read("enforce_answer_signature = true\nnot_found_statuses = [1007, 1010]").unwrap();
+    assert!(rules.enforce_signature);
+    assert_eq!(rules.not_found_statuses, vec![1007, 1010]);
+    for (extra, message) in [
+        (
+            "enforce_answer_signature = \"yes\"",
+            "test.toml: [accounts.praxis.x] key `enforce_answer_signature`: must be true or false",
+        ),
+        (
+            "not_found_statuses = 1007",
+            "test.toml: [accounts.praxis.x] key `not_found_statuses`: must be a list of integers",
+        ),
+        (
+            "not_found_statuses = [0]",
+            "test.toml: [accounts.praxis.x] key `not_found_statuses`: 0 is not an application error: only positive statuses can say \"not found\"",
+        ),
+    ] {
+        assert_eq!(read(extra).unwrap_err().to_string(), message, "{extra}");
+    }
+}
+
+#[test]
+fn plain_http_to_a_remote_gateway_is_refused_unless_allowed() {
+    let table = table("http://pci-gw-test.praxispay.com");
+    let section = Section::new(Path::new("test.toml"), "accounts.praxis.x".into(), &table);
+    let error = AccountConfig::read(&section, &HttpSettings::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.starts_with("test.toml: [accounts.praxis.x] key `base_url`: plain http"),
+        "{error}"
+    );
+    let allowed = HttpSettings {
+        allow_http: true,
+        ..HttpSettings::default()
+    };
+    assert!(AccountConfig::read(&section, &allowed).is_ok());
 }

@@ -120,7 +120,8 @@ pub struct AgentAnswer {
     pub description: Option<String>,
     pub version: Option<String>,
     pub signature: Option<String>,
-    /// The transaction in notification form, when the answer carries one.
+    /// The transaction in notification form, when the answer carries one,
+    /// nested under `transaction` or flat at the top level.
     pub transaction: Option<Transaction>,
     /// The whole answer as received, unknown fields included.
     pub fields: Map<String, Value>,
@@ -140,6 +141,15 @@ pub struct Transaction {
     pub currency: Option<String>,
 }
 
+/// Fields that only a transaction has (the answer's own `status` is not one
+/// of them): any of these at the top level is a transaction in flat form.
+const TRANSACTION_KEYS: &[&str] = &[
+    "transaction_status",
+    "transaction_id",
+    "transaction_type",
+    "trace_id",
+];
+
 /// Reads a 2xx answer body.
 pub fn parse_answer(body: &str) -> Result<AgentAnswer, GatewayError> {
     let value: Value = serde_json::from_str(body)
@@ -155,8 +165,15 @@ pub fn parse_answer(body: &str) -> Result<AgentAnswer, GatewayError> {
             GatewayError::Unreadable(format!("answer `status` is not an integer: {value}"))
         })?,
     };
+    // The 1.2 documentation nests the transaction under `transaction`; the
+    // notification form (and, it seems, some 1.1 answers) puts its fields at
+    // the top level next to `status`. Either is the same transaction; the
+    // nested one wins when both are there.
     let transaction = match fields.get("transaction") {
         Some(Value::Object(tx)) => Some(Transaction::read(tx)),
+        _ if TRANSACTION_KEYS.iter().any(|key| fields.contains_key(*key)) => {
+            Some(Transaction::read(&fields))
+        }
         _ => None,
     };
     Ok(AgentAnswer {
@@ -319,6 +336,51 @@ mod tests {
         let answer = parse_answer(r#"{"status":2.0,"transaction":null}"#).unwrap();
         assert_eq!(answer.status, 2);
         assert_eq!(answer.transaction, None);
+    }
+
+    #[test]
+    fn a_flat_transaction_is_read_like_a_nested_one() {
+        let nested = parse_answer(
+            r#"{"status":0,"description":"Ok","version":"1.1","signature":"ab",
+                "transaction":{"transaction_type":"authorize","transaction_status":"authorized",
+                "transaction_id":13042,"trace_id":752856,"amount":1050,"currency":"USD"}}"#,
+        )
+        .unwrap();
+        let flat = parse_answer(
+            r#"{"status":0,"description":"Ok","version":"1.1","signature":"ab",
+                "transaction_type":"authorize","transaction_status":"authorized",
+                "transaction_id":13042,"trace_id":752856,"amount":1050,"currency":"USD",
+                "card":{"card_type":"VISA"}}"#,
+        )
+        .unwrap();
+        assert_eq!(flat.transaction, nested.transaction);
+        assert_eq!(flat.status, 0);
+        assert_eq!(
+            flat.transaction.unwrap().transaction_status.as_deref(),
+            Some("authorized")
+        );
+        // One transaction field is enough to be read as one.
+        let sparse = parse_answer(r#"{"status":0,"transaction_status":"approved"}"#).unwrap();
+        assert_eq!(
+            sparse.transaction.unwrap().transaction_status.as_deref(),
+            Some("approved")
+        );
+        // An answer with neither shape has no transaction.
+        assert_eq!(
+            parse_answer(r#"{"status":0,"description":"Ok"}"#)
+                .unwrap()
+                .transaction,
+            None
+        );
+        // Both: the nested one is the transaction.
+        let both = parse_answer(
+            r#"{"status":0,"transaction_status":"cancelled","transaction":{"transaction_status":"approved"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            both.transaction.unwrap().transaction_status.as_deref(),
+            Some("approved")
+        );
     }
 
     #[test]
