@@ -75,13 +75,31 @@ pub struct AmqpSettings {
     pub dead_letter_queue: String,
     /// Deliveries the broker may push before we ack: bounds memory and in-flight work.
     pub prefetch: u16,
+    /// The largest message body read as a command; a larger one is
+    /// dead-lettered unread.
+    pub max_command_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
     pub url: SecretString,
     pub max_connections: u32,
+    /// The longest a statement of the worker may run (its sessions'
+    /// `statement_timeout`); operator commands keep PostgreSQL's default.
+    pub statement_timeout: Duration,
 }
+
+/// The default `[database] statement_timeout`: far above any statement of
+/// the worker (milliseconds), far below a lock held forever.
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default `[amqp] max_command_bytes`: the contract's largest command
+/// (4 KiB of metadata and short fields) fits many times over.
+pub const DEFAULT_MAX_COMMAND_BYTES: usize = 64 * 1024;
+
+/// The shortest secret accepted: a shorter one cannot be told apart from
+/// ordinary text, so it could not be scrubbed from what gateways echo.
+pub const MIN_SECRET_CHARS: usize = 8;
 
 /// How the worker runs commands: concurrency, retries and reconciliation.
 #[derive(Debug, Clone)]
@@ -171,6 +189,7 @@ impl AccountSpec {
         let section = Section::new(&self.file, self.table_name(), &self.table);
         let client = (kind.build)(&section, &self.name, transport)?;
         section.finish()?;
+        section.check_secrets()?;
         Ok(client)
     }
 }
@@ -236,6 +255,12 @@ impl Config {
             result_exchange: amqp.amqp_name("result_exchange", "backoffice.events")?,
             dead_letter_queue: amqp.amqp_name("dead_letter_queue", "backoffice.commands.dead")?,
             prefetch: amqp.int_or("prefetch", 500, 1, 2000)? as u16,
+            max_command_bytes: amqp.int_or(
+                "max_command_bytes",
+                DEFAULT_MAX_COMMAND_BYTES as i64,
+                8 * 1024,
+                16 * 1024 * 1024,
+            )? as usize,
         };
         amqp.finish()?;
 
@@ -251,7 +276,11 @@ impl Config {
         let database = DatabaseSettings {
             url: SecretString::from(db_url),
             max_connections: db.int_or("max_connections", 16, 1, 1000)? as u32,
+            statement_timeout: db.duration_or("statement_timeout", DEFAULT_STATEMENT_TIMEOUT)?,
         };
+        if database.statement_timeout < Duration::from_secs(1) {
+            return Err(db.error("statement_timeout", "must be at least 1s"));
+        }
         db.finish()?;
 
         let http_table = top.subtable("http")?.unwrap_or(&empty);
@@ -397,6 +426,8 @@ pub struct Section<'a> {
     name: String,
     table: &'a toml::Table,
     used: Mutex<BTreeSet<String>>,
+    /// The secrets read, with their length in characters (never their value).
+    secrets: Mutex<Vec<(String, usize)>>,
 }
 
 impl<'a> Section<'a> {
@@ -406,6 +437,7 @@ impl<'a> Section<'a> {
             name,
             table,
             used: Mutex::new(BTreeSet::new()),
+            secrets: Mutex::new(Vec::new()),
         }
     }
 
@@ -466,8 +498,29 @@ impl<'a> Section<'a> {
     }
 
     /// A required secret. It is moved into a type that never prints it.
+    /// Its length is remembered for [`Section::check_secrets`].
     pub fn secret(&self, key: &str) -> Result<SecretString, ConfigError> {
-        self.str(key).map(SecretString::from)
+        let text = self.str(key)?;
+        self.secrets
+            .lock()
+            .expect("not poisoned")
+            .push((key.to_string(), text.chars().count()));
+        Ok(SecretString::from(text))
+    }
+
+    /// Refuses a secret shorter than [`MIN_SECRET_CHARS`]: the worker scrubs
+    /// secrets from whatever a gateway echoes by looking for them, and a
+    /// secret of a few characters would be found in ordinary text (or not
+    /// looked for at all). Says which key, never the value.
+    pub fn check_secrets(&self) -> Result<(), ConfigError> {
+        let secrets = self.secrets.lock().expect("not poisoned");
+        match secrets.iter().find(|(_, len)| *len < MIN_SECRET_CHARS) {
+            Some((key, len)) => Err(self.error(
+                key,
+                format!("is {len} characters long; a secret must have at least {MIN_SECRET_CHARS}"),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// A required `http`/`https` URL, returned without a trailing slash. It may

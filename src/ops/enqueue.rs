@@ -45,6 +45,9 @@ pub struct EnqueueArgs {
     /// The configuration file (default: $BACKOFFICE_CONFIG, then ./backoffice.toml).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Address the sandbox's own database and queues, as `run --sandbox` uses them.
+    #[arg(long)]
+    pub sandbox: bool,
     /// `paymentz` or `praxis`.
     #[arg(long)]
     pub gateway: String,
@@ -136,7 +139,7 @@ pub async fn run(args: &EnqueueArgs) -> Result<i32, OpsError> {
         ));
     }
     let body = serde_json::to_vec(&command_body(args, &id)?).expect("JSON serializes");
-    let config = super::load_config(args.config.as_deref())?;
+    let config = super::load_config(args.config.as_deref(), args.sandbox)?;
     let broker = Broker::connect(&config).await?;
     let result = publish_and_wait(&broker, &id, &body, args.wait.then_some(timeout)).await;
     broker.close().await;

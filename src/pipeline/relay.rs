@@ -185,7 +185,7 @@ pub async fn relay_once(w: &Worker, publisher: &Publisher) -> Result<usize, Stor
                 row.command_id.as_deref(),
                 row.reply_to.as_deref(),
                 row.reply_correlation_id.as_deref(),
-                serde_json::to_vec(&row.body).expect("stored JSON serializes"),
+                row.body.into_bytes(),
             ),
         })
         .collect();

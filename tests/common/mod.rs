@@ -416,6 +416,15 @@ pub fn pz(id: &str, operation: &str, payment_id: &str, amount: Option<&str>) -> 
     c
 }
 
+/// `from` and `to` of a transaction list that covers the simulator's
+/// payments (made today) and stays within the longest span a list may
+/// have (366 days).
+pub fn list_window() -> (String, String) {
+    let today: time::Date = time::OffsetDateTime::now_utc().date();
+    let half: time::Duration = time::Duration::days(180);
+    ((today - half).to_string(), (today + half).to_string())
+}
+
 pub fn px(id: &str, operation: &str, trace_id: &str) -> serde_json::Value {
     serde_json::json!({"id": id, "gateway": "praxis", "operation": operation, "payment_id": trace_id})
 }
