@@ -194,8 +194,12 @@ pub fn read(body: &[u8]) -> Reading {
     for (key, raw) in &fields {
         if !FIELDS.contains(&key.as_str()) {
             problem.get_or_insert_with(|| {
+                let shown = match key.as_str() {
+                    "" => "\"\"".to_string(),
+                    key => Escaped::at_most(key, SHOWN_NAME_CHARS).to_string(),
+                };
                 Rejected::invalid(
-                    &Escaped::at_most(key, SHOWN_NAME_CHARS).to_string(),
+                    &shown,
                     format!("unknown field (a command has only {})", FIELDS.join(", ")),
                 )
             });
