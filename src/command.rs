@@ -697,6 +697,82 @@ mod tests {
     }
 
     #[test]
+    fn numbers_are_measured_written_out() {
+        assert_eq!(written_out("0"), 1);
+        assert_eq!(written_out("-12.50"), 6);
+        assert_eq!(written_out("1e3"), 4);
+        assert_eq!(written_out("1.5E+2"), 3);
+        assert_eq!(written_out("1.5e-3"), 6);
+        assert_eq!(written_out("12e-1"), 3);
+        assert!(written_out("1e100000") > 100_000);
+        assert!(written_out("1e99999999999999999999") > 1 << 30);
+    }
+
+    #[test]
+    fn metadata_is_kept_as_sent_without_whitespace() {
+        let raw = "{ \"a\" : [1, 2.50 ,\"x y\" ], \"big\": 123456789012345678901234567890 }";
+        let metadata = read_metadata(raw).unwrap();
+        assert_eq!(
+            metadata.get(),
+            r#"{"a":[1,2.50,"x y"],"big":123456789012345678901234567890}"#
+        );
+        assert!(read_metadata(r#"{"a":"\u0000"}"#)
+            .unwrap_err()
+            .contains("\\u0000"));
+        assert!(read_metadata(r#"{"a\u0000":1}"#).is_err());
+        assert!(read_metadata(r#"{"n":1e5000}"#)
+            .unwrap_err()
+            .starts_with("is 50"));
+        assert_eq!(
+            read_metadata("[1]").unwrap_err(),
+            "must be a JSON object, not an array"
+        );
+        let deep = format!("{}1{}", "{\"a\":".repeat(200), "}".repeat(200));
+        assert!(read_metadata(&deep).is_err());
+    }
+
+    #[test]
+    fn the_reading_is_as_strict_as_the_schema() {
+        let rejected = |body: &str| match read(body.as_bytes()) {
+            Reading::Rejected { rejected, .. } => rejected.description,
+            other => panic!("{body}: {other:?}"),
+        };
+        let base = r#""id":"c1","gateway":"paymentz","operation":"inquiry","payment_id":"1""#;
+        assert!(rejected(&format!("{{{base},\"curency\":\"EUR\"}}"))
+            .starts_with("curency: unknown field"));
+        assert!(rejected(&format!("{{{base},\"\":1}}")).starts_with("\"\": unknown field"));
+        assert!(rejected(&format!("{{{base},\"amount\":\" 10\"}}")).starts_with("amount: "));
+        assert!(rejected(&format!("{{{base},\"currency\":\"E\\nR\"}}"))
+            .starts_with("currency: contains a control character"));
+        assert!(
+            rejected(&format!("{{{base},\"account\":\"{}\"}}", "a".repeat(300)))
+                .starts_with("account: is 300 characters")
+        );
+        assert!(rejected(&format!("{{{base},\"gateway\":\"\\ud800\"}}"))
+            .starts_with("gateway: is not valid Unicode text"));
+        let list = r#""id":"l1","gateway":"paymentz","operation":"transaction_list""#;
+        assert!(rejected(&format!(
+            r#"{{{list},"from":"2024-01-01","to":"2025-01-01"}}"#
+        ))
+        .starts_with("to: the list would cover 367 days"));
+        assert!(rejected(&format!(
+            r#"{{{list},"from":"1999-12-31","to":"2000-01-01"}}"#
+        ))
+        .starts_with("from: `1999-12-31` is outside the years 2000 to 2099"));
+        assert!(rejected(&format!(
+            r#"{{{list},"from":"+2024-01-01","to":"2024-01-02"}}"#
+        ))
+        .starts_with("from: `+2024-01-01` is not a date"));
+        match read(
+            format!(r#"{{{list},"from":"2024-01-01","to":"2024-12-31","currency":null}}"#)
+                .as_bytes(),
+        ) {
+            Reading::Command(c) => assert_eq!(c.currency, None, "null means absent"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn generic_rules_reject_before_looking_up_accounts() {
         let accounts = Accounts::default();
         let base = Command {

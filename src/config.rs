@@ -768,6 +768,50 @@ frontend = "Integration TEST USD"
     }
 
     #[test]
+    fn a_short_secret_is_refused_naming_file_table_and_key() {
+        let err = parse(SPEC_EXAMPLE, |n| match n {
+            "PAYMENTZ_SECURE_KEY" => Some("pz-secret".into()),
+            "PRAXIS_MERCHANT_SECRET" => Some("seven77".into()),
+            _ => None,
+        })
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "test.toml: [accounts.praxis.default] key `merchant_secret`: is 7 characters long; a secret must have at least 8"
+        );
+        assert!(!err.contains("seven77"));
+        let config = parse(SPEC_EXAMPLE, |n| match n {
+            "PAYMENTZ_SECURE_KEY" => Some("eight888".into()),
+            "PRAXIS_MERCHANT_SECRET" => Some("eight888".into()),
+            _ => None,
+        });
+        assert!(config.is_ok(), "8 characters are enough");
+    }
+
+    #[test]
+    fn body_cap_and_statement_timeout() {
+        let config = parse(SPEC_EXAMPLE, env_with_secrets).unwrap();
+        assert_eq!(config.amqp.max_command_bytes, DEFAULT_MAX_COMMAND_BYTES);
+        assert_eq!(config.database.statement_timeout, DEFAULT_STATEMENT_TIMEOUT);
+        let text = SPEC_EXAMPLE
+            .replace("[amqp]\n", "[amqp]\nmax_command_bytes = 131072\n")
+            .replace("[database]\n", "[database]\nstatement_timeout = \"5s\"\n");
+        let config = parse(&text, env_with_secrets).unwrap();
+        assert_eq!(config.amqp.max_command_bytes, 131_072);
+        assert_eq!(config.database.statement_timeout, Duration::from_secs(5));
+        let small = SPEC_EXAMPLE.replace("[amqp]\n", "[amqp]\nmax_command_bytes = 100\n");
+        let err = parse(&small, env_with_secrets).unwrap_err().to_string();
+        assert!(
+            err.contains("[amqp] key `max_command_bytes`: must be between"),
+            "{err}"
+        );
+        let zero = SPEC_EXAMPLE.replace("[database]\n", "[database]\nstatement_timeout = \"0s\"\n");
+        let err = parse(&zero, env_with_secrets).unwrap_err().to_string();
+        assert!(err.contains("[database] key `statement_timeout`"), "{err}");
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
