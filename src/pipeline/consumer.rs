@@ -7,6 +7,11 @@
 //! by the broker, and intake recognises them by their id. The in-flight
 //! semaphore is taken before a delivery is read, so a full worker stops reading
 //! and the broker's prefetch holds the rest.
+//!
+//! Nothing a producer sends may stop this loop: a body over `[amqp]
+//! max_command_bytes` is dead-lettered unread, and a batch whose intake
+//! fails for its data (not for a database that is away) is taken apart, so
+//! that the one delivery at fault is dead-lettered and the others go on.
 
 use std::sync::Arc;
 use std::time::Duration;
