@@ -234,13 +234,15 @@ pub async fn run(args: &DeadLettersArgs) -> Result<i32, OpsError> {
 
 /// Requeues every dead letter not requeued yet, oldest first, reading their
 /// ids a page at a time and each body only when it is published; prints how
-/// many.
+/// many. Only those there when it starts: one that the worker dead-letters
+/// again meanwhile is a new row, not requeued in a loop.
 async fn requeue_all(conn: &mut sqlx::PgConnection, broker: &Broker) -> Result<i32, OpsError> {
     let mut done = 0usize;
     let mut skipped = Vec::new();
     let mut after = 0i64;
+    let up_to = dead_letters::last_id(conn).await?;
     loop {
-        let page = dead_letters::waiting_ids(conn, after, 500).await?;
+        let page = dead_letters::waiting_ids(conn, after, up_to, 500).await?;
         let Some(&last) = page.last() else { break };
         after = last;
         for id in page {

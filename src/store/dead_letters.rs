@@ -165,16 +165,27 @@ pub async fn list(
     .await
 }
 
-/// The ids of the dead letters not requeued yet, oldest first, after `after`.
+/// The newest dead letter's id (0 when there is none).
+pub async fn last_id(conn: &mut PgConnection) -> Result<i64, StoreError> {
+    sqlx::query_scalar("SELECT COALESCE(max(id), 0) FROM dead_letters")
+        .fetch_one(conn)
+        .await
+}
+
+/// The ids of the dead letters not requeued yet, oldest first, above
+/// `after` and up to `up_to`.
 pub async fn waiting_ids(
     conn: &mut PgConnection,
     after: i64,
+    up_to: i64,
     limit: i64,
 ) -> Result<Vec<i64>, StoreError> {
     sqlx::query_scalar(
-        "SELECT id FROM dead_letters WHERE requeued_at IS NULL AND id > $1 ORDER BY id LIMIT $2",
+        "SELECT id FROM dead_letters WHERE requeued_at IS NULL AND id > $1 AND id <= $2
+          ORDER BY id LIMIT $3",
     )
     .bind(after)
+    .bind(up_to)
     .bind(limit)
     .fetch_all(conn)
     .await
