@@ -80,13 +80,31 @@ pub struct AmqpSettings {
     pub dead_letter_queue: String,
     /// Deliveries the broker may push before we ack: bounds memory and in-flight work.
     pub prefetch: u16,
+    /// The largest message body read as a command; a larger one is
+    /// dead-lettered unread.
+    pub max_command_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
     pub url: SecretString,
     pub max_connections: u32,
+    /// The longest a statement of the worker may run (its sessions'
+    /// `statement_timeout`); operator commands keep PostgreSQL's default.
+    pub statement_timeout: Duration,
 }
+
+/// The default `[database] statement_timeout`: far above any statement of
+/// the worker (milliseconds), far below a lock held forever.
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default `[amqp] max_command_bytes`: the contract's largest command
+/// (4 KiB of metadata and short fields) fits many times over.
+pub const DEFAULT_MAX_COMMAND_BYTES: usize = 64 * 1024;
+
+/// The shortest secret accepted: a shorter one cannot be told apart from
+/// ordinary text, so it could not be scrubbed from what gateways echo.
+pub const MIN_SECRET_CHARS: usize = 8;
 
 /// How the worker runs commands: concurrency, retries and reconciliation.
 #[derive(Debug, Clone)]
@@ -176,6 +194,7 @@ impl AccountSpec {
         let section = Section::new(&self.file, self.table_name(), &self.table);
         let client = (kind.build)(&section, &self.name, transport)?;
         section.finish()?;
+        section.check_secrets()?;
         Ok(client)
     }
 }
@@ -255,6 +274,12 @@ impl Config {
             result_exchange: amqp.amqp_name("result_exchange", "backoffice.events")?,
             dead_letter_queue: amqp.amqp_name("dead_letter_queue", "backoffice.commands.dead")?,
             prefetch: amqp.int_or("prefetch", 500, 1, 2000)? as u16,
+            max_command_bytes: amqp.int_or(
+                "max_command_bytes",
+                DEFAULT_MAX_COMMAND_BYTES as i64,
+                8 * 1024,
+                16 * 1024 * 1024,
+            )? as usize,
         };
         amqp.finish()?;
 
@@ -270,7 +295,11 @@ impl Config {
         let database = DatabaseSettings {
             url: SecretString::from(db_url),
             max_connections: db.int_or("max_connections", 16, 1, 1000)? as u32,
+            statement_timeout: db.duration_or("statement_timeout", DEFAULT_STATEMENT_TIMEOUT)?,
         };
+        if database.statement_timeout < Duration::from_secs(1) {
+            return Err(db.error("statement_timeout", "must be at least 1s"));
+        }
         db.finish()?;
 
         let http_table = top.subtable("http")?.unwrap_or(&empty);
@@ -487,6 +516,8 @@ pub struct Section<'a> {
     name: String,
     table: &'a toml::Table,
     used: Mutex<BTreeSet<String>>,
+    /// The secrets read, with their length in characters (never their value).
+    secrets: Mutex<Vec<(String, usize)>>,
 }
 
 impl<'a> Section<'a> {
@@ -496,6 +527,7 @@ impl<'a> Section<'a> {
             name,
             table,
             used: Mutex::new(BTreeSet::new()),
+            secrets: Mutex::new(Vec::new()),
         }
     }
 
@@ -556,8 +588,29 @@ impl<'a> Section<'a> {
     }
 
     /// A required secret. It is moved into a type that never prints it.
+    /// Its length is remembered for [`Section::check_secrets`].
     pub fn secret(&self, key: &str) -> Result<SecretString, ConfigError> {
-        self.str(key).map(SecretString::from)
+        let text = self.str(key)?;
+        self.secrets
+            .lock()
+            .expect("not poisoned")
+            .push((key.to_string(), text.chars().count()));
+        Ok(SecretString::from(text))
+    }
+
+    /// Refuses a secret shorter than [`MIN_SECRET_CHARS`]: the worker scrubs
+    /// secrets from whatever a gateway echoes by looking for them, and a
+    /// secret of a few characters would be found in ordinary text (or not
+    /// looked for at all). Says which key, never the value.
+    pub fn check_secrets(&self) -> Result<(), ConfigError> {
+        let secrets = self.secrets.lock().expect("not poisoned");
+        match secrets.iter().find(|(_, len)| *len < MIN_SECRET_CHARS) {
+            Some((key, len)) => Err(self.error(
+                key,
+                format!("is {len} characters long; a secret must have at least {MIN_SECRET_CHARS}"),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// A required `http`/`https` URL, returned without a trailing slash. It may
@@ -928,6 +981,50 @@ frontend = "Integration TEST USD"
             !debug.contains("pz-secret") && !debug.contains("px-secret"),
             "{debug}"
         );
+    }
+
+    #[test]
+    fn a_short_secret_is_refused_naming_file_table_and_key() {
+        let err = parse(SPEC_EXAMPLE, |n| match n {
+            "PAYMENTZ_SECURE_KEY" => Some("pz-secret".into()),
+            "PRAXIS_MERCHANT_SECRET" => Some("seven77".into()),
+            _ => None,
+        })
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "test.toml: [accounts.praxis.default] key `merchant_secret`: is 7 characters long; a secret must have at least 8"
+        );
+        assert!(!err.contains("seven77"));
+        let config = parse(SPEC_EXAMPLE, |n| match n {
+            "PAYMENTZ_SECURE_KEY" => Some("eight888".into()),
+            "PRAXIS_MERCHANT_SECRET" => Some("eight888".into()),
+            _ => None,
+        });
+        assert!(config.is_ok(), "8 characters are enough");
+    }
+
+    #[test]
+    fn body_cap_and_statement_timeout() {
+        let config = parse(SPEC_EXAMPLE, env_with_secrets).unwrap();
+        assert_eq!(config.amqp.max_command_bytes, DEFAULT_MAX_COMMAND_BYTES);
+        assert_eq!(config.database.statement_timeout, DEFAULT_STATEMENT_TIMEOUT);
+        let text = SPEC_EXAMPLE
+            .replace("[amqp]\n", "[amqp]\nmax_command_bytes = 131072\n")
+            .replace("[database]\n", "[database]\nstatement_timeout = \"5s\"\n");
+        let config = parse(&text, env_with_secrets).unwrap();
+        assert_eq!(config.amqp.max_command_bytes, 131_072);
+        assert_eq!(config.database.statement_timeout, Duration::from_secs(5));
+        let small = SPEC_EXAMPLE.replace("[amqp]\n", "[amqp]\nmax_command_bytes = 100\n");
+        let err = parse(&small, env_with_secrets).unwrap_err().to_string();
+        assert!(
+            err.contains("[amqp] key `max_command_bytes`: must be between"),
+            "{err}"
+        );
+        let zero = SPEC_EXAMPLE.replace("[database]\n", "[database]\nstatement_timeout = \"0s\"\n");
+        let err = parse(&zero, env_with_secrets).unwrap_err().to_string();
+        assert!(err.contains("[database] key `statement_timeout`"), "{err}");
     }
 
     #[test]

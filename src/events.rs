@@ -5,6 +5,7 @@
 //! exactly what was decided, never a re-computation.
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use time::macros::format_description;
 use time::OffsetDateTime;
 
@@ -33,8 +34,38 @@ pub struct ResultEvent {
     #[serde(default)]
     pub reconciled: bool,
     pub response: serde_json::Value,
-    pub metadata: Option<serde_json::Value>,
+    pub metadata: Option<Metadata>,
     pub occurred_at: String,
+}
+
+/// A command's `metadata`, kept as the JSON text the producer sent (without
+/// its whitespace), so that it is echoed unchanged: a number is never read
+/// into a float and written back rounded. Compared by its text.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Metadata(Box<RawValue>);
+
+impl Metadata {
+    /// Wraps JSON text that is known to be one valid JSON value.
+    pub fn from_json(text: String) -> Result<Metadata, serde_json::Error> {
+        RawValue::from_string(text).map(Metadata)
+    }
+
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// As a serde_json::Value: for reading it, never for echoing it (a
+    /// Value rounds numbers that do not fit a float).
+    pub fn value(&self) -> serde_json::Value {
+        serde_json::from_str(self.get()).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl PartialEq for Metadata {
+    fn eq(&self, other: &Metadata) -> bool {
+        self.get() == other.get()
+    }
 }
 
 impl ResultEvent {
@@ -102,7 +133,7 @@ mod tests {
             replayed: false,
             reconciled: false,
             response: serde_json::json!({}),
-            metadata: Some(serde_json::json!({"order_id": "8812"})),
+            metadata: Some(Metadata::from_json(r#"{"order_id":"8812"}"#.into()).unwrap()),
             occurred_at: now_rfc3339(),
         }
     }
@@ -135,5 +166,18 @@ mod tests {
         assert_eq!(replay.command_id, original.command_id);
         assert_eq!(replay.outcome, original.outcome);
         assert_eq!(replay.reference, original.reference);
+    }
+
+    #[test]
+    fn metadata_numbers_survive_serialization_exactly() {
+        let text = r#"{"n":123456789012345678901234567890,"x":0.10000000000000000555,"y":1.50}"#;
+        let event = ResultEvent {
+            metadata: Some(Metadata::from_json(text.into()).unwrap()),
+            ..event()
+        };
+        let json = serde_json::to_string(&event).unwrap();
+        assert!(json.contains(text), "{json}");
+        let back: ResultEvent = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.metadata.unwrap().get(), text);
     }
 }

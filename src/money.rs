@@ -20,7 +20,8 @@ pub struct Amount(u64);
 pub enum AmountError {
     #[error("amount is empty")]
     Empty,
-    #[error("amount `{0}` is not a plain decimal number (digits, at most one `.`, no sign)")]
+    /// The text is kept escaped and bounded: it is echoed in a `rejected` event.
+    #[error("amount `{0}` is not a plain decimal number (digits, at most one `.` followed by 1 or 2 digits; no sign, space or exponent)")]
     NotDecimal(String),
     #[error("amount `{0}` has more than 2 decimals")]
     TooManyDecimals(String),
@@ -41,37 +42,40 @@ impl Amount {
         self.0
     }
 
-    /// Parses a decimal string with at most two decimals. Zero is allowed here;
-    /// commands use [`Amount::parse_positive`].
+    /// Parses the contract's decimal text: digits, optionally one `.` and one
+    /// or two more digits. Nothing else: no whitespace, sign, exponent or
+    /// separator, because a producer's `" 10"` or `"1e3"` is a bug on its
+    /// side that must come back `rejected`, not be guessed at. Leading zeros
+    /// are allowed (the schema allows them); at most 10 integer digits remain
+    /// after them. Zero is allowed here; commands use [`Amount::parse_positive`].
     pub fn parse(text: &str) -> Result<Amount, AmountError> {
-        let text = text.trim();
         if text.is_empty() {
             return Err(AmountError::Empty);
         }
+        let shown = || crate::telemetry::Escaped::new(text).to_string();
         let (int_part, frac_part) = match text.split_once('.') {
-            Some((i, f)) => (i, f),
-            None => (text, ""),
+            Some((i, f)) => (i, Some(f)),
+            None => (text, None),
         };
         let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-        if int_part.is_empty() || !all_digits(int_part) || !all_digits(frac_part) {
-            return Err(AmountError::NotDecimal(text.to_string()));
+        let frac_ok = frac_part.is_none_or(|f| !f.is_empty() && all_digits(f));
+        if int_part.is_empty() || !all_digits(int_part) || !frac_ok {
+            return Err(AmountError::NotDecimal(shown()));
         }
-        if text.ends_with('.') {
-            return Err(AmountError::NotDecimal(text.to_string()));
-        }
+        let frac_part = frac_part.unwrap_or("");
         if frac_part.len() > 2 {
-            return Err(AmountError::TooManyDecimals(text.to_string()));
+            return Err(AmountError::TooManyDecimals(shown()));
         }
         let int_trimmed = int_part.trim_start_matches('0');
         if int_trimmed.len() > 10 {
-            return Err(AmountError::TooLarge(text.to_string()));
+            return Err(AmountError::TooLarge(shown()));
         }
         let units: u64 = if int_trimmed.is_empty() {
             0
         } else {
             int_trimmed
                 .parse()
-                .map_err(|_| AmountError::TooLarge(text.to_string()))?
+                .map_err(|_| AmountError::TooLarge(shown()))?
         };
         let mut cents: u64 = 0;
         for (i, b) in frac_part.bytes().enumerate() {

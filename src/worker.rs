@@ -1,7 +1,9 @@
 //! `backoffice-worker run`: wires the configuration, the database, the gateway
 //! accounts, the admin listener and the pipeline together, and turns SIGTERM /
 //! Ctrl-C into a graceful stop. `--sandbox` adds an in-process gateway
-//! simulator and points every account at it.
+//! simulator, points every account at it, and uses names of its own for the
+//! database and the broker ([`sandboxed`]): whatever the configuration says,
+//! a sandbox never reads a real command queue or writes to a real database.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,6 +22,7 @@ use crate::money::Amount;
 use crate::pipeline::{self, retry, Worker};
 use crate::simulator::{GatewayId, NewPayment, RunningSimulator, Simulator, SimulatorConfig};
 use crate::store::{self, Store};
+use crate::telemetry::Escaped;
 
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_help = "Examples:
@@ -27,8 +30,11 @@ use crate::store::{self, Store};
   backoffice-worker run --config /etc/backoffice/backoffice.toml --admin-listen 0.0.0.0:9090
   BACKOFFICE_CONFIG=./backoffice.toml backoffice-worker --log-format json run
 
-In --sandbox mode the worker creates its database when missing, starts the gateway
-simulator in-process and points every account at it: no real gateway is ever called.")]
+In --sandbox mode the worker starts the gateway simulator in-process and points every account
+at it: no real gateway is ever called. It always uses its own names, whatever the configuration
+or the environment says: database `backoffice_sandbox` (created when missing, on the configured
+server), queue `backoffice.sandbox.commands`, exchange `backoffice.sandbox.events`, dead letters
+`backoffice.sandbox.commands.dead`. The operator commands take --sandbox to address the same.")]
 pub struct RunArgs {
     /// The configuration file (default: $BACKOFFICE_CONFIG, then ./backoffice.toml).
     #[arg(long)]
@@ -60,6 +66,56 @@ merchant_id = "Test-Integration-Merchant"
 merchant_secret = "sandbox-merchant-secret"
 frontend = "Integration TEST USD"
 "#;
+
+/// The database a sandbox uses, on the configured server.
+pub const SANDBOX_DATABASE: &str = "backoffice_sandbox";
+/// The queue a sandbox reads commands from.
+pub const SANDBOX_COMMAND_QUEUE: &str = "backoffice.sandbox.commands";
+/// The exchange a sandbox publishes its results to.
+pub const SANDBOX_RESULT_EXCHANGE: &str = "backoffice.sandbox.events";
+/// The queue a sandbox moves unreadable messages to.
+pub const SANDBOX_DEAD_LETTER_QUEUE: &str = "backoffice.sandbox.commands.dead";
+
+/// The configuration with the sandbox's own names: the database
+/// [`SANDBOX_DATABASE`] on the configured server (same host, port, user and
+/// connection parameters) and the sandbox queues and exchange on the
+/// configured broker. A sandbox answers from a simulator: pointed at a
+/// production configuration, it must not take real commands off the real
+/// queue and publish `succeeded` for them, so it never uses the configured
+/// names, whatever the file or `$DATABASE_URL` say.
+pub fn sandboxed(mut config: Config) -> Result<Config, ConfigError> {
+    let mut url =
+        url::Url::parse(config.database.url.expose_secret()).map_err(|e| ConfigError::Key {
+            file: config.file.clone(),
+            table: "database".into(),
+            key: "url".into(),
+            problem: format!("malformed URL: {e}"),
+        })?;
+    url.set_path(&format!("/{SANDBOX_DATABASE}"));
+    config.database.url = secrecy::SecretString::from(url.to_string());
+    config.amqp.command_queue = SANDBOX_COMMAND_QUEUE.into();
+    config.amqp.result_exchange = SANDBOX_RESULT_EXCHANGE.into();
+    config.amqp.dead_letter_queue = SANDBOX_DEAD_LETTER_QUEUE.into();
+    Ok(config)
+}
+
+/// Where a sandboxed configuration points, without credentials: one line
+/// for logs and for the operator commands' notes.
+pub fn sandbox_names(config: &Config) -> String {
+    let database = url::Url::parse(config.database.url.expose_secret())
+        .map(|u| {
+            format!(
+                "`{SANDBOX_DATABASE}` on {}:{}",
+                u.host_str().unwrap_or("?"),
+                u.port().unwrap_or(5432)
+            )
+        })
+        .unwrap_or_else(|_| format!("`{SANDBOX_DATABASE}`"));
+    format!(
+        "database {database}, command queue `{}`, result exchange `{}`, dead letters `{}`",
+        config.amqp.command_queue, config.amqp.result_exchange, config.amqp.dead_letter_queue
+    )
+}
 
 /// Loads the config and runs the worker until a stop signal.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -100,7 +156,24 @@ pub async fn run_with_options(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let simulator = match sandbox {
-        Some(listen) => Some(start_sandbox(&mut config, listen).await?),
+        Some(listen) => {
+            let configured = (
+                config.amqp.command_queue.clone(),
+                crate::ops::database_options(&config)
+                    .map(|o| crate::ops::database_target(&o))
+                    .unwrap_or_default(),
+            );
+            config = sandboxed(config)?;
+            tracing::warn!("==================================================================");
+            tracing::warn!("SANDBOX MODE: own names, whatever the configuration says:");
+            tracing::warn!("{}", sandbox_names(&config));
+            tracing::warn!(
+                "(the configured queue `{}` and database {} are NOT used)",
+                Escaped::new(&configured.0),
+                configured.1
+            );
+            Some(start_sandbox(&mut config, listen).await?)
+        }
         None => None,
     };
     let accounts = Accounts::build(&config.accounts, &HttpTransport::new(config.http.clone()))?;

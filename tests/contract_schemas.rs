@@ -211,12 +211,8 @@ frontend = "Integration TEST USD"
 /// Whether the worker would run the command (true) or reject / dead-letter it.
 fn worker_accepts(accounts: &Accounts, command: &Value) -> bool {
     match intake::read(&serde_json::to_vec(command).unwrap()) {
-        Reading::Unreadable(_) => false,
-        Reading::Command {
-            command,
-            type_error,
-            ..
-        } => intake::validate(&command, type_error, accounts).is_ok(),
+        Reading::Unreadable(_) | Reading::Rejected { .. } => false,
+        Reading::Command(command) => intake::validate(&command, accounts).is_ok(),
     }
 }
 
@@ -310,14 +306,23 @@ fn the_command_schema_agrees_with_the_workers_validation() {
         ("a Praxis cancel with amount", with(px_capture.clone(), json!({"operation": "cancel", "amount": "5.00"})), Invalid),
         ("a Praxis id with a leading zero", with(px_capture.clone(), json!({"payment_id": "020000001"})), Invalid),
         ("a Praxis id with letters", with(px_capture.clone(), json!({"payment_id": "tx-1"})), Invalid),
-        // The schema is stricter than the worker's tolerant reading.
-        ("an unknown field", with(refund.clone(), json!({"note": "x"})), SchemaStricter),
-        ("null for an optional field", with(refund.clone(), json!({"currency": null, "metadata": null})), SchemaStricter),
-        ("spaces around the amount", with(refund.clone(), json!({"amount": " 10.00 "})), SchemaStricter),
+        ("an unknown field", with(refund.clone(), json!({"note": "x"})), Invalid),
+        ("spaces around the amount", with(refund.clone(), json!({"amount": " 10.00 "})), Invalid),
+        ("a plus sign", with(refund.clone(), json!({"amount": "+10.00"})), Invalid),
+        ("an amount of 300 characters", with(refund.clone(), json!({"amount": format!("{}1", "0".repeat(299))})), Invalid),
         ("an amount on a Praxis inquiry", with(px_capture.clone(), json!({"operation": "inquiry", "amount": "5.00"})), Invalid),
+        ("a list in 1999", with(list.clone(), json!({"from": "1999-12-31"})), Invalid),
+        ("a list in year 9999", with(list.clone(), json!({"to": "9999-12-31"})), Invalid),
+        ("an account of 65 characters", with(refund.clone(), json!({"account": "a".repeat(65)})), Invalid),
+        ("a newline in the account", with(refund.clone(), json!({"account": "eu\n2"})), Invalid),
+        ("a list of a whole year", with(list.clone(), json!({"from": "2024-01-01", "to": "2024-12-31"})), Valid),
+        // The schema is stricter than the worker's reading: null means absent.
+        ("null for an optional field", with(refund.clone(), json!({"currency": null, "metadata": null})), SchemaStricter),
         // What JSON Schema cannot say.
         ("from after to", with(list.clone(), json!({"from": "2026-12-01"})), WorkerStricter),
         ("metadata over 4 KiB", with(refund.clone(), json!({"metadata": {"x": "y".repeat(5000)}})), WorkerStricter),
+        ("a NUL in the metadata", with(refund.clone(), json!({"metadata": {"x": "a\u{0}b"}})), WorkerStricter),
+        ("a list of 367 days", with(list.clone(), json!({"from": "2024-01-01", "to": "2025-01-01"})), WorkerStricter),
         ("an account that is not configured", with(refund.clone(), json!({"account": "nope"})), WorkerStricter),
         ("a Praxis id above i64", with(px_capture.clone(), json!({"payment_id": "9999999999999999999"})), WorkerStricter),
     ];
@@ -665,8 +670,9 @@ async fn every_event_a_real_worker_emits_satisfies_the_result_schema() {
     let mut conflict = pz_refund.clone();
     conflict["amount"] = "99.00".into();
     env.publish(&conflict).await;
+    let (from, to) = common::list_window();
     env.publish(&json!({"id": "ct-pz-list", "gateway": "paymentz",
-        "operation": "transaction_list", "from": "2020-01-01", "to": "2099-12-31"}))
+        "operation": "transaction_list", "from": from, "to": to}))
         .await;
     collect(
         &mut env,
@@ -1150,24 +1156,65 @@ async fn the_rust_example_publishes_a_command_and_reads_its_result_both_ways() {
     env.cleanup().await;
 }
 
-/// The contract: every command with a usable id gets an event. An id of 256 to
-/// 1024 bytes is stored and rejected; it does not fit the AMQP `correlation_id`
-/// (a short string of at most 255 bytes), so its event goes without one, and
-/// the events after it keep flowing.
+/// The contract: every command with a usable id gets an event. An id of up
+/// to 255 bytes that breaks the id rules is stored and rejected (its event
+/// carries it whole, also as the AMQP `correlation_id`, a short string of
+/// at most 255 bytes); a longer one cannot be answered and is dead-lettered;
+/// the events after both keep flowing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_long_id_is_rejected_and_later_events_still_flow() {
+async fn a_long_id_is_rejected_or_dead_lettered_and_later_events_still_flow() {
     let mut env = TestEnv::new("contract-longid").await;
     let worker = env.start_worker();
-    let long_id = "x".repeat(300);
-    env.publish(
-        &json!({"id": long_id, "gateway": "paymentz", "operation": "inquiry",
-                        "payment_id": "10000001"}),
-    )
-    .await;
+    let long_id = "x".repeat(255);
+    let too_long = "y".repeat(256);
+    for id in [&long_id, &too_long] {
+        env.publish(
+            &json!({"id": id, "gateway": "paymentz", "operation": "inquiry",
+                            "payment_id": "10000001"}),
+        )
+        .await;
+    }
     env.publish(&pz("after-long-id", "inquiry", "10000003", None))
         .await;
-    let rejected = env.outcome_of(&long_id).await;
+    let (rejected, delivery) = loop {
+        let (event, delivery) = env
+            .next_event(std::time::Duration::from_secs(30))
+            .await
+            .expect("an event for the long id");
+        if event.command_id == long_id {
+            break (event, delivery);
+        }
+    };
     assert_eq!(rejected.outcome.as_str(), "rejected");
+    assert!(
+        rejected
+            .description
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("id: must be 1 to 128"),
+        "{rejected:?}"
+    );
+    assert_eq!(
+        text(delivery.properties.correlation_id()),
+        Some(long_id.as_str())
+    );
+    let dead = common::get_message(
+        &env.channel,
+        &env.dead_letter_queue,
+        std::time::Duration::from_secs(30),
+    )
+    .await;
+    let reason = match dead
+        .delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("x-backoffice-reason").cloned())
+    {
+        Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        other => panic!("no reason header: {other:?}"),
+    };
+    assert!(reason.contains("longer than 255 bytes"), "{reason}");
     let after = env.outcome_of("after-long-id").await;
     assert_eq!(after.outcome.as_str(), "succeeded");
     worker.stop().await;

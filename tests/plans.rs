@@ -31,7 +31,7 @@ const LEASE: Duration = Duration::from_secs(60);
 fn new_command(id: &str, payment: &str) -> NewCommand {
     NewCommand {
         id: id.into(),
-        payload: serde_json::json!({"id": id}),
+        payload: serde_json::json!({"id": id}).to_string(),
         fingerprint: format!("fp-{id}"),
         gateway: Some("paymentz".into()),
         account: Some("default".into()),
@@ -202,7 +202,7 @@ async fn run_a_command_through(conn: &mut PgConnection, owner: uuid::Uuid) {
         .await
         .unwrap();
     assert_eq!(replays.len(), 1);
-    let replay = serde_json::json!({"replay": true});
+    let replay = serde_json::json!({"replay": true}).to_string();
     let rows = outbox::enqueue_many(
         &mut tx,
         &[Staged {
@@ -264,6 +264,7 @@ async fn every_statement_on_a_commands_path_keeps_index_plans_made_on_an_empty_d
     let store = Store::connect_lazy(&DatabaseSettings {
         url: SecretString::from(env.db_url.clone()),
         max_connections: 1,
+        statement_timeout: backoffice_worker::config::DEFAULT_STATEMENT_TIMEOUT,
     })
     .unwrap();
     let mut conn = store.pool().acquire().await.unwrap();

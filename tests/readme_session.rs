@@ -1,32 +1,21 @@
 //! The README's sandbox session, as a new user types it: no config file,
-//! `run --sandbox`, `enqueue --wait`, `show`, `/metrics`. Isolated in its own
-//! RabbitMQ vhost and database, given through `$AMQP_URL` / `$DATABASE_URL`
-//! exactly as a user would override the defaults.
+//! `run --sandbox`, `enqueue --sandbox --wait`, `show --sandbox`, `/metrics`.
+//! A sandbox always uses its own names (`backoffice_sandbox`,
+//! `backoffice.sandbox.*`) on the configured servers, so the session is
+//! isolated the way a user would point it elsewhere: `$AMQP_URL` names a
+//! vhost of its own, and `$DATABASE_URL` a schema of its own in the sandbox
+//! database (see `common::SandboxPlace`).
 
 mod common;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port, http_get, wait_for_status, ChildGuard, PG_SERVER};
-
-fn rabbitmqctl(args: &[&str]) {
-    let out = Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .expect("rabbitmqctl");
-    assert!(out.status.success(), "rabbitmqctl {args:?}: {out:?}");
-}
+use common::{free_port, http_get, wait_for_status, ChildGuard, SandboxPlace};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_sandbox_session_works_without_a_config_file() {
-    let suffix = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
-    let vhost = format!("bwtest-readme-{suffix}");
-    rabbitmqctl(&["add_vhost", &vhost]);
-    rabbitmqctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
-    let amqp_url = format!("amqp://guest:guest@127.0.0.1:5672/{vhost}");
-    let db_name = format!("bwtest_readme_{suffix}");
-    let db_url = format!("{PG_SERVER}/{db_name}");
+    let place = SandboxPlace::new("readme").await;
     let dir = tempfile::tempdir().unwrap();
     let binary = env!("CARGO_BIN_EXE_backoffice-worker");
     let command = |args: &[&str]| {
@@ -34,8 +23,8 @@ async fn the_readme_sandbox_session_works_without_a_config_file() {
         c.args(args)
             .current_dir(dir.path())
             .env_remove("BACKOFFICE_CONFIG")
-            .env("AMQP_URL", &amqp_url)
-            .env("DATABASE_URL", &db_url);
+            .env("AMQP_URL", &place.amqp_url)
+            .env("DATABASE_URL", &place.db_url);
         c
     };
 
@@ -64,6 +53,7 @@ async fn the_readme_sandbox_session_works_without_a_config_file() {
 
     let enqueue = command(&[
         "enqueue",
+        "--sandbox",
         "--gateway",
         "paymentz",
         "--operation",
@@ -83,13 +73,13 @@ async fn the_readme_sandbox_session_works_without_a_config_file() {
         serde_json::from_slice(&enqueue.stdout).expect("enqueue --wait prints the event");
     assert_eq!(event["outcome"], "succeeded");
     assert_eq!(event["command_id"], "demo-capture-1");
+    let note = String::from_utf8_lossy(&enqueue.stderr);
+    assert!(
+        note.contains("backoffice_sandbox") && note.contains("backoffice.sandbox.commands"),
+        "enqueue --sandbox says where it goes: {note}"
+    );
 
-    let show = Command::new(binary)
-        .args(["show", "demo-capture-1"])
-        .current_dir(dir.path())
-        .env_remove("BACKOFFICE_CONFIG")
-        .env("AMQP_URL", &amqp_url)
-        .env("DATABASE_URL", &db_url)
+    let show = command(&["show", "--sandbox", "demo-capture-1"])
         .output()
         .unwrap();
     assert!(show.status.success(), "{show:?}");
@@ -113,14 +103,5 @@ async fn the_readme_sandbox_session_works_without_a_config_file() {
         .unwrap()
         .unwrap();
     assert!(exit.success(), "SIGTERM exits 0: {exit:?}");
-    rabbitmqctl(&["delete_vhost", &vhost]);
-    if let Ok(mut admin_db) =
-        <sqlx::PgConnection as sqlx::Connection>::connect(&format!("{PG_SERVER}/postgres")).await
-    {
-        let _ = sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS \"{db_name}\" WITH (FORCE)"
-        ))
-        .execute(&mut admin_db)
-        .await;
-    }
+    place.cleanup().await;
 }

@@ -6,7 +6,9 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port, http_get, pz, wait_for_status, ChildGuard, Proxy, TestEnv, PG_SERVER};
+use common::{
+    free_port, http_get, pz, wait_for_status, ChildGuard, Proxy, SandboxPlace, TestEnv, PG_SERVER,
+};
 
 fn binary() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_backoffice-worker"));
@@ -71,16 +73,57 @@ fn a_bad_config_file_names_the_file_the_table_and_the_key() {
     );
 }
 
+/// A sandbox answers from a simulator, so it must never take real commands:
+/// pointed at a configuration naming other queues and another database (a
+/// production one), it uses its own names, says so, and leaves the
+/// configured ones alone. The operator commands reach it with `--sandbox`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_sandbox_creates_its_database_runs_commands_and_reports_them() {
-    let mut env = TestEnv::new("sandbox").await;
-    // A database that does not exist yet: the sandbox must create it.
-    let db_name = format!("{}_fresh", env.db_name);
+async fn the_sandbox_uses_its_own_names_whatever_the_config_says() {
+    let env = TestEnv::new("sandbox").await;
+    let place = SandboxPlace::new("sandbox").await;
+    // The configuration of a deployment: its queue and database (the test
+    // environment's, with the place's schema in it), on the place's broker
+    // vhost and database server.
+    sqlx::query(&format!("CREATE SCHEMA \"{}\"", place.schema))
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    let configured_db = format!(
+        "{PG_SERVER}/{}?options[search_path]={}",
+        env.db_name, place.schema
+    );
     let config = env
         .config_text()
-        .replace(&env.db_url, &format!("{PG_SERVER}/{db_name}"));
-    let file = env.dir.path().join("sandbox.toml");
-    std::fs::write(&file, config).unwrap();
+        .replace(common::AMQP_URL, &place.amqp_url)
+        .replace(&env.db_url, &configured_db);
+    let file = env.dir.path().join("production.toml");
+    std::fs::write(&file, &config).unwrap();
+    // A real command waits on the configured queue (declared in the vhost).
+    let vhost = lapin::Connection::connect(&place.amqp_url, Default::default())
+        .await
+        .unwrap();
+    let channel = vhost.create_channel().await.unwrap();
+    let topology = backoffice_worker::broker::Topology {
+        command_queue: env.command_queue.clone(),
+        result_exchange: env.result_exchange.clone(),
+        dead_letter_queue: env.dead_letter_queue.clone(),
+    };
+    backoffice_worker::broker::declare(&channel, &topology)
+        .await
+        .unwrap();
+    channel
+        .basic_publish(
+            "".into(),
+            env.command_queue.as_str().into(),
+            Default::default(),
+            &serde_json::to_vec(&pz("real-capture", "capture", "55361", Some("10.00"))).unwrap(),
+            lapin::BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
     let admin = free_port();
     let log = std::fs::File::create(env.dir.path().join("sandbox.log")).unwrap();
     let mut child = ChildGuard(
@@ -100,20 +143,54 @@ async fn the_sandbox_creates_its_database_runs_commands_and_reports_them() {
             .spawn()
             .unwrap(),
     );
-
     let base = format!("http://127.0.0.1:{admin}");
     assert_eq!(
         wait_for_status(&format!("{base}/healthz"), 200, Duration::from_secs(30)).await,
         "ok\n"
     );
     wait_for_status(&format!("{base}/readyz"), 200, Duration::from_secs(30)).await;
+    // Ready: it has migrated its database, and not the configured one.
+    let configured: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = $1",
+    )
+    .bind(&place.schema)
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        configured, 0,
+        "the configured database was not even migrated"
+    );
 
-    // The demo payment of the README's session works at once.
-    env.publish(&pz("sandbox-capture", "capture", "55361", Some("10.00")))
-        .await;
-    let event = env.outcome_of("sandbox-capture").await;
-    assert_eq!(event.outcome.as_str(), "succeeded", "{event:?}");
-    assert_eq!(event.gateway_status.as_deref(), Some("capturesuccess"));
+    // The demo payment of the README's session works at once, through the
+    // operator command addressing the sandbox.
+    let ops = |args: &[&str]| {
+        binary()
+            .args(args)
+            .arg("--config")
+            .arg(&file)
+            .output()
+            .unwrap()
+    };
+    let enqueue = ops(&[
+        "enqueue",
+        "--sandbox",
+        "--gateway",
+        "paymentz",
+        "--operation",
+        "capture",
+        "--payment-id",
+        "55361",
+        "--amount",
+        "10.00",
+        "--id",
+        "sandbox-capture",
+        "--wait",
+    ]);
+    assert!(enqueue.status.success(), "{enqueue:?}");
+    let event: serde_json::Value = serde_json::from_slice(&enqueue.stdout).unwrap();
+    assert_eq!(event["outcome"], "succeeded", "{event}");
+    assert_eq!(event["gateway_status"], "capturesuccess");
 
     let (status, metrics) = http_get(&format!("{base}/metrics")).await.unwrap();
     assert_eq!(status, 200);
@@ -125,26 +202,57 @@ async fn the_sandbox_creates_its_database_runs_commands_and_reports_them() {
         metrics.contains("backoffice_gateway_latency_seconds_bucket"),
         "{metrics}"
     );
-    // The event can arrive before the relay has marked its outbox row
-    // published (it marks after the broker's confirm), so the backlog is
-    // awaited rather than read once.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, metrics) = http_get(&format!("{base}/metrics")).await.unwrap();
-        if metrics.contains("backoffice_outbox_backlog 0") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the outbox backlog never reached 0: {metrics}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+
+    // The configured queue and database were left alone...
+    let waiting = channel
+        .queue_declare(
+            env.command_queue.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        waiting.message_count(),
+        1,
+        "the real command is still queued"
+    );
+    // ...and the sandbox's own database has the command.
+    let mut sandbox_db = <sqlx::PgConnection as sqlx::Connection>::connect(&place.sandbox_db_url)
+        .await
+        .unwrap();
+    let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM commands")
+        .fetch_all(&mut sandbox_db)
+        .await
+        .unwrap();
+    assert_eq!(ids, vec!["sandbox-capture".to_string()]);
+
+    // Every operator command addresses the same names with --sandbox.
+    let show = ops(&["show", "--sandbox", "sandbox-capture"]);
+    assert!(show.status.success(), "{show:?}");
+    assert!(String::from_utf8_lossy(&show.stdout).contains("capturesuccess"));
+    let list = ops(&["list", "--sandbox", "--outcome", "failed"]);
+    assert!(list.status.success(), "{list:?}");
+    let dead = ops(&["dead-letters", "--sandbox", "list"]);
+    assert!(dead.status.success(), "{dead:?}");
+    let migrate = ops(&["migrate", "--sandbox"]);
+    assert!(migrate.status.success(), "{migrate:?}");
+    let said = String::from_utf8_lossy(&migrate.stdout);
+    assert!(said.contains("`backoffice_sandbox`"), "{said}");
+    // Without --sandbox they address the configured ones.
+    let show = ops(&["show", "sandbox-capture"]);
+    assert!(!show.status.success(), "not in the configured database");
 
     let log = std::fs::read_to_string(env.dir.path().join("sandbox.log")).unwrap();
     assert!(
-        log.contains("SANDBOX MODE"),
-        "the sandbox says so loudly: {log}"
+        log.contains("SANDBOX MODE")
+            && log.contains("backoffice.sandbox.commands")
+            && log.contains("backoffice_sandbox")
+            && log.contains("are NOT used"),
+        "the sandbox says loudly which names it uses: {log}"
     );
     assert!(
         !log.contains("sandbox-secure-key") && !log.contains("sandbox-merchant-secret"),
@@ -153,15 +261,8 @@ async fn the_sandbox_creates_its_database_runs_commands_and_reports_them() {
 
     child.kill().unwrap();
     child.wait().unwrap();
-    let mut admin_db =
-        <sqlx::PgConnection as sqlx::Connection>::connect(&format!("{PG_SERVER}/postgres"))
-            .await
-            .unwrap();
-    let _ = sqlx::query(&format!(
-        "DROP DATABASE IF EXISTS \"{db_name}\" WITH (FORCE)"
-    ))
-    .execute(&mut admin_db)
-    .await;
+    let _ = vhost.close(200, "done".into()).await;
+    place.cleanup().await;
     env.cleanup().await;
 }
 

@@ -15,7 +15,9 @@ use futures::StreamExt;
 use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
 use lapin::types::{FieldTable, ShortString};
 use lapin::BasicProperties;
-use serde_json::{Map, Value};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
 
 use super::{Broker, OpsError};
 use crate::config;
@@ -45,6 +47,9 @@ pub struct EnqueueArgs {
     /// The configuration file (default: $BACKOFFICE_CONFIG, then ./backoffice.toml).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Address the sandbox's own database and queues, as `run --sandbox` uses them.
+    #[arg(long)]
+    pub sandbox: bool,
     /// `paymentz` or `praxis`.
     #[arg(long)]
     pub gateway: String,
@@ -82,32 +87,50 @@ pub struct EnqueueArgs {
     pub timeout: String,
 }
 
-/// The command body, with the contract's field names; absent flags are
-/// absent fields (the worker applies its own defaults, e.g. `account`).
-pub fn command_body(args: &EnqueueArgs, id: &str) -> Result<Value, OpsError> {
-    let mut body = Map::new();
-    body.insert("id".into(), id.into());
-    body.insert("gateway".into(), args.gateway.clone().into());
-    body.insert("operation".into(), args.operation.clone().into());
-    let optional = [
-        ("account", &args.account),
-        ("payment_id", &args.payment_id),
-        ("amount", &args.amount),
-        ("currency", &args.currency),
-        ("from", &args.from),
-        ("to", &args.to),
-    ];
-    for (field, value) in optional {
-        if let Some(value) = value {
-            body.insert(field.into(), value.clone().into());
-        }
+/// The command body (JSON text), with the contract's field names; absent
+/// flags are absent fields (the worker applies its own defaults, e.g.
+/// `account`). `--metadata` goes in as typed: its numbers are never read
+/// into a float and rounded.
+pub fn command_body(args: &EnqueueArgs, id: &str) -> Result<String, OpsError> {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        id: &'a str,
+        gateway: &'a str,
+        operation: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        account: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        payment_id: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        amount: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        currency: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        from: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        to: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        metadata: Option<Box<RawValue>>,
     }
-    if let Some(text) = &args.metadata {
-        let metadata: Value = serde_json::from_str(text)
-            .map_err(|e| OpsError::BadInput(format!("--metadata is not JSON: {e}")))?;
-        body.insert("metadata".into(), metadata);
-    }
-    Ok(Value::Object(body))
+    let metadata = args
+        .metadata
+        .as_deref()
+        .map(serde_json::from_str::<Box<RawValue>>)
+        .transpose()
+        .map_err(|e| OpsError::BadInput(format!("--metadata is not JSON: {e}")))?;
+    let body = Body {
+        id,
+        gateway: &args.gateway,
+        operation: &args.operation,
+        account: args.account.as_deref(),
+        payment_id: args.payment_id.as_deref(),
+        amount: args.amount.as_deref(),
+        currency: args.currency.as_deref(),
+        from: args.from.as_deref(),
+        to: args.to.as_deref(),
+        metadata,
+    };
+    Ok(serde_json::to_string(&body).expect("JSON serializes"))
 }
 
 /// The exit status for a result event: by its `outcome`.
@@ -135,8 +158,8 @@ pub async fn run(args: &EnqueueArgs) -> Result<i32, OpsError> {
             "--id: longer than 255 bytes, it cannot be the correlation id --wait needs (the contract allows 128 characters)".into(),
         ));
     }
-    let body = serde_json::to_vec(&command_body(args, &id)?).expect("JSON serializes");
-    let config = super::load_config(args.config.as_deref())?;
+    let body = command_body(args, &id)?.into_bytes();
+    let config = super::load_config(args.config.as_deref(), args.sandbox)?;
     let broker = Broker::connect(&config).await?;
     let result = publish_and_wait(&broker, &id, &body, args.wait.then_some(timeout)).await;
     broker.close().await;
@@ -266,7 +289,8 @@ mod tests {
             "--metadata",
             r#"{"order_id":"8812"}"#,
         ]);
-        let body = command_body(&a, "order-8812-refund-1").unwrap();
+        let body: Value =
+            serde_json::from_str(&command_body(&a, "order-8812-refund-1").unwrap()).unwrap();
         assert_eq!(
             body,
             serde_json::json!({
@@ -291,7 +315,7 @@ mod tests {
             "--account",
             "eu",
         ]);
-        let body = command_body(&list, "l1").unwrap();
+        let body: Value = serde_json::from_str(&command_body(&list, "l1").unwrap()).unwrap();
         assert_eq!(body["from"], "2026-11-01");
         assert_eq!(body["to"], "2026-11-22");
         assert_eq!(body["account"], "eu");
@@ -306,10 +330,20 @@ mod tests {
         assert!(error.starts_with("--metadata is not JSON"), "{error}");
         // Not an object: the worker rejects it, not us.
         let odd = args(&["--gateway", "x", "--operation", "y", "--metadata", "[1]"]);
-        assert_eq!(
-            command_body(&odd, "c").unwrap()["metadata"],
-            serde_json::json!([1])
-        );
+        let body: Value = serde_json::from_str(&command_body(&odd, "c").unwrap()).unwrap();
+        assert_eq!(body["metadata"], serde_json::json!([1]));
+        // Numbers go as typed.
+        let big = args(&[
+            "--gateway",
+            "x",
+            "--operation",
+            "y",
+            "--metadata",
+            r#"{"n": 123456789012345678901234567890}"#,
+        ]);
+        assert!(command_body(&big, "c")
+            .unwrap()
+            .contains(r#""metadata":{"n": 123456789012345678901234567890}"#));
     }
 
     #[test]

@@ -54,6 +54,9 @@ pub struct ListArgs {
     /// The configuration file (default: $BACKOFFICE_CONFIG, then ./backoffice.toml).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Address the sandbox's own database and queues, as `run --sandbox` uses them.
+    #[arg(long)]
+    pub sandbox: bool,
     /// Which commands: unknown (not settled yet), failed or rejected.
     #[arg(long, value_enum)]
     pub outcome: Attention,
@@ -136,7 +139,7 @@ pub async fn run(args: &ListArgs) -> Result<i32, OpsError> {
         ),
         None => None,
     };
-    let config = super::load_config(args.config.as_deref())?;
+    let config = super::load_config(args.config.as_deref(), args.sandbox)?;
     let mut conn = super::connect_database(&config).await?;
     let rows =
         reports::needing_attention(&mut conn, args.outcome.as_str(), since, args.limit).await?;

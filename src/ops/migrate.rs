@@ -24,10 +24,13 @@ pub struct MigrateArgs {
     /// The configuration file (default: $BACKOFFICE_CONFIG, then ./backoffice.toml).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Address the sandbox's own database and queues, as `run --sandbox` uses them.
+    #[arg(long)]
+    pub sandbox: bool,
 }
 
 pub async fn run(args: &MigrateArgs) -> Result<i32, OpsError> {
-    let config = super::load_config(args.config.as_deref())?;
+    let config = super::load_config(args.config.as_deref(), args.sandbox)?;
     let options = database_options(&config)?;
     let target = database_target(&options);
     let unreachable = |reason: String| OpsError::DatabaseUnreachable {

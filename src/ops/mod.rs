@@ -93,7 +93,19 @@ pub fn finish(result: Result<i32, OpsError>, error_code: i32) -> i32 {
 /// Without any, the operator commands use the default connection settings
 /// (the local services, or `$AMQP_URL` / `$DATABASE_URL`), which is what a
 /// `run --sandbox` worker without a config file uses too; they say so.
-pub fn load_config(explicit: Option<&Path>) -> Result<Config, OpsError> {
+/// With `sandbox`, the names are the sandbox's own, as `run --sandbox` uses
+/// them ([`crate::worker::sandboxed`]), and a note on stderr says which.
+pub fn load_config(explicit: Option<&Path>, sandbox: bool) -> Result<Config, OpsError> {
+    let config = load_configured(explicit)?;
+    if !sandbox {
+        return Ok(config);
+    }
+    let config = crate::worker::sandboxed(config)?;
+    eprintln!("note: sandbox: {}", crate::worker::sandbox_names(&config));
+    Ok(config)
+}
+
+fn load_configured(explicit: Option<&Path>) -> Result<Config, OpsError> {
     match config::locate(explicit) {
         Ok(file) => Ok(Config::load(&file)?),
         Err(config::ConfigError::NotFound) => {

@@ -29,6 +29,9 @@ pub struct ShowArgs {
     /// The configuration file (default: $BACKOFFICE_CONFIG, then ./backoffice.toml).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Address the sandbox's own database and queues, as `run --sandbox` uses them.
+    #[arg(long)]
+    pub sandbox: bool,
     /// The command's id.
     pub id: String,
     /// One JSON object (command, attempts, events), every value whole.
@@ -118,7 +121,7 @@ impl CommandView {
             reply_to: row.reply_to,
             correlation_id: row.correlation_id,
             fingerprint: row.fingerprint,
-            payload: row.payload,
+            payload: serde_json::from_str(&row.payload).unwrap_or(Value::Null),
             before_snapshot: row.before_snapshot,
             result: row.result,
             settled_result: row.settled_result,
@@ -151,7 +154,7 @@ pub async fn report(conn: &mut sqlx::PgConnection, id: &str) -> Result<Report, O
 }
 
 pub async fn run(args: &ShowArgs) -> Result<i32, OpsError> {
-    let config = super::load_config(args.config.as_deref())?;
+    let config = super::load_config(args.config.as_deref(), args.sandbox)?;
     let mut conn = super::connect_database(&config).await?;
     let report = report(&mut conn, &args.id).await?;
     if args.json {
@@ -412,7 +415,7 @@ mod tests {
             reply_to: None,
             correlation_id: None,
             fingerprint: "f".into(),
-            payload: serde_json::json!({"id": "c1"}),
+            payload: r#"{"id": "c1"}"#.into(),
             before_snapshot: None,
             result,
             settled_result: None,

@@ -133,7 +133,7 @@ async fn write(
                 .filter(|p| p.command_id == c.decision.id)
                 .collect();
             for p in &mine {
-                let body = serde_json::to_value(c.event.replay()).expect("events serialize");
+                let body = serde_json::to_string(&c.event.replay()).expect("events serialize");
                 replay_bodies.push((c, *p, body));
             }
             results.push(Committed::Decided {
@@ -190,7 +190,7 @@ async fn write(
                     Some(s.command_id),
                     s.reply_to,
                     s.reply_correlation_id,
-                    serde_json::to_vec(s.body).expect("events serialize"),
+                    s.body.as_bytes().to_vec(),
                 ),
             }),
     );

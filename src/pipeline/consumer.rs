@@ -7,6 +7,11 @@
 //! by the broker, and intake recognises them by their id. The in-flight
 //! semaphore is taken before a delivery is read, so a full worker stops reading
 //! and the broker's prefetch holds the rest.
+//!
+//! Nothing a producer sends may stop this loop: a body over `[amqp]
+//! max_command_bytes` is dead-lettered unread, and a batch whose intake
+//! fails for its data (not for a database that is away) is taken apart, so
+//! that the one delivery at fault is dead-lettered and the others go on.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +21,9 @@ use lapin::options::{BasicAckOptions, BasicCancelOptions};
 
 use super::intake::{self, Accepted, Envelope, Incoming, Reading};
 use super::{executor, retry, Worker};
-use crate::broker::{self, Session};
+use crate::broker::Session;
+use crate::store;
+use crate::telemetry::Escaped;
 
 /// Runs until shutdown. Returns the last session (still open) so that the
 /// outbox can be flushed through it before it is closed.
@@ -158,62 +165,71 @@ async fn stop_consuming(session: &Session, tag: &str) {
 /// Intake with patience: while the database (or, for dead letters, the broker)
 /// is away, the batch stays unacked and intake is retried with backoff.
 /// `None` when asked to stop meanwhile.
+///
+/// Only a transient failure is retried as it is. A data error (a statement
+/// that can never succeed for this data) would come back forever, and with
+/// it every command behind it: the batch is then taken again one delivery
+/// at a time, and the one that still fails is dead-lettered with the reason.
 async fn intake(w: &Arc<Worker>, batch: &[lapin::message::Delivery]) -> Option<Vec<Accepted>> {
     let mut results: Vec<Option<Accepted>> = Vec::with_capacity(batch.len());
     let mut incoming = Vec::new();
     let mut positions = Vec::new();
     let mut dead = Vec::new();
+    let max_bytes = w.amqp.max_command_bytes;
     for (i, delivery) in batch.iter().enumerate() {
         results.push(None);
-        match intake::read(&delivery.data) {
-            Reading::Unreadable(reason) => dead.push((i, reason)),
-            Reading::Command {
-                command,
-                raw,
-                type_error,
-            } => {
-                positions.push(i);
-                incoming.push(Incoming {
-                    command,
-                    raw,
-                    type_error,
-                    envelope: Envelope {
-                        redelivered: delivery.redelivered,
-                        reply_to: delivery
-                            .properties
-                            .reply_to()
-                            .as_ref()
-                            .map(|s| s.as_str().to_string()),
-                        correlation_id: delivery
-                            .properties
-                            .correlation_id()
-                            .as_ref()
-                            .map(|s| s.as_str().to_string()),
-                    },
-                });
-            }
+        if delivery.data.len() > max_bytes {
+            dead.push((
+                i,
+                format!(
+                    "the message is {} bytes; a command is at most {max_bytes} bytes ([amqp] max_command_bytes)",
+                    delivery.data.len()
+                ),
+            ));
+            continue;
+        }
+        let reading = intake::read(&delivery.data);
+        if let Reading::Unreadable(reason) = &reading {
+            dead.push((i, reason.clone()));
+            continue;
+        }
+        let envelope = Envelope {
+            redelivered: delivery.redelivered,
+            reply_to: delivery
+                .properties
+                .reply_to()
+                .as_ref()
+                .map(|s| s.as_str().to_string()),
+            correlation_id: delivery
+                .properties
+                .correlation_id()
+                .as_ref()
+                .map(|s| s.as_str().to_string()),
+        };
+        if let Some(item) = Incoming::of(reading, envelope) {
+            positions.push(i);
+            incoming.push(item);
         }
     }
     let mut failures = 0u32;
     for (i, reason) in dead {
-        let properties = broker::properties_json(&batch[i].properties);
-        loop {
-            match intake::dead_letter(w, &batch[i].data, &properties, &reason).await {
-                Ok(()) => break,
-                Err(error) => {
-                    failures += 1;
-                    if !backoff(w, &error.to_string(), failures).await {
-                        return None;
-                    }
-                }
-            }
+        if !dead_letter_patiently(w, &batch[i], &reason, &mut failures).await {
+            return None;
         }
         results[i] = Some(Accepted::Done);
     }
     if !incoming.is_empty() {
         let accepted = loop {
             match intake::accept_batch(w, &incoming).await {
-                Ok(accepted) => break accepted,
+                Ok(accepted) => break Some(accepted),
+                Err(error) if store::is_data_error(&error) => {
+                    tracing::warn!(
+                        error = %Escaped::at_most(&error.to_string(), 512),
+                        batch = incoming.len(),
+                        "intake failed for the data of one of its commands; taking them one at a time"
+                    );
+                    break None;
+                }
                 Err(error) => {
                     failures += 1;
                     if !backoff(w, &error.to_string(), failures).await {
@@ -222,8 +238,17 @@ async fn intake(w: &Arc<Worker>, batch: &[lapin::message::Delivery]) -> Option<V
                 }
             }
         };
-        for (i, accepted) in positions.into_iter().zip(accepted) {
-            results[i] = Some(accepted);
+        match accepted {
+            Some(accepted) => {
+                for (i, accepted) in positions.iter().zip(accepted) {
+                    results[*i] = Some(accepted);
+                }
+            }
+            None => {
+                for (item, &i) in incoming.iter().zip(&positions) {
+                    results[i] = Some(accept_alone(w, item, &batch[i], &mut failures).await?);
+                }
+            }
         }
     }
     Some(
@@ -234,10 +259,67 @@ async fn intake(w: &Arc<Worker>, batch: &[lapin::message::Delivery]) -> Option<V
     )
 }
 
+/// One delivery on its own, after its batch failed for its data: stored if
+/// it can be, dead-lettered (and so acknowledged) if its own data is what
+/// fails. `None` when asked to stop meanwhile.
+async fn accept_alone(
+    w: &Arc<Worker>,
+    item: &intake::Incoming,
+    delivery: &lapin::message::Delivery,
+    failures: &mut u32,
+) -> Option<Accepted> {
+    loop {
+        match intake::accept_batch(w, std::slice::from_ref(item)).await {
+            Ok(mut accepted) => return accepted.pop(),
+            Err(error) if store::is_data_error(&error) => {
+                let reason = format!(
+                    "cannot be stored: {}",
+                    Escaped::at_most(&error.to_string(), 512)
+                );
+                if !dead_letter_patiently(w, delivery, &reason, failures).await {
+                    return None;
+                }
+                return Some(Accepted::Done);
+            }
+            Err(error) => {
+                *failures += 1;
+                if !backoff(w, &error.to_string(), *failures).await {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Dead-letters one delivery, waiting out a database or broker that is
+/// away. False if asked to stop meanwhile.
+async fn dead_letter_patiently(
+    w: &Arc<Worker>,
+    delivery: &lapin::message::Delivery,
+    reason: &str,
+    failures: &mut u32,
+) -> bool {
+    loop {
+        match intake::dead_letter(w, &delivery.data, &delivery.properties, reason).await {
+            Ok(()) => return true,
+            Err(error) => {
+                *failures += 1;
+                if !backoff(w, &error.to_string(), *failures).await {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
 /// Waits before the next intake attempt; false if asked to stop meanwhile.
 async fn backoff(w: &Worker, error: &str, failures: u32) -> bool {
     let delay = retry::jittered(Duration::from_millis(100), Duration::from_secs(5), failures);
-    tracing::warn!(%error, retry_in = ?delay, "intake failed; the deliveries stay unacked");
+    tracing::warn!(
+        error = %Escaped::at_most(error, 512),
+        retry_in = ?delay,
+        "intake failed; the deliveries stay unacked"
+    );
     tokio::select! {
         _ = tokio::time::sleep(delay) => true,
         _ = w.shutdown.cancelled() => false,

@@ -53,42 +53,84 @@ impl Reported {
     }
 }
 
-/// Builds the event of a command (or of a rejected message) from its stored payload.
+/// The longest text of the gateway's own fields (`description`, `status`,
+/// `code`, `reference`) kept in an event.
+const MAX_REPORTED_CHARS: usize = 1024;
+
+/// Builds the event of a command (or of a rejected message) from its stored
+/// payload (JSON text, see [`commands::NewCommand::payload`]).
+///
+/// Whatever ends up in the event is bounded and storable: the command's
+/// fields were bounded when stored; the gateway's text fields are cut at
+/// [`MAX_REPORTED_CHARS`], and a `\u0000` anywhere in them (or in
+/// `response`) is written as text, since PostgreSQL's `jsonb`, which stores
+/// every event, cannot hold it.
 pub fn event_for(
     command_id: &str,
-    payload: &serde_json::Value,
+    payload: &str,
     outcome: Outcome,
     reason: Option<RejectReason>,
     amount: Option<Amount>,
     attempts: i32,
     reported: Reported,
 ) -> ResultEvent {
-    let field = |name: &str| {
-        payload
-            .get(name)
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
+    let stored: crate::command::Command = serde_json::from_str(payload).unwrap_or_default();
+    let bounded = |text: Option<String>| {
+        text.map(|t| {
+            if t.contains('\0') || t.chars().nth(MAX_REPORTED_CHARS).is_some() {
+                let cut: String = t.chars().take(MAX_REPORTED_CHARS).collect();
+                let mut cut = cut.replace('\0', "\\u{0}");
+                if t.chars().nth(MAX_REPORTED_CHARS).is_some() {
+                    cut.push_str(crate::telemetry::CUT_MARK);
+                }
+                cut
+            } else {
+                t
+            }
+        })
     };
+    let mut response = reported.response.unwrap_or_else(|| serde_json::json!({}));
+    without_nul(&mut response);
     ResultEvent {
         command_id: command_id.to_string(),
-        gateway: field("gateway"),
-        account: Some(field("account").unwrap_or_else(|| crate::command::DEFAULT_ACCOUNT.into())),
-        operation: field("operation"),
-        payment_id: field("payment_id"),
+        gateway: stored.gateway.clone(),
+        account: Some(stored.account_name().to_string()),
+        operation: stored.operation,
+        payment_id: stored.payment_id,
         outcome,
         reason,
-        amount: amount.map(|a| a.to_string()).or_else(|| field("amount")),
-        currency: field("currency"),
-        gateway_status: reported.gateway_status,
-        gateway_code: reported.gateway_code,
-        description: reported.description,
-        reference: reported.reference,
+        amount: amount.map(|a| a.to_string()).or(stored.amount),
+        currency: stored.currency,
+        gateway_status: bounded(reported.gateway_status),
+        gateway_code: bounded(reported.gateway_code),
+        description: bounded(reported.description),
+        reference: bounded(reported.reference),
         attempts: attempts.max(0) as u32,
         replayed: false,
         reconciled: false,
-        response: reported.response.unwrap_or_else(|| serde_json::json!({})),
-        metadata: payload.get("metadata").filter(|m| !m.is_null()).cloned(),
+        response,
+        metadata: stored.metadata,
         occurred_at: now_rfc3339(),
+    }
+}
+
+/// Writes every `\u0000` in the strings (and keys) of `value` as text.
+fn without_nul(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(s) if s.contains('\0') => *s = s.replace('\0', "\\u{0}"),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(without_nul),
+        serde_json::Value::Object(map) => {
+            if map.keys().any(|k| k.contains('\0')) {
+                let entries = std::mem::take(map);
+                map.extend(
+                    entries
+                        .into_iter()
+                        .map(|(k, v)| (k.replace('\0', "\\u{0}"), v)),
+                );
+            }
+            map.values_mut().for_each(without_nul);
+        }
+        _ => {}
     }
 }
 
@@ -542,11 +584,11 @@ async fn reconcile_unknown(w: &Worker, job: &Job) -> Result<(), StoreError> {
                 Settlement::NoSuchPayment => Outcome::Declined,
                 _ => Outcome::Failed,
             };
-            let original: Option<ResultEvent> = job
-                .row
-                .result
-                .as_ref()
-                .and_then(|v| serde_json::from_value(v.clone()).ok());
+            // Read as text: through a serde_json::Value the numbers of the
+            // metadata it echoes could be rounded.
+            let original: Option<ResultEvent> = commands::current_result(&mut tx, id)
+                .await?
+                .and_then(|text| serde_json::from_str(&text).ok());
             let mut event = original.unwrap_or_else(|| {
                 event_for(
                     id,
@@ -575,7 +617,7 @@ async fn reconcile_unknown(w: &Worker, job: &Job) -> Result<(), StoreError> {
                 (None, _) => no_such_payment(job),
             });
             event.occurred_at = now_rfc3339();
-            let body = serde_json::to_value(&event).expect("serializable");
+            let body = serde_json::to_string(&event).expect("serializable");
             if commands::settle(&mut tx, id, w.owner, outcome.as_str(), &body).await? {
                 outbox::enqueue(
                     &mut tx,

@@ -1,110 +1,46 @@
 //! The first stage: a delivery becomes a stored command, a replay, a rejection
 //! or a dead letter, and is acknowledged only once that is committed.
 //!
-//! Reading is deliberately tolerant: anything with a usable `id` becomes a
-//! command with a result (a bad field gives `rejected`, not silence). Only a
-//! message that is not a JSON object, or has no usable `id`, is dead-lettered,
-//! because without an id there is no one to answer.
+//! Reading ([`crate::command::read`]) is strict and bounded: anything with a
+//! usable `id` becomes a command with a result (a bad field gives
+//! `rejected`, not silence). Only a message that is not a JSON object, has no
+//! usable `id`, or is larger than `[amqp] max_command_bytes`, is
+//! dead-lettered, because there is no one to answer. What is stored is the
+//! contract's fields, bounded and escaped, never the producer's whole body,
+//! and the AMQP properties it keeps (`reply_to`, `correlation_id`) are
+//! checked first: nothing a producer sends can make a statement fail.
 
 use sha2::{Digest, Sha256};
 
+use crate::broker::Topology;
+pub use crate::command::{read, Reading};
 use crate::command::{Command, ValidCommand};
 use crate::gateways::registry::Accounts;
 use crate::money::Amount;
 use crate::outcome::Rejected;
 use crate::store::commands::NewCommand;
-
-/// The longest `id` the worker will store at all; a longer one is not usable.
-pub const MAX_STORABLE_ID: usize = 1024;
-
-/// What a message body turned out to be.
-#[derive(Debug)]
-pub enum Reading {
-    /// A command with a usable id, valid or not.
-    Command {
-        command: Box<Command>,
-        raw: serde_json::Value,
-        /// A field of the wrong JSON type: reported as `rejected`.
-        type_error: Option<Rejected>,
-    },
-    /// Not a command at all: the reason goes in the dead-letter header.
-    Unreadable(String),
-}
-
-/// Reads a message body as a command.
-pub fn read(body: &[u8]) -> Reading {
-    let raw: serde_json::Value = match serde_json::from_slice(body) {
-        Ok(v) => v,
-        Err(e) => return Reading::Unreadable(format!("not JSON: {e}")),
-    };
-    let Some(object) = raw.as_object() else {
-        return Reading::Unreadable("not a JSON object".into());
-    };
-    let id = match object.get("id") {
-        None | Some(serde_json::Value::Null) => return Reading::Unreadable("no `id` field".into()),
-        Some(serde_json::Value::String(s)) if s.is_empty() => {
-            return Reading::Unreadable("`id` is empty".into())
-        }
-        Some(serde_json::Value::String(s)) if s.len() > MAX_STORABLE_ID => {
-            return Reading::Unreadable(format!("`id` is longer than {MAX_STORABLE_ID} bytes"))
-        }
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(_) => return Reading::Unreadable("`id` is not a string".into()),
-    };
-    let mut type_error = None;
-    let mut text = |field: &'static str| -> Option<String> {
-        match object.get(field) {
-            None | Some(serde_json::Value::Null) => None,
-            Some(serde_json::Value::String(s)) => Some(s.clone()),
-            Some(other) => {
-                if type_error.is_none() {
-                    type_error = Some(Rejected::invalid(
-                        field,
-                        format!("must be a string, not {}", json_kind(other)),
-                    ));
-                }
-                None
-            }
-        }
-    };
-    let command = Command {
-        id: Some(id),
-        gateway: text("gateway"),
-        account: text("account"),
-        operation: text("operation"),
-        payment_id: text("payment_id"),
-        amount: text("amount"),
-        currency: text("currency"),
-        from: text("from"),
-        to: text("to"),
-        metadata: object.get("metadata").filter(|m| !m.is_null()).cloned(),
-    };
-    Reading::Command {
-        command: Box::new(command),
-        raw,
-        type_error,
-    }
-}
-
-fn json_kind(value: &serde_json::Value) -> &'static str {
-    match value {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
-    }
-}
+use crate::telemetry::Escaped;
 
 /// A hash of what the command asks for, in a normal form: `"10"` and `"10.00"`
 /// are the same amount, and an absent account is `default`. Two commands with
-/// the same id and the same fingerprint are the same command.
-pub fn fingerprint(command: &Command, raw: &serde_json::Value) -> String {
+/// the same id and the same fingerprint are the same command. `extra` are the
+/// fields a rejected command had beyond the contract's (unknown, or of the
+/// wrong type), as JSON text. For a well-formed command this is the same
+/// hash as earlier versions computed, so that a producer's retry across an
+/// upgrade is still a replay, not a conflict.
+pub fn fingerprint(command: &Command, extra: &[(String, String)]) -> String {
     let amount = command.amount.as_deref().map(|a| match Amount::parse(a) {
         Ok(amount) => amount.to_string(),
         Err(_) => a.to_string(),
     });
+    let metadata: Option<serde_json::Value> = command
+        .metadata
+        .as_ref()
+        .and_then(|m| serde_json::from_str(m.get()).ok());
+    let raw_types: serde_json::Map<String, serde_json::Value> = extra
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
     // serde_json's default map is ordered, so this serialization is canonical.
     let normal = serde_json::json!({
         "gateway": command.gateway,
@@ -115,45 +51,111 @@ pub fn fingerprint(command: &Command, raw: &serde_json::Value) -> String {
         "currency": command.currency,
         "from": command.from,
         "to": command.to,
-        "metadata": command.metadata,
-        // Fields of the wrong type are part of what was asked.
-        "raw_types": raw.as_object().map(|o| o.iter().filter(|(_, v)| !v.is_string() && !v.is_null() && !v.is_object()).map(|(k, v)| (k.clone(), v.clone())).collect::<serde_json::Map<_, _>>()),
+        "metadata": metadata,
+        "raw_types": raw_types,
     });
     hex::encode(Sha256::digest(normal.to_string().as_bytes()))
 }
 
 /// Validates a command read from a message.
-pub fn validate(
-    command: &Command,
-    type_error: Option<Rejected>,
-    accounts: &Accounts,
-) -> Result<ValidCommand, Rejected> {
-    if let Some(rejected) = type_error {
-        return Err(rejected);
-    }
+pub fn validate(command: &Command, accounts: &Accounts) -> Result<ValidCommand, Rejected> {
     command.validate(accounts)
 }
 
-/// The row to store for a command.
+/// Why `name` may not be a command's `reply_to`: the worker's own queues and
+/// exchange (its events would go back into its input, or among its dead
+/// letters), and the broker's reserved `amq.` names other than the ones made
+/// for replies (server-named queues `amq.gen-*`, direct reply-to).
+pub fn reply_to_problem(name: &str, topology: &Topology) -> Option<String> {
+    if name.chars().any(Escaped::is_unsafe) {
+        return Some(format!(
+            "contains a control character: `{}`",
+            Escaped::at_most(name, 64)
+        ));
+    }
+    if name.len() > 255 {
+        return Some("is longer than 255 bytes".into());
+    }
+    if [
+        &topology.command_queue,
+        &topology.dead_letter_queue,
+        &topology.result_exchange,
+    ]
+    .contains(&&name.to_string())
+    {
+        return Some(format!(
+            "`{name}` is one of the worker's own queues or exchange; name a queue of yours"
+        ));
+    }
+    if name.starts_with("amq.")
+        && !name.starts_with("amq.gen-")
+        && !name.starts_with("amq.rabbitmq.reply-to")
+    {
+        return Some(format!(
+            "`{name}` is a name reserved to the broker (only amq.gen-* and amq.rabbitmq.reply-to are allowed)"
+        ));
+    }
+    None
+}
+
+/// The AMQP properties a command is answered with, checked: a `reply_to` or
+/// `correlation_id` that breaks the rules is not kept (the event goes to the
+/// exchange only) and the command is `rejected` naming it.
+pub fn checked_envelope(
+    envelope: &Envelope,
+    topology: &Topology,
+) -> (Option<String>, Option<String>, Option<Rejected>) {
+    let mut problem = None;
+    let reply_to = match envelope.reply_to.as_deref() {
+        None | Some("") => None,
+        Some(name) => match reply_to_problem(name, topology) {
+            None => Some(name.to_string()),
+            Some(why) => {
+                problem = Some(Rejected::invalid("reply_to", why));
+                None
+            }
+        },
+    };
+    let correlation_id = match envelope.correlation_id.as_deref() {
+        None => None,
+        Some(id) if id.chars().any(Escaped::is_unsafe) || id.len() > 255 => {
+            problem.get_or_insert_with(|| {
+                Rejected::invalid(
+                    "correlation_id",
+                    format!(
+                        "contains a control character: `{}`",
+                        Escaped::at_most(id, 64)
+                    ),
+                )
+            });
+            None
+        }
+        Some(id) => Some(id.to_string()),
+    };
+    (reply_to, correlation_id, problem)
+}
+
+/// The row to store for a command: its contract fields, bounded.
 pub fn new_row(
     command: &Command,
-    raw: &serde_json::Value,
+    fingerprint: String,
     valid: Option<&ValidCommand>,
     reply_to: Option<String>,
     correlation_id: Option<String>,
 ) -> NewCommand {
+    let stored = command.bounded();
     NewCommand {
-        id: command.id.clone().unwrap_or_default(),
-        payload: raw.clone(),
-        fingerprint: fingerprint(command, raw),
-        gateway: command.gateway.clone(),
-        account: Some(command.account_name().to_string()),
-        operation: command.operation.clone(),
-        payment_id: command.payment_id.clone(),
+        id: stored.id.clone().unwrap_or_default(),
+        payload: serde_json::to_string(&stored).expect("a command serializes"),
+        fingerprint,
+        gateway: stored.gateway.clone(),
+        account: Some(stored.account_name().to_string()),
+        operation: stored.operation.clone(),
+        payment_id: stored.payment_id.clone(),
         amount_minor: valid
             .and_then(|v| v.request.amount)
             .and_then(|a| i64::try_from(a.minor()).ok()),
-        currency: command.currency.clone(),
+        currency: stored.currency.clone(),
         reply_to,
         correlation_id,
     }
@@ -163,13 +165,14 @@ pub fn new_row(
 mod tests {
     use super::*;
 
-    fn command_of(body: &str) -> (Command, serde_json::Value, Option<Rejected>) {
+    fn command_of(body: &str) -> (Command, Option<Rejected>, Vec<(String, String)>) {
         match read(body.as_bytes()) {
-            Reading::Command {
+            Reading::Command(command) => (*command, None, Vec::new()),
+            Reading::Rejected {
                 command,
-                raw,
-                type_error,
-            } => (*command, raw, type_error),
+                rejected,
+                extra,
+            } => (*command, Some(rejected), extra),
             Reading::Unreadable(why) => panic!("unreadable: {why}"),
         }
     }
@@ -178,34 +181,40 @@ mod tests {
     fn unreadable_messages_say_why() {
         let why = |body: &str| match read(body.as_bytes()) {
             Reading::Unreadable(why) => why,
-            Reading::Command { .. } => panic!("{body} was read as a command"),
+            other => panic!("{body} was read as {other:?}"),
         };
         assert!(why("not json").starts_with("not JSON"));
         assert_eq!(why("[1,2]"), "not a JSON object");
+        assert_eq!(why(r#""a string""#), "not a JSON object");
         assert_eq!(why(r#"{"gateway":"paymentz"}"#), "no `id` field");
         assert_eq!(why(r#"{"id":null}"#), "no `id` field");
         assert_eq!(why(r#"{"id":""}"#), "`id` is empty");
         assert_eq!(why(r#"{"id":42}"#), "`id` is not a string");
-        assert!(why(&format!(r#"{{"id":"{}"}}"#, "x".repeat(2000))).contains("longer"));
+        assert!(why(&format!(r#"{{"id":"{}"}}"#, "x".repeat(300))).contains("longer"));
+        assert_eq!(
+            why(r#"{"id":"a\u0000b"}"#),
+            "`id` contains a control character: `a\\u{0}b`"
+        );
+        assert!(why("{\"id\":\"a\\nb\"}").contains("control character"));
     }
 
     #[test]
     fn a_field_of_the_wrong_type_is_a_rejection_not_a_dead_letter() {
-        let (command, _, type_error) =
+        let (command, rejected, extra) =
             command_of(r#"{"id":"c1","gateway":"paymentz","amount":10}"#);
         assert_eq!(command.id.as_deref(), Some("c1"));
-        let rejected = type_error.expect("amount is a number");
         assert_eq!(
-            rejected.description,
+            rejected.expect("amount is a number").description,
             "amount: must be a string, not a number"
         );
+        assert_eq!(extra, vec![("amount".to_string(), "10".to_string())]);
     }
 
     #[test]
     fn fingerprints_ignore_spelling_but_not_meaning() {
         let fp = |body: &str| {
-            let (c, raw, _) = command_of(body);
-            fingerprint(&c, &raw)
+            let (c, _, extra) = command_of(body);
+            fingerprint(&c, &extra)
         };
         let a = fp(
             r#"{"id":"c","gateway":"paymentz","operation":"refund","payment_id":"1","amount":"10"}"#,
@@ -222,6 +231,54 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_ne!(a, d);
+        let e = fp(r#"{"id":"c","gateway":"paymentz","metadata":{ "a" : [1, 2] }}"#);
+        let f = fp(r#"{"id":"c","gateway":"paymentz","metadata":{"a":[1,2]}}"#);
+        assert_eq!(e, f, "whitespace in metadata is not meaning");
+    }
+
+    /// The hash of earlier versions, for a well-formed command: a retry
+    /// across an upgrade must still be a replay.
+    #[test]
+    fn fingerprints_of_well_formed_commands_did_not_change() {
+        let (c, _, extra) = command_of(
+            r#"{"id":"c","gateway":"paymentz","operation":"refund","payment_id":"1","amount":"10","metadata":{"order":"8812","n":[1,2.5]}}"#,
+        );
+        let old = serde_json::json!({
+            "gateway": "paymentz", "account": "default", "operation": "refund",
+            "payment_id": "1", "amount": "10.00", "currency": null, "from": null, "to": null,
+            "metadata": {"order": "8812", "n": [1, 2.5]}, "raw_types": {},
+        });
+        assert_eq!(
+            fingerprint(&c, &extra),
+            hex::encode(Sha256::digest(old.to_string().as_bytes()))
+        );
+    }
+
+    #[test]
+    fn reply_to_may_not_name_the_workers_own_queues_or_reserved_names() {
+        let topology = Topology {
+            command_queue: "backoffice.commands".into(),
+            result_exchange: "backoffice.events".into(),
+            dead_letter_queue: "backoffice.commands.dead".into(),
+        };
+        for bad in [
+            "backoffice.commands",
+            "backoffice.commands.dead",
+            "backoffice.events",
+            "amq.direct",
+            "amq.topic.x",
+            "a\nb",
+        ] {
+            assert!(reply_to_problem(bad, &topology).is_some(), "{bad}");
+        }
+        for good in [
+            "amq.gen-JzTY20BRgKO-HjmUJj0wLg",
+            "amq.rabbitmq.reply-to",
+            "amq.rabbitmq.reply-to.g1h2AA==.abc",
+            "orders.results",
+        ] {
+            assert_eq!(reply_to_problem(good, &topology), None, "{good}");
+        }
     }
 }
 
@@ -244,9 +301,36 @@ pub struct Envelope {
 /// A delivery read as a command, waiting for the intake commit.
 pub struct Incoming {
     pub command: Box<Command>,
-    pub raw: serde_json::Value,
-    pub type_error: Option<Rejected>,
+    /// Why the reading already refused it, if it did.
+    pub rejected: Option<Rejected>,
+    /// Fields beyond the contract's, for the fingerprint.
+    pub extra: Vec<(String, String)>,
     pub envelope: Envelope,
+}
+
+impl Incoming {
+    /// A reading that has a command (`None` for an unreadable one).
+    pub fn of(reading: Reading, envelope: Envelope) -> Option<Incoming> {
+        match reading {
+            Reading::Command(command) => Some(Incoming {
+                command,
+                rejected: None,
+                extra: Vec::new(),
+                envelope,
+            }),
+            Reading::Rejected {
+                command,
+                rejected,
+                extra,
+            } => Some(Incoming {
+                command,
+                rejected: Some(rejected),
+                extra,
+                envelope,
+            }),
+            Reading::Unreadable(_) => None,
+        }
+    }
 }
 
 /// Stores a batch of commands read from deliveries, in one transaction, and
@@ -266,13 +350,19 @@ pub async fn accept_batch(
     let prepared: Vec<(Result<ValidCommand, Rejected>, NewCommand)> = items
         .iter()
         .map(|item| {
-            let validated = validate(&item.command, item.type_error.clone(), &w.accounts);
+            let (reply_to, correlation_id, envelope_problem) =
+                checked_envelope(&item.envelope, &w.topology);
+            let validated = match (&item.rejected, envelope_problem) {
+                (Some(rejected), _) => Err(rejected.clone()),
+                (None, Some(problem)) => Err(problem),
+                (None, None) => validate(&item.command, &w.accounts),
+            };
             let row = new_row(
                 &item.command,
-                &item.raw,
+                fingerprint(&item.command, &item.extra),
                 validated.as_ref().ok(),
-                item.envelope.reply_to.clone(),
-                item.envelope.correlation_id.clone(),
+                reply_to,
+                correlation_id,
             );
             (validated, row)
         })
@@ -378,11 +468,40 @@ pub async fn accept_batch(
 
     if !deferred.is_empty() {
         // A payment held by a command that finished between our claim and our
-        // commit would never wake these: look once more.
+        // commit would never wake these: look once more. The batch is
+        // committed: a failure here is only logged (the deferred commands are
+        // looked at again after BUSY_PAYMENT_RECHECK), never returned, or the
+        // caller would take the batch again as if it had not been stored.
+        if let Err(error) = wake_deferred(w, items, &prepared, &deferred).await {
+            tracing::warn!(%error, "could not look again at commands waiting for a busy payment");
+        }
+    }
+    if !rejected.is_empty() || replays > 0 {
+        w.wake_outbox.notify_one();
+    }
+    for item in rejected {
+        w.metrics.command_decided(
+            item.command.gateway.as_deref().unwrap_or(""),
+            item.command.operation.as_deref().unwrap_or(""),
+            "rejected",
+        );
+    }
+    (0..replays).for_each(|_| w.metrics.replayed());
+    Ok(results)
+}
+
+async fn wake_deferred(
+    w: &super::Worker,
+    items: &[Incoming],
+    prepared: &[(Result<ValidCommand, Rejected>, NewCommand)],
+    deferred: &[String],
+) -> Result<(), crate::store::StoreError> {
+    use crate::store::commands;
+    {
         let mut conn = w.store.pool().acquire().await?;
         for job in items
             .iter()
-            .zip(&prepared)
+            .zip(prepared)
             .filter(|(_, (_, row))| deferred.contains(&row.id))
         {
             let (_, (validated, row)) = job;
@@ -400,18 +519,7 @@ pub async fn accept_batch(
             }
         }
     }
-    if !rejected.is_empty() || replays > 0 {
-        w.wake_outbox.notify_one();
-    }
-    for item in rejected {
-        w.metrics.command_decided(
-            item.command.gateway.as_deref().unwrap_or(""),
-            item.command.operation.as_deref().unwrap_or(""),
-            "rejected",
-        );
-    }
-    (0..replays).for_each(|_| w.metrics.replayed());
-    Ok(results)
+    Ok(())
 }
 
 /// What [`accept_one`] did.
@@ -436,16 +544,12 @@ async fn accept_one(
     use crate::store::{commands, outbox};
 
     let exchange = &w.topology.result_exchange;
-    let reply_correlation = item
-        .envelope
-        .correlation_id
-        .as_deref()
-        .or(Some(row.id.as_str()));
+    let reply_correlation = row.correlation_id.as_deref().or(Some(row.id.as_str()));
     if let Err(rejected) = validated {
         if commands::insert(&mut *tx, row, None).await? {
             let event = event_for(
                 &row.id,
-                &item.raw,
+                &row.payload,
                 Outcome::Rejected,
                 Some(rejected.reason),
                 None,
@@ -455,7 +559,7 @@ async fn accept_one(
                     ..Reported::default()
                 },
             );
-            let body = serde_json::to_value(&event).expect("serializable");
+            let body = serde_json::to_string(&event).expect("serializable");
             commands::decide(
                 &mut *tx,
                 &row.id,
@@ -474,7 +578,12 @@ async fn accept_one(
                 reply_correlation,
             )
             .await?;
-            tracing::info!(id = %row.id, reason = rejected.reason.as_str(), description = %rejected.description, "command rejected");
+            tracing::info!(
+                id = %Escaped::new(&row.id),
+                reason = rejected.reason.as_str(),
+                description = %Escaped::at_most(&rejected.description, 1024),
+                "command rejected"
+            );
             return Ok(One::Rejected);
         }
     }
@@ -484,7 +593,7 @@ async fn accept_one(
     if existing.fingerprint != row.fingerprint {
         let event = event_for(
             &row.id,
-            &item.raw,
+            &row.payload,
             Outcome::Rejected,
             Some(RejectReason::IdempotencyConflict),
             None,
@@ -506,15 +615,16 @@ async fn accept_one(
             reply_correlation,
         )
         .await?;
-        tracing::warn!(id = %row.id, "idempotency conflict: same id, different payload");
+        tracing::warn!(id = %Escaped::new(&row.id), "idempotency conflict: same id, different payload");
         Ok(One::Rejected)
-    } else if let Some(stored) = existing
-        .settled_result
-        .as_ref()
-        .or(existing.result.as_ref())
-    {
+    } else if existing.settled_result.is_some() || existing.result.is_some() {
+        // Read again as text: through serde_json::Value a number in the
+        // metadata could come back rounded.
+        let stored = commands::current_result(&mut *tx, &row.id)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)?;
         let event: crate::events::ResultEvent =
-            serde_json::from_value(stored.clone()).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            serde_json::from_str(&stored).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
         outbox::enqueue(
             &mut *tx,
             exchange,
@@ -523,7 +633,7 @@ async fn accept_one(
             reply_correlation,
         )
         .await?;
-        tracing::info!(id = %row.id, "duplicate command: replaying its stored result");
+        tracing::info!(id = %Escaped::new(&row.id), "duplicate command: replaying its stored result");
         Ok(One::Replayed)
     } else {
         // A producer's duplicate, or (rarely) our own delivery whose ack was
@@ -535,48 +645,74 @@ async fn accept_one(
             reply_correlation,
         )
         .await?;
-        tracing::info!(id = %row.id, redelivered = item.envelope.redelivered, "duplicate of a command still running: it will be replayed when decided");
+        tracing::info!(
+            id = %Escaped::new(&row.id),
+            redelivered = item.envelope.redelivered,
+            "duplicate of a command still running: it will be replayed when decided"
+        );
         Ok(One::Nothing)
     }
 }
 
 /// Keeps an unreadable message: recorded in Postgres, then published to the
 /// dead-letter queue with its original body and a header saying why.
+///
+/// The record must itself be storable whatever the message: its reason and
+/// properties are escaped and bounded ([`dead_letters::Record`]), and a body
+/// larger than `keep_bytes` is kept only in part in the database (the
+/// dead-letter queue has it whole). Should the record still fail for its
+/// data, a bare one (reason and size only) is written instead: a dead letter
+/// never blocks intake.
+///
+/// [`dead_letters::Record`]: crate::store::dead_letters::Record
 pub async fn dead_letter(
     w: &super::Worker,
     body: &[u8],
-    properties: &serde_json::Value,
+    properties: &lapin::BasicProperties,
     reason: &str,
 ) -> Result<(), DeadLetterError> {
     use crate::broker::{Outgoing, REASON_HEADER};
+    use crate::store::dead_letters::{self, Record};
     let publisher = w
         .publisher
         .borrow()
         .clone()
         .ok_or(DeadLetterError::NoBroker)?;
+    let record = Record::new(
+        reason,
+        body,
+        crate::broker::properties_json(properties),
+        w.amqp.max_command_bytes,
+    );
     let id = {
         let mut conn = w.store.pool().acquire().await?;
-        crate::store::dead_letters::insert(&mut conn, reason, body, properties).await?
+        match dead_letters::insert(&mut conn, &record).await {
+            Ok(id) => id,
+            Err(error) if crate::store::is_data_error(&error) => {
+                tracing::warn!(
+                    error = %Escaped::at_most(&error.to_string(), 512),
+                    "the dead-letter record could not be stored whole; storing its reason and size only"
+                );
+                dead_letters::insert(&mut conn, &record.bare()).await?
+            }
+            Err(error) => return Err(error.into()),
+        }
     };
     let mut message = Outgoing::json("", &w.topology.dead_letter_queue, body.to_vec());
-    message.content_type = "application/octet-stream";
-    if let Some(ct) = properties.get("content_type").and_then(|v| v.as_str()) {
-        message.content_type = if ct == "application/json" {
-            "application/json"
-        } else {
-            "application/octet-stream"
-        };
-    }
+    message.content_type = match properties.content_type().as_ref().map(|c| c.as_str()) {
+        Some("application/json") => "application/json",
+        _ => "application/octet-stream",
+    };
     message.message_id = properties
-        .get("message_id")
-        .and_then(|v| v.as_str())
-        .map(str::to_string);
+        .message_id()
+        .as_ref()
+        .map(|v| v.as_str().to_string());
     message.correlation_id = properties
-        .get("correlation_id")
-        .and_then(|v| v.as_str())
-        .map(str::to_string);
+        .correlation_id()
+        .as_ref()
+        .map(|v| v.as_str().to_string());
     message.headers = vec![
-        (REASON_HEADER.to_string(), reason.to_string()),
+        (REASON_HEADER.to_string(), record.reason.clone()),
         ("x-backoffice-dead-letter-id".to_string(), id.to_string()),
     ];
     publisher
@@ -585,7 +721,7 @@ pub async fn dead_letter(
         .map_err(|e| DeadLetterError::Publish(e.to_string()))?;
     tracing::warn!(
         dead_letter = id,
-        reason,
+        reason = %Escaped::new(&record.reason),
         "unreadable message moved to the dead-letter queue"
     );
     Ok(())

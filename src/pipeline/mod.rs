@@ -190,19 +190,19 @@ impl Job {
             .or(Some(self.row.id.as_str()))
     }
 
-    /// Rebuilds a job from its stored row (the scheduler's path).
+    /// Rebuilds a job from its stored row (the scheduler's path). The stored
+    /// payload holds the contract's fields only; read leniently (rows stored
+    /// by earlier versions hold the whole body, unknown fields and an amount
+    /// with spaces included), since the command was accepted when it arrived.
     pub fn from_row(row: CommandRow, accounts: &Accounts) -> Result<Job, Rejected> {
-        let body = serde_json::to_vec(&row.payload).expect("stored JSON serializes");
-        let valid = match intake::read(&body) {
-            intake::Reading::Command {
-                command,
-                type_error,
-                ..
-            } => intake::validate(&command, type_error, accounts)?,
-            intake::Reading::Unreadable(why) => {
-                return Err(Rejected::invalid("payload", why));
-            }
-        };
+        let mut command: crate::command::Command =
+            serde_json::from_str(&row.payload).map_err(|e| {
+                Rejected::invalid("payload", crate::telemetry::Escaped::new(&e.to_string()))
+            })?;
+        if let Some(amount) = &mut command.amount {
+            *amount = amount.trim().to_string();
+        }
+        let valid = intake::validate(&command, accounts)?;
         Ok(Job {
             row,
             valid,

@@ -523,7 +523,7 @@ fn fresh_of(row: outbox::OutboxRow) -> Fresh {
             row.command_id.as_deref(),
             row.reply_to.as_deref(),
             row.reply_correlation_id.as_deref(),
-            serde_json::to_vec(&row.body).expect("stored JSON serializes"),
+            row.body.into_bytes(),
         ),
     }
 }

@@ -14,7 +14,10 @@ use super::StoreError;
 #[derive(Debug, Clone)]
 pub struct NewCommand {
     pub id: String,
-    pub payload: serde_json::Value,
+    /// The command's contract fields as JSON text (bounded, escaped; its
+    /// `metadata` as the producer wrote it). Text, not a `serde_json::Value`:
+    /// through a Value a number in the metadata would be rounded.
+    pub payload: String,
     pub fingerprint: String,
     pub gateway: Option<String>,
     pub account: Option<String>,
@@ -29,7 +32,8 @@ pub struct NewCommand {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct CommandRow {
     pub id: String,
-    pub payload: serde_json::Value,
+    /// JSON text (read as `payload::text`), as [`NewCommand::payload`].
+    pub payload: String,
     pub fingerprint: String,
     pub gateway: Option<String>,
     pub account: Option<String>,
@@ -58,7 +62,7 @@ pub struct CommandRow {
     pub settled_at: Option<OffsetDateTime>,
 }
 
-const COLUMNS: &str = "id, payload, fingerprint, gateway, account, operation, payment_id, amount_minor,
+const COLUMNS: &str = "id, payload::text AS payload, fingerprint, gateway, account, operation, payment_id, amount_minor,
     currency, reply_to, correlation_id, state, phase, attempts, next_run_at, lease_owner, lease_until,
     before_snapshot, outcome, reason, result, settled_outcome, settled_result, reconcile_checks,
     pending_replays, received_at, decided_at, settled_at";
@@ -82,7 +86,7 @@ pub async fn insert(
     let inserted = sqlx::query(
         "INSERT INTO commands (id, payload, fingerprint, gateway, account, operation, payment_id,
             amount_minor, currency, reply_to, correlation_id, state, next_run_at, lease_owner, lease_until)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, now(), $13,
+         VALUES ($1, $2::jsonb, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, now(), $13,
                  now() + make_interval(secs => $14))
          ON CONFLICT (id) DO NOTHING",
     )
@@ -327,7 +331,7 @@ pub async fn decide(
     owner: Option<Uuid>,
     outcome: &str,
     reason: Option<&str>,
-    result: &serde_json::Value,
+    result: &str,
     reconcile_in: Option<Duration>,
 ) -> Result<bool, StoreError> {
     let (state, next) = match reconcile_in {
@@ -335,7 +339,7 @@ pub async fn decide(
         None => ("done", None),
     };
     let done = sqlx::query(
-        "UPDATE commands SET state = $3, phase = 'ready', outcome = $4, reason = $5, result = $6,
+        "UPDATE commands SET state = $3, phase = 'ready', outcome = $4, reason = $5, result = $6::jsonb,
             decided_at = now(), updated_at = now(), lease_owner = NULL, lease_until = NULL,
             next_run_at = CASE WHEN $7::float8 IS NULL THEN NULL ELSE now() + make_interval(secs => $7) END
          WHERE id = $1 AND outcome IS NULL AND ($2::uuid IS NULL OR lease_owner = $2)",
@@ -352,16 +356,30 @@ pub async fn decide(
     Ok(done.rows_affected() == 1)
 }
 
+/// The event a command's outcome published last (its settlement, else its
+/// decision), as JSON text: a replay re-publishes it without rounding any
+/// number of its metadata through a float.
+pub async fn current_result(
+    conn: &mut PgConnection,
+    id: &str,
+) -> Result<Option<String>, StoreError> {
+    sqlx::query_scalar("SELECT COALESCE(settled_result, result)::text FROM commands WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+        .map(Option::flatten)
+}
+
 /// Settles an `unknown` outcome once reconciliation found out what happened.
 pub async fn settle(
     conn: &mut PgConnection,
     id: &str,
     owner: Uuid,
     outcome: &str,
-    result: &serde_json::Value,
+    result: &str,
 ) -> Result<bool, StoreError> {
     let done = sqlx::query(
-        "UPDATE commands SET state = 'done', settled_outcome = $3, settled_result = $4, settled_at = now(),
+        "UPDATE commands SET state = 'done', settled_outcome = $3, settled_result = $4::jsonb, settled_at = now(),
             reconcile_checks = reconcile_checks + 1, lease_owner = NULL, lease_until = NULL,
             next_run_at = NULL, updated_at = now()
          WHERE id = $1 AND lease_owner = $2 AND state = 'unsettled'",
@@ -537,14 +555,14 @@ pub async fn insert_many(
     }
     let col = |f: fn(&NewCommand) -> Option<String>| rows.iter().map(|r| f(r)).collect::<Vec<_>>();
     let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
-    let payloads: Vec<serde_json::Value> = rows.iter().map(|r| r.payload.clone()).collect();
+    let payloads: Vec<&str> = rows.iter().map(|r| r.payload.as_str()).collect();
     let fingerprints: Vec<String> = rows.iter().map(|r| r.fingerprint.clone()).collect();
     let amounts: Vec<Option<i64>> = rows.iter().map(|r| r.amount_minor).collect();
     let inserted: Vec<String> = sqlx::query_scalar(
         "INSERT INTO commands (id, payload, fingerprint, gateway, account, operation, payment_id,
             amount_minor, currency, reply_to, correlation_id, state, next_run_at, lease_owner, lease_until)
          SELECT u.*, 'running', now(), $12, now() + make_interval(secs => $13)
-           FROM UNNEST($1::text[], $2::jsonb[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+           FROM UNNEST($1::text[], $2::text[]::jsonb[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
                        $8::int8[], $9::text[], $10::text[], $11::text[]) AS u
          ON CONFLICT (id) DO NOTHING
          RETURNING id",

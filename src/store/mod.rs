@@ -80,6 +80,14 @@ pub const SESSION_SETTINGS: [(&str, &str); 4] = [
     ("enable_mergejoin", "off"),
 ];
 
+/// The `statement_timeout` of the worker's sessions, in PostgreSQL's syntax
+/// (milliseconds). A statement stuck behind a lock or a runaway plan fails
+/// after this instead of holding a connection, a batch and its deliveries
+/// for ever; its failure is transient (SQLSTATE 57014) and retried.
+pub fn statement_timeout_setting(timeout: Duration) -> (&'static str, String) {
+    ("statement_timeout", timeout.as_millis().to_string())
+}
+
 /// A pooled connection idle longer than this is pinged before it is used.
 const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
 
@@ -95,7 +103,8 @@ impl Store {
         let options = PgConnectOptions::from_str(settings.url.expose_secret())?
             .log_statements(tracing::log::LevelFilter::Trace)
             .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2))
-            .options(SESSION_SETTINGS);
+            .options(SESSION_SETTINGS)
+            .options([statement_timeout_setting(settings.statement_timeout)]);
         // sqlx pings every connection it hands out by default: one extra round
         // trip per acquire, 5 % of the worker's CPU under load. A connection
         // in use moments ago is known good; one idle for a while may have been
@@ -184,6 +193,31 @@ pub fn is_transient(error: &StoreError) -> bool {
             | sqlx::Error::Tls(_)
     ) || is_rolled_back(error)
         || matches!(error, sqlx::Error::Database(e) if e.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")))
+}
+
+/// Whether an error says that the statement can never succeed with this
+/// data (a value PostgreSQL refuses, a row too large for an index, a
+/// constraint), as opposed to a database that is away, busy or shutting
+/// down, or a transaction rolled back for a deadlock: those are transient
+/// and worth waiting for. Intake takes a batch that failed for its data
+/// apart, one delivery at a time, so that one bad message cannot hold up the
+/// rest; retrying it unchanged would fail forever.
+pub fn is_data_error(error: &StoreError) -> bool {
+    match error {
+        sqlx::Error::Database(e) => {
+            let code = e.code();
+            let class = code.as_deref().map(|c| c.get(..2).unwrap_or(c));
+            // 08 connection, 40 rollback, 53 resources, 55 object state
+            // (locks), 57 operator intervention (shutdown, statement
+            // timeout), 58 system, XX internal: none is about the data.
+            !matches!(
+                class,
+                None | Some("08" | "40" | "53" | "55" | "57" | "58" | "XX")
+            )
+        }
+        sqlx::Error::Encode(_) | sqlx::Error::Decode(_) | sqlx::Error::ColumnDecode { .. } => true,
+        _ => false,
+    }
 }
 
 /// The durable figures the metrics report, read in one round trip. Abandoned

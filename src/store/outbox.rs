@@ -17,10 +17,12 @@ pub async fn enqueue(
     reply_correlation_id: Option<&str>,
 ) -> Result<Uuid, StoreError> {
     let message_id = Uuid::new_v4();
-    let body = serde_json::to_value(event).expect("events always serialize");
+    // Text, not a serde_json::Value: a Value would round the numbers of the
+    // command's metadata, which the event echoes unchanged.
+    let body = serde_json::to_string(event).expect("events always serialize");
     sqlx::query(
         "INSERT INTO outbox (message_id, command_id, exchange, routing_key, reply_to, reply_correlation_id, body)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)",
     )
     .bind(message_id)
     .bind(&event.command_id)
@@ -43,7 +45,9 @@ pub struct OutboxRow {
     pub routing_key: String,
     pub reply_to: Option<String>,
     pub reply_correlation_id: Option<String>,
-    pub body: serde_json::Value,
+    /// The event as JSON text (read as `body::text`: through a
+    /// serde_json::Value the numbers of its metadata could be rounded).
+    pub body: String,
     /// When the broker last refused it: it is published alone from then on.
     pub refused_at: Option<time::OffsetDateTime>,
 }
@@ -58,8 +62,8 @@ pub async fn lock_unpublished(
     limit: i64,
 ) -> Result<Vec<OutboxRow>, StoreError> {
     sqlx::query_as(
-        "SELECT id, message_id, command_id, exchange, routing_key, reply_to, reply_correlation_id, body,
-                refused_at
+        "SELECT id, message_id, command_id, exchange, routing_key, reply_to, reply_correlation_id,
+                body::text AS body, refused_at
          FROM outbox
          WHERE published_at IS NULL AND abandoned_at IS NULL
            AND (claimed_until IS NULL OR claimed_until < now())
@@ -201,7 +205,7 @@ pub struct Staged<'a> {
     pub command_id: &'a str,
     pub routing_key: String,
     /// The event, already serialized (the same value is stored as the command's result).
-    pub body: &'a serde_json::Value,
+    pub body: &'a str,
     pub reply_to: Option<&'a str>,
     pub reply_correlation_id: Option<&'a str>,
 }
@@ -223,12 +227,12 @@ pub async fn enqueue_many(
     let routing_keys: Vec<&str> = staged.iter().map(|s| s.routing_key.as_str()).collect();
     let reply_tos: Vec<Option<&str>> = staged.iter().map(|s| s.reply_to).collect();
     let correlations: Vec<Option<&str>> = staged.iter().map(|s| s.reply_correlation_id).collect();
-    let bodies: Vec<&serde_json::Value> = staged.iter().map(|s| s.body).collect();
+    let bodies: Vec<&str> = staged.iter().map(|s| s.body).collect();
     let rows: Vec<(Uuid, i64)> = sqlx::query_as(
         "INSERT INTO outbox (message_id, command_id, exchange, routing_key, reply_to, reply_correlation_id,
                              body, claimed_until)
          SELECT m, c, e, r, rt, rc, b, now() + make_interval(secs => $8)
-           FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[])
+           FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]::jsonb[])
                 AS u(m, c, e, r, rt, rc, b)
          RETURNING message_id, id",
     )

@@ -69,10 +69,10 @@ pub async fn lock_dead_letter(
     conn: &mut PgConnection,
     id: i64,
 ) -> Result<Option<DeadLetterRow>, StoreError> {
-    sqlx::query_as(
-        "SELECT id, reason, body, properties, received_at, requeued_at FROM dead_letters
-         WHERE id = $1 FOR UPDATE",
-    )
+    sqlx::query_as(&format!(
+        "SELECT {} FROM dead_letters WHERE id = $1 FOR UPDATE",
+        super::dead_letters::ROW_COLUMNS
+    ))
     .bind(id)
     .fetch_optional(conn)
     .await

@@ -416,6 +416,15 @@ pub fn pz(id: &str, operation: &str, payment_id: &str, amount: Option<&str>) -> 
     c
 }
 
+/// `from` and `to` of a transaction list that covers the simulator's
+/// payments (made today) and stays within the longest span a list may
+/// have (366 days).
+pub fn list_window() -> (String, String) {
+    let today: time::Date = time::OffsetDateTime::now_utc().date();
+    let half: time::Duration = time::Duration::days(180);
+    ((today - half).to_string(), (today + half).to_string())
+}
+
 pub fn px(id: &str, operation: &str, trace_id: &str) -> serde_json::Value {
     serde_json::json!({"id": id, "gateway": "praxis", "operation": operation, "payment_id": trace_id})
 }
@@ -597,6 +606,73 @@ impl Drop for ChildGuard {
         if let Ok(None) = self.0.try_wait() {
             let _ = self.0.kill();
             let _ = self.0.wait();
+        }
+    }
+}
+
+/// A private place for a `--sandbox` worker, which always uses the names
+/// `backoffice_sandbox` and `backoffice.sandbox.*`: its own RabbitMQ vhost
+/// (queue names are per vhost) and its own schema in `backoffice_sandbox`,
+/// selected by `search_path` in the database URL (a sandbox keeps the
+/// configured server and its connection parameters, and only changes the
+/// database name). So tests, and other people's sandboxes on this machine,
+/// never share a sandbox's commands.
+pub struct SandboxPlace {
+    pub vhost: String,
+    pub schema: String,
+    /// `$AMQP_URL` for the worker and the operator commands.
+    pub amqp_url: String,
+    /// `$DATABASE_URL`: any database name (the sandbox replaces it), with
+    /// the schema as the connection's `search_path`.
+    pub db_url: String,
+    /// The sandbox database itself, with the same `search_path`.
+    pub sandbox_db_url: String,
+}
+
+pub fn rabbitmqctl(args: &[&str]) {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl");
+    assert!(out.status.success(), "rabbitmqctl {args:?}: {out:?}");
+}
+
+impl SandboxPlace {
+    pub async fn new(test: &str) -> SandboxPlace {
+        let suffix = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
+        let vhost = format!("bwtest-{test}-{suffix}");
+        rabbitmqctl(&["add_vhost", &vhost]);
+        rabbitmqctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
+        let schema = format!("bwtest_{}_{suffix}", test.replace(['-', '.'], "_"));
+        let sandbox_db_url =
+            format!("{PG_SERVER}/backoffice_sandbox?options[search_path]={schema}");
+        backoffice_worker::store::ensure_database(&sandbox_db_url)
+            .await
+            .expect("the sandbox database");
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&sandbox_db_url)
+            .await
+            .unwrap();
+        sqlx::query(&format!("CREATE SCHEMA \"{schema}\""))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        SandboxPlace {
+            amqp_url: format!("amqp://guest:guest@127.0.0.1:5672/{vhost}"),
+            db_url: format!("{PG_SERVER}/bwtest_not_used_{suffix}?options[search_path]={schema}"),
+            sandbox_db_url,
+            vhost,
+            schema,
+        }
+    }
+
+    pub async fn cleanup(self) {
+        rabbitmqctl(&["delete_vhost", &self.vhost]);
+        if let Ok(mut conn) =
+            <sqlx::PgConnection as sqlx::Connection>::connect(&self.sandbox_db_url).await
+        {
+            let _ = sqlx::query(&format!("DROP SCHEMA \"{}\" CASCADE", self.schema))
+                .execute(&mut conn)
+                .await;
         }
     }
 }
