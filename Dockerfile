@@ -2,10 +2,12 @@
 
 # backoffice-worker: build in the official Rust image, run in a slim Debian
 # with CA certificates (the gateways are HTTPS) and curl for the health check,
-# as an unprivileged user.
+# as an unprivileged user. Where no registry can be reached, both base images
+# are built locally under these names by scripts/container-engine.
 #
 #   docker build -t backoffice-worker .
-#   docker compose up          # with RabbitMQ and PostgreSQL, sandbox mode
+#   docker run -v $PWD/prod.toml:/etc/backoffice/backoffice.toml:ro -p 9090:9090 backoffice-worker
+#   docker compose up          # with RabbitMQ, PostgreSQL and the gateway simulator
 
 FROM rust:1-bookworm AS builder
 WORKDIR /build
@@ -41,14 +43,14 @@ RUN apt-get update \
         --no-create-home --shell /usr/sbin/nologin backoffice
 
 COPY --from=builder /out/backoffice-worker /usr/local/bin/backoffice-worker
-COPY docker/sandbox.toml /etc/backoffice/backoffice.toml
-
-# The configuration file (mount your own for real gateways); $AMQP_URL and
-# $DATABASE_URL override the connection URLs in it, $RUST_LOG the log filter.
-ENV BACKOFFICE_CONFIG=/etc/backoffice/backoffice.toml
 
 USER 10001:10001
-WORKDIR /tmp
+# The configuration: mount it as /etc/backoffice/backoffice.toml (the worker
+# reads ./backoffice.toml when neither --config nor $BACKOFFICE_CONFIG is
+# given). None is baked in: without one, `run` stops at once saying so, and
+# `run --sandbox` uses its built-in sandbox configuration. $AMQP_URL and
+# $DATABASE_URL override the connection URLs, $RUST_LOG the log filter.
+WORKDIR /etc/backoffice
 
 # The admin listener: /healthz (alive) and /readyz (broker and database up).
 EXPOSE 9090
@@ -59,7 +61,10 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
 # for recovery after its shutdown_grace.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["backoffice-worker"]
-# The admin listener is part of the default command so that the HEALTHCHECK
-# above holds for a plain `docker run`. For real gateways:
-#   docker run -v $PWD/prod.toml:/etc/backoffice/backoffice.toml:ro IMAGE run --admin-listen 0.0.0.0:9090
-CMD ["run", "--sandbox", "--admin-listen", "0.0.0.0:9090"]
+# The worker against the gateways of the mounted configuration. The admin
+# listener is part of the default command so that the HEALTHCHECK above holds
+# for a plain `docker run`. Other commands of the same image:
+#   IMAGE run --sandbox --admin-listen 0.0.0.0:9090     # built-in simulator, demo payments
+#   IMAGE simulate --listen 0.0.0.0:8099 --config F     # the gateway simulator
+#   IMAGE enqueue|show|list|dead-letters|migrate ...    # operator commands
+CMD ["run", "--admin-listen", "0.0.0.0:9090"]

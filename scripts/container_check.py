@@ -11,7 +11,16 @@ and by the rules this project relies on:
   and .git are not.
 - docker-compose.yml: valid against the Compose specification's JSON Schema,
   loaded by Docker Compose v2 itself (`docker-compose config`), and wired as
-  the worker needs (health-gated start, URLs and credentials that match).
+  the worker needs (health-gated start, URLs and credentials that match, the
+  worker's configuration mounted where the image looks for it, its gateway
+  accounts pointing at the simulator service, the sandbox only in its
+  profile, a stop grace period on every service).
+- docker-compose.airgap.yml: loaded over docker-compose.yml, it replaces the
+  official RabbitMQ and PostgreSQL images with stand-ins built here (their
+  Dockerfiles parse, pass hadolint and start from the local Debian base) and
+  keeps their health checks, volumes and environment.
+- docker/base/rust.Dockerfile (the local builder image) parses and passes
+  hadolint; the container scripts pass `bash -n` and compose_smoke.py compiles.
 - docs/asyncapi.yaml: YAML, `asyncapi: 3.0.0`, valid against the official
   AsyncAPI 3.0.0 JSON Schema, every `$ref` resolves, channel parameters match
   their addresses, and the message examples satisfy the payload schemas.
@@ -33,6 +42,10 @@ from dockerfile_parse import DockerfileParser
 from jsonschema import Draft7Validator, Draft202012Validator, FormatChecker
 
 ROOT = Path(__file__).resolve().parent.parent
+# Where the worker's image expects its configuration (its WORKDIR's ./backoffice.toml).
+CONFIG_TARGET = "/etc/backoffice/backoffice.toml"
+# The base image scripts/container-engine builds, under the official name.
+LOCAL_DEBIAN = "docker.io/library/debian:bookworm-slim"
 
 KNOWN_INSTRUCTIONS = {
     "ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK",
@@ -205,9 +218,15 @@ def check_dockerfile(report):
     )
     cmd = last("CMD")
     report.check(
-        cmd is not None and cmd.json and list(cmd.value[:2]) == ["run", "--sandbox"],
-        'CMD ["run", "--sandbox", ...] (exec form)',
+        cmd is not None and cmd.json and list(cmd.value[:1]) == ["run"] and "--sandbox" not in cmd.value,
+        'CMD ["run", ...] (exec form), not the sandbox',
         str(cmd.value if cmd else None),
+    )
+    workdir = last("WORKDIR")
+    report.check(
+        workdir is not None and workdir.value[0] == "/etc/backoffice",
+        "WORKDIR /etc/backoffice: the worker finds a mounted ./backoffice.toml there",
+        workdir.value[0] if workdir else "no WORKDIR",
     )
     health = last("HEALTHCHECK")
     report.check(
@@ -258,7 +277,7 @@ def check_dockerfile(report):
 # --- docker-compose.yml -----------------------------------------------------
 
 
-def check_compose(report, sandbox):
+def check_compose(report):
     report.section("docker-compose.yml")
     path = ROOT / "docker-compose.yml"
     try:
@@ -273,7 +292,7 @@ def check_compose(report, sandbox):
         "valid against the Compose specification's schema",
         (schema.stdout + schema.stderr).strip(),
     )
-    loaded = run(["docker-compose", "-f", str(path), "config", "--format", "json"])
+    loaded = compose_config(["docker-compose.yml"])
     if not report.check(
         loaded.returncode == 0, "Docker Compose loads it (docker-compose config)", loaded.stderr.strip()
     ):
@@ -301,10 +320,11 @@ def check_compose(report, sandbox):
     )
     command = worker.get("command") or []
     report.check(
-        command[:2] == ["run", "--sandbox"]
+        command[:1] == ["run"]
+        and "--sandbox" not in command
         and "--admin-listen" in command
         and command[command.index("--admin-listen") + 1] == "0.0.0.0:9090",
-        "the worker runs `run --sandbox --admin-listen 0.0.0.0:9090`",
+        "the worker runs `run --admin-listen 0.0.0.0:9090` (not the sandbox)",
         str(command),
     )
     restart = worker.get("restart", "no")
@@ -352,13 +372,186 @@ def check_compose(report, sandbox):
     report.check(15672 in published(rabbit), "the management UI (15672) is published")
     report.check(9090 in published(worker), "the admin listener (9090) is published")
 
-    # The configuration baked into the image names the same places.
-    config = tomllib.loads(sandbox.read_text())
+    def mounted(svc, target):
+        return next(
+            (Path(v["source"]) for v in svc.get("volumes") or [] if v.get("target") == target), None
+        )
+
+    # The worker's configuration: mounted where the image's WORKDIR makes the
+    # worker look, naming the compose services and the simulator.
+    source = mounted(worker, CONFIG_TARGET)
+    report.check(
+        source is not None and source == ROOT / "docker" / "worker.toml",
+        f"the worker mounts docker/worker.toml as {CONFIG_TARGET}",
+        str(source),
+    )
+    config = tomllib.loads((ROOT / "docker" / "worker.toml").read_text())
     report.check(
         urlsplit(config["amqp"]["url"]).hostname == "rabbitmq"
         and urlsplit(config["database"]["url"]).hostname == "postgres",
-        f"{sandbox.relative_to(ROOT)} points at the compose services",
+        "docker/worker.toml points at the compose services",
     )
+
+    sim = service("simulator")
+    sim_command = sim.get("command") or []
+    listen = sim_command[sim_command.index("--listen") + 1] if "--listen" in sim_command else ""
+    report.check(
+        sim_command[:1] == ["simulate"] and listen.startswith("0.0.0.0:"),
+        "the simulator runs `simulate --listen 0.0.0.0:PORT`",
+        str(sim_command),
+    )
+    report.check(sim.get("image") == worker.get("image"), "the simulator runs the worker's image")
+    sim_config = sim_command[sim_command.index("--config") + 1] if "--config" in sim_command else None
+    report.check(
+        sim_config is not None and mounted(sim, sim_config) == ROOT / "docker" / "worker.toml",
+        "the simulator accepts the accounts of docker/worker.toml (mounted, --config)",
+    )
+    accounts = [
+        (f"{gateway}.{name}", table.get("base_url", ""))
+        for gateway, tables in (config.get("accounts") or {}).items()
+        for name, table in tables.items()
+    ]
+    port = int(listen.rsplit(":", 1)[1]) if ":" in listen else None
+    wrong = [
+        name
+        for name, url in accounts
+        if urlsplit(url).hostname != "simulator" or urlsplit(url).port != port
+    ]
+    report.check(
+        bool(accounts) and not wrong,
+        f"every account of docker/worker.toml points at the simulator (http://simulator:{port})",
+        f"not: {wrong}",
+    )
+
+    sandbox = service("sandbox")
+    sandbox_command = sandbox.get("command") or []
+    report.check(
+        sandbox.get("profiles") == ["sandbox"] and sandbox_command[:2] == ["run", "--sandbox"],
+        "the sandbox (`run --sandbox`) is in the `sandbox` profile only",
+        f"profiles {sandbox.get('profiles')}, command {sandbox_command}",
+    )
+    sandbox_db = urlsplit((sandbox.get("environment") or {}).get("DATABASE_URL") or "").path
+    report.check(
+        sandbox_db not in ("", database.path),
+        "the sandbox has a database of its own",
+        sandbox_db,
+    )
+    report.check(mounted(sandbox, CONFIG_TARGET) is None, "the sandbox mounts no configuration (its built-in one)")
+
+    def seconds(text):
+        match = re.fullmatch(r"(?:(\d+)m)?(?:(\d+)s)?", text or "")
+        return int(match[1] or 0) * 60 + int(match[2] or 0) if match and text else None
+
+    for name, svc in services.items():
+        report.check(
+            seconds(svc.get("stop_grace_period")) is not None,
+            f"{name} says its stop_grace_period (an engine's default may be a kill)",
+        )
+    report.check(
+        (seconds(worker.get("stop_grace_period")) or 0) > 25,
+        "the worker's stop_grace_period exceeds its shutdown_grace (25 s)",
+        worker.get("stop_grace_period"),
+    )
+
+
+def check_airgap(report):
+    report.section("docker-compose.airgap.yml (stand-ins for RabbitMQ and PostgreSQL)")
+    path = ROOT / "docker-compose.airgap.yml"
+    try:
+        yaml.safe_load(path.read_text())
+        report.check(True, "parses as YAML")
+    except yaml.YAMLError as error:
+        report.check(False, "parses as YAML", str(error))
+        return
+    schema = run(["check-jsonschema", "--builtin-schema", "vendor.compose-spec", str(path)])
+    report.check(
+        schema.returncode == 0,
+        "valid against the Compose specification's schema",
+        (schema.stdout + schema.stderr).strip(),
+    )
+    alone = compose_config(["docker-compose.yml"])
+    merged = compose_config(["docker-compose.yml", "docker-compose.airgap.yml"])
+    if not report.check(
+        merged.returncode == 0 and alone.returncode == 0,
+        "Docker Compose loads it over docker-compose.yml",
+        (merged.stderr + alone.stderr).strip(),
+    ):
+        return
+    official = json.loads(alone.stdout)["services"]
+    services = json.loads(merged.stdout)["services"]
+    report.check(set(services) == set(official), "it adds no service and removes none")
+    for name in ("rabbitmq", "postgres"):
+        svc, before = services.get(name) or {}, official.get(name) or {}
+        image = svc.get("image", "")
+        report.check(
+            image != before.get("image") and not image.startswith(("rabbitmq:", "postgres:")),
+            f"{name}: a stand-in under a name of its own ({image}), not the official image's",
+        )
+        context = Path((svc.get("build") or {}).get("context", "/nonexistent"))
+        dockerfile_path = context / (svc.get("build") or {}).get("dockerfile", "Dockerfile")
+        report.check(dockerfile_path.is_file(), f"{name}: built from {dockerfile_path.relative_to(ROOT)}")
+        for key in ("healthcheck", "environment", "volumes", "ports", "hostname"):
+            report.check(
+                svc.get(key) == before.get(key),
+                f"{name}: the official service's {key} is kept",
+            )
+        if dockerfile_path.is_file():
+            check_other_dockerfile(report, dockerfile_path, base=LOCAL_DEBIAN)
+    for name, svc in services.items():
+        if name not in ("rabbitmq", "postgres"):
+            report.check(svc == official.get(name), f"{name}: unchanged by the override")
+
+
+def compose_config(files):
+    args = ["docker-compose"]
+    for f in files:
+        args += ["-f", str(ROOT / f)]
+    return run([*args, "--profile", "sandbox", "config", "--format", "json"])
+
+
+def check_other_dockerfile(report, path, base):
+    """A Dockerfile besides the worker's: parses, passes hadolint, starts from
+    `base` (an image scripts/container-engine builds), and what it copies is
+    in its context."""
+    name = path.relative_to(ROOT)
+    try:
+        commands = dockerfile.parse_file(str(path))
+    except dockerfile.GoParseError as error:
+        report.check(False, f"{name}: Docker's parser reads it", str(error))
+        return
+    report.check(True, f"{name}: Docker's parser reads it ({len(commands)} instructions)")
+    lint = run(["hadolint", str(name)])
+    report.check(lint.returncode == 0, f"{name}: hadolint passes", (lint.stdout + lint.stderr).strip())
+    froms = [c.value[0] for c in commands if c.cmd == "FROM"]
+    args = {c.value[0].split("=")[0]: c.value[0].split("=", 1)[1] for c in commands if c.cmd == "ARG" and "=" in c.value[0]}
+    froms = [args.get(f[2:-1], f) if f.startswith("${") else f for f in froms]
+    report.check(froms == [base], f"{name}: FROM the local base {base}", str(froms))
+    for c in commands:
+        if c.cmd in ("COPY", "ADD") and not any(f.startswith("--from=") for f in c.flags):
+            for source in c.value[:-1]:
+                if path.name == "rust.Dockerfile":
+                    continue  # its context is assembled by scripts/container-engine
+                report.check((path.parent / source).exists(), f"{name}: COPY source {source} is in its context")
+
+
+def check_engine_files(report):
+    report.section("the engine's files")
+    check_other_dockerfile(report, ROOT / "docker" / "base" / "rust.Dockerfile", base=LOCAL_DEBIAN)
+    for script in ("scripts/container-engine", "scripts/container-healthchecks", "scripts/compose-smoke",
+                   "docker/standins/rabbitmq/entrypoint.sh", "docker/standins/postgres/entrypoint.sh"):
+        shell = "bash" if not script.endswith("entrypoint.sh") else "sh"
+        syntax = run([shell, "-n", script])
+        report.check(
+            syntax.returncode == 0 and os.access(ROOT / script, os.X_OK),
+            f"{script}: executable, `{shell} -n` passes",
+            syntax.stderr.strip(),
+        )
+    smoke = ROOT / "scripts" / "compose_smoke.py"
+    try:
+        compile(smoke.read_text(), str(smoke), "exec")  # no __pycache__ left behind
+        report.check(True, "scripts/compose_smoke.py compiles")
+    except SyntaxError as error:
+        report.check(False, "scripts/compose_smoke.py compiles", str(error))
 
 
 # --- docs/asyncapi.yaml -----------------------------------------------------
@@ -474,7 +667,9 @@ def main():
     args = parser.parse_args()
     report = Report()
     check_dockerfile(report)
-    check_compose(report, ROOT / "docker" / "sandbox.toml")
+    check_compose(report)
+    check_airgap(report)
+    check_engine_files(report)
     check_asyncapi(report, args.asyncapi_schema)
     print(f"\ncheck-containers: {report.passed} passed, {len(report.failed)} failed")
     for what in report.failed:
