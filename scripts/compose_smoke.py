@@ -145,6 +145,24 @@ def compose(*args, **kw):
     return sh(["docker", "compose", "-p", PROJECT, *files, *args], **kw)
 
 
+def up(*services, timeout=600):
+    """`compose up -d`, once more if the engine fails while starting containers.
+
+    Podman 4.3 under load sometimes fails a container start with an error of
+    its own ("write child: broken pipe"); `up -d` is idempotent, so the
+    stack is started again and the engine's error is printed, not hidden.
+    """
+    for attempt in (1, 2, 3):
+        done = compose("up", "-d", *services, log=WORK / "up.log", timeout=timeout, check=False)
+        if done.returncode == 0:
+            return done
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-3:])
+        if attempt == 3:
+            raise Failed(f"`docker compose up -d {' '.join(services)}` exited {done.returncode}:\n{tail}")
+        print(f"  note  the engine failed to start the stack (attempt {attempt}), starting it again:\n{tail}")
+        time.sleep(2)
+
+
 def container_id(service):
     return compose("ps", "-q", service).stdout.strip()
 
@@ -421,7 +439,7 @@ def make_config(report):
 
 def start(report, label):
     started = time.monotonic()
-    compose("up", "-d", log=WORK / "up.log", timeout=600)
+    up()
     wait_until("/readyz to answer 200", ready, 300)
     took = time.monotonic() - started
     report.figure(f"`up` to /readyz ready ({label})", f"{took:.1f} s")
@@ -685,7 +703,7 @@ def check_persistence(report, events):
 def check_sandbox(report):
     report.section("the one-container demo: `docker compose up sandbox` (profile sandbox)")
     started = time.monotonic()
-    compose("up", "-d", "sandbox", timeout=300)
+    up("sandbox", timeout=300)
     url = f"http://127.0.0.1:{PORTS['BACKOFFICE_SANDBOX_ADMIN_PORT']}/readyz"
     wait_until("the sandbox's /readyz", lambda: http("GET", url, timeout=3)[0] == 200, 120)
     report.figure("`up sandbox` to its /readyz ready", f"{time.monotonic() - started:.1f} s")
