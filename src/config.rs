@@ -215,6 +215,7 @@ pub struct Config {
     pub worker: WorkerSettings,
     pub admin: AdminSettings,
     pub relay: crate::pipeline::relay::RelaySettings,
+    pub retention: crate::store::retention::RetentionSettings,
     pub accounts: Vec<AccountSpec>,
 }
 
@@ -247,14 +248,21 @@ impl Config {
         let top = Section::new(file, String::new(), &root);
         for key in root.keys() {
             if ![
-                "amqp", "database", "http", "worker", "admin", "relay", "accounts",
+                "amqp",
+                "database",
+                "http",
+                "worker",
+                "admin",
+                "relay",
+                "retention",
+                "accounts",
             ]
             .contains(&key.as_str())
             {
                 return Err(ConfigError::Table {
                     file: file.to_path_buf(),
                     table: key.clone(),
-                    problem: "unknown table (known: amqp, database, http, worker, admin, relay, accounts)"
+                    problem: "unknown table (known: amqp, database, http, worker, admin, relay, retention, accounts)"
                         .into(),
                 });
             }
@@ -360,6 +368,12 @@ impl Config {
             top.subtable("relay")?.unwrap_or(&empty),
         ))?;
 
+        let retention = retention_settings(&Section::new(
+            file,
+            "retention".into(),
+            top.subtable("retention")?.unwrap_or(&empty),
+        ))?;
+
         let mut accounts = Vec::new();
         if let Some(by_gateway) = top.subtable("accounts")? {
             let section = Section::new(file, "accounts".into(), by_gateway);
@@ -391,6 +405,7 @@ impl Config {
             worker,
             admin,
             relay,
+            retention,
             accounts,
         })
     }
@@ -434,6 +449,45 @@ fn relay_settings(r: &Section) -> Result<crate::pipeline::relay::RelaySettings, 
             as usize,
         handover_capacity: r.int_or("handover_capacity", d.handover_capacity as i64, 1, 1 << 20)?
             as usize,
+    };
+    r.finish()?;
+    Ok(settings)
+}
+
+/// `[retention]`: an age per kind of row, or `"off"` to keep it for ever.
+fn retention_settings(
+    r: &Section,
+) -> Result<crate::store::retention::RetentionSettings, ConfigError> {
+    let d = crate::store::retention::RetentionSettings::default();
+    let age = |key: &str, default: Option<Duration>| -> Result<Option<Duration>, ConfigError> {
+        match r.opt_str(key)?.as_deref().map(str::trim) {
+            None => Ok(default),
+            Some("off") => Ok(None),
+            Some(text) => {
+                let d = parse_duration(text).map_err(|p| r.error(key, p))?;
+                if d.is_zero() {
+                    return Err(r.error(key, "must be longer than zero (or \"off\")"));
+                }
+                Ok(Some(d))
+            }
+        }
+    };
+    let commands = age("commands", d.commands)?;
+    let published_events = age("published_events", d.published_events)?;
+    if let (Some(commands), Some(events)) = (commands, published_events) {
+        if events > commands {
+            return Err(r.error(
+                "published_events",
+                "is longer than `commands`: a command's events go with it",
+            ));
+        }
+    }
+    let settings = crate::store::retention::RetentionSettings {
+        commands,
+        published_events,
+        dead_letters: age("dead_letters", d.dead_letters)?,
+        interval: age("interval", d.interval)?,
+        batch: r.int_or("batch", i64::from(d.batch), 1, 100_000)? as u32,
     };
     r.finish()?;
     Ok(settings)
@@ -876,6 +930,42 @@ frontend = "Integration TEST USD"
             .unwrap_err()
             .to_string();
         assert!(err.contains("[worker] key `lease`"), "{err}");
+    }
+
+    #[test]
+    fn retention_has_long_defaults_off_switches_and_checked_values() {
+        let config = parse(SPEC_EXAMPLE, env_with_secrets).unwrap();
+        let days = |d: u64| Some(Duration::from_secs(d * 86_400));
+        assert_eq!(config.retention.commands, days(400));
+        assert_eq!(config.retention.published_events, days(7));
+        assert_eq!(config.retention.dead_letters, days(90));
+        let text = format!(
+            "{SPEC_EXAMPLE}\n[retention]\ncommands = \"off\"\ninterval = \"off\"\nbatch = 50\n"
+        );
+        let config = parse(&text, env_with_secrets).unwrap();
+        assert_eq!(config.retention.commands, None);
+        assert_eq!(config.retention.interval, None);
+        assert_eq!(config.retention.batch, 50);
+        for (bad, says) in [
+            (
+                "commands = \"0d\"",
+                "key `commands`: must be longer than zero",
+            ),
+            ("commands = \"forever\"", "key `commands`"),
+            (
+                "commands = \"5d\"",
+                "key `published_events`: is longer than `commands`",
+            ),
+            ("batch = 0", "key `batch`"),
+            ("keep = \"1d\"", "keep"),
+        ] {
+            let text = format!("{SPEC_EXAMPLE}\n[retention]\n{bad}\n");
+            let err = parse(&text, env_with_secrets).unwrap_err().to_string();
+            assert!(
+                err.contains("[retention]") && err.contains(says),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

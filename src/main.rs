@@ -16,7 +16,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[export_name = "_rjem_malloc_conf"]
 pub static MALLOC_CONF: &[u8; 37] = b"dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 
-use backoffice_worker::ops::{self, dead_letters, enqueue, list, migrate, show};
+use backoffice_worker::ops::{self, dead_letters, enqueue, list, migrate, prune, show};
 use backoffice_worker::telemetry::{self, LogFormat};
 use backoffice_worker::{call, simulator, worker};
 
@@ -52,6 +52,8 @@ enum Cmd {
     DeadLetters(dead_letters::DeadLettersArgs),
     /// Create the database if missing and apply the migrations.
     Migrate(migrate::MigrateArgs),
+    /// Delete finished commands, published events and dead letters older than `[retention]` says.
+    Prune(prune::PruneArgs),
     /// Benchmark the worker against this machine's RabbitMQ and PostgreSQL.
     Bench(backoffice_worker::bench::BenchArgs),
 }
@@ -109,6 +111,10 @@ fn main() -> std::process::ExitCode {
             Cmd::Migrate(args) => {
                 telemetry::init(cli.log_format, "warn");
                 ops::finish(migrate::run(&args).await, 1)
+            }
+            Cmd::Prune(args) => {
+                telemetry::init(cli.log_format, "warn");
+                ops::finish(prune::run(&args).await, 1)
             }
             Cmd::Simulate(args) => {
                 telemetry::init(cli.log_format, "info");

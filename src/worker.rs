@@ -195,7 +195,14 @@ pub async fn run_with_options(
         })?;
     }
     let result = if wait_for_migrations(&store, &shutdown).await? {
-        pipeline::run(worker).await
+        let pruning = tokio::spawn(store::retention::schedule(
+            store.pool().clone(),
+            config.retention,
+            shutdown.clone(),
+        ));
+        let result = pipeline::run(worker).await;
+        pruning.abort();
+        result
     } else {
         Ok(())
     };

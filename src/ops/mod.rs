@@ -1,6 +1,6 @@
 //! The operator commands around a running worker: `enqueue` a command, `show`
 //! what happened to one, `list` the ones that need a person, look after
-//! `dead-letters`, and `migrate` the database.
+//! `dead-letters`, `migrate` the database and `prune` what is old enough.
 //!
 //! They read the worker's own configuration file, so an operator never types a
 //! connection string or a queue name that could differ from the worker's, and
@@ -15,6 +15,7 @@ pub mod dead_letters;
 pub mod enqueue;
 pub mod list;
 pub mod migrate;
+pub mod prune;
 pub mod show;
 
 use std::path::Path;

@@ -10,6 +10,7 @@ pub mod commands;
 pub mod dead_letters;
 pub mod outbox;
 pub mod reports;
+pub mod retention;
 
 use std::str::FromStr;
 use std::time::Duration;

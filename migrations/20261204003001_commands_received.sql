@@ -1,0 +1,11 @@
+-- no-transaction
+-- Retention (store::retention) prunes the oldest rows in small batches; each
+-- batch must find its rows by a range of an index, not by reading the table
+-- (with millions of rows a scan per batch would hold a connection and the
+-- disk for seconds, every few seconds). The column is written once, at
+-- insert, and never updated: the index costs one entry per insert and no
+-- update on the hot path (HOT updates stay HOT). Built CONCURRENTLY, one
+-- statement per file and outside a transaction, because on a deployment whose
+-- tables are already large a plain CREATE INDEX would block the worker's
+-- writes for the whole build.
+CREATE INDEX CONCURRENTLY IF NOT EXISTS commands_received ON commands (received_at);
