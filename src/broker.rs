@@ -89,6 +89,39 @@ impl Session {
         })
     }
 
+    /// Opens a session on the first node of `urls` that answers, starting at
+    /// `start` and going round once. Returns the session and the index of
+    /// its node, so that the caller can start at the next one when this
+    /// session is lost (its node stopped, or is cut off). The error is the
+    /// last node's.
+    pub async fn open_any(
+        urls: &[SecretString],
+        start: usize,
+        topology: &Topology,
+        prefetch: u16,
+    ) -> lapin::Result<(Session, usize)> {
+        let mut last = None;
+        for step in 0..urls.len() {
+            let index = (start + step) % urls.len();
+            match Session::open(&urls[index], topology, prefetch).await {
+                Ok(session) => return Ok((session, index)),
+                Err(error) => {
+                    if urls.len() > 1 {
+                        tracing::warn!(
+                            node = %node_name(&urls[index]),
+                            %error,
+                            "cannot open a session on this node; trying the next"
+                        );
+                    }
+                    last = Some(error);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            lapin::Error::from(std::io::Error::other("no broker URL configured"))
+        }))
+    }
+
     pub async fn consume(&self, queue: &str, tag: &str) -> lapin::Result<Consumer> {
         self.consume_channel
             .basic_consume(
@@ -108,6 +141,20 @@ impl Session {
 
     pub async fn close(&self) {
         let _ = self.connection.close(200, "worker stopping".into()).await;
+    }
+}
+
+/// Where an AMQP URL points (host, port, virtual host), without its
+/// credentials: for logs and messages.
+pub fn node_name(url: &SecretString) -> String {
+    match url::Url::parse(url.expose_secret()) {
+        Ok(url) => format!(
+            "{}:{}{}",
+            url.host_str().unwrap_or("?"),
+            url.port().unwrap_or(5672),
+            url.path()
+        ),
+        Err(_) => "the configured URL".into(),
     }
 }
 

@@ -74,7 +74,12 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigError> {
 
 #[derive(Debug, Clone)]
 pub struct AmqpSettings {
+    /// The first of [`AmqpSettings::urls`]: where one-off connections go first.
     pub url: SecretString,
+    /// Every node of the broker (`[amqp] url`, or `urls` for a cluster;
+    /// `$AMQP_URL`, comma-separated, overrides both). A session that cannot
+    /// be opened on one, or is lost, is opened on the next.
+    pub urls: Vec<SecretString>,
     pub command_queue: String,
     pub result_exchange: String,
     pub dead_letter_queue: String,
@@ -270,14 +275,10 @@ impl Config {
 
         let amqp_table = top.subtable("amqp")?.unwrap_or(&empty);
         let amqp = Section::new(file, "amqp".into(), amqp_table);
-        let mut amqp_url = amqp.opt_str("url")?;
-        if let Some(over) = env("AMQP_URL").filter(|v| !v.is_empty()) {
-            amqp_url = Some(over);
-        }
-        let amqp_url = amqp_url.unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-        amqp.check_url("url", &amqp_url, &["amqp", "amqps"])?;
+        let amqp_urls = amqp_urls(&amqp, env("AMQP_URL").filter(|v| !v.trim().is_empty()))?;
         let amqp_settings = AmqpSettings {
-            url: SecretString::from(amqp_url),
+            url: amqp_urls[0].clone(),
+            urls: amqp_urls,
             command_queue: amqp.amqp_name("command_queue", "backoffice.commands")?,
             result_exchange: amqp.amqp_name("result_exchange", "backoffice.events")?,
             dead_letter_queue: amqp.amqp_name("dead_letter_queue", "backoffice.commands.dead")?,
@@ -454,6 +455,49 @@ fn relay_settings(r: &Section) -> Result<crate::pipeline::relay::RelaySettings, 
     Ok(settings)
 }
 
+/// `[amqp] url` or `urls` (a cluster's nodes), or `$AMQP_URL` (one URL, or
+/// several separated by commas), which overrides both. At least one; each
+/// checked. The key named in an error is the one the value came from.
+fn amqp_urls(amqp: &Section, over: Option<String>) -> Result<Vec<SecretString>, ConfigError> {
+    let url = amqp.opt_str("url")?;
+    let urls = match amqp.get("urls") {
+        None => None,
+        Some(toml::Value::Array(items)) if !items.is_empty() => Some(
+            items
+                .iter()
+                .map(|item| match item {
+                    toml::Value::String(text) => Ok(text.clone()),
+                    _ => Err(amqp.error("urls", "must be a list of URL strings")),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        Some(_) => return Err(amqp.error("urls", "must be a non-empty list of URL strings")),
+    };
+    let (key, list) = match (over, url, urls) {
+        (Some(over), _, _) => (
+            "url ($AMQP_URL)",
+            over.split(',')
+                .map(|u| u.trim().to_string())
+                .collect::<Vec<_>>(),
+        ),
+        (None, Some(_), Some(_)) => {
+            return Err(amqp.error("urls", "give either `url` or `urls`, not both"))
+        }
+        (None, Some(url), None) => ("url", vec![url]),
+        (None, None, Some(urls)) => ("urls", urls),
+        (None, None, None) => (
+            "url",
+            vec!["amqp://guest:guest@127.0.0.1:5672/%2f".to_string()],
+        ),
+    };
+    list.into_iter()
+        .map(|text| {
+            amqp.check_url(key, &text, &["amqp", "amqps"])?;
+            Ok(SecretString::from(text))
+        })
+        .collect()
+}
+
 /// `[retention]`: an age per kind of row, or `"off"` to keep it for ever.
 fn retention_settings(
     r: &Section,
@@ -594,7 +638,7 @@ impl<'a> Section<'a> {
         }
     }
 
-    fn get(&self, key: &str) -> Option<&'a toml::Value> {
+    pub fn get(&self, key: &str) -> Option<&'a toml::Value> {
         self.used
             .lock()
             .expect("not poisoned")
@@ -930,6 +974,51 @@ frontend = "Integration TEST USD"
             .unwrap_err()
             .to_string();
         assert!(err.contains("[worker] key `lease`"), "{err}");
+    }
+
+    #[test]
+    fn several_amqp_urls_from_the_file_or_the_environment() {
+        let urls = |config: &Config| {
+            config
+                .amqp
+                .urls
+                .iter()
+                .map(|u| u.expose_secret().to_string())
+                .collect::<Vec<_>>()
+        };
+        let one = parse(SPEC_EXAMPLE, env_with_secrets).unwrap();
+        assert_eq!(urls(&one), ["amqp://guest:guest@127.0.0.1:5672/%2f"]);
+        let cluster = SPEC_EXAMPLE.replace(
+            "url = \"amqp://guest:guest@127.0.0.1:5672/%2f\"",
+            "urls = [\"amqp://u:p@a:5701/%2f\", \"amqp://u:p@b:5702/%2f\"]",
+        );
+        let config = parse(&cluster, env_with_secrets).unwrap();
+        assert_eq!(
+            urls(&config),
+            ["amqp://u:p@a:5701/%2f", "amqp://u:p@b:5702/%2f"]
+        );
+        assert_eq!(config.amqp.url.expose_secret(), "amqp://u:p@a:5701/%2f");
+        let config = parse(&cluster, |name| match name {
+            "AMQP_URL" => Some("amqp://x@n1:5672/v, amqp://x@n2:5672/v".into()),
+            other => env_with_secrets(other),
+        })
+        .unwrap();
+        assert_eq!(urls(&config), ["amqp://x@n1:5672/v", "amqp://x@n2:5672/v"]);
+
+        let both = cluster.replace("[amqp]", "[amqp]\nurl = \"amqp://a/%2f\"");
+        let err = parse(&both, env_with_secrets).unwrap_err().to_string();
+        assert!(err.contains("[amqp] key `urls`: give either"), "{err}");
+        let bad = cluster.replace("amqp://u:p@b:5702/%2f", "http://secret-pass@b/");
+        let err = parse(&bad, env_with_secrets).unwrap_err().to_string();
+        assert!(err.contains("[amqp] key `urls`: URL scheme"), "{err}");
+        assert!(!err.contains("secret-pass"), "{err}");
+        let err = parse(&cluster, |name| match name {
+            "AMQP_URL" => Some("amqp://n1/v,".into()),
+            other => env_with_secrets(other),
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("$AMQP_URL"), "{err}");
     }
 
     #[test]

@@ -137,15 +137,7 @@ pub fn database_target(options: &PgConnectOptions) -> String {
 
 /// Where an AMQP URL points, without its credentials: for messages.
 pub fn broker_target(url: &SecretString) -> String {
-    match url::Url::parse(url.expose_secret()) {
-        Ok(url) => format!(
-            "{}:{}{}",
-            url.host_str().unwrap_or("?"),
-            url.port().unwrap_or(5672),
-            url.path()
-        ),
-        Err(_) => "the configured URL".into(),
-    }
+    crate::broker::node_name(url)
 }
 
 pub fn database_options(config: &Config) -> Result<PgConnectOptions, OpsError> {
@@ -201,14 +193,20 @@ pub struct Broker {
 impl Broker {
     pub async fn connect(config: &Config) -> Result<Broker, OpsError> {
         let topology = Topology::from_settings(&config.amqp);
-        let target = broker_target(&config.amqp.url);
+        let target = config
+            .amqp
+            .urls
+            .iter()
+            .map(broker_target)
+            .collect::<Vec<_>>()
+            .join(", ");
         let session = match tokio::time::timeout(
             CONNECT_TIMEOUT,
-            Session::open(&config.amqp.url, &topology, 16),
+            Session::open_any(&config.amqp.urls, 0, &topology, 16),
         )
         .await
         {
-            Ok(Ok(session)) => session,
+            Ok(Ok((session, _))) => session,
             Ok(Err(error)) => {
                 return Err(OpsError::BrokerUnreachable {
                     target,

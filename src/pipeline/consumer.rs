@@ -3,7 +3,9 @@
 //!
 //! A session is one connection; when it dies (broker restart, connection closed
 //! from the broker side, network) this loop opens a new one with backoff and
-//! re-declares the topology. Deliveries that were not yet acked are redelivered
+//! re-declares the topology, on the next of `[amqp] urls` first when there
+//! are several (a cluster's nodes). The relay publishes through the same
+//! session, so it moves with it. Deliveries that were not yet acked are redelivered
 //! by the broker, and intake recognises them by their id. The in-flight
 //! semaphore is taken before a delivery is read, so a full worker stops reading
 //! and the broker's prefetch holds the rest.
@@ -29,16 +31,28 @@ use crate::telemetry::Escaped;
 /// outbox can be flushed through it before it is closed.
 pub async fn run(w: Arc<Worker>) -> Option<Session> {
     let mut failures = 0u32;
+    // With several nodes (a cluster), the first listed is tried first (list
+    // them in another order per instance to spread connections), and a lost
+    // session is opened again on the next node first: the one it was on may
+    // be the one that stopped.
+    let nodes = w.amqp.urls.len().max(1);
+    let mut next = 0;
     loop {
         if w.shutdown.is_cancelled() {
             return None;
         }
         let opened = tokio::select! {
-            opened = Session::open(&w.amqp.url, &w.topology, w.amqp.prefetch) => opened,
+            opened = Session::open_any(&w.amqp.urls, next, &w.topology, w.amqp.prefetch) => opened,
             _ = w.shutdown.cancelled() => return None,
         };
         let session = match opened {
-            Ok(session) => session,
+            Ok((session, index)) => {
+                next = (index + 1) % nodes;
+                if nodes > 1 {
+                    tracing::info!(node = %crate::broker::node_name(&w.amqp.urls[index]), "broker session on this node");
+                }
+                session
+            }
             Err(error) => {
                 failures += 1;
                 let delay = retry::jittered(
