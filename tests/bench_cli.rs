@@ -101,3 +101,72 @@ fn a_small_run_reports_every_figure_and_cleans_up() {
         String::from_utf8_lossy(&workers.stdout)
     );
 }
+
+/// `--loads`: a saturated run, a paced run with the reference loop paced
+/// alike, and a run on a pre-filled database, compared in one table.
+#[test]
+fn loads_compare_paced_runs_with_saturation_and_the_paced_reference() {
+    let out = Command::new(env!("CARGO_BIN_EXE_backoffice-worker"))
+        .args([
+            "bench",
+            "--commands",
+            "200",
+            "--loads",
+            "40",
+            "--load-seconds",
+            "2s",
+            "--prefill",
+            "3000",
+            "--reference",
+            "--json",
+        ])
+        .env_remove("AMQP_URL")
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("run the binary");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    let c: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: not JSON:\n{stdout}"));
+    let rows = c["rows"].as_array().expect("rows");
+    let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["saturated", "40/s", "saturated, prefilled 3000"],
+        "{c:#}"
+    );
+    assert_eq!(c["phases"][1]["report"]["commands"], 80, "{c:#}");
+    assert_eq!(c["phases"][1]["report"]["completed"], 80, "{c:#}");
+    let paced = &rows[1];
+    for key in [
+        "cpu_vs_saturated",
+        "over_gateway_p50_ms",
+        "reference_p50_ms",
+        "reference_p99_ms",
+        "p50_vs_reference",
+        "p99_vs_reference",
+    ] {
+        assert!(
+            paced[key].as_f64().is_some_and(|v| v > 0.0),
+            "`{key}` in {paced:#}"
+        );
+    }
+    assert_eq!(
+        c["phases"][1]["report"]["reference"]["latency"]["samples"],
+        80
+    );
+    assert!(rows[0]["ratio_to_reference"].as_f64().is_some());
+    assert!(rows[2]["throughput_vs_empty"]
+        .as_f64()
+        .is_some_and(|v| v > 0.0));
+    let prefilled_notes = c["phases"][2]["report"]["notes"].to_string();
+    assert!(
+        prefilled_notes.contains("pre-filled with 3000"),
+        "{prefilled_notes}"
+    );
+}

@@ -7,13 +7,17 @@
 //! (confirmed, windowed or paced publishing), [`child`] (the worker process,
 //! its config and its guard), [`measure`] (percentiles, `/proc` CPU and
 //! memory), [`pgcount`] (the round-trip counting proxy), [`reference`] (the
-//! machine's floor: a bare loop doing only the durable steps) and [`report`].
+//! machine's floor: a bare loop doing only the durable steps), [`report`],
+//! [`loads`] (several runs compared: saturated, paced, pre-filled) and
+//! [`prefill`] (months of finished commands, generated in the database).
 //!
 //! It measures; it does not judge. Nothing here asserts a speed.
 
 pub mod child;
+pub mod loads;
 pub mod measure;
 pub mod pgcount;
+pub mod prefill;
 pub mod publish;
 pub mod reference;
 pub mod report;
@@ -108,6 +112,21 @@ pub struct BenchArgs {
     /// Seed of the workload (order, amounts, duplicates); random when absent.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Several runs in one: saturated (`--commands`, unpaced), then paced at
+    /// each of these rates for `--load-seconds` each, then (with
+    /// `--prefill`) saturated again on a pre-filled database; a table
+    /// compares CPU per command and latency with saturation and with the
+    /// reference loop paced alike (`--reference`).
+    #[arg(long, value_delimiter = ',', conflicts_with = "rate")]
+    pub loads: Vec<f64>,
+    /// How long each paced run of `--loads` publishes.
+    #[arg(long, default_value = "20s", value_parser = duration)]
+    pub load_seconds: Duration,
+    /// Fill the database with this many finished commands (with their
+    /// attempts and published events) before the worker starts: what a
+    /// database that has run for months looks like to the hot path.
+    #[arg(long, default_value_t = 0)]
+    pub prefill: u64,
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -118,10 +137,28 @@ fn duration(text: &str) -> Result<Duration, String> {
 /// Ctrl-C), the worker is stopped and the queues and database are removed.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     check(&args)?;
+    if !args.loads.is_empty() {
+        return loads::run(args).await;
+    }
+    let report = run_one(&args).await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("the report serializes")
+        );
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(())
+}
+
+/// One run: fresh database and queues, one worker, one workload; everything
+/// removed afterwards, whatever happened.
+pub async fn run_one(args: &BenchArgs) -> anyhow::Result<Report> {
     let mut env = Env::default();
     let mut interrupted = false;
     let outcome = tokio::select! {
-        outcome = bench(&args, &mut env) => outcome,
+        outcome = bench(args, &mut env) => outcome,
         _ = tokio::signal::ctrl_c() => {
             interrupted = true;
             Err(anyhow::anyhow!("interrupted"))
@@ -138,16 +175,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some((path, tail)) = worker_log {
         eprintln!("the worker's log ({}), last lines:\n{tail}", path.display());
     }
-    let report = outcome?;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("the report serializes")
-        );
-    } else {
-        print!("{}", report.to_text());
-    }
-    Ok(())
+    outcome
 }
 
 fn check(args: &BenchArgs) -> anyhow::Result<()> {
@@ -164,6 +192,12 @@ fn check(args: &BenchArgs) -> anyhow::Result<()> {
     }
     if args.in_flight == Some(0) || args.prefetch == Some(0) || args.db_pool == Some(0) {
         bail!("--in-flight, --prefetch and --db-pool must be at least 1");
+    }
+    if args.loads.iter().any(|r| !(r.is_finite() && *r > 0.0)) {
+        bail!("--loads must be positive numbers of commands per second");
+    }
+    if args.prefill > 100_000_000 {
+        bail!("--prefill is at most 100,000,000");
     }
     if let Some(url) = &args.simulator_url {
         let parsed = Url::parse(url).with_context(|| format!("--simulator-url {url}"))?;
@@ -338,6 +372,20 @@ async fn bench(args: &BenchArgs, env: &mut Env) -> anyhow::Result<Report> {
         .await
         .context("connecting to the bench database")?;
     let pool = env.pool.insert(pool).clone();
+    if args.prefill > 0 {
+        crate::store::MIGRATOR
+            .run(&pool)
+            .await
+            .context("migrating the bench database before pre-filling it")?;
+        let took = prefill::fill(&pool, args.prefill)
+            .await
+            .context("pre-filling the database")?;
+        notes.push(format!(
+            "the database was pre-filled with {} finished commands, their attempts and events in {:.0} s",
+            args.prefill,
+            took.as_secs_f64()
+        ));
+    }
 
     let simulator_url = match &args.simulator_url {
         Some(url) => url.trim_end_matches('/').to_string(),
@@ -374,6 +422,7 @@ async fn bench(args: &BenchArgs, env: &mut Env) -> anyhow::Result<Report> {
             concurrency,
             pool: knobs.db_pool,
             prefetch: knobs.prefetch,
+            rate: args.rate,
         };
         let bodies: Vec<Vec<u8>> = workload.commands.iter().map(|c| c.body.clone()).collect();
         eprintln!(

@@ -9,6 +9,11 @@
 //! with the worker's concurrency (its in-flight cap, bounded by prefetch) and
 //! a pool of the worker's size, so the worker's throughput divided by this
 //! one says how much of the floor the worker reaches.
+//!
+//! Paced (`--rate`), the messages are published at that rate while the loop
+//! runs, and each one's latency (publish to its event reaching a consumer,
+//! the same two hops the worker's latency has) is the floor of latency at
+//! that load: what the worker's "over gateway" latency is compared with.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +32,7 @@ use sqlx::postgres::PgPoolOptions;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use super::measure::LatencySummary;
 use super::publish::{publish, Pace, CONFIRM_WINDOW};
 
 /// What the reference loop achieved.
@@ -37,6 +43,10 @@ pub struct ReferenceResult {
     pub commands_per_sec: f64,
     pub concurrency: usize,
     pub pool: u32,
+    /// Messages per second asked for; `None`: published all at once first.
+    pub rate: Option<f64>,
+    /// Publish to event, when paced (a burst's latency is its queueing).
+    pub latency: Option<LatencySummary>,
 }
 
 pub struct ReferenceSettings<'a> {
@@ -46,6 +56,8 @@ pub struct ReferenceSettings<'a> {
     pub concurrency: usize,
     pub pool: u32,
     pub prefetch: u16,
+    /// Publish at this rate while the loop runs, and measure latency.
+    pub rate: Option<f64>,
 }
 
 /// Runs the loop over `bodies` (one message each) and removes its queue and
@@ -138,24 +150,54 @@ async fn run_on(
             FieldTable::default(),
         )
         .await?;
-    let drain = tokio::spawn(async move { while sink_consumer.next().await.is_some() {} });
+    // The events' arrival, by message: the end of each one's latency.
+    let ids: std::collections::HashMap<String, usize> = bodies
+        .iter()
+        .enumerate()
+        .filter_map(|(i, body)| Some((message_id(body)?, i)))
+        .collect();
+    let (arrived_tx, mut arrived_rx) = tokio::sync::mpsc::unbounded_channel();
+    let drain = tokio::spawn(async move {
+        while let Some(Ok(delivery)) = sink_consumer.next().await {
+            if let Some(&i) = message_id(&delivery.data).and_then(|id| ids.get(&id)) {
+                let _ = arrived_tx.send((i, Instant::now()));
+            }
+        }
+    });
 
-    // Published first, as fast as confirms allow.
     let publisher = amqp.create_channel().await?;
     publisher
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
-    publish(
-        &publisher,
-        "",
-        queue,
-        bodies.iter().map(|b| b.as_slice()),
-        Pace::Windows(CONFIRM_WINDOW),
-        |_, _| {},
-    )
-    .await
-    .context("publishing the reference messages")?;
-    let _ = publisher.close(200, "reference published".into()).await;
+    let publishing = {
+        let bodies = bodies.to_vec();
+        let queue = queue.to_string();
+        let pace = match settings.rate {
+            Some(rate) => Pace::Rate(rate),
+            None => Pace::Windows(CONFIRM_WINDOW),
+        };
+        tokio::spawn(async move {
+            let mut published: Vec<Option<Instant>> = vec![None; bodies.len()];
+            let refs: Vec<&[u8]> = bodies.iter().map(|b| b.as_slice()).collect();
+            publish(&publisher, "", &queue, refs, pace, |i, at| {
+                published[i].get_or_insert(at);
+            })
+            .await?;
+            let _ = publisher.close(200, "reference published".into()).await;
+            Ok::<_, anyhow::Error>(published)
+        })
+    };
+    // Unpaced: published first, as fast as confirms allow, then consumed
+    // (throughput). Paced: consumed while they are published (latency).
+    let mut publishing = Some(publishing);
+    let mut published = None;
+    if settings.rate.is_none() {
+        let done = publishing.take().expect("not taken yet").await;
+        published = Some(
+            done.context("the reference publisher panicked")?
+                .context("publishing the reference messages")?,
+        );
+    }
 
     let pool = PgPoolOptions::new()
         .max_connections(settings.pool)
@@ -253,16 +295,67 @@ async fn run_on(
         done.context("reference task panicked")??;
     }
     let elapsed = started.elapsed();
+    if let Some(publishing) = publishing {
+        published = Some(
+            publishing
+                .await
+                .context("the reference publisher panicked")?
+                .context("publishing the reference messages")?,
+        );
+    }
+    let published = published.expect("awaited above");
+    // Every event was confirmed, so it is in the sink queue: wait for its
+    // consumer to have seen each one (bounded, in case of a foreign body).
+    let mut arrived: Vec<Option<Instant>> = vec![None; bodies.len()];
+    let mut seen = 0;
+    while seen < ids_count(&published) {
+        match tokio::time::timeout(Duration::from_secs(5), arrived_rx.recv()).await {
+            Ok(Some((i, at))) => {
+                if arrived[i].is_none() {
+                    seen += 1;
+                }
+                arrived[i].get_or_insert(at);
+            }
+            _ => break,
+        }
+    }
     let _ = consume_channel.close(200, "reference done".into()).await;
     let _ = sink_channel.close(200, "reference done".into()).await;
     drain.abort();
     pool.close().await;
     let seconds = elapsed.as_secs_f64();
+    let latency = settings.rate.and_then(|_| {
+        LatencySummary::from_samples(
+            published
+                .iter()
+                .zip(&arrived)
+                .filter_map(|(p, a)| Some(a.as_ref()?.saturating_duration_since(*p.as_ref()?)))
+                .collect(),
+        )
+    });
     Ok(ReferenceResult {
         commands: bodies.len(),
         seconds,
         commands_per_sec: bodies.len() as f64 / seconds.max(f64::EPSILON),
         concurrency: settings.concurrency,
         pool: settings.pool,
+        rate: settings.rate,
+        latency,
     })
+}
+
+/// The id a reference message or event carries (`id` in a command,
+/// `command_id` in an event).
+fn message_id(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Ids {
+        id: Option<String>,
+        command_id: Option<String>,
+    }
+    let ids: Ids = serde_json::from_slice(body).ok()?;
+    ids.command_id.or(ids.id)
+}
+
+fn ids_count(published: &[Option<Instant>]) -> usize {
+    published.iter().filter(|p| p.is_some()).count()
 }

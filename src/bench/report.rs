@@ -165,6 +165,21 @@ impl Report {
                 r.commands_per_sec, r.commands, r.seconds, r.concurrency, r.pool
             );
         }
+        if let Some(l) = self.reference.as_ref().and_then(|r| r.latency) {
+            let _ = writeln!(
+                t,
+                "ref latency:   p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms (the reference loop paced alike, publish to event)",
+                l.p50_ms, l.p95_ms, l.p99_ms
+            );
+            if let Some(o) = &self.over_gateway {
+                let _ = writeln!(
+                    t,
+                    "vs reference:  p50 {:.2}x, p99 {:.2}x (over gateway / reference latency)",
+                    o.p50_ms / l.p50_ms.max(1e-9),
+                    o.p99_ms / l.p99_ms.max(1e-9)
+                );
+            }
+        }
         if let Some(ratio) = self.ratio_to_reference {
             let _ = writeln!(
                 t,
@@ -181,7 +196,7 @@ impl Report {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn sample() -> Report {
@@ -226,6 +241,8 @@ mod tests {
                 commands_per_sec: 600.0,
                 concurrency: 500,
                 pool: 16,
+                rate: None,
+                latency: None,
             }),
             ratio_to_reference: Some(0.333),
             notes: vec!["a note".into()],

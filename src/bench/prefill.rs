@@ -1,0 +1,97 @@
+//! `bench --prefill N`: N finished commands, as months of traffic leave them
+//! (each with one or two attempt rows and one published event), generated
+//! inside PostgreSQL with `generate_series` in chunks, so ten million take
+//! minutes rather than hours and nothing crosses the wire but the chunk
+//! bounds. Their ids, payment ids and exchange cannot meet the workload's.
+//!
+//! What it shows: whether the hot path's statements stay index lookups
+//! whose cost does not grow with the tables (`docs/performance.md`).
+
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+
+/// Rows per statement: large enough to amortise each statement, small
+/// enough that one chunk's WAL and locks stay modest.
+const CHUNK: u64 = 250_000;
+
+/// Fills the database with `count` finished commands, then ANALYZEs it (as
+/// autovacuum would have long since). Returns how long it took.
+pub async fn fill(pool: &PgPool, count: u64) -> Result<Duration, sqlx::Error> {
+    let started = Instant::now();
+    let mut done = 0u64;
+    while done < count {
+        let (lo, hi) = (done + 1, (done + CHUNK).min(count));
+        let mut tx = pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO commands (id, payload, fingerprint, gateway, account, operation, payment_id,
+                                   amount_minor, currency, state, phase, attempts, outcome, result,
+                                   received_at, decided_at, updated_at)
+             SELECT 'prefill-' || g,
+                    jsonb_build_object('id', 'prefill-' || g, 'gateway', 'paymentz',
+                                       'operation', 'capture', 'payment_id', 'pf' || g,
+                                       'amount', '10.00', 'currency', 'EUR'),
+                    md5(g::text), 'paymentz', 'default', 'capture', 'pf' || g, 1000, 'EUR',
+                    'done', 'ready', 1, 'succeeded',
+                    jsonb_build_object('command_id', 'prefill-' || g, 'outcome', 'succeeded',
+                                       'gateway', 'paymentz', 'operation', 'capture',
+                                       'payment_id', 'pf' || g, 'amount', '10.00',
+                                       'currency', 'EUR', 'gateway_status', 'captured',
+                                       'gateway_code', '00000', 'attempts', 1,
+                                       'replayed', false, 'reconciled', false,
+                                       'occurred_at', '2026-01-01T00:00:00Z'),
+                    t, t, t
+               FROM generate_series($1::bigint, $2::bigint) g,
+                    LATERAL (SELECT now() - interval '1 day' - ($3::bigint - g) * interval '250 microseconds') ts(t)",
+        )
+        .bind(lo as i64)
+        .bind(hi as i64)
+        .bind(count as i64)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO attempts (command_id, attempt_no, kind, status, purpose, method, url, request,
+                                   http_status, response_body, latency_ms, classification,
+                                   started_at, finished_at)
+             SELECT 'prefill-' || g, n - 1, CASE n WHEN 1 THEN 'operation' ELSE 'inquiry' END,
+                    'completed', CASE n WHEN 1 THEN 'CP' ELSE 'IN' END, 'POST',
+                    'http://gateway.prefill/transactionServices/REST/v1/payments/pf' || g,
+                    jsonb_build_object('paymentType', 'CP', 'amount', '10.00', 'currency', 'EUR'),
+                    200,
+                    '{\"result\":{\"code\":\"00000\",\"description\":\"Transaction succeeded\"},\"paymentId\":\"pf' || g || '\"}',
+                    1.0, 'succeeded', t, t
+               FROM generate_series($1::bigint, $2::bigint) g,
+                    generate_series(1, 1 + (g % 2)::int) n,
+                    LATERAL (SELECT now() - interval '1 day' - ($3::bigint - g) * interval '250 microseconds') ts(t)",
+        )
+        .bind(lo as i64)
+        .bind(hi as i64)
+        .bind(count as i64)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO outbox (message_id, command_id, exchange, routing_key, body, created_at,
+                                 publish_attempts, published_at)
+             SELECT gen_random_uuid(), 'prefill-' || g, 'prefill.events', 'paymentz.capture.succeeded',
+                    jsonb_build_object('command_id', 'prefill-' || g, 'outcome', 'succeeded'),
+                    t, 1, t
+               FROM generate_series($1::bigint, $2::bigint) g,
+                    LATERAL (SELECT now() - interval '1 day' - ($3::bigint - g) * interval '250 microseconds') ts(t)",
+        )
+        .bind(lo as i64)
+        .bind(hi as i64)
+        .bind(count as i64)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        done = hi;
+        eprintln!(
+            "prefill: {done} of {count} commands ({:.0} s)",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    sqlx::query("ANALYZE commands, attempts, outbox")
+        .execute(pool)
+        .await?;
+    Ok(started.elapsed())
+}
