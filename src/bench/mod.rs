@@ -25,7 +25,6 @@ pub mod workload;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal as _;
-use std::str::FromStr as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,7 +37,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties, Consumer};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgPoolOptions;
 use sqlx::{ConnectOptions as _, PgPool};
 use url::Url;
 
@@ -285,7 +284,7 @@ impl Env {
 }
 
 async fn drop_database(url: &str, name: &str) -> Result<(), sqlx::Error> {
-    let mut admin = PgConnectOptions::from_str(url)?
+    let mut admin = crate::store::connect_options(url)?
         .database("postgres")
         .connect()
         .await?;
@@ -368,7 +367,7 @@ async fn bench(args: &BenchArgs, env: &mut Env) -> anyhow::Result<Report> {
     // once the worker has stopped (see `wait_for_backends_gone`).
     let pool = PgPoolOptions::new()
         .max_connections(1)
-        .connect(db_url.as_str())
+        .connect_with(crate::store::connect_options(db_url.as_str())?)
         .await
         .context("connecting to the bench database")?;
     let pool = env.pool.insert(pool).clone();

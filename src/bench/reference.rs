@@ -202,7 +202,7 @@ async fn run_on(
     let pool = PgPoolOptions::new()
         .max_connections(settings.pool)
         .acquire_timeout(Duration::from_secs(30))
-        .connect(settings.database_url)
+        .connect_with(crate::store::connect_options(settings.database_url)?)
         .await
         .context("connecting the reference pool")?;
     sqlx::query(

@@ -19,7 +19,6 @@ pub mod prune;
 pub mod show;
 
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
@@ -115,7 +114,7 @@ fn load_configured(explicit: Option<&Path>) -> Result<Config, OpsError> {
             eprintln!(
                 "note: no configuration file; using the default connections (broker {}, database {})",
                 broker_target(&config.amqp.url),
-                PgConnectOptions::from_str(config.database.url.expose_secret())
+                crate::store::connect_options(config.database.url.expose_secret())
                     .map(|o| database_target(&o))
                     .unwrap_or_else(|_| "?".into()),
             );
@@ -141,7 +140,7 @@ pub fn broker_target(url: &SecretString) -> String {
 }
 
 pub fn database_options(config: &Config) -> Result<PgConnectOptions, OpsError> {
-    PgConnectOptions::from_str(config.database.url.expose_secret()).map_err(|e| {
+    crate::store::connect_options(config.database.url.expose_secret()).map_err(|e| {
         OpsError::BadInput(format!(
             "{}: [database] key `url`: {e}",
             config.file.display()
@@ -407,8 +406,10 @@ mod tests {
         let amqp = SecretString::from("amqp://user:hunter2@rabbit.internal:5673/%2f");
         let shown = broker_target(&amqp);
         assert_eq!(shown, "rabbit.internal:5673/%2f");
-        let pg = PgConnectOptions::from_str("postgres://app:hunter2@db.internal:5433/backoffice")
-            .unwrap();
+        let pg = <PgConnectOptions as std::str::FromStr>::from_str(
+            "postgres://app:hunter2@db.internal:5433/backoffice",
+        )
+        .unwrap();
         let shown = database_target(&pg);
         assert_eq!(shown, "`backoffice` on db.internal:5433");
         assert!(!shown.contains("hunter2"));

@@ -16,7 +16,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::{ConnectOptions, Connection, PgPool};
 
 use crate::config::DatabaseSettings;
@@ -89,6 +89,49 @@ pub fn statement_timeout_setting(timeout: Duration) -> (&'static str, String) {
     ("statement_timeout", timeout.as_millis().to_string())
 }
 
+/// The connection options for a database URL, with the TLS choice made
+/// when the URL (or `$PGSSLMODE`) does not make it.
+///
+/// PostgreSQL's and sqlx's default, `sslmode=prefer`, encrypts whenever the
+/// server offers TLS but verifies nothing: on loopback it protects nothing
+/// (the traffic never leaves the machine) and costs CPU on both sides for
+/// every round trip; to a remote server it can be intercepted by anyone who
+/// can answer in the server's place. So, unless `sslmode` is given:
+/// - a loopback host (`localhost`, `127.0.0.0/8`, `::1`) or a Unix socket
+///   directory: `disable`;
+/// - any other host: `verify-full` (the certificate must be valid for that
+///   host name, from the system's roots or `sslrootcert`).
+///
+/// `sslmode` in the URL always wins (e.g. `disable` inside a private
+/// container network, `require` to keep the old unverified encryption).
+pub fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
+    let options = PgConnectOptions::from_str(url)?;
+    let explicit = url::Url::parse(url)
+        .map(|u| u.query_pairs().any(|(k, _)| k == "sslmode"))
+        .unwrap_or(true)
+        || std::env::var_os("PGSSLMODE").is_some_and(|v| !v.is_empty());
+    if explicit {
+        return Ok(options);
+    }
+    let mode = if is_local(options.get_host()) {
+        PgSslMode::Disable
+    } else {
+        PgSslMode::VerifyFull
+    };
+    Ok(options.ssl_mode(mode))
+}
+
+/// Whether a PostgreSQL host is this machine: a loopback name or address,
+/// or a Unix socket directory.
+pub fn is_local(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.starts_with('/')
+        || host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// A pooled connection idle longer than this is pinged before it is used.
 const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
 
@@ -101,7 +144,7 @@ impl Store {
     /// Opens a pool. Connections are made lazily, so the worker can start (and
     /// report itself not ready) while the database is still down.
     pub fn connect_lazy(settings: &DatabaseSettings) -> Result<Store, StoreError> {
-        let options = PgConnectOptions::from_str(settings.url.expose_secret())?
+        let options = connect_options(settings.url.expose_secret())?
             .log_statements(tracing::log::LevelFilter::Trace)
             .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2))
             .options(SESSION_SETTINGS)
@@ -158,7 +201,7 @@ impl Store {
 /// Creates the database named in `url` when it does not exist yet, by connecting
 /// to the server's `postgres` database. Used by `--sandbox`, `migrate` and tests.
 pub async fn ensure_database(url: &str) -> Result<(), StoreError> {
-    let options = PgConnectOptions::from_str(url)?;
+    let options = connect_options(url)?;
     let name = options.get_database().unwrap_or("postgres").to_string();
     let mut admin = options.clone().database("postgres").connect().await?;
     let exists: bool =
@@ -243,4 +286,35 @@ pub async fn durable_figures(pool: &PgPool) -> Result<crate::metrics::Durable, S
         outbox_abandoned: abandoned,
         dead_letters_waiting: dead,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(url: &str) -> String {
+        format!("{:?}", connect_options(url).unwrap().get_ssl_mode())
+    }
+
+    #[test]
+    fn tls_only_where_it_protects_something_unless_the_url_says() {
+        if std::env::var_os("PGSSLMODE").is_some() {
+            return; // the environment makes the choice
+        }
+        assert_eq!(mode("postgres://u@127.0.0.1:5432/db"), "Disable");
+        assert_eq!(mode("postgres://u@localhost/db"), "Disable");
+        assert_eq!(mode("postgres://u@[::1]:5432/db"), "Disable");
+        assert_eq!(mode("postgres://u@db.internal:5432/db"), "VerifyFull");
+        assert_eq!(mode("postgres://u@10.0.0.5/db"), "VerifyFull");
+        assert_eq!(
+            mode("postgres://u@db.internal/db?sslmode=require"),
+            "Require"
+        );
+        assert_eq!(mode("postgres://u@127.0.0.1/db?sslmode=prefer"), "Prefer");
+        assert_eq!(
+            mode("postgres://u@postgres:5432/db?sslmode=disable"),
+            "Disable"
+        );
+        assert!(is_local("/var/run/postgresql"));
+    }
 }
