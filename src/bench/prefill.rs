@@ -15,8 +15,8 @@ use sqlx::PgPool;
 /// enough that one chunk's WAL and locks stay modest.
 const CHUNK: u64 = 250_000;
 
-/// Fills the database with `count` finished commands, then ANALYZEs it (as
-/// autovacuum would have long since). Returns how long it took.
+/// Fills the database with `count` finished commands, then vacuums,
+/// analyses and checkpoints it. Returns how long it took.
 pub async fn fill(pool: &PgPool, count: u64) -> Result<Duration, sqlx::Error> {
     let started = Instant::now();
     let mut done = 0u64;
@@ -90,8 +90,14 @@ pub async fn fill(pool: &PgPool, count: u64) -> Result<Duration, sqlx::Error> {
             started.elapsed().as_secs_f64()
         );
     }
-    sqlx::query("ANALYZE commands, attempts, outbox")
+    // Vacuumed, analysed and checkpointed, as a database that has run for
+    // months would be: otherwise the measured run competes with autovacuum
+    // and the checkpoint of what was just written.
+    sqlx::query("VACUUM (ANALYZE) commands, attempts, outbox")
         .execute(pool)
         .await?;
+    if let Err(error) = sqlx::query("CHECKPOINT").execute(pool).await {
+        eprintln!("prefill: no CHECKPOINT ({error}); the run may share the disk with one");
+    }
     Ok(started.elapsed())
 }

@@ -268,7 +268,20 @@ pub async fn run(worker: Arc<Worker>) -> anyhow::Result<()> {
         .expect("one relay per worker");
     let relay = tokio::spawn(relay::run(worker.clone(), fresh, relay_stop.clone()));
 
-    let session = consumer::run(worker.clone()).await;
+    // On a runtime worker thread, like the executors it spawns and the
+    // writers it feeds. Awaited in place it ran on the thread that called
+    // `block_on` (main), outside the runtime's workers: every delivery, every
+    // intake statement and every ack then crossed threads (a futex wake-up
+    // each way), which at light load was most of the worker's CPU per
+    // command (docs/performance.md, "Efficiency at every load").
+    let session = match tokio::spawn(consumer::run(worker.clone())).await {
+        Ok(session) => session,
+        Err(error) => {
+            tracing::error!(%error, "the consumer task failed; stopping");
+            worker.shutdown.cancel();
+            None
+        }
+    };
 
     // Draining: no new deliveries or claims; wait for what is in flight.
     let grace = worker.settings.shutdown_grace;
