@@ -182,10 +182,15 @@ pub async fn run_with_options(
     let worker = Worker::new(&config, store.clone(), accounts, metrics, shutdown.clone());
     let admin_stop = CancellationToken::new();
     if let Some(addr) = admin_listen.or(config.admin.listen) {
+        let console = config
+            .console
+            .enabled()
+            .then(|| crate::console::Console::new(worker.clone(), Arc::new(config.clone())));
         crate::admin::start(
             addr,
             config.admin.limits,
             worker.clone(),
+            console,
             admin_stop.clone(),
         )
         .await
