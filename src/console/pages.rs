@@ -438,7 +438,7 @@ fn chart(rows: &[queries::MinuteCount], now: OffsetDateTime) -> Markup {
                 text.tick x="4" y="12" { "max " (max) "/min" }
             }
             figcaption {
-                (total) " commands. "
+                (total) @if total == 1 { " command. " } @else { " commands. " }
                 @for outcome in OUTCOMES { span class=(format!("key o-{outcome}")) { (outcome) } " " }
             }
         }

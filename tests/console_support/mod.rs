@@ -14,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::common::{free_port, pz, wait_for_status, TestEnv};
 
+pub mod webdriver;
+
 pub const VIEWER: &str = "viewer-token-for-tests";
 pub const OPERATOR: &str = "operator-token-for-tests";
 
