@@ -179,6 +179,13 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
+/// A new random token (for `run --sandbox`, which has no configured one).
+pub fn new_token() -> String {
+    let mut bytes = [0u8; 24];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
 /// The `Set-Cookie` value of a new session: not readable by scripts, sent
 /// only with requests from the console's own pages, for its lifetime.
 pub fn session_cookie(id: &str) -> String {

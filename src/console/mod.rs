@@ -18,6 +18,7 @@
 mod actions;
 mod api;
 pub mod auth;
+pub mod bench;
 mod pages;
 
 use std::sync::Arc;
@@ -49,6 +50,12 @@ const OVERVIEW_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_FORM_BYTES: usize = 16 * 1024;
 /// Rows on one page of a list.
 pub const PAGE_SIZE: i64 = 50;
+/// The console's connections to the database: a few, so that however many
+/// people look, the worker's own pool is not crowded out.
+const CONNECTIONS: u32 = 4;
+/// The longest a page's statement may run (a filter no index serves, on a
+/// huge table): the page fails with 503 rather than hold a connection.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most dead letters one "requeue all that match" publishes.
 pub const REQUEUE_CAP: i64 = 500;
 
@@ -59,6 +66,12 @@ pub struct Console {
     pub(crate) config: Arc<Config>,
     pub(crate) auth: Auth,
     overview: Snapshot<OverviewFigures>,
+    /// The console's own connections, with PostgreSQL's default planning.
+    /// The worker's sessions force generic plans (`store::SESSION_SETTINGS`),
+    /// right for its key lookups and wrong here: a generic plan of the
+    /// command list does not know its `LIMIT`, and sorted a million rows
+    /// (1 s a page) where the actual plan reads 51 index entries.
+    pool: sqlx::PgPool,
 }
 
 /// Why a request could not be answered, classified once into a status.
@@ -98,13 +111,28 @@ impl From<crate::ops::OpsError> for ConsoleError {
 }
 
 impl Console {
-    pub fn new(worker: Arc<Worker>, config: Arc<Config>) -> Arc<Console> {
-        Arc::new(Console {
+    pub fn new(worker: Arc<Worker>, config: Arc<Config>) -> Result<Arc<Console>, StoreError> {
+        use secrecy::ExposeSecret;
+        use sqlx::ConnectOptions as _;
+        use std::str::FromStr as _;
+        let options =
+            sqlx::postgres::PgConnectOptions::from_str(config.database.url.expose_secret())?
+                .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2))
+                .options([(
+                    "statement_timeout",
+                    STATEMENT_TIMEOUT.as_millis().to_string(),
+                )]);
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(CONNECTIONS)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with(options);
+        Ok(Arc::new(Console {
             auth: Auth::new(config.console.clone()),
             worker,
             config,
             overview: Snapshot::new(OVERVIEW_REFRESH, OVERVIEW_TIMEOUT),
-        })
+            pool,
+        }))
     }
 
     /// The overview's figures, shared by every viewer and script: the
@@ -112,7 +140,7 @@ impl Console {
     pub(crate) async fn overview(&self) -> Option<crate::snapshot::Figures<OverviewFigures>> {
         self.overview
             .get(|| async {
-                let mut conn = self.worker.store.pool().acquire().await?;
+                let mut conn = self.pool.acquire().await?;
                 crate::store::console::overview(&mut conn).await
             })
             .await
@@ -127,7 +155,7 @@ impl Console {
     pub(crate) async fn conn(
         &self,
     ) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, ConsoleError> {
-        Ok(self.worker.store.pool().acquire().await?)
+        Ok(self.pool.acquire().await?)
     }
 }
 

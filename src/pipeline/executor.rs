@@ -708,11 +708,15 @@ async fn reconcile_unknown(
                 )
                 .await?;
                 tracing::info!(outcome = %outcome, "unknown outcome settled");
+                format!(
+                    "settled as {outcome}: {}",
+                    event.description.as_deref().unwrap_or("")
+                )
+            } else {
+                // Its lease was lost meanwhile; whoever holds it decides.
+                "the inquiry was recorded, but the command was no longer this worker's to settle"
+                    .into()
             }
-            format!(
-                "settled as {outcome}: {}",
-                event.description.as_deref().unwrap_or("")
-            )
         }
         _ => {
             let delay =

@@ -68,9 +68,13 @@ pub const LATENCY_MINUTES: i64 = 15;
 /// bounded time window; the whole is read at most once per refresh period
 /// for every viewer together (`console::Console::overview`).
 pub async fn overview(conn: &mut PgConnection) -> Result<OverviewFigures, StoreError> {
+    // `queued` is counted as (queued + unsettled) - unsettled: both counts
+    // are index-only scans of partial indexes whose predicates they match
+    // (`commands_due`, `commands_unsettled`), where `state = 'queued'` alone
+    // had to visit every row of `commands_due` (60 ms for 10,000 queued).
     let (
         running,
-        queued,
+        due,
         unknown_open,
         oldest_unknown_at,
         outbox_backlog,
@@ -78,7 +82,7 @@ pub async fn overview(conn: &mut PgConnection) -> Result<OverviewFigures, StoreE
         dead_letters_waiting,
     ): (i64, i64, i64, Option<OffsetDateTime>, i64, f64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM commands WHERE state = 'running'),
-                (SELECT count(*) FROM commands WHERE state = 'queued'),
+                (SELECT count(*) FROM commands WHERE state IN ('queued', 'unsettled')),
                 (SELECT count(*) FROM commands WHERE state = 'unsettled'),
                 (SELECT min(decided_at) FROM commands WHERE state = 'unsettled'),
                 (SELECT count(*) FROM outbox WHERE published_at IS NULL AND abandoned_at IS NULL),
@@ -113,7 +117,7 @@ pub async fn overview(conn: &mut PgConnection) -> Result<OverviewFigures, StoreE
     .await?;
     Ok(OverviewFigures {
         running,
-        queued,
+        queued: (due - unknown_open).max(0),
         unknown_open,
         oldest_unknown_at,
         outbox_backlog,
@@ -195,14 +199,65 @@ fn like_prefix(prefix: &str) -> String {
 /// is a next page). Keyset pagination on `(received_at, id)`: page 1,000
 /// costs what page 1 costs, and a command arriving meanwhile does not shift
 /// the pages.
+///
+/// Two shapes. Without a search filter the list walks `commands_by_received`
+/// and stops at `limit` matches. With one (an id prefix, a metadata value, a
+/// payment id) the planner would walk the same index, expecting matches to
+/// be common, and read the whole table for a value three commands have
+/// (0.75 s on a million); so the matches are found first through their own
+/// index (a materialized CTE: `commands_id_pattern`, `commands_metadata`,
+/// `commands_by_payment`) and only those are sorted.
 pub async fn list_commands(
     conn: &mut PgConnection,
     filter: &CommandFilter,
     after: Option<&Cursor>,
     limit: i64,
 ) -> Result<Vec<ListedCommand>, StoreError> {
-    let mut q: QueryBuilder<Postgres> =
-        QueryBuilder::new(format!("SELECT {LIST_COLUMNS} FROM commands WHERE true"));
+    let searched =
+        filter.id_prefix.is_some() || filter.metadata.is_some() || filter.payment_id.is_some();
+    let mut q: QueryBuilder<Postgres> = QueryBuilder::new("");
+    if searched {
+        q.push(format!(
+            "WITH found AS MATERIALIZED (SELECT {LIST_COLUMNS} FROM commands WHERE true"
+        ));
+        if let Some(payment_id) = &filter.payment_id {
+            // The index is on (gateway, payment_id): name every gateway
+            // (and none) when the filter does not.
+            match &filter.gateway {
+                Some(gateway) => q.push(" AND gateway = ").push_bind(gateway.clone()),
+                None => q
+                    .push(" AND (gateway = ANY(")
+                    .push_bind(
+                        crate::gateways::registry::GATEWAYS
+                            .iter()
+                            .map(|g| g.name.to_string())
+                            .collect::<Vec<_>>(),
+                    )
+                    .push(") OR gateway IS NULL)"),
+            };
+            q.push(" AND payment_id = ").push_bind(payment_id.clone());
+        }
+        if let Some(prefix) = &filter.id_prefix {
+            // `text_pattern_ops` index: a prefix is a range scan whatever the collation.
+            q.push(" AND id LIKE ").push_bind(like_prefix(prefix));
+        }
+        if let Some((key, value)) = &filter.metadata {
+            // Containment, for the GIN index on the metadata; a value may
+            // have been sent as a string or as a number, so both are asked.
+            q.push(" AND (payload->'metadata' @> ")
+                .push_bind(serde_json::json!({ key: value }))
+                .push("::jsonb");
+            if let Ok(number) = value.parse::<serde_json::Number>() {
+                q.push(" OR payload->'metadata' @> ")
+                    .push_bind(serde_json::json!({ key: number }))
+                    .push("::jsonb");
+            }
+            q.push(")");
+        }
+        q.push(format!(") SELECT {LIST_COLUMNS} FROM found WHERE true"));
+    } else {
+        q.push(format!("SELECT {LIST_COLUMNS} FROM commands WHERE true"));
+    }
     match filter.outcome.as_deref() {
         Some("pending") => {
             q.push(" AND outcome IS NULL");
@@ -218,29 +273,10 @@ pub async fn list_commands(
         ("gateway", &filter.gateway),
         ("account", &filter.account),
         ("operation", &filter.operation),
-        ("payment_id", &filter.payment_id),
     ] {
         if let Some(value) = value {
             q.push(format!(" AND {column} = ")).push_bind(value.clone());
         }
-    }
-    if let Some(prefix) = &filter.id_prefix {
-        // `text_pattern_ops` index: a prefix is a range scan whatever the collation.
-        q.push(" AND id LIKE ").push_bind(like_prefix(prefix));
-    }
-    if let Some((key, value)) = &filter.metadata {
-        // Containment, for the GIN index on the metadata; a value may have
-        // been sent as a string or as a number, so both are asked.
-        let as_text = serde_json::json!({ key: value });
-        q.push(" AND (payload->'metadata' @> ")
-            .push_bind(as_text)
-            .push("::jsonb");
-        if let Ok(number) = value.parse::<serde_json::Number>() {
-            q.push(" OR payload->'metadata' @> ")
-                .push_bind(serde_json::json!({ key: number }))
-                .push("::jsonb");
-        }
-        q.push(")");
     }
     if let Some(from) = filter.from {
         q.push(" AND received_at >= ").push_bind(from);
