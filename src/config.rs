@@ -441,6 +441,10 @@ impl ConsoleSettings {
     }
 }
 
+/// The shortest console token accepted: long enough that guessing one over
+/// the network is hopeless.
+pub const MIN_CONSOLE_TOKEN_CHARS: usize = 16;
+
 fn console_settings(c: &Section) -> Result<ConsoleSettings, ConfigError> {
     use secrecy::ExposeSecret;
     let token = |key: &str| -> Result<Option<SecretString>, ConfigError> {
@@ -455,6 +459,21 @@ fn console_settings(c: &Section) -> Result<ConsoleSettings, ConfigError> {
     };
     c.finish()?;
     c.check_secrets()?;
+    // A token is a password anyone who reaches the admin listener can try.
+    for (key, token) in [
+        ("viewer_token", &settings.viewer_token),
+        ("operator_token", &settings.operator_token),
+    ] {
+        if let Some(token) = token {
+            let len = token.expose_secret().chars().count();
+            if len < MIN_CONSOLE_TOKEN_CHARS {
+                return Err(c.error(
+                    key,
+                    format!("is {len} characters long; a console token must have at least {MIN_CONSOLE_TOKEN_CHARS} (e.g. `openssl rand -hex 24`)"),
+                ));
+            }
+        }
+    }
     if let (Some(v), Some(o)) = (&settings.viewer_token, &settings.operator_token) {
         if v.expose_secret() == o.expose_secret() {
             return Err(c.error(
@@ -1029,6 +1048,7 @@ frontend = "Integration TEST USD"
         let with = |table: &str| format!("{SPEC_EXAMPLE}\n[console]\n{table}\n");
         let env = |n: &str| match n {
             "V" => Some("viewer-token-1234".into()),
+            "S" => Some("short-token-12".into()),
             "O" => Some("operator-token-1234".into()),
             other => env_with_secrets(other),
         };
@@ -1060,6 +1080,11 @@ frontend = "Integration TEST USD"
         .unwrap_err()
         .to_string();
         assert!(err.contains("must differ"), "{err}");
+        let err = parse(&with("viewer_token = \"${S}\""), env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at least 16"), "{err}");
+        assert!(!err.contains("short-token-12"), "{err}");
         let err = parse(&with("viewer = \"${V}\""), env)
             .unwrap_err()
             .to_string();
