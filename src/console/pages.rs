@@ -1143,3 +1143,128 @@ async fn audit(
         ),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+        items
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn filters_and_cursors_are_read_from_the_query() {
+        let (filter, after) = filter_from_query(&pairs(&[
+            ("outcome", "failed"),
+            ("gateway", " praxis "),
+            ("account", ""),
+            ("metadata", "order_ref = A-17"),
+            ("from", "2026-12-04 10:00"),
+            ("after", "2026-12-04T10:00:00.5Z|cmd-1|x"),
+        ]))
+        .unwrap();
+        assert_eq!(filter.outcome.as_deref(), Some("failed"));
+        assert_eq!(filter.gateway.as_deref(), Some("praxis"));
+        assert_eq!(filter.account, None, "an empty field is no filter");
+        assert_eq!(
+            filter.metadata,
+            Some(("order_ref".to_string(), "A-17".to_string()))
+        );
+        assert_eq!(
+            filter.from,
+            Some(time::macros::datetime!(2026-12-04 10:00 UTC))
+        );
+        let after = after.unwrap();
+        assert_eq!(after.id, "cmd-1|x", "an id may contain the separator");
+        assert_eq!(
+            after.received_at,
+            time::macros::datetime!(2026-12-04 10:00:00.5 UTC)
+        );
+        for bad in [
+            ("metadata", "no-equals"),
+            ("to", "yesterday"),
+            ("after", "x"),
+        ] {
+            assert!(
+                matches!(
+                    filter_from_query(&pairs(&[bad])),
+                    Err(ConsoleError::BadInput(_))
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn times_are_read_as_people_type_them() {
+        let utc = |t: &str| parse_time(t).unwrap();
+        assert_eq!(
+            utc("2026-12-04T10:00:00+01:00"),
+            time::macros::datetime!(2026-12-04 09:00 UTC)
+        );
+        assert_eq!(
+            utc("2026-12-04T10:00"),
+            time::macros::datetime!(2026-12-04 10:00 UTC)
+        );
+        assert_eq!(
+            utc("2026-12-04"),
+            time::macros::datetime!(2026-12-04 0:00 UTC)
+        );
+        let ago = OffsetDateTime::now_utc() - utc("2h");
+        assert!((ago.whole_seconds() - 7200).abs() < 5, "{ago}");
+    }
+
+    #[test]
+    fn an_action_returns_only_to_a_console_page() {
+        let to = |back: &str| back_location(back);
+        assert_eq!(to("/console/attention"), "/console/attention?done=7");
+        assert_eq!(
+            to("/console/commands/a?done=3"),
+            "/console/commands/a?done=7"
+        );
+        assert_eq!(to("https://evil.example/"), "/console?done=7");
+        assert_eq!(to("//evil.example/console"), "/console?done=7");
+        assert_eq!(to("/console//evil"), "/console?done=7");
+    }
+
+    fn back_location(back: &str) -> String {
+        let r = super::back(back, "/console", 7);
+        r.headers()["location"].to_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn payment_totals_count_only_what_succeeded() {
+        let command =
+            |op: &str, minor: Option<i64>, outcome: &str, settled: Option<&str>| ListedCommand {
+                id: "c".into(),
+                gateway: Some("paymentz".into()),
+                account: None,
+                operation: Some(op.into()),
+                payment_id: Some("p".into()),
+                amount_minor: minor,
+                currency: Some("EUR".into()),
+                state: "done".into(),
+                outcome: Some(outcome.into()),
+                settled_outcome: settled.map(str::to_string),
+                reason: None,
+                attempts: 1,
+                received_at: OffsetDateTime::now_utc(),
+                decided_at: None,
+            };
+        let totals = PaymentTotals::of(&[
+            command("capture", Some(10_000), "succeeded", None),
+            command("refund", Some(2_500), "unknown", Some("succeeded")),
+            command("refund", Some(1_000), "declined", None),
+            command("refund", Some(500), "unknown", None),
+            command("cancel", None, "failed", None),
+        ]);
+        assert_eq!(totals.captured, "100.00");
+        assert_eq!(totals.refunded, "25.00");
+        assert!(!totals.cancelled);
+        assert!(!totals.captured_in_full);
+        assert_eq!(totals.currency.as_deref(), Some("EUR"));
+    }
+}
