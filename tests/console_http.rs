@@ -471,6 +471,45 @@ async fn actions_reconcile_and_requeue_are_done_audited_and_refused_twice() {
     assert!(bulk["requeued"].as_array().unwrap().len() >= 2, "{bulk}");
     assert_eq!(bulk["failed"].as_array().unwrap().len(), 0, "{bulk}");
     assert_eq!(bulk["left"], 0);
+    // One that cannot be requeued (only its start was kept): counted, with why.
+    env.publish_raw(vec![b'x'; 70 * 1024], lapin::BasicProperties::default())
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM dead_letters WHERE requeued_at IS NULL AND strpos(reason, 'a command is at most') > 0",
+        )
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+        if waiting == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "dead-lettered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let bulk: Value = c
+        .post(w.url("/api/dead-letters/requeue"))
+        .bearer_auth(OPERATOR)
+        .json(&serde_json::json!({"matching": "a command is at most"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(bulk["matched"], 1, "{bulk}");
+    assert_eq!(bulk["requeued"].as_array().unwrap().len(), 0, "{bulk}");
+    let failed = bulk["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{bulk}");
+    assert!(failed[0][1]
+        .as_str()
+        .unwrap()
+        .contains("too large to keep whole"));
+    assert!(
+        bulk["result"].as_str().unwrap().contains("1 failed"),
+        "{bulk}"
+    );
 
     // The audit: who, what, why, result; in the transaction of the effect.
     let audit: Value = c
@@ -494,10 +533,9 @@ async fn actions_reconcile_and_requeue_are_done_audited_and_refused_twice() {
     assert_eq!(reconciled["actor"], "api (operator token)");
     find("reconcile", false);
     find("requeue", true);
-    assert!(find("requeue", false)["result"]
-        .as_str()
-        .unwrap()
-        .contains("already requeued"));
+    assert!(rows.iter().any(|r| r["action"] == "requeue"
+        && r["ok"] == false
+        && r["result"].as_str().unwrap().contains("already requeued")));
     assert_eq!(
         find("requeue-matching", true)["reason"],
         "fixed the producer"

@@ -176,11 +176,7 @@ pub async fn requeue_matching(
     let summary_entry = entry(caller, "requeue-matching", target, why.clone());
     let (ids, matched) = {
         let mut conn = console.conn().await?;
-        let ids = queries::waiting_dead_letters_matching(&mut conn, filter.as_deref(), REQUEUE_CAP)
-            .await?;
-        let matched =
-            queries::count_waiting_dead_letters_matching(&mut conn, filter.as_deref()).await?;
-        (ids, matched)
+        queries::waiting_dead_letters_matching(&mut conn, filter.as_deref(), REQUEUE_CAP).await?
     };
     let mut requeued = Vec::new();
     let mut failed = Vec::new();
@@ -203,12 +199,19 @@ pub async fn requeue_matching(
         broker.close().await;
     }
     let left = (matched - ids.len() as i64).max(0);
-    let result = format!(
+    let mut result = format!(
         "{} requeued, {} failed, {} left beyond the cap of {REQUEUE_CAP}",
         requeued.len(),
         failed.len(),
         left
     );
+    // What failed, in the audit and on the page (the API has them all).
+    for (id, why) in failed.iter().take(10) {
+        result.push_str(&format!("; {id}: {why}"));
+    }
+    if failed.len() > 10 {
+        result.push_str(&format!("; and {} more", failed.len() - 10));
+    }
     let mut conn = console.conn().await?;
     let audit_id = queries::audit(&mut conn, &summary_entry, failed.is_empty(), &result).await?;
     Ok(Bulk {

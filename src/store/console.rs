@@ -465,36 +465,24 @@ pub async fn audit_row(conn: &mut PgConnection, id: i64) -> Result<Option<AuditR
 }
 
 /// The ids of waiting dead letters whose reason contains `reason` (any when
-/// `None`), oldest first, at most `limit`: what "requeue all that match"
-/// works through.
+/// `None`), oldest first, at most `limit`, and how many match in all (one
+/// statement, so the two agree): what "requeue all that match" works through.
 pub async fn waiting_dead_letters_matching(
     conn: &mut PgConnection,
     reason: Option<&str>,
     limit: i64,
-) -> Result<Vec<i64>, StoreError> {
-    sqlx::query_scalar(
-        "SELECT id FROM dead_letters
+) -> Result<(Vec<i64>, i64), StoreError> {
+    let rows: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT id, count(*) OVER () FROM dead_letters
           WHERE requeued_at IS NULL AND ($1::text IS NULL OR strpos(reason, $1) > 0)
           ORDER BY id LIMIT $2",
     )
     .bind(reason)
     .bind(limit)
     .fetch_all(conn)
-    .await
-}
-
-/// How many waiting dead letters match (what a capped requeue leaves).
-pub async fn count_waiting_dead_letters_matching(
-    conn: &mut PgConnection,
-    reason: Option<&str>,
-) -> Result<i64, StoreError> {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM dead_letters
-          WHERE requeued_at IS NULL AND ($1::text IS NULL OR strpos(reason, $1) > 0)",
-    )
-    .bind(reason)
-    .fetch_one(conn)
-    .await
+    .await?;
+    let matched = rows.first().map_or(0, |(_, n)| *n);
+    Ok((rows.into_iter().map(|(id, _)| id).collect(), matched))
 }
 
 #[cfg(test)]
