@@ -74,6 +74,16 @@ async fn viewers_and_operators_use_the_console_in_chromium() {
     // A dead letter to look at, and to requeue.
     env.publish_raw(b"{not json".to_vec(), lapin::BasicProperties::default())
         .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while sqlx::query_scalar::<_, i64>("SELECT count(*) FROM dead_letters")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap()
+        == 0
+    {
+        assert!(tokio::time::Instant::now() < deadline, "dead-lettered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // ---- a viewer: reads everything, acts on nothing.
     let b = driver.session().await;
