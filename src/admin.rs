@@ -1,6 +1,7 @@
 //! The admin HTTP listener (`[admin] listen`, `--admin-listen`): Prometheus
 //! `/metrics`, `/healthz` (the process is alive) and `/readyz` (broker and
-//! database reachable, migrations applied).
+//! database reachable, migrations applied); and, when `[console]` has
+//! tokens, the operator console under `/console` and `/api/` (`crate::console`).
 //!
 //! It runs from start-up, before the database is reachable, so that an
 //! orchestrator can see a worker that is alive but not yet ready. It is
@@ -38,6 +39,8 @@ struct Admin {
     durable: Snapshot<Durable>,
     /// The database's part of readiness: `None` when ready, else why not.
     database: Snapshot<Option<String>>,
+    /// The operator console, when `[console]` configures tokens.
+    console: Option<Arc<crate::console::Console>>,
 }
 
 /// Binds the listener now (so a bad address fails start-up) and serves until
@@ -46,6 +49,7 @@ pub async fn start(
     addr: SocketAddr,
     limits: ListenerSettings,
     worker: Arc<Worker>,
+    console: Option<Arc<crate::console::Console>>,
     stop: CancellationToken,
 ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
     let (tcp, bound) = listener::bind(addr).await?;
@@ -55,6 +59,7 @@ pub async fn start(
         durable: Snapshot::new(DURABLE_REFRESH, PROBE_TIMEOUT),
         // The probe's own timeout answers first: a slow database is "not ready".
         database: Snapshot::new(READINESS_REFRESH, PROBE_TIMEOUT * 2),
+        console,
     });
     let served = listener::serve(
         "admin",
@@ -68,6 +73,11 @@ pub async fn start(
 
 async fn handle(admin: Arc<Admin>, request: Request<Incoming>) -> Response<Body> {
     let worker = &admin.worker;
+    if let Some(console) = &admin.console {
+        if crate::console::owns(request.uri().path()) {
+            return crate::console::handle(console.clone(), request).await;
+        }
+    }
     match request.uri().path() {
         "/healthz" => listener::text(StatusCode::OK, "ok\n".into()),
         "/readyz" => {

@@ -219,6 +219,7 @@ pub struct Config {
     pub http: HttpSettings,
     pub worker: WorkerSettings,
     pub admin: AdminSettings,
+    pub console: ConsoleSettings,
     pub relay: crate::pipeline::relay::RelaySettings,
     pub retention: crate::store::retention::RetentionSettings,
     pub accounts: Vec<AccountSpec>,
@@ -258,6 +259,7 @@ impl Config {
                 "http",
                 "worker",
                 "admin",
+                "console",
                 "relay",
                 "retention",
                 "accounts",
@@ -267,7 +269,7 @@ impl Config {
                 return Err(ConfigError::Table {
                     file: file.to_path_buf(),
                     table: key.clone(),
-                    problem: "unknown table (known: amqp, database, http, worker, admin, relay, retention, accounts)"
+                    problem: "unknown table (known: amqp, database, http, worker, admin, console, relay, retention, accounts)"
                         .into(),
                 });
             }
@@ -363,6 +365,12 @@ impl Config {
             top.subtable("admin")?.unwrap_or(&empty),
         ))?;
 
+        let console = console_settings(&Section::new(
+            file,
+            "console".into(),
+            top.subtable("console")?.unwrap_or(&empty),
+        ))?;
+
         let relay = relay_settings(&Section::new(
             file,
             "relay".into(),
@@ -405,6 +413,7 @@ impl Config {
             http,
             worker,
             admin,
+            console,
             relay,
             retention,
             accounts,
@@ -431,6 +440,66 @@ fn admin_settings(a: &Section) -> Result<AdminSettings, ConfigError> {
     };
     a.finish()?;
     Ok(AdminSettings { listen, limits })
+}
+
+/// `[console]`: the tokens of the console's two roles. With neither, the
+/// console is off (its paths answer 404); each token is a secret (`${VAR}`),
+/// at least [`MIN_SECRET_CHARS`] long, and the two must differ (else an
+/// operator action could not be told from a viewer's).
+#[derive(Debug, Clone, Default)]
+pub struct ConsoleSettings {
+    pub viewer_token: Option<SecretString>,
+    pub operator_token: Option<SecretString>,
+}
+
+impl ConsoleSettings {
+    pub fn enabled(&self) -> bool {
+        self.viewer_token.is_some() || self.operator_token.is_some()
+    }
+}
+
+/// The shortest console token accepted: long enough that guessing one over
+/// the network is hopeless.
+pub const MIN_CONSOLE_TOKEN_CHARS: usize = 16;
+
+fn console_settings(c: &Section) -> Result<ConsoleSettings, ConfigError> {
+    use secrecy::ExposeSecret;
+    let token = |key: &str| -> Result<Option<SecretString>, ConfigError> {
+        match c.opt_str(key)? {
+            None => Ok(None),
+            Some(_) => c.secret(key).map(Some),
+        }
+    };
+    let settings = ConsoleSettings {
+        viewer_token: token("viewer_token")?,
+        operator_token: token("operator_token")?,
+    };
+    c.finish()?;
+    c.check_secrets()?;
+    // A token is a password anyone who reaches the admin listener can try.
+    for (key, token) in [
+        ("viewer_token", &settings.viewer_token),
+        ("operator_token", &settings.operator_token),
+    ] {
+        if let Some(token) = token {
+            let len = token.expose_secret().chars().count();
+            if len < MIN_CONSOLE_TOKEN_CHARS {
+                return Err(c.error(
+                    key,
+                    format!("is {len} characters long; a console token must have at least {MIN_CONSOLE_TOKEN_CHARS} (e.g. `openssl rand -hex 24`)"),
+                ));
+            }
+        }
+    }
+    if let (Some(v), Some(o)) = (&settings.viewer_token, &settings.operator_token) {
+        if v.expose_secret() == o.expose_secret() {
+            return Err(c.error(
+                "operator_token",
+                "must differ from viewer_token (the same token cannot be both roles)",
+            ));
+        }
+    }
+    Ok(settings)
 }
 
 /// A timeout: zero would refuse everything.
@@ -1150,6 +1219,56 @@ frontend = "Integration TEST USD"
             err,
             "test.toml: [admin] key `request_timeout`: must be longer than zero"
         );
+    }
+
+    #[test]
+    fn the_console_table_takes_two_distinct_secret_tokens() {
+        let config = parse(SPEC_EXAMPLE, env_with_secrets).unwrap();
+        assert!(!config.console.enabled(), "no tokens: no console");
+        let with = |table: &str| format!("{SPEC_EXAMPLE}\n[console]\n{table}\n");
+        let env = |n: &str| match n {
+            "V" => Some("viewer-token-1234".into()),
+            "S" => Some("short-token-12".into()),
+            "O" => Some("operator-token-1234".into()),
+            other => env_with_secrets(other),
+        };
+        let config = parse(
+            &with("viewer_token = \"${V}\"\noperator_token = \"${O}\""),
+            env,
+        )
+        .unwrap();
+        assert!(config.console.enabled());
+        assert_eq!(
+            config
+                .console
+                .operator_token
+                .as_ref()
+                .unwrap()
+                .expose_secret(),
+            "operator-token-1234"
+        );
+        assert!(!format!("{config:?}").contains("operator-token-1234"));
+        let err = parse(&with("viewer_token = \"short\""), env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[console] key `viewer_token`"), "{err}");
+        assert!(!err.contains("short\""), "{err}");
+        let err = parse(
+            &with("viewer_token = \"${V}\"\noperator_token = \"${V}\""),
+            env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("must differ"), "{err}");
+        let err = parse(&with("viewer_token = \"${S}\""), env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at least 16"), "{err}");
+        assert!(!err.contains("short-token-12"), "{err}");
+        let err = parse(&with("viewer = \"${V}\""), env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown key"), "{err}");
     }
 
     #[test]

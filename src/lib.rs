@@ -13,6 +13,7 @@ pub mod broker;
 pub mod call;
 pub mod command;
 pub mod config;
+pub mod console;
 pub mod events;
 pub mod gateways;
 pub mod listener;

@@ -56,6 +56,8 @@ enum Cmd {
     Prune(prune::PruneArgs),
     /// Benchmark the worker against this machine's RabbitMQ and PostgreSQL.
     Bench(backoffice_worker::bench::BenchArgs),
+    /// Time every console page on a seeded database of a million commands.
+    BenchConsole(backoffice_worker::console::bench::BenchConsoleArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -129,6 +131,16 @@ fn main() -> std::process::ExitCode {
             Cmd::Bench(args) => {
                 telemetry::init(cli.log_format, "warn");
                 match backoffice_worker::bench::run(args).await {
+                    Ok(()) => 0,
+                    Err(error) => {
+                        eprintln!("error: {error:#}");
+                        1
+                    }
+                }
+            }
+            Cmd::BenchConsole(args) => {
+                telemetry::init(cli.log_format, "warn");
+                match backoffice_worker::console::bench::run(args).await {
                     Ok(()) => 0,
                     Err(error) => {
                         eprintln!("error: {error:#}");

@@ -45,7 +45,7 @@ pub struct RunArgs {
     /// Where the sandbox simulator listens (its admin API is under /admin).
     #[arg(long, default_value = "127.0.0.1:8099", requires = "sandbox")]
     pub sandbox_listen: SocketAddr,
-    /// Serve /metrics, /healthz and /readyz on this address (overrides `[admin] listen`).
+    /// Serve /metrics, /healthz, /readyz and the console (with `[console]` tokens) on this address (overrides `[admin] listen`; a sandbox uses 127.0.0.1:9090 by default).
     #[arg(long)]
     pub admin_listen: Option<SocketAddr>,
 }
@@ -66,6 +66,9 @@ merchant_id = "Test-Integration-Merchant"
 merchant_secret = "sandbox-merchant-secret"
 frontend = "Integration TEST USD"
 "#;
+
+/// The admin listener (and console) of a sandbox when none is configured.
+pub const SANDBOX_ADMIN_PORT: u16 = 9090;
 
 /// The database a sandbox uses, on the configured server.
 pub const SANDBOX_DATABASE: &str = "backoffice_sandbox";
@@ -181,18 +184,63 @@ pub async fn run_with_options(
     let metrics = Arc::new(Metrics::new());
     let worker = Worker::new(&config, store.clone(), accounts, metrics, shutdown.clone());
     let admin_stop = CancellationToken::new();
-    if let Some(addr) = admin_listen.or(config.admin.listen) {
-        crate::admin::start(
+    // A sandbox always has its console: a token made up now (unless the
+    // configuration has tokens), on the admin listener (127.0.0.1:9090
+    // unless configured, or any free port if that one is taken).
+    let sandbox_token = match (&simulator, config.console.enabled()) {
+        (Some(_), false) => {
+            let token = crate::console::auth::new_token();
+            config.console.operator_token = Some(secrecy::SecretString::from(token.clone()));
+            Some(token)
+        }
+        _ => None,
+    };
+    let sandbox_admin = simulator
+        .as_ref()
+        .map(|_| SocketAddr::from(([127, 0, 0, 1], SANDBOX_ADMIN_PORT)));
+    if let Some(addr) = admin_listen.or(config.admin.listen).or(sandbox_admin) {
+        let console = match config.console.enabled() {
+            true => Some(crate::console::Console::new(
+                worker.clone(),
+                Arc::new(config.clone()),
+            )?),
+            false => None,
+        };
+        let mut started = crate::admin::start(
             addr,
             config.admin.limits,
             worker.clone(),
+            console.clone(),
             admin_stop.clone(),
         )
-        .await
-        .with_context(|| match admin_listen {
+        .await;
+        if started.is_err()
+            && Some(addr) == sandbox_admin
+            && admin_listen.or(config.admin.listen).is_none()
+        {
+            started = crate::admin::start(
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+                config.admin.limits,
+                worker.clone(),
+                console.clone(),
+                admin_stop.clone(),
+            )
+            .await;
+        }
+        let (bound, _) = started.with_context(|| match admin_listen {
             Some(_) => format!("--admin-listen {addr}"),
             None => format!("{}: [admin] listen = \"{addr}\"", config.file.display()),
         })?;
+        if simulator.is_some() && console.is_some() {
+            // Printed, not logged: the token is the sandbox's own, made for
+            // this run, and a log line is kept where a terminal is not.
+            match &sandbox_token {
+                Some(token) => println!(
+                    "\nConsole (operator; this token is new at every start):\n  http://{bound}/console/login#token={token}\n"
+                ),
+                None => println!("\nConsole: http://{bound}/console (log in with a token from [console])\n"),
+            }
+        }
     }
     let result = if wait_for_migrations(&store, &shutdown).await? {
         let pruning = tokio::spawn(store::retention::schedule(

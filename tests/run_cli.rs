@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::{
@@ -138,7 +138,7 @@ async fn the_sandbox_uses_its_own_names_whatever_the_config_says() {
             .arg(format!("127.0.0.1:{admin}"))
             .arg("--config")
             .arg(&file)
-            .stdout(Stdio::null())
+            .stdout(std::fs::File::create(env.dir.path().join("sandbox.out")).unwrap())
             .stderr(log)
             .spawn()
             .unwrap(),
@@ -191,6 +191,27 @@ async fn the_sandbox_uses_its_own_names_whatever_the_config_says() {
     let event: serde_json::Value = serde_json::from_slice(&enqueue.stdout).unwrap();
     assert_eq!(event["outcome"], "succeeded", "{event}");
     assert_eq!(event["gateway_status"], "capturesuccess");
+
+    // The console's address, with the token made up for this run; it opens
+    // the command just made.
+    let printed = std::fs::read_to_string(env.dir.path().join("sandbox.out")).unwrap();
+    let prefix = format!("{base}/console/login#token=");
+    let token = printed
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("the console's URL is printed: {printed}"));
+    let shown: serde_json::Value = reqwest::Client::new()
+        .get(format!("{base}/api/commands/sandbox-capture"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["command"]["outcome"], "succeeded", "{shown}");
+    let log = std::fs::read_to_string(env.dir.path().join("sandbox.log")).unwrap();
+    assert!(!log.contains(token), "the token is printed, never logged");
 
     let (status, metrics) = http_get(&format!("{base}/metrics")).await.unwrap();
     assert_eq!(status, 200);

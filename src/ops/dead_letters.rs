@@ -156,11 +156,11 @@ impl Listed {
         }
     }
 
-    fn of_summary(summary: &DeadLetterSummary) -> Listed {
+    pub fn of_summary(summary: &DeadLetterSummary) -> Listed {
         Listed::new(summary, &summary.preview, false)
     }
 
-    fn of_row(row: &DeadLetterRow) -> Listed {
+    pub fn of_row(row: &DeadLetterRow) -> Listed {
         let summary = DeadLetterSummary {
             id: row.id,
             reason: row.reason.clone(),
@@ -283,7 +283,23 @@ async fn requeue_one(
 ) -> Result<(), OpsError> {
     use sqlx::Connection;
     let mut tx = conn.begin().await?;
-    let row = reports::lock_dead_letter(&mut tx, id)
+    requeue_in(&mut tx, broker, id).await?;
+    tx.commit().await.map_err(|error| {
+        OpsError::Incomplete(format!(
+            "dead letter {id} was published to the command queue, but marking it requeued failed ({error}): do not requeue it again"
+        ))
+    })
+}
+
+/// [`requeue_one`] inside the caller's transaction (the console writes its
+/// audit row in it): locks the row, refuses one already requeued or cut,
+/// publishes it and marks it requeued. The caller commits.
+pub async fn requeue_in(
+    tx: &mut sqlx::PgConnection,
+    broker: &Broker,
+    id: i64,
+) -> Result<(), OpsError> {
+    let row = reports::lock_dead_letter(tx, id)
         .await?
         .ok_or_else(|| OpsError::NotFound(format!("no dead letter with id {id}")))?;
     if let Some(at) = row.requeued_at {
@@ -302,15 +318,12 @@ async fn requeue_one(
     broker
         .publish_command(&row.body, original_properties(&row))
         .await?;
-    let marked = async {
-        dead_letters::mark_requeued(&mut tx, id).await?;
-        tx.commit().await
-    };
-    marked.await.map_err(|error| {
+    dead_letters::mark_requeued(tx, id).await.map_err(|error| {
         OpsError::Incomplete(format!(
             "dead letter {id} was published to the command queue, but marking it requeued failed ({error}): do not requeue it again"
         ))
-    })
+    })?;
+    Ok(())
 }
 
 /// The properties the message had when it arrived, as far as they matter to

@@ -195,7 +195,7 @@ async fn run(w: &Worker, job: &Job) -> Result<(), StoreError> {
         }
     }
     if job.row.state == "unsettled" {
-        return reconcile_unknown(w, job).await;
+        return reconcile_unknown(w, job, None).await.map(|_| ());
     }
 
     let operation = job.valid.request.operation;
@@ -539,8 +539,88 @@ async fn verify(
     Ok((Settlement::Undecided, last, None))
 }
 
-/// Background reconciliation of an `unknown`: one inquiry per scheduled check.
-async fn reconcile_unknown(w: &Worker, job: &Job) -> Result<(), StoreError> {
+/// What a console's "reconcile now" came to (`Err`: nothing was asked of
+/// the gateway, and why).
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileNowError {
+    #[error("no command with id `{0}`")]
+    NotFound(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error("database error: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Reconciles one `unknown` command now, on an operator's request: the same
+/// inquiry and the same decision as the scheduled checks (the inquiry is an
+/// attempt row; a settlement publishes its `reconciled` event), with the
+/// audit row `audit` written in the transaction that records the decision.
+/// Refused when the command is not unsettled, when the scheduler is checking
+/// it this moment, or when another command holds its payment.
+pub async fn reconcile_now(
+    w: &Worker,
+    id: &str,
+    audit: &crate::store::console::AuditEntry,
+) -> Result<(i64, String), ReconcileNowError> {
+    use crate::store::console;
+    let mut conn = w.store.pool().acquire().await?;
+    let Some(row) = console::claim_unsettled(&mut conn, id, w.owner, w.settings.lease).await?
+    else {
+        return Err(match commands::get(&mut conn, id).await? {
+            None => ReconcileNowError::NotFound(id.to_string()),
+            Some(row) if row.state == "unsettled" => ReconcileNowError::Refused(
+                "the worker is checking this command right now; look again in a moment".into(),
+            ),
+            Some(row) => ReconcileNowError::Refused(format!(
+                "not an open unknown: state {}, outcome {}",
+                row.state,
+                row.settled_outcome
+                    .as_deref()
+                    .or(row.outcome.as_deref())
+                    .unwrap_or("not decided yet")
+            )),
+        });
+    };
+    let job = match Job::from_row(row, &w.accounts) {
+        Ok(job) => job,
+        Err(rejected) => {
+            console::unclaim_unsettled(&mut conn, id, w.owner).await?;
+            return Err(ReconcileNowError::Refused(format!(
+                "cannot run with the current configuration: {}",
+                rejected.description
+            )));
+        }
+    };
+    let granted = commands::claim_payment(
+        &mut conn,
+        job.valid.gateway.name(),
+        &job.payment_key(),
+        id,
+        w.owner,
+        w.settings.lease,
+    )
+    .await?;
+    if !granted {
+        console::unclaim_unsettled(&mut conn, id, w.owner).await?;
+        return Err(ReconcileNowError::Refused(
+            "another command on this payment is running; try again when it is done".into(),
+        ));
+    }
+    drop(conn);
+    w.track(id);
+    let done = reconcile_unknown(w, &job, Some(audit)).await;
+    w.untrack(id);
+    Ok(done?.expect("an audit entry gives an audit row"))
+}
+
+/// Background reconciliation of an `unknown`: one inquiry per scheduled check
+/// (or per operator request, with its `audit` entry written in the same
+/// transaction as the decision: then the audit row's id and what came of it).
+async fn reconcile_unknown(
+    w: &Worker,
+    job: &Job,
+    audit: Option<&crate::store::console::AuditEntry>,
+) -> Result<Option<(i64, String)>, StoreError> {
     let id = job.row.id.as_str();
     let request = &job.valid.request;
     let before: Option<PaymentSnapshot> = job
@@ -573,7 +653,7 @@ async fn reconcile_unknown(w: &Worker, job: &Job) -> Result<(), StoreError> {
         }
     };
     let mut tx = w.store.pool().begin().await?;
-    match settlement {
+    let decided = match settlement {
         Some((
             settled @ (Settlement::Applied | Settlement::NotApplied | Settlement::NoSuchPayment),
             after,
@@ -628,6 +708,14 @@ async fn reconcile_unknown(w: &Worker, job: &Job) -> Result<(), StoreError> {
                 )
                 .await?;
                 tracing::info!(outcome = %outcome, "unknown outcome settled");
+                format!(
+                    "settled as {outcome}: {}",
+                    event.description.as_deref().unwrap_or("")
+                )
+            } else {
+                // Its lease was lost meanwhile; whoever holds it decides.
+                "the inquiry was recorded, but the command was no longer this worker's to settle"
+                    .into()
             }
         }
         _ => {
@@ -635,12 +723,28 @@ async fn reconcile_unknown(w: &Worker, job: &Job) -> Result<(), StoreError> {
                 retry::reconcile_delay(&w.settings, job.row.reconcile_checks.max(0) as usize + 1);
             commands::reschedule_unsettled(&mut tx, id, w.owner, delay).await?;
             tracing::info!(next_check_in = ?delay, "unknown outcome still unsettled");
+            match request.inquiry() {
+                None => format!(
+                    "still unknown: a {} cannot be inquired about; next check in {delay:?}",
+                    request.operation
+                ),
+                Some(_) => {
+                    format!("still unknown: the inquiry did not settle it; next check in {delay:?}")
+                }
+            }
         }
-    }
+    };
+    let audited = match audit {
+        Some(entry) => Some((
+            crate::store::console::audit(&mut tx, entry, true, &decided).await?,
+            decided,
+        )),
+        None => None,
+    };
     commands::release_payment(&mut tx, job.valid.gateway.name(), &job.payment_key(), id).await?;
     tx.commit().await?;
     w.wake_outbox.notify_one();
-    Ok(())
+    Ok(audited)
 }
 
 /// After a `not applied` answer: schedule the next attempt durably, or give up

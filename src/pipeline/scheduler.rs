@@ -83,12 +83,25 @@ pub async fn run(w: Arc<Worker>) {
 
 /// Renews the leases of the commands this instance is driving, every third of
 /// the lease, so that only a dead instance's commands ever expire.
+///
+/// While the worker drains after a stop it goes on renewing, every period,
+/// and returns once no command is being driven. (It used to wait for every
+/// permit to be free; the drain itself holds them all, so after a stop it
+/// looped without ever waiting, and could starve the task that would have
+/// stopped it: a test run hung that way for minutes.)
 pub async fn heartbeat(w: Arc<Worker>) {
     let period = w.settings.lease / 3;
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(period) => {}
-            _ = w.shutdown.cancelled() => {}
+        if w.shutdown.is_cancelled() {
+            if w.driving() == 0 {
+                return;
+            }
+            tokio::time::sleep(period).await;
+        } else {
+            tokio::select! {
+                _ = tokio::time::sleep(period) => {}
+                _ = w.shutdown.cancelled() => continue,
+            }
         }
         let ids = w.active_ids();
         if !ids.is_empty() {
@@ -101,8 +114,41 @@ pub async fn heartbeat(w: Arc<Worker>) {
                 tracing::warn!(%error, held = ids.len(), "could not renew leases");
             }
         }
-        if w.shutdown.is_cancelled() && w.in_flight() == 0 {
-            return;
-        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_heartbeat_ends_after_a_stop_while_the_drain_holds_every_permit() {
+        let config = crate::config::Config::parse(
+            std::path::Path::new("test.toml"),
+            "[database]\nurl = \"postgres://nobody@127.0.0.1:1/none\"\n",
+            |_| None,
+        )
+        .unwrap();
+        let store = crate::store::Store::connect_lazy(&config.database).unwrap();
+        let w = Worker::new(
+            &config,
+            store,
+            crate::gateways::registry::Accounts::default(),
+            Arc::new(crate::metrics::Metrics::new()),
+            tokio_util::sync::CancellationToken::new(),
+        );
+        // What the drain does: every permit taken, then nothing in flight.
+        let _drained = w
+            .permits
+            .clone()
+            .acquire_many_owned(config.worker.max_in_flight as u32)
+            .await
+            .unwrap();
+        w.shutdown.cancel();
+        let beat = tokio::spawn(heartbeat(w.clone()));
+        tokio::time::timeout(std::time::Duration::from_secs(5), beat)
+            .await
+            .expect("the heartbeat returns once nothing is driven")
+            .unwrap();
     }
 }

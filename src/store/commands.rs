@@ -62,7 +62,7 @@ pub struct CommandRow {
     pub settled_at: Option<OffsetDateTime>,
 }
 
-const COLUMNS: &str = "id, payload::text AS payload, fingerprint, gateway, account, operation, payment_id, amount_minor,
+pub(crate) const COLUMNS: &str = "id, payload::text AS payload, fingerprint, gateway, account, operation, payment_id, amount_minor,
     currency, reply_to, correlation_id, state, phase, attempts, next_run_at, lease_owner, lease_until,
     before_snapshot, outcome, reason, result, settled_outcome, settled_result, reconcile_checks,
     pending_replays, received_at, decided_at, settled_at";

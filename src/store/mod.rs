@@ -7,6 +7,7 @@
 
 pub mod attempts;
 pub mod commands;
+pub mod console;
 pub mod dead_letters;
 pub mod outbox;
 pub mod reports;

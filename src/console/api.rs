@@ -1,0 +1,233 @@
+//! The console's data as JSON under `/api/`, for scripts: a bearer token
+//! (`Authorization: Bearer ...`) or a console session. The minimum that
+//! deployments rely on (shared/spec/config.md) is `GET /api/commands/{id}`
+//! (the command with its `attempts` and `events`), `GET /api/dead-letters`
+//! (an array of objects with an `id`), `POST /api/dead-letters/{id}/requeue`
+//! and `POST /api/commands/{id}/reconcile`; the rest mirrors the pages.
+//!
+//! Errors are `{"error": "..."}` with the status that classifies them: 401
+//! without credentials, 403 for a viewer's or a cross-site action, 404, 409
+//! for an action refused (already requeued, not unknown), 503 when the
+//! database does not answer.
+
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::actions;
+use super::auth::Caller;
+use super::pages::{filter_from_query, CommandsPage};
+use super::{decode, may_change, query_pairs, read_form, Console, ConsoleError, PAGE_SIZE};
+use crate::listener::{self, Body};
+
+fn answer(status: StatusCode, value: &Value) -> Response<Body> {
+    listener::respond(
+        status,
+        "application/json",
+        serde_json::to_string_pretty(value).expect("JSON serializes"),
+    )
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Body> {
+    answer(status, &json!({ "error": message }))
+}
+
+pub async fn handle(console: &Console, request: Request<Incoming>, rest: &str) -> Response<Body> {
+    let Some(caller) = console.auth.caller(request.headers()) else {
+        let mut r = error(
+            StatusCode::UNAUTHORIZED,
+            "credentials required: Authorization: Bearer <token>",
+        );
+        r.headers_mut().insert(
+            hyper::header::WWW_AUTHENTICATE,
+            "Bearer realm=\"backoffice console\""
+                .parse()
+                .expect("valid header"),
+        );
+        return r;
+    };
+    if request.method() == Method::POST {
+        if let Err(refused) = may_change(&caller, request.headers()) {
+            return error(StatusCode::FORBIDDEN, &refused.to_string());
+        }
+    }
+    match route(console, &caller, request, rest).await {
+        Ok(response) => response,
+        Err(e) => error(e.status(), &e.to_string()),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct ActionBody {
+    reason: Option<String>,
+    /// For "requeue all that match": the text the reason must contain.
+    matching: Option<String>,
+}
+
+async fn route(
+    console: &Console,
+    caller: &Caller,
+    request: Request<Incoming>,
+    rest: &str,
+) -> Result<Response<Body>, ConsoleError> {
+    let segments: Vec<&str> = rest.split('/').collect();
+    let method = request.method().clone();
+    let ok = |value: Value| Ok(answer(StatusCode::OK, &value));
+    match (method, segments.as_slice()) {
+        (Method::GET, ["overview"]) => {
+            let figures = console.overview().await.ok_or(ConsoleError::Timeout)?;
+            ok(json!({
+                "age_ms": figures.age.as_millis() as u64,
+                "figures": figures.value,
+                "held_authorizations": Value::Null,
+            }))
+        }
+        (Method::GET, ["commands"]) => {
+            let query = query_pairs(&request);
+            let (filter, after) = filter_from_query(&query)?;
+            let mut conn = console.conn().await?;
+            let page = CommandsPage::load(&mut conn, &filter, after.as_ref()).await?;
+            ok(json!({
+                "commands": page.rows,
+                "next": page.next_cursor(),
+            }))
+        }
+        (Method::GET, ["commands", id]) => {
+            let id = segment(id)?;
+            let mut conn = console.conn().await?;
+            let report = crate::ops::show::report(&mut conn, &id).await?;
+            let events = crate::store::console::command_events(&mut conn, &id).await?;
+            let mut value = serde_json::to_value(&report).expect("JSON serializes");
+            // The events with their routing keys and publication state.
+            value["events"] = serde_json::to_value(&events).expect("JSON serializes");
+            value["notifications"] = Value::Null;
+            ok(value)
+        }
+        (Method::POST, ["commands", id, "reconcile"]) => {
+            let id = segment(id)?;
+            let body: ActionBody = body(request).await?;
+            let done = actions::reconcile(
+                console,
+                caller,
+                &id,
+                actions::reason(body.reason.as_deref()),
+            )
+            .await?;
+            Ok(done_answer(&done))
+        }
+        (Method::GET, ["payments", gateway, payment_id]) => {
+            let (gateway, payment_id) = (segment(gateway)?, segment(payment_id)?);
+            let mut conn = console.conn().await?;
+            let commands =
+                crate::store::console::payment_commands(&mut conn, &gateway, &payment_id, 1000)
+                    .await?;
+            let totals = super::pages::PaymentTotals::of(&commands);
+            ok(json!({
+                "gateway": gateway,
+                "payment_id": payment_id,
+                "totals": totals,
+                "commands": commands,
+                "notifications": Value::Null,
+            }))
+        }
+        (Method::GET, ["dead-letters"]) => {
+            let query = query_pairs(&request);
+            let all = query.iter().any(|(k, v)| k == "all" && v != "0");
+            let before = query
+                .iter()
+                .find(|(k, _)| k == "before")
+                .and_then(|(_, v)| v.parse().ok());
+            let mut conn = console.conn().await?;
+            let rows =
+                crate::store::dead_letters::list(&mut conn, all, before, PAGE_SIZE, 1024).await?;
+            let listed: Vec<_> = rows
+                .iter()
+                .map(crate::ops::dead_letters::Listed::of_summary)
+                .collect();
+            ok(serde_json::to_value(listed).expect("JSON serializes"))
+        }
+        (Method::GET, ["dead-letters", id]) => {
+            let id = number(id)?;
+            let mut conn = console.conn().await?;
+            let row = crate::store::dead_letters::get(&mut conn, id)
+                .await?
+                .ok_or_else(|| ConsoleError::NotFound(format!("no dead letter with id {id}")))?;
+            ok(
+                serde_json::to_value(crate::ops::dead_letters::Listed::of_row(&row))
+                    .expect("JSON serializes"),
+            )
+        }
+        (Method::POST, ["dead-letters", id, "requeue"]) => {
+            let id = number(id)?;
+            let body: ActionBody = body(request).await?;
+            let done =
+                actions::requeue(console, caller, id, actions::reason(body.reason.as_deref()))
+                    .await?;
+            Ok(done_answer(&done))
+        }
+        (Method::POST, ["dead-letters", "requeue"]) => {
+            let body: ActionBody = body(request).await?;
+            let bulk = actions::requeue_matching(
+                console,
+                caller,
+                actions::reason(body.matching.as_deref()),
+                actions::reason(body.reason.as_deref()),
+            )
+            .await?;
+            ok(serde_json::to_value(bulk).expect("JSON serializes"))
+        }
+        (Method::GET, ["audit"]) => {
+            let query = query_pairs(&request);
+            let before = query
+                .iter()
+                .find(|(k, _)| k == "before")
+                .and_then(|(_, v)| v.parse().ok());
+            let target = query
+                .iter()
+                .find(|(k, _)| k == "target")
+                .map(|(_, v)| v.as_str());
+            let mut conn = console.conn().await?;
+            let rows =
+                crate::store::console::audit_page(&mut conn, target, before, PAGE_SIZE).await?;
+            ok(serde_json::to_value(rows).expect("JSON serializes"))
+        }
+        _ => Err(ConsoleError::NotFound("no such API path".into())),
+    }
+}
+
+fn done_answer(done: &actions::Done) -> Response<Body> {
+    let status = if done.ok {
+        StatusCode::OK
+    } else {
+        StatusCode::CONFLICT
+    };
+    answer(
+        status,
+        &serde_json::to_value(done).expect("JSON serializes"),
+    )
+}
+
+async fn body<T: serde::de::DeserializeOwned + Default>(
+    request: Request<Incoming>,
+) -> Result<T, ConsoleError> {
+    let empty = request
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .is_some_and(|v| v == "0");
+    if empty {
+        return Ok(T::default());
+    }
+    read_form(request)
+        .await
+        .map_err(|_| ConsoleError::BadInput("the body is neither a form nor JSON".into()))
+}
+
+fn segment(text: &str) -> Result<String, ConsoleError> {
+    decode(text).ok_or_else(|| ConsoleError::BadInput("a path segment is not UTF-8".into()))
+}
+
+fn number(text: &str) -> Result<i64, ConsoleError> {
+    text.parse()
+        .map_err(|_| ConsoleError::BadInput(format!("`{text}` is not a dead letter id")))
+}
