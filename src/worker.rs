@@ -194,7 +194,10 @@ pub async fn run_with_options(
             None => format!("{}: [admin] listen = \"{addr}\"", config.file.display()),
         })?;
     }
+    let notifications =
+        crate::notifications::start(&config, worker.clone(), admin_stop.clone()).await?;
     let result = if wait_for_migrations(&store, &shutdown).await? {
+        notifications.start_jobs();
         pipeline::run(worker).await
     } else {
         Ok(())

@@ -8,6 +8,7 @@
 pub mod attempts;
 pub mod commands;
 pub mod dead_letters;
+pub mod notifications;
 pub mod outbox;
 pub mod reports;
 
