@@ -128,15 +128,19 @@ async fn inquire(ctx: &Context, row: NotificationRow) -> Result<(), StoreError> 
         ))
         .await;
     let answer = &call.answer;
-    if answer.classification == Classification::Declined && answer.not_found {
+    if answer.classification == Classification::Declined {
+        // A definite answer that shows no payment: nothing to act on.
         ctx.metrics.notifications.inquiry("not_found");
-        return conclude(
-            ctx,
-            &row,
-            None,
-            "the gateway does not know this payment: not acted on",
-        )
-        .await;
+        let why = if answer.not_found {
+            "the gateway does not know this payment: not acted on".to_string()
+        } else {
+            format!(
+                "the gateway does not confirm this payment (answer {}: {}): not acted on",
+                Escaped::at_most(answer.gateway_code.as_deref().unwrap_or("-"), 16),
+                Escaped::at_most(answer.description.as_deref().unwrap_or("-"), 120),
+            )
+        };
+        return conclude(ctx, &row, None, &why).await;
     }
     let Some(snapshot) = answer
         .snapshot
