@@ -63,6 +63,8 @@ impl Default for NotificationSettings {
 
 /// The notification side of a running worker.
 pub struct Running {
+    /// Where the listener listens, when there is one.
+    pub bound: Option<std::net::SocketAddr>,
     ctx: std::sync::Arc<intake::Context>,
     inquiries_per_minute: u32,
     stop: tokio_util::sync::CancellationToken,
@@ -82,11 +84,14 @@ impl Running {
 
 /// Builds the notification side of `worker` and starts its listener when
 /// `[notifications] listen` is set (bound now: a bad address fails
-/// start-up). Everything stops with `stop`.
+/// start-up). With `fallback`, an address in use is replaced by an
+/// ephemeral port, loudly (a sandbox's default, when another sandbox holds
+/// it). Everything stops with `stop`.
 pub async fn start(
     config: &crate::config::Config,
     worker: std::sync::Arc<crate::pipeline::Worker>,
     stop: tokio_util::sync::CancellationToken,
+    fallback: bool,
 ) -> anyhow::Result<Running> {
     use anyhow::Context as _;
     let readers = listener::readers(&config.accounts)?;
@@ -95,20 +100,35 @@ pub async fn start(
         config.automation.clone(),
         readers,
     ));
+    let mut bound = None;
     if let Some(addr) = config.notifications.listen {
-        listener::start(addr, &config.notifications, ctx.clone(), stop.clone())
+        let started = match listener::start(addr, &config.notifications, ctx.clone(), stop.clone())
             .await
-            .with_context(|| {
-                format!(
-                    "{}: [notifications] listen = \"{addr}\"",
-                    config.file.display()
-                )
-            })?;
+        {
+            Err(error) if fallback && error.kind() == std::io::ErrorKind::AddrInUse => {
+                let any = std::net::SocketAddr::new(addr.ip(), 0);
+                let started =
+                    listener::start(any, &config.notifications, ctx.clone(), stop.clone()).await;
+                if let Ok((other, _)) = &started {
+                    tracing::warn!(%addr, bound = %other, "the notification address is in use (another sandbox?): listening on another port");
+                }
+                started
+            }
+            other => other,
+        };
+        let (addr, _) = started.with_context(|| {
+            format!(
+                "{}: [notifications] listen = \"{addr}\"",
+                config.file.display()
+            )
+        })?;
+        bound = Some(addr);
     }
     Ok(Running {
         ctx,
         inquiries_per_minute: config.notifications.inquiries_per_minute,
         stop,
+        bound,
     })
 }
 
