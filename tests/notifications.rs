@@ -120,6 +120,14 @@ async fn post(port: u16, gateway: &str, body: String) -> (u16, String) {
     (status, response.text().await.unwrap())
 }
 
+/// Whether `value` satisfies the schema in `schemas/{file}`.
+fn satisfies(file: &str, value: &serde_json::Value) -> bool {
+    let text = std::fs::read_to_string(format!("{}/schemas/{file}", env!("CARGO_MANIFEST_DIR")))
+        .unwrap();
+    let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
+    jsonschema::validator_for(&schema).unwrap().is_valid(value)
+}
+
 fn praxis_payment(id: &str, minor: u64, currency: &str) -> NewPayment {
     NewPayment::new(GatewayId::Praxis, Amount::from_minor(minor))
         .id(id)
@@ -138,6 +146,7 @@ async fn an_authorized_praxis_payment_is_captured_once_with_no_command_published
         .unwrap();
     let event = env.outcome_of("auto.praxis.default.700001").await;
     assert_eq!(event.outcome.as_str(), "succeeded");
+    assert!(satisfies("result.schema.json", &serde_json::to_value(&event).unwrap()));
     assert_eq!(event.operation.as_deref(), Some("capture"));
     let origin = event.origin.clone().expect("origin");
     assert_eq!(origin.kind, "notification");
@@ -374,6 +383,7 @@ async fn a_mismatch_is_held_and_published_as_held() {
     }
     let (key, held) = &env.others[0];
     assert_eq!(key, "praxis.authorization.held");
+    assert!(satisfies("held.schema.json", held), "{held}");
     assert_eq!(held["payment_id"], "700006");
     assert_eq!(held["origin"]["rule"], "mismatch");
     assert_eq!(held["amount"], "1000");
