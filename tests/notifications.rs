@@ -122,8 +122,8 @@ async fn post(port: u16, gateway: &str, body: String) -> (u16, String) {
 
 /// Whether `value` satisfies the schema in `schemas/{file}`.
 fn satisfies(file: &str, value: &serde_json::Value) -> bool {
-    let text = std::fs::read_to_string(format!("{}/schemas/{file}", env!("CARGO_MANIFEST_DIR")))
-        .unwrap();
+    let text =
+        std::fs::read_to_string(format!("{}/schemas/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
     let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
     jsonschema::validator_for(&schema).unwrap().is_valid(value)
 }
@@ -146,7 +146,10 @@ async fn an_authorized_praxis_payment_is_captured_once_with_no_command_published
         .unwrap();
     let event = env.outcome_of("auto.praxis.default.700001").await;
     assert_eq!(event.outcome.as_str(), "succeeded");
-    assert!(satisfies("result.schema.json", &serde_json::to_value(&event).unwrap()));
+    assert!(satisfies(
+        "result.schema.json",
+        &serde_json::to_value(&event).unwrap()
+    ));
     assert_eq!(event.operation.as_deref(), Some("capture"));
     let origin = event.origin.clone().expect("origin");
     assert_eq!(origin.kind, "notification");
