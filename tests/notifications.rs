@@ -587,3 +587,92 @@ async fn unknown_paths_are_404_and_large_bodies_413() {
     worker.stop().await;
     env.cleanup().await;
 }
+
+fn spawn_worker_process(env: &TestEnv, log_name: &str) -> common::ChildGuard {
+    let config = env.config_file();
+    let log = std::fs::File::create(env.dir.path().join(log_name)).unwrap();
+    common::ChildGuard(
+        std::process::Command::new(env!("CARGO_BIN_EXE_backoffice-worker"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .env_remove("AMQP_URL")
+            .env_remove("DATABASE_URL")
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start the worker binary"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_between_recording_and_acting_acts_once_after_restart() {
+    let (mut env, port) = world("notify_sigkill", RULES, true).await;
+    // Slow gateway calls: the kill lands after the notification is recorded
+    // (and its command queued) and before the capture has been answered.
+    env.sim
+        .sim()
+        .update_faults(&backoffice_worker::simulator::FaultSettingsView {
+            latency_ms: Some(1_500),
+            ..Default::default()
+        })
+        .unwrap();
+    let mut first = spawn_worker_process(&env, "first.log");
+    wait_listening(port).await;
+    // Migrations applied before anything can be recorded.
+    wait_scalar(
+        &env,
+        "SELECT count(*) FROM _sqlx_migrations WHERE version::text = $1",
+        "20261204001001",
+        1,
+    )
+    .await;
+    let ids: Vec<String> = (0..5).map(|k| format!("70100{k}")).collect();
+    for id in &ids {
+        env.sim
+            .sim()
+            .create_payment(praxis_payment(id, 1000, "USD"))
+            .unwrap();
+    }
+    wait_scalar(
+        &env,
+        "SELECT count(*) FROM notifications WHERE decision = 'acted' AND payment_id LIKE $1",
+        "70100%",
+        5,
+    )
+    .await;
+    first.0.kill().expect("SIGKILL");
+    first.0.wait().unwrap();
+    let done_at_kill: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM commands WHERE id LIKE 'auto.praxis.default.70100%' AND state = 'done'",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert!(done_at_kill < 5, "the kill came too late to test anything");
+    // The gateway answers at once again, so the restarted worker's inquiries settle it.
+    env.sim
+        .sim()
+        .update_faults(&backoffice_worker::simulator::FaultSettingsView {
+            latency_ms: Some(0),
+            ..Default::default()
+        })
+        .unwrap();
+
+    let _second = spawn_worker_process(&env, "second.log");
+    let commands: Vec<String> = ids
+        .iter()
+        .map(|id| format!("auto.praxis.default.{id}"))
+        .collect();
+    env.wait_all(&commands, Duration::from_secs(60)).await;
+    for id in &ids {
+        let event = env.outcome_of(&format!("auto.praxis.default.{id}")).await;
+        assert_eq!(event.outcome.as_str(), "succeeded", "{id}");
+        assert_eq!(
+            effects(&env, GatewayId::Praxis, id),
+            [Effect::Capture],
+            "{id}"
+        );
+    }
+    env.cleanup().await;
+}
