@@ -374,6 +374,34 @@ mod tests {
         assert_eq!(signed_text(&raw("{\"a\":1}")), None);
     }
 
+    fn settings(text: &str) -> Result<NotificationSettings, crate::config::ConfigError> {
+        let table: toml::Table = text.parse().unwrap();
+        read_settings(&crate::config::Section::new(
+            std::path::Path::new("t.toml"),
+            "notifications".into(),
+            &table,
+        ))
+    }
+
+    #[test]
+    fn the_notifications_table_reads_and_names_its_mistakes() {
+        let d = settings("").unwrap();
+        assert_eq!(d.listen, None, "no listener unless asked");
+        assert_eq!(d.max_body, 64 * 1024);
+        let s = settings("listen = \"127.0.0.1:8088\"\nmax_body = \"1MiB\"").unwrap();
+        assert_eq!(s.listen, Some("127.0.0.1:8088".parse().unwrap()));
+        assert_eq!(s.max_body, 1 << 20);
+        let err = |t: &str| settings(t).unwrap_err().to_string();
+        assert!(err("listen = \"localhost\"").starts_with("t.toml: [notifications] key `listen`"));
+        assert!(err("max_body = \"64 bananas\"").contains("key `max_body`"));
+        assert!(err("max_body = \"1GiB\"").contains("key `max_body`"));
+        assert!(err("request_timeout = \"0s\"").contains("key `request_timeout`"));
+        assert!(err("colour = 1").contains("key `colour`: unknown key"));
+        assert_eq!(parse_size("64KiB"), Some(65_536));
+        assert_eq!(parse_size("512"), Some(512));
+        assert_eq!(parse_size("1TiB"), None);
+    }
+
     #[test]
     fn command_ids_follow_the_spec() {
         assert_eq!(

@@ -220,4 +220,21 @@ mod tests {
             assert!(!reader.read(body).verification.verified());
         }
     }
+
+    proptest::proptest! {
+        /// No input panics the reader, and nothing unsigned verifies.
+        #[test]
+        fn any_body_is_read_without_panicking(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let reading = PaymentzNotifications::new(SecretString::from(KEY)).read(&body);
+            proptest::prop_assert!(!reading.verification.verified());
+        }
+
+        /// JSON objects with arbitrary fields, too.
+        #[test]
+        fn any_json_object_is_read_without_panicking(fields in proptest::collection::btree_map("[a-zA-Z_]{1,12}", "[ -~]{0,24}", 0..12)) {
+            let body = serde_json::to_vec(&fields).unwrap();
+            let reading = PaymentzNotifications::new(SecretString::from(KEY)).read(&body);
+            proptest::prop_assert!(!reading.verification.verified());
+        }
+    }
 }
