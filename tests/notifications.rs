@@ -579,11 +579,20 @@ async fn unknown_paths_are_404_and_large_bodies_413() {
     assert!(text.contains("\"status\":1"), "{text}");
     let (status, _) = post(port, "paymentz", "not json".into()).await;
     assert_eq!(status, 400);
+    // What PostgreSQL cannot store in jsonb (`\u0000`): the body is still recorded.
+    let (status, text) = post(
+        port,
+        "praxis",
+        r#"{"trace_id":1,"transaction_status":"authorized","note":"a\u0000b"}"#.into(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(text.contains("\"status\":1"), "{text}");
     let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM notifications")
         .fetch_one(&env.pool)
         .await
         .unwrap();
-    assert_eq!(recorded, 2, "unreadable bodies on known paths are recorded");
+    assert_eq!(recorded, 3, "unreadable bodies on known paths are recorded");
     worker.stop().await;
     env.cleanup().await;
 }

@@ -83,10 +83,27 @@ pub async fn receive(
         Verification::WrongAccount(_) | Verification::Unreadable(_) => Answer::Refused,
     };
     let (status, text) = reader.answer(answer);
-    let recorded = crate::store::retry_transient(|| {
+    let mut recorded = crate::store::retry_transient(|| {
         record_and_act(ctx, gateway, account, body, &reading, status, &text)
     })
     .await;
+    if let Err(error) = &recorded {
+        if crate::store::is_data_error(error) {
+            // What was read cannot be stored (a `\u0000` PostgreSQL refuses in
+            // jsonb, say): the body itself is still recorded, as unreadable,
+            // rather than answered "send again" for ever.
+            let bare = Reading {
+                fields: None,
+                notice: None,
+                verification: Verification::Unreadable(format!(
+                    "what was read could not be stored: {}",
+                    Escaped::at_most(&error.to_string(), 200)
+                )),
+            };
+            let (status, text) = reader.answer(Answer::Refused);
+            recorded = record_and_act(ctx, gateway, account, body, &bare, status, &text).await;
+        }
+    }
     let metrics = &ctx.metrics;
     match recorded {
         Ok((stored_status, stored_body, decision)) => {

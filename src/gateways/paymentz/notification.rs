@@ -72,7 +72,9 @@ impl NotificationReader for PaymentzNotifications {
         let text = |key: &str| text_of(fields.get(key).map(|r| &**r));
         let payment_id = text("paymentId")
             .filter(|p| !p.is_empty() && p.len() <= 32 && p.bytes().all(|b| b.is_ascii_digit()));
-        let status = text("status").filter(|s| !s.is_empty() && s.len() <= 64);
+        let status = text("status").filter(|s| {
+            !s.is_empty() && s.len() <= 64 && !s.chars().any(crate::telemetry::Escaped::is_unsafe)
+        });
         let amount_text = text("amount");
         let amount = amount_text
             .as_deref()

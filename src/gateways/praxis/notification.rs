@@ -146,7 +146,8 @@ fn read_notice(fields: &BTreeMap<String, Box<RawValue>>) -> Option<Notice> {
     let text = |key: &str| text_of(fields.get(key).map(|r| &**r)).filter(|t| !t.is_empty());
     let payment_id =
         text("trace_id").filter(|t| t.len() <= 32 && t.bytes().all(|b| b.is_ascii_digit()))?;
-    let status = text("transaction_status").filter(|s| s.len() <= 64)?;
+    let status = text("transaction_status")
+        .filter(|s| s.len() <= 64 && !s.chars().any(crate::telemetry::Escaped::is_unsafe))?;
     let amount_text =
         text("amount").filter(|a| a.len() <= 20 && a.bytes().all(|b| b.is_ascii_digit()));
     let amount = amount_text
