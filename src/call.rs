@@ -110,6 +110,7 @@ pub async fn execute(args: &CallArgs, accounts: &Accounts) -> CallResult {
         from: args.from.clone(),
         to: args.to.clone(),
         metadata: None,
+        origin: None,
     };
     let mut result = CallResult {
         gateway: args.gateway.clone(),

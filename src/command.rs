@@ -91,6 +91,11 @@ pub struct Command {
     pub to: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Metadata>,
+    /// Set only by the worker itself, for a command it made (from a
+    /// notification): [`read`] never takes it from a producer's message (it is
+    /// not one of [`FIELDS`]), and it is not part of the fingerprint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<crate::events::Origin>,
 }
 
 /// A command that passed validation, with its gateway client resolved.
@@ -638,6 +643,7 @@ impl Command {
             from: bound(&self.from),
             to: bound(&self.to),
             metadata: self.metadata.clone(),
+            origin: self.origin.clone(),
         }
     }
 }

@@ -223,6 +223,10 @@ pub struct Config {
     pub relay: crate::pipeline::relay::RelaySettings,
     pub retention: crate::store::retention::RetentionSettings,
     pub accounts: Vec<AccountSpec>,
+    /// `[notifications]`: the listener for the gateways' webhooks.
+    pub notifications: crate::notifications::NotificationSettings,
+    /// `[automation]`: what to do with an authorization.
+    pub automation: crate::notifications::rules::Automation,
 }
 
 impl Config {
@@ -263,13 +267,15 @@ impl Config {
                 "relay",
                 "retention",
                 "accounts",
+                "notifications",
+                "automation",
             ]
             .contains(&key.as_str())
             {
                 return Err(ConfigError::Table {
                     file: file.to_path_buf(),
                     table: key.clone(),
-                    problem: "unknown table (known: amqp, database, http, worker, admin, console, relay, retention, accounts)"
+                    problem: "unknown table (known: amqp, database, http, worker, admin, console, relay, retention, accounts, notifications, automation)"
                         .into(),
                 });
             }
@@ -406,7 +412,20 @@ impl Config {
             }
         }
 
+        let notifications = crate::notifications::read_settings(&Section::new(
+            file,
+            "notifications".into(),
+            top.subtable("notifications")?.unwrap_or(&empty),
+        ))?;
+        let automation = crate::notifications::rules::Automation::read(
+            file,
+            top.subtable("automation")?,
+            &accounts,
+        )?;
+
         Ok(Config {
+            notifications,
+            automation,
             file: file.to_path_buf(),
             amqp: amqp_settings,
             database,
@@ -713,6 +732,11 @@ impl<'a> Section<'a> {
             .expect("not poisoned")
             .insert(key.to_string());
         self.table.get(key)
+    }
+
+    /// A key's value as written, for the reader to check itself (marked as used).
+    pub fn raw(&self, key: &str) -> Option<&'a toml::Value> {
+        self.get(key)
     }
 
     pub fn subtable(&self, key: &str) -> Result<Option<&'a toml::Table>, ConfigError> {

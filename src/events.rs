@@ -35,7 +35,21 @@ pub struct ResultEvent {
     pub reconciled: bool,
     pub response: serde_json::Value,
     pub metadata: Option<Metadata>,
+    /// Where a command the worker made itself came from (a notification and
+    /// the rule that decided); absent for a producer's command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
     pub occurred_at: String,
+}
+
+/// `origin` of a command made from a notification (`shared/spec/notifications.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// `notification`.
+    pub kind: String,
+    pub notification_id: String,
+    /// The rule's name, or `deadline`, or `operator`.
+    pub rule: String,
 }
 
 /// A command's `metadata`, kept as the JSON text the producer sent (without
@@ -134,6 +148,7 @@ mod tests {
             reconciled: false,
             response: serde_json::json!({}),
             metadata: Some(Metadata::from_json(r#"{"order_id":"8812"}"#.into()).unwrap()),
+            origin: None,
             occurred_at: now_rfc3339(),
         }
     }

@@ -19,6 +19,7 @@ pub mod gateways;
 pub mod listener;
 pub mod metrics;
 pub mod money;
+pub mod notifications;
 pub mod ops;
 pub mod outcome;
 pub mod pipeline;

@@ -50,6 +50,8 @@ enum Cmd {
     List(list::ListArgs),
     /// List the messages the worker could not read, or put them back on the command queue.
     DeadLetters(dead_letters::DeadLettersArgs),
+    /// The notifications received from the gateways: list, show one, release a hold.
+    Notifications(ops::notifications::NotificationsArgs),
     /// Create the database if missing and apply the migrations.
     Migrate(migrate::MigrateArgs),
     /// Delete finished commands, published events and dead letters older than `[retention]` says.
@@ -109,6 +111,10 @@ fn main() -> std::process::ExitCode {
             Cmd::DeadLetters(args) => {
                 telemetry::init(cli.log_format, "warn");
                 ops::finish(dead_letters::run(&args).await, 1)
+            }
+            Cmd::Notifications(args) => {
+                telemetry::init(cli.log_format, "warn");
+                ops::finish(ops::notifications::run(&args).await, 1)
             }
             Cmd::Migrate(args) => {
                 telemetry::init(cli.log_format, "warn");

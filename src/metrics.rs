@@ -44,6 +44,8 @@ pub struct Metrics {
     outbox_abandoned: Gauge,
     dead_letters_waiting: Gauge,
     durable_age: Gauge<f64, AtomicU64>,
+    /// Notifications in (`crate::notifications`).
+    pub notifications: crate::notifications::metrics::NotificationMetrics,
 }
 
 impl Default for Metrics {
@@ -171,7 +173,10 @@ impl Metrics {
             "How old the durable figures (backlog, unknowns, dead letters) in this scrape are",
             durable_age.clone(),
         );
+        let notifications =
+            crate::notifications::metrics::NotificationMetrics::register(&mut registry);
         Metrics {
+            notifications,
             registry,
             commands,
             attempts,

@@ -158,6 +158,7 @@ pub async fn run_with_options(
     admin_listen: Option<SocketAddr>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let mut notify_fallback = false;
     let simulator = match sandbox {
         Some(listen) => {
             let configured = (
@@ -175,6 +176,7 @@ pub async fn run_with_options(
                 Escaped::new(&configured.0),
                 configured.1
             );
+            notify_fallback = sandbox_notifications(&mut config);
             Some(start_sandbox(&mut config, listen).await?)
         }
         None => None,
@@ -242,7 +244,14 @@ pub async fn run_with_options(
             }
         }
     }
+    let notifications =
+        crate::notifications::start(&config, worker.clone(), admin_stop.clone(), notify_fallback)
+            .await?;
+    if let (Some(simulator), Some(bound)) = (&simulator, notifications.bound) {
+        point_simulator(simulator, bound);
+    }
     let result = if wait_for_migrations(&store, &shutdown).await? {
+        notifications.start_jobs();
         let pruning = tokio::spawn(store::retention::schedule(
             store.pool().clone(),
             config.retention,
@@ -273,6 +282,7 @@ async fn start_sandbox(
     let mut sim_config = SimulatorConfig::from_accounts(&config.accounts)?;
     sim_config.listen = listen;
     sim_config.auto_payments = true;
+
     let simulator = Simulator::start(sim_config).await.with_context(|| {
         format!("starting the sandbox simulator on {listen} (use --sandbox-listen to move it)")
     })?;
@@ -297,8 +307,75 @@ async fn start_sandbox(
     tracing::warn!("Demo payments: paymentz 55361 (authorized 100.00 EUR), 55362 (captured");
     tracing::warn!("100.00 EUR); praxis 752856 (authorized 10.00 USD); and any 8-9 digit id");
     tracing::warn!("appears on first use (paymentz: even = authorized, odd = captured).");
+    tracing::warn!("Notifications: the simulator notifies this worker; praxis 752857 (authorized");
+    tracing::warn!("25.00 GBP) is captured by the demo rule `{SANDBOX_DEMO_RULE}` with no command");
+    tracing::warn!("published: `backoffice-worker notifications list --sandbox`.");
     tracing::warn!("==================================================================");
     Ok(simulator)
+}
+
+/// Where `run --sandbox` receives the simulator's notifications when the
+/// configuration names no `[notifications] listen`.
+pub const SANDBOX_NOTIFY_LISTEN: &str = "127.0.0.1:8088";
+
+/// The rule a sandbox adds when the configuration has none: Praxis
+/// authorizations in GBP up to 500.00 are captured as soon as they are
+/// notified (the demo payment 752857 is one; any created through the
+/// simulator's admin API in GBP too). Everything else is held, as the spec
+/// says for no match.
+pub const SANDBOX_DEMO_RULE: &str = "sandbox-demo";
+
+/// Turns the notification side on for a sandbox: the listener on
+/// [`SANDBOX_NOTIFY_LISTEN`] (unless configured) and the demo rule (unless
+/// the configuration has rules of its own). True when the address is the
+/// sandbox's default (another port may then be taken if it is in use).
+pub fn sandbox_notifications(config: &mut Config) -> bool {
+    let defaulted = config.notifications.listen.is_none();
+    if defaulted {
+        config.notifications.listen = SANDBOX_NOTIFY_LISTEN.parse().ok();
+    }
+    if config.automation.rules.is_empty() {
+        config
+            .automation
+            .rules
+            .push(crate::notifications::rules::Rule {
+                name: SANDBOX_DEMO_RULE.into(),
+                gateway: "praxis".into(),
+                account: None,
+                frontend: None,
+                currency: Some("GBP".into()),
+                min_amount: None,
+                max_amount: Some("500.00".into()),
+                payment_method: None,
+                action: crate::notifications::rules::Action::Capture,
+                delay: Duration::ZERO,
+            });
+    }
+    defaulted
+}
+
+/// Points the sandbox simulator's notifications at this worker's listener,
+/// and notifies the authorized demo payment in GBP (created before the
+/// listener was bound).
+fn point_simulator(simulator: &RunningSimulator, bound: SocketAddr) {
+    let sim = simulator.sim();
+    let settings = crate::simulator::notify::NotifySettings {
+        url: Some(format!("http://{bound}/notifications/{{gateway}}/default")),
+        resend_after_ms: 5_000,
+        ..crate::simulator::notify::NotifySettings::default()
+    };
+    if let Err(error) = sim.set_notify_settings(settings) {
+        tracing::warn!(%error, "sandbox notifications not set up");
+        return;
+    }
+    if let Some(view) = sim.payment(GatewayId::Praxis, "752857") {
+        if view.status == "authorized" {
+            sim.notify(&view);
+        }
+    }
+    tracing::warn!(
+        "notifications: the simulator POSTs to http://{bound}/notifications/{{gateway}}/default"
+    );
 }
 
 /// The payments a sandbox starts with, so that the README's session works at once.
@@ -306,6 +383,8 @@ pub const DEMO_PAYMENTS: &[(GatewayId, &str, &str, u64, &str)] = &[
     (GatewayId::Paymentz, "55361", "authorized", 10_000, "EUR"),
     (GatewayId::Paymentz, "55362", "captured", 10_000, "EUR"),
     (GatewayId::Praxis, "752856", "authorized", 1_000, "USD"),
+    // Notified at start-up and captured by the demo rule, with no command published.
+    (GatewayId::Praxis, "752857", "authorized", 2_500, "GBP"),
 ];
 
 /// Applies the migrations, waiting for the database if it is not up yet.

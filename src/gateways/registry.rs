@@ -14,11 +14,18 @@ use crate::config::{AccountSpec, ConfigError, Section};
 /// Reads one account table (reporting mistakes by key) and builds its client.
 pub type BuildFn = fn(&Section<'_>, &str, HttpTransport) -> Result<Arc<dyn Gateway>, ConfigError>;
 
+/// Reads one account table into the reader of that account's notifications
+/// (its signature secret, the ids it must carry).
+pub type NotificationsFn =
+    fn(&Section<'_>) -> Result<Arc<dyn crate::notifications::NotificationReader>, ConfigError>;
+
 /// How to build clients for one gateway from `[accounts.<name>.<account>]` tables.
 pub struct GatewayKind {
     /// The name commands use in their `gateway` field.
     pub name: &'static str,
     pub build: BuildFn,
+    /// The reader of its notifications (`POST /notifications/{name}/{account}`).
+    pub notifications: NotificationsFn,
 }
 
 /// Every gateway the worker knows, by name.

@@ -15,6 +15,7 @@ pub mod dead_letters;
 pub mod enqueue;
 pub mod list;
 pub mod migrate;
+pub mod notifications;
 pub mod prune;
 pub mod show;
 

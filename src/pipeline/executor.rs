@@ -110,6 +110,7 @@ pub fn event_for(
         reconciled: false,
         response,
         metadata: stored.metadata,
+        origin: stored.origin,
         occurred_at: now_rfc3339(),
     }
 }

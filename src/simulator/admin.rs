@@ -129,6 +129,20 @@ fn route(
             ok(json!({"reset": true}))
         }
         (["tokens", "expire"], &Method::POST) => ok(json!({"expired": sim.expire_tokens()})),
+        (["notifications"], &Method::GET) => ok(json!({
+            "settings": sim.notify_settings(),
+            "stats": sim.notify_stats(),
+        })),
+        (["notifications"], &Method::PUT) => {
+            let settings: super::notify::NotifySettings = parse(body)?;
+            sim.set_notify_settings(settings)?;
+            ok(json!({"settings": sim.notify_settings()}))
+        }
+        (["notifications", "send"], &Method::POST) => {
+            let request: super::notify::SendRequest = parse(body)?;
+            let view = sim.send_notification(&request)?;
+            Ok((StatusCode::ACCEPTED, to_json(&view)))
+        }
         (
             ["health"]
             | ["stats"]
@@ -138,6 +152,8 @@ fn route(
             | ["faults"]
             | ["faults", "script"]
             | ["answers"]
+            | ["notifications"]
+            | ["notifications", "send"]
             | ["auto-payments"]
             | ["reset"]
             | ["tokens", "expire"],

@@ -90,6 +90,8 @@ pub struct SimulatorConfig {
     pub praxis_future_skew: Duration,
     /// How long `shutdown` lets open requests finish before cutting them off.
     pub shutdown_grace: Duration,
+    /// Notifications to the merchant (`--notify-url`; none by default).
+    pub notify: super::notify::NotifySettings,
 }
 
 impl Default for SimulatorConfig {
@@ -106,6 +108,7 @@ impl Default for SimulatorConfig {
             praxis_max_age: Duration::from_secs(60),
             praxis_future_skew: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(5),
+            notify: super::notify::NotifySettings::default(),
         }
     }
 }

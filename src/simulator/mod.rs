@@ -119,6 +119,8 @@
 //! | `GET` / `DELETE /admin/faults/script` | list / clear scripts |
 //! | `GET` / `PUT /admin/answers` | `{"praxis_transaction":"nested"\|"flat","redirect_location":"http://...","huge_answer_bytes":314572800}`, every field optional; `""` restores the default location |
 //! | `PUT /admin/auto-payments` | `{"enabled":false}` |
+//! | `GET` / `PUT /admin/notifications` | settings `{"url","resend_after_ms","max_sends","duplicate","delay_ms","corrupt"}` (every field optional; see [`notify`]) and, on GET, `stats` (sent, accepted, resent, given_up, corrupted) |
+//! | `POST /admin/notifications/send` | `{"gateway","id","copies"?,"corrupt"?,"charge_amount"?}`: a notification of that payment now → 202 |
 //! | `POST /admin/reset` | forget payments, ledger, stats, tokens and scripts; restore start-up faults and the draw counter |
 //! | `POST /admin/tokens/expire` | expire every Paymentz token (the next call gets `401`) |
 //!
@@ -130,13 +132,15 @@
 //! `--listen ADDR` (default `127.0.0.1:8099`), `--config PATH`,
 //! `--token-ttl 3600s`, `--no-auto-payments`, `--seed N` (random and printed
 //! when absent), `--latency 300ms`, `--jitter 50ms`, `--hang 60s`,
-//! `--fault KIND=RATE` (repeatable), `--praxis-transaction nested|flat`.
+//! `--fault KIND=RATE` (repeatable), `--praxis-transaction nested|flat`,
+//! `--notify-url URL` and `--notify-resend-after 300s` (see [`notify`]).
 
 mod admin;
 mod answers;
 mod config;
 mod dispatch;
 mod faults;
+pub mod notify;
 mod paymentz;
 mod praxis;
 mod server;
@@ -217,6 +221,14 @@ pub struct SimulateArgs {
     /// `transaction`, or flat at the top level (the notification form).
     #[arg(long, default_value = "nested", value_parser = transaction_shape)]
     pub praxis_transaction: TransactionShape,
+    /// POST signed notifications here when a payment is authorized or changes
+    /// status; `{gateway}` is replaced by the gateway's name
+    /// (e.g. http://127.0.0.1:8088/notifications/{gateway}/default).
+    #[arg(long)]
+    pub notify_url: Option<String>,
+    /// How long before a notification answered `-1` (or unreadably) is sent again.
+    #[arg(long, default_value = "300s", value_parser = duration)]
+    pub notify_resend_after: Duration,
 }
 
 fn transaction_shape(text: &str) -> Result<TransactionShape, String> {
@@ -352,6 +364,12 @@ pub async fn serve(args: SimulateArgs) -> anyhow::Result<()> {
         hang: args.hang,
     };
     config.answers.praxis_transaction = args.praxis_transaction;
+    config.notify.url = args.notify_url.clone();
+    config.notify.resend_after_ms = args.notify_resend_after.as_millis() as u64;
+    config
+        .notify
+        .validate()
+        .map_err(|e| anyhow::anyhow!("--notify-url: {e}"))?;
     let running = Simulator::start(config.clone()).await?;
     for line in banner(&running, &config) {
         println!("{line}");
@@ -377,6 +395,10 @@ fn banner(running: &RunningSimulator, config: &SimulatorConfig) -> Vec<String> {
             .into_iter()
             .map(|l| format!("  {l}")),
     );
+    lines.push(match &config.notify.url {
+        Some(url) => format!("notifications: POST to {url}"),
+        None => "notifications: off (--notify-url)".to_string(),
+    });
     lines.push(if config.auto_payments {
         format!(
             "payments on demand: unknown ids {}..={} are created on first touch",

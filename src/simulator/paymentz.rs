@@ -513,6 +513,7 @@ fn applied(
     });
     sim.stats
         .applied(GatewayId::Paymentz.as_str(), effect.as_str());
+    sim.notify(&p.view(GatewayId::Paymentz));
     Reply::json(
         &json!({
             "paymentId": reference,

@@ -281,6 +281,7 @@ fn apply(
     });
     sim.stats
         .applied(GatewayId::Praxis.as_str(), effect.as_str());
+    sim.notify(&p.view(GatewayId::Praxis));
     Ok(())
 }
 

@@ -174,6 +174,8 @@ pub struct Simulation {
     pub(crate) faults: Faults,
     pub(crate) ids: IdSequence,
     answers: RwLock<AnswerSettings>,
+    /// Notifications to the merchant's URL.
+    pub(crate) notifier: super::notify::Notifier,
     auto_payments: AtomicBool,
     requests: AtomicU64,
     shutdown: watch::Sender<bool>,
@@ -192,6 +194,7 @@ impl Simulation {
             faults: Faults::new(config.seed, config.faults.clone()),
             ids: IdSequence::default(),
             answers: RwLock::new(config.answers.clone()),
+            notifier: super::notify::Notifier::new(config.notify.clone(), config.seed),
             auto_payments: AtomicBool::new(config.auto_payments),
             requests: AtomicU64::new(0),
             shutdown: watch::channel(false).0,
@@ -265,6 +268,9 @@ impl Simulation {
                 refs.insert(payment.reference.clone(), payment.id.clone());
                 let view = payment.view(GatewayId::Paymentz);
                 shard.insert(payment.id.clone(), payment);
+                if view.status == "authsuccessful" {
+                    self.notify(&view);
+                }
                 Ok(view)
             }
             GatewayId::Praxis => {
@@ -286,6 +292,9 @@ impl Simulation {
                 }
                 let view = payment.view(GatewayId::Praxis);
                 shard.insert(payment.id.clone(), payment);
+                if view.status == "authorized" {
+                    self.notify(&view);
+                }
                 Ok(view)
             }
         }
@@ -498,6 +507,79 @@ impl Simulation {
         self.auto_payments
             .store(self.config.auto_payments, Ordering::Relaxed);
         self.requests.store(0, Ordering::Relaxed);
+    }
+
+    // ----- notifications -----
+
+    /// The account that signs notifications about `payment`: its owner's,
+    /// else the first configured.
+    pub fn signer(&self, payment: &PaymentView) -> Option<super::notify::Signer> {
+        use super::notify::Signer;
+        match payment.gateway {
+            GatewayId::Praxis => {
+                let merchants = &self.config.praxis_merchants;
+                let m = payment
+                    .owner
+                    .as_deref()
+                    .and_then(|o| merchants.iter().find(|m| m.merchant_id == o))
+                    .or_else(|| merchants.first())?;
+                Some(Signer::Praxis {
+                    merchant_id: m.merchant_id.clone(),
+                    frontend: m.frontends.first().cloned().unwrap_or_default(),
+                    secret: m.merchant_secret.clone(),
+                })
+            }
+            GatewayId::Paymentz => {
+                let accounts = &self.config.paymentz_accounts;
+                let a = payment
+                    .owner
+                    .as_deref()
+                    .and_then(|o| accounts.iter().find(|a| a.member_id == o))
+                    .or_else(|| accounts.first())?;
+                Some(Signer::Paymentz {
+                    secure_key: a.secure_key.clone(),
+                })
+            }
+        }
+    }
+
+    /// A payment was created authorized or changed status: tell the merchant.
+    pub(crate) fn notify(&self, payment: &PaymentView) {
+        self.notifier.changed(payment, self.signer(payment));
+    }
+
+    pub fn notify_settings(&self) -> super::notify::NotifySettings {
+        self.notifier.settings()
+    }
+
+    pub fn set_notify_settings(
+        &self,
+        settings: super::notify::NotifySettings,
+    ) -> Result<(), AdminError> {
+        self.notifier.set(settings).map_err(AdminError::BadRequest)
+    }
+
+    pub fn notify_stats(&self) -> super::notify::NotifyStats {
+        self.notifier.stats()
+    }
+
+    /// Sends a notification of an existing payment now, with overrides.
+    pub fn send_notification(
+        &self,
+        request: &super::notify::SendRequest,
+    ) -> Result<PaymentView, AdminError> {
+        let view = self.payment(request.gateway, &request.id).ok_or_else(|| {
+            AdminError::NotFound(format!(
+                "no {} payment {}",
+                request.gateway.as_str(),
+                request.id
+            ))
+        })?;
+        if self.notifier.settings().url.is_none() {
+            return Err(AdminError::BadRequest("no notification url is set".into()));
+        }
+        self.notifier.send_now(&view, self.signer(&view), request);
+        Ok(view)
     }
 
     // ----- plumbing -----

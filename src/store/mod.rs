@@ -9,6 +9,7 @@ pub mod attempts;
 pub mod commands;
 pub mod console;
 pub mod dead_letters;
+pub mod notifications;
 pub mod outbox;
 pub mod reports;
 pub mod retention;

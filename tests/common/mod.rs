@@ -55,6 +55,9 @@ pub struct TestEnv {
     events: Consumer,
     /// Every event received so far, by command id, in arrival order.
     pub seen: HashMap<String, Vec<ResultEvent>>,
+    /// Events that are not a command's result (`{gateway}.authorization.held`),
+    /// with their routing key, in arrival order.
+    pub others: Vec<(String, serde_json::Value)>,
     pub worker_section: String,
     pub dir: tempfile::TempDir,
 }
@@ -170,6 +173,7 @@ impl TestEnv {
             dead_letter_queue,
             events,
             seen: HashMap::new(),
+            others: Vec::new(),
             worker_section: FAST_WORKER.to_string(),
             dir: tempfile::tempdir().unwrap(),
         }
@@ -273,7 +277,17 @@ frontend = "Integration TEST USD"
             .ok()??
             .ok()?;
         delivery.ack(BasicAckOptions::default()).await.ok()?;
-        let event: ResultEvent = serde_json::from_slice(&delivery.data).expect("events are JSON");
+        let value: serde_json::Value =
+            serde_json::from_slice(&delivery.data).expect("events are JSON");
+        if value.get("command_id").is_none() {
+            // Not a result event (a hold): kept aside, and the next one awaited.
+            self.others
+                .push((delivery.routing_key.as_str().to_string(), value));
+            return Box::pin(self.next_event(within)).await;
+        }
+        // From the bytes again: `metadata` is kept as raw JSON text, which a
+        // serde_json::Value cannot hand over.
+        let event: ResultEvent = serde_json::from_slice(&delivery.data).expect("a result event");
         self.seen
             .entry(event.command_id.clone())
             .or_default()

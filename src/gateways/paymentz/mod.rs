@@ -9,6 +9,7 @@
 //! means in [`classify`].
 
 pub mod classify;
+pub mod notification;
 pub mod signing;
 pub mod token;
 pub mod wire;
@@ -37,7 +38,19 @@ use crate::gateways::{
 
 pub const NAME: &str = "paymentz";
 
-pub const KIND: GatewayKind = GatewayKind { name: NAME, build };
+pub const KIND: GatewayKind = GatewayKind {
+    name: NAME,
+    build,
+    notifications: notification_reader,
+};
+
+fn notification_reader(
+    section: &Section<'_>,
+) -> Result<Arc<dyn crate::notifications::NotificationReader>, ConfigError> {
+    Ok(Arc::new(notification::PaymentzNotifications::from_section(
+        section,
+    )?))
+}
 
 /// Tokens live an hour; replacing them ten minutes early keeps a slow call
 /// from carrying an expired one.

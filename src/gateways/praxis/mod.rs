@@ -9,6 +9,7 @@
 //! the SHA-384 rule, [`classify`] what each reply means.
 
 pub mod classify;
+pub mod notification;
 pub mod signing;
 pub mod wire;
 
@@ -35,7 +36,19 @@ use wire::{Endpoint, RequestFields};
 /// The name commands use for this gateway.
 pub const NAME: &str = "praxis";
 
-pub const KIND: GatewayKind = GatewayKind { name: NAME, build };
+pub const KIND: GatewayKind = GatewayKind {
+    name: NAME,
+    build,
+    notifications: notification_reader,
+};
+
+fn notification_reader(
+    section: &Section<'_>,
+) -> Result<Arc<dyn crate::notifications::NotificationReader>, ConfigError> {
+    Ok(Arc::new(notification::PraxisNotifications::from_section(
+        section,
+    )?))
+}
 
 fn build(
     section: &Section<'_>,
