@@ -12,136 +12,15 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use tracing::Instrument;
 
-use super::reconcile::{settle, Evidence, Settlement};
+use super::exchanges::{count_exchanges, recording_of, write_record, write_record_in, Record};
+use super::reconcile::{no_such_payment, reconcile_unknown, settle, Evidence, Settlement};
 use super::{retry, Job, Worker};
-use crate::events::{now_rfc3339, ResultEvent};
-use crate::gateways::{
-    Answer, Classification, GatewayCall, Operation, PaymentSnapshot, PaymentState,
-};
+use crate::events::Reported;
+use crate::gateways::{Answer, Classification, Operation, PaymentSnapshot, PaymentState};
 use crate::money::Amount;
 use crate::outcome::{Outcome, RejectReason};
 use crate::store::attempts::{self, AttemptKind};
-use crate::store::{commands, outbox, StoreError};
-
-/// The gateway's fields of a result event.
-#[derive(Debug, Clone, Default)]
-pub struct Reported {
-    pub gateway_status: Option<String>,
-    pub gateway_code: Option<String>,
-    pub description: Option<String>,
-    pub reference: Option<String>,
-    pub response: Option<serde_json::Value>,
-}
-
-impl Reported {
-    fn from_answer(answer: &Answer, operation: Operation) -> Reported {
-        Reported {
-            gateway_status: answer.gateway_status.clone(),
-            gateway_code: answer.gateway_code.clone(),
-            description: answer.description.clone(),
-            // The contract's `reference` is the id of a NEW operation; a read
-            // creates none (Praxis names the found transaction: that is in `response`).
-            reference: operation
-                .has_side_effect()
-                .then(|| answer.reference.clone())
-                .flatten(),
-            response: match operation {
-                Operation::Inquiry | Operation::TransactionList => answer.response.clone(),
-                _ => None,
-            },
-        }
-    }
-}
-
-/// The longest text of the gateway's own fields (`description`, `status`,
-/// `code`, `reference`) kept in an event.
-const MAX_REPORTED_CHARS: usize = 1024;
-
-/// Builds the event of a command (or of a rejected message) from its stored
-/// payload (JSON text, see [`commands::NewCommand::payload`]).
-///
-/// Whatever ends up in the event is bounded and storable: the command's
-/// fields were bounded when stored; the gateway's text fields are cut at
-/// [`MAX_REPORTED_CHARS`], and a `\u0000` anywhere in them (or in
-/// `response`) is written as text, since PostgreSQL's `jsonb`, which stores
-/// every event, cannot hold it.
-pub fn event_for(
-    command_id: &str,
-    payload: &str,
-    outcome: Outcome,
-    reason: Option<RejectReason>,
-    amount: Option<Amount>,
-    attempts: i32,
-    reported: Reported,
-) -> ResultEvent {
-    let stored: crate::command::Command = serde_json::from_str(payload).unwrap_or_default();
-    let bounded = |text: Option<String>| {
-        text.map(|t| {
-            if t.contains('\0') || t.chars().nth(MAX_REPORTED_CHARS).is_some() {
-                let cut: String = t.chars().take(MAX_REPORTED_CHARS).collect();
-                let mut cut = cut.replace('\0', "\\u{0}");
-                if t.chars().nth(MAX_REPORTED_CHARS).is_some() {
-                    cut.push_str(crate::telemetry::CUT_MARK);
-                }
-                cut
-            } else {
-                t
-            }
-        })
-    };
-    let mut response = reported.response.unwrap_or_else(|| serde_json::json!({}));
-    without_nul(&mut response);
-    ResultEvent {
-        command_id: command_id.to_string(),
-        gateway: stored.gateway.clone(),
-        account: Some(stored.account_name().to_string()),
-        operation: stored.operation,
-        payment_id: stored.payment_id,
-        outcome,
-        reason,
-        amount: amount.map(|a| a.to_string()).or(stored.amount),
-        currency: stored.currency,
-        gateway_status: bounded(reported.gateway_status),
-        gateway_code: bounded(reported.gateway_code),
-        description: bounded(reported.description),
-        reference: bounded(reported.reference),
-        attempts: attempts.max(0) as u32,
-        replayed: false,
-        reconciled: false,
-        response,
-        metadata: stored.metadata,
-        occurred_at: now_rfc3339(),
-    }
-}
-
-/// Writes every `\u0000` in the strings (and keys) of `value` as text.
-fn without_nul(value: &mut serde_json::Value) {
-    match value {
-        serde_json::Value::String(s) if s.contains('\0') => *s = s.replace('\0', "\\u{0}"),
-        serde_json::Value::Array(items) => items.iter_mut().for_each(without_nul),
-        serde_json::Value::Object(map) => {
-            if map.keys().any(|k| k.contains('\0')) {
-                let entries = std::mem::take(map);
-                map.extend(
-                    entries
-                        .into_iter()
-                        .map(|(k, v)| (k.replace('\0', "\\u{0}"), v)),
-                );
-            }
-            map.values_mut().for_each(without_nul);
-        }
-        _ => {}
-    }
-}
-
-/// Exchanges to write in the same transaction as what follows them.
-struct Record<'a> {
-    gateway: &'static str,
-    attempt_no: i32,
-    kind: AttemptKind,
-    in_flight_row: Option<i64>,
-    call: &'a GatewayCall,
-}
+use crate::store::{commands, StoreError};
 
 /// Drives one claimed command until it is decided, scheduled again, or its
 /// lease is lost. Database errors leave the command where it was: its lease
@@ -539,110 +418,6 @@ async fn verify(
     Ok((Settlement::Undecided, last, None))
 }
 
-/// Background reconciliation of an `unknown`: one inquiry per scheduled check.
-async fn reconcile_unknown(w: &Worker, job: &Job) -> Result<(), StoreError> {
-    let id = job.row.id.as_str();
-    let request = &job.valid.request;
-    let before: Option<PaymentSnapshot> = job
-        .row
-        .before_snapshot
-        .as_ref()
-        .and_then(|v| serde_json::from_value(v.clone()).ok());
-    let settlement = match request.inquiry() {
-        None => None,
-        Some(inquiry) => {
-            let call = job.valid.gateway.execute(&inquiry).await;
-            write_record(
-                w,
-                id,
-                &Record {
-                    gateway: job.valid.gateway.name(),
-                    attempt_no: job.row.attempts,
-                    kind: AttemptKind::Inquiry,
-                    in_flight_row: None,
-                    call: &call,
-                },
-            )
-            .await?;
-            Evidence::of(&call.answer).map(|evidence| {
-                (
-                    settle(request.operation, request.amount, before.as_ref(), evidence),
-                    evidence.snapshot().cloned(),
-                )
-            })
-        }
-    };
-    let mut tx = w.store.pool().begin().await?;
-    match settlement {
-        Some((
-            settled @ (Settlement::Applied | Settlement::NotApplied | Settlement::NoSuchPayment),
-            after,
-        )) => {
-            let applied = settled == Settlement::Applied;
-            let outcome = match settled {
-                Settlement::Applied => Outcome::Succeeded,
-                Settlement::NoSuchPayment => Outcome::Declined,
-                _ => Outcome::Failed,
-            };
-            // Read as text: through a serde_json::Value the numbers of the
-            // metadata it echoes could be rounded.
-            let original: Option<ResultEvent> = commands::current_result(&mut tx, id)
-                .await?
-                .and_then(|text| serde_json::from_str(&text).ok());
-            let mut event = original.unwrap_or_else(|| {
-                event_for(
-                    id,
-                    &job.row.payload,
-                    Outcome::Unknown,
-                    None,
-                    request.amount,
-                    job.row.attempts,
-                    Reported::default(),
-                )
-            });
-            event.outcome = outcome;
-            event.reconciled = true;
-            event.replayed = false;
-            let status = after.as_ref().map(|a| a.status.clone());
-            event.gateway_status = status.clone();
-            event.description = Some(match (status, applied) {
-                (Some(status), true) => format!(
-                    "settled by inquiry: the payment shows the {} took effect ({status})",
-                    request.operation
-                ),
-                (Some(status), false) => format!(
-                    "settled by inquiry: the payment shows the {} did not take effect ({status})",
-                    request.operation
-                ),
-                (None, _) => no_such_payment(job),
-            });
-            event.occurred_at = now_rfc3339();
-            let body = serde_json::to_string(&event).expect("serializable");
-            if commands::settle(&mut tx, id, w.owner, outcome.as_str(), &body).await? {
-                outbox::enqueue(
-                    &mut tx,
-                    &w.topology.result_exchange,
-                    &event,
-                    job.row.reply_to.as_deref(),
-                    job.reply_correlation(),
-                )
-                .await?;
-                tracing::info!(outcome = %outcome, "unknown outcome settled");
-            }
-        }
-        _ => {
-            let delay =
-                retry::reconcile_delay(&w.settings, job.row.reconcile_checks.max(0) as usize + 1);
-            commands::reschedule_unsettled(&mut tx, id, w.owner, delay).await?;
-            tracing::info!(next_check_in = ?delay, "unknown outcome still unsettled");
-        }
-    }
-    commands::release_payment(&mut tx, job.valid.gateway.name(), &job.payment_key(), id).await?;
-    tx.commit().await?;
-    w.wake_outbox.notify_one();
-    Ok(())
-}
-
 /// After a `not applied` answer: schedule the next attempt durably, or give up
 /// with `failed` once attempts or time are spent.
 async fn retry_or_fail(
@@ -728,15 +503,6 @@ async fn refund_limit(
     }))
 }
 
-/// What a `declined` says when an inquiry found that the gateway does not know the payment.
-fn no_such_payment(job: &Job) -> String {
-    format!(
-        "the gateway does not know payment {}: the {} did not take effect and cannot",
-        job.valid.request.payment_id.as_deref().unwrap_or("-"),
-        job.valid.request.operation
-    )
-}
-
 async fn conclude_no_such_payment(
     w: &Worker,
     job: &Job,
@@ -806,7 +572,7 @@ async fn conclude(
     use crate::store::commands::{Decision, PaymentClaim};
 
     let id = job.row.id.as_str();
-    let event = event_for(
+    let event = crate::events::event_for(
         id,
         &job.row.payload,
         outcome,
@@ -854,52 +620,4 @@ async fn conclude(
         }
     }
     Ok(())
-}
-
-fn recording_of(id: &str, record: &Record<'_>) -> crate::store::attempts::Recording {
-    crate::store::attempts::Recording {
-        command_id: id.to_string(),
-        attempt_no: record.attempt_no,
-        kind: record.kind,
-        in_flight_row: record.in_flight_row,
-        exchanges: record.call.exchanges.clone(),
-        fallback_error: record.call.answer.error.as_ref().map(|e| e.to_string()),
-    }
-}
-
-fn count_exchanges(w: &Worker, record: &Record<'_>) {
-    for exchange in &record.call.exchanges {
-        let kind = if exchange.purpose == "authToken" {
-            AttemptKind::Auth
-        } else {
-            record.kind
-        };
-        w.metrics.exchange(record.gateway, kind.as_str(), exchange);
-    }
-}
-
-async fn write_record(w: &Worker, id: &str, record: &Record<'_>) -> Result<(), StoreError> {
-    let mut conn = w.store.pool().acquire().await?;
-    write_record_in(w, &mut conn, id, record).await
-}
-
-/// Records the exchanges of a call, and counts them: one place for both.
-async fn write_record_in(
-    w: &Worker,
-    conn: &mut sqlx::PgConnection,
-    id: &str,
-    record: &Record<'_>,
-) -> Result<(), StoreError> {
-    count_exchanges(w, record);
-    let error = record.call.answer.error.as_ref().map(|e| e.to_string());
-    attempts::record(
-        conn,
-        id,
-        record.attempt_no,
-        record.kind,
-        record.in_flight_row,
-        &record.call.exchanges,
-        error.as_deref(),
-    )
-    .await
 }

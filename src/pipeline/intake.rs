@@ -539,7 +539,7 @@ async fn accept_one(
     validated: &Result<ValidCommand, Rejected>,
     row: &NewCommand,
 ) -> Result<One, crate::store::StoreError> {
-    use super::executor::{event_for, Reported};
+    use crate::events::{event_for, Reported};
     use crate::outcome::{Outcome, RejectReason};
     use crate::store::{commands, outbox};
 

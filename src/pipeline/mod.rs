@@ -15,6 +15,7 @@
 pub mod batch;
 pub mod completion;
 pub mod consumer;
+mod exchanges;
 pub mod executor;
 pub mod intake;
 pub mod intent;

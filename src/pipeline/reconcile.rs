@@ -8,8 +8,14 @@
 //! that says the gateway does not know the payment at all is evidence too
 //! ([`Evidence::NoSuchPayment`]): nothing was applied, and nothing ever will be.
 
+use super::exchanges::{write_record, Record};
+use super::{retry, Job, Worker};
+use crate::events::{event_for, now_rfc3339, Reported, ResultEvent};
 use crate::gateways::{Answer, Classification, Operation, PaymentSnapshot, PaymentState};
 use crate::money::Amount;
+use crate::outcome::Outcome;
+use crate::store::attempts::AttemptKind;
+use crate::store::{commands, outbox, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Settlement {
@@ -129,6 +135,119 @@ fn settle_found(
         }
         Operation::Inquiry | Operation::TransactionList => Settlement::NotApplied,
     }
+}
+
+/// Background reconciliation of an `unknown`: one inquiry per scheduled check.
+pub(super) async fn reconcile_unknown(w: &Worker, job: &Job) -> Result<(), StoreError> {
+    let id = job.row.id.as_str();
+    let request = &job.valid.request;
+    let before: Option<PaymentSnapshot> = job
+        .row
+        .before_snapshot
+        .as_ref()
+        .and_then(|v| serde_json::from_value(v.clone()).ok());
+    let settlement = match request.inquiry() {
+        None => None,
+        Some(inquiry) => {
+            let call = job.valid.gateway.execute(&inquiry).await;
+            write_record(
+                w,
+                id,
+                &Record {
+                    gateway: job.valid.gateway.name(),
+                    attempt_no: job.row.attempts,
+                    kind: AttemptKind::Inquiry,
+                    in_flight_row: None,
+                    call: &call,
+                },
+            )
+            .await?;
+            Evidence::of(&call.answer).map(|evidence| {
+                (
+                    settle(request.operation, request.amount, before.as_ref(), evidence),
+                    evidence.snapshot().cloned(),
+                )
+            })
+        }
+    };
+    let mut tx = w.store.pool().begin().await?;
+    match settlement {
+        Some((
+            settled @ (Settlement::Applied | Settlement::NotApplied | Settlement::NoSuchPayment),
+            after,
+        )) => {
+            let applied = settled == Settlement::Applied;
+            let outcome = match settled {
+                Settlement::Applied => Outcome::Succeeded,
+                Settlement::NoSuchPayment => Outcome::Declined,
+                _ => Outcome::Failed,
+            };
+            // Read as text: through a serde_json::Value the numbers of the
+            // metadata it echoes could be rounded.
+            let original: Option<ResultEvent> = commands::current_result(&mut tx, id)
+                .await?
+                .and_then(|text| serde_json::from_str(&text).ok());
+            let mut event = original.unwrap_or_else(|| {
+                event_for(
+                    id,
+                    &job.row.payload,
+                    Outcome::Unknown,
+                    None,
+                    request.amount,
+                    job.row.attempts,
+                    Reported::default(),
+                )
+            });
+            event.outcome = outcome;
+            event.reconciled = true;
+            event.replayed = false;
+            let status = after.as_ref().map(|a| a.status.clone());
+            event.gateway_status = status.clone();
+            event.description = Some(match (status, applied) {
+                (Some(status), true) => format!(
+                    "settled by inquiry: the payment shows the {} took effect ({status})",
+                    request.operation
+                ),
+                (Some(status), false) => format!(
+                    "settled by inquiry: the payment shows the {} did not take effect ({status})",
+                    request.operation
+                ),
+                (None, _) => no_such_payment(job),
+            });
+            event.occurred_at = now_rfc3339();
+            let body = serde_json::to_string(&event).expect("serializable");
+            if commands::settle(&mut tx, id, w.owner, outcome.as_str(), &body).await? {
+                outbox::enqueue(
+                    &mut tx,
+                    &w.topology.result_exchange,
+                    &event,
+                    job.row.reply_to.as_deref(),
+                    job.reply_correlation(),
+                )
+                .await?;
+                tracing::info!(outcome = %outcome, "unknown outcome settled");
+            }
+        }
+        _ => {
+            let delay =
+                retry::reconcile_delay(&w.settings, job.row.reconcile_checks.max(0) as usize + 1);
+            commands::reschedule_unsettled(&mut tx, id, w.owner, delay).await?;
+            tracing::info!(next_check_in = ?delay, "unknown outcome still unsettled");
+        }
+    }
+    commands::release_payment(&mut tx, job.valid.gateway.name(), &job.payment_key(), id).await?;
+    tx.commit().await?;
+    w.wake_outbox.notify_one();
+    Ok(())
+}
+
+/// What a `declined` says when an inquiry found that the gateway does not know the payment.
+pub(super) fn no_such_payment(job: &Job) -> String {
+    format!(
+        "the gateway does not know payment {}: the {} did not take effect and cannot",
+        job.valid.request.payment_id.as_deref().unwrap_or("-"),
+        job.valid.request.operation
+    )
 }
 
 #[cfg(test)]
