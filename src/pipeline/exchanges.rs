@@ -4,33 +4,59 @@
 //! A [`Record`] is a call's exchanges waiting to be written in the same
 //! transaction as whatever follows them (a recovery point, an outcome, a retry).
 
-use super::Worker;
-use crate::gateways::GatewayCall;
-use crate::store::attempts::{self, AttemptKind};
+use super::{Job, Worker};
+use crate::gateways::{Answer, Exchange, GatewayCall};
+use crate::store::attempts::{self, AttemptKind, Recording};
 use crate::store::StoreError;
 
 /// Exchanges to write in the same transaction as what follows them.
-pub(super) struct Record<'a> {
+pub(super) struct Record {
     pub gateway: &'static str,
     pub attempt_no: i32,
     pub kind: AttemptKind,
+    /// The in-flight attempt row the last exchange completes, if one was committed.
     pub in_flight_row: Option<i64>,
-    pub call: &'a GatewayCall,
+    pub exchanges: Vec<Exchange>,
+    /// Why no exchange was made, recorded when there is none (the call's error).
+    pub error: Option<String>,
 }
 
-pub(super) fn recording_of(id: &str, record: &Record<'_>) -> crate::store::attempts::Recording {
-    crate::store::attempts::Recording {
-        command_id: id.to_string(),
-        attempt_no: record.attempt_no,
-        kind: record.kind,
-        in_flight_row: record.in_flight_row,
-        exchanges: record.call.exchanges.clone(),
-        fallback_error: record.call.answer.error.as_ref().map(|e| e.to_string()),
+impl Record {
+    /// Splits a call into the record of its exchanges and the answer to decide from.
+    pub fn split(
+        job: &Job,
+        call: GatewayCall,
+        attempt_no: i32,
+        kind: AttemptKind,
+        in_flight_row: Option<i64>,
+    ) -> (Record, Answer) {
+        let record = Record {
+            gateway: job.valid.gateway.name(),
+            attempt_no,
+            kind,
+            in_flight_row,
+            exchanges: call.exchanges,
+            error: call.answer.error.as_ref().map(|e| e.to_string()),
+        };
+        (record, call.answer)
+    }
+
+    /// Counts the exchanges, and hands them over to be written by a batch.
+    pub fn into_recording(self, w: &Worker, id: &str) -> Recording {
+        count_exchanges(w, &self);
+        Recording {
+            command_id: id.to_string(),
+            attempt_no: self.attempt_no,
+            kind: self.kind,
+            in_flight_row: self.in_flight_row,
+            exchanges: self.exchanges,
+            fallback_error: self.error,
+        }
     }
 }
 
-pub(super) fn count_exchanges(w: &Worker, record: &Record<'_>) {
-    for exchange in &record.call.exchanges {
+fn count_exchanges(w: &Worker, record: &Record) {
+    for exchange in &record.exchanges {
         let kind = if exchange.purpose == "authToken" {
             AttemptKind::Auth
         } else {
@@ -40,11 +66,7 @@ pub(super) fn count_exchanges(w: &Worker, record: &Record<'_>) {
     }
 }
 
-pub(super) async fn write_record(
-    w: &Worker,
-    id: &str,
-    record: &Record<'_>,
-) -> Result<(), StoreError> {
+pub(super) async fn write_record(w: &Worker, id: &str, record: &Record) -> Result<(), StoreError> {
     let mut conn = w.store.pool().acquire().await?;
     write_record_in(w, &mut conn, id, record).await
 }
@@ -54,18 +76,17 @@ pub(super) async fn write_record_in(
     w: &Worker,
     conn: &mut sqlx::PgConnection,
     id: &str,
-    record: &Record<'_>,
+    record: &Record,
 ) -> Result<(), StoreError> {
     count_exchanges(w, record);
-    let error = record.call.answer.error.as_ref().map(|e| e.to_string());
     attempts::record(
         conn,
         id,
         record.attempt_no,
         record.kind,
         record.in_flight_row,
-        &record.call.exchanges,
-        error.as_deref(),
+        &record.exchanges,
+        record.error.as_deref(),
     )
     .await
 }

@@ -5,20 +5,23 @@
 //! the gateway needs it, a snapshot of the payment); after the call it commits
 //! every exchange together with the outcome and its event. When an answer is
 //! ambiguous, or a run is found interrupted in `calling`, it inquires before it
-//! ever sends again ([`verify`]). Retries are written to Postgres and the lease
+//! ever sends again ([`verify`](super::reconcile::verify)). Retries are written to Postgres and the lease
 //! given up, never waited for in memory.
+//!
+//! This file is the shell that performs steps; which step comes next is
+//! decided by [`decide::next`], a pure function with its own table of tests.
 
 use std::sync::Arc;
 use time::OffsetDateTime;
 use tracing::Instrument;
 
-use super::exchanges::{count_exchanges, recording_of, write_record, write_record_in, Record};
-use super::reconcile::{no_such_payment, reconcile_unknown, settle, Evidence, Settlement};
+use super::decide::{self, Budget, Conclusion, Known, OperationKind, Step, Uncertain, Why};
+use super::exchanges::{write_record, write_record_in, Record};
+use super::reconcile::{no_such_payment, reconcile_unknown, verify, Settlement};
 use super::{retry, Job, Worker};
 use crate::events::Reported;
 use crate::gateways::{Answer, Classification, Operation, PaymentSnapshot, PaymentState};
 use crate::money::Amount;
-use crate::outcome::{Outcome, RejectReason};
 use crate::store::attempts::{self, AttemptKind};
 use crate::store::{commands, StoreError};
 
@@ -43,417 +46,241 @@ pub async fn drive(worker: Arc<Worker>, job: Job) {
     }
 }
 
+/// What one run carries from step to step.
+struct Run<'j> {
+    job: &'j Job,
+    /// Attempts made so far; after a call, that call's attempt number.
+    attempts: i32,
+    /// The payment as it looked before the side effect, when recorded.
+    before: Option<PaymentSnapshot>,
+    /// The payment as the last inquiry after an uncertain attempt found it.
+    after: Option<PaymentSnapshot>,
+    /// The last answer decided from (the call's, or the inquiry's before it).
+    answer: Option<Answer>,
+    /// Exchanges not written yet: they go with the next commit.
+    pending: Option<Record>,
+    /// Why a refund exceeds what is left to refund, when it does.
+    refund_problem: Option<String>,
+}
+
+impl<'j> Run<'j> {
+    fn new(job: &'j Job) -> Run<'j> {
+        Run {
+            job,
+            attempts: job.row.attempts,
+            before: job
+                .row
+                .before_snapshot
+                .as_ref()
+                .and_then(|v| serde_json::from_value(v.clone()).ok()),
+            after: None,
+            answer: None,
+            pending: None,
+            refund_problem: None,
+        }
+    }
+
+    fn operation(&self) -> Operation {
+        self.job.valid.request.operation
+    }
+
+    fn budget(&self, w: &Worker) -> Budget {
+        Budget {
+            attempts_made: self.attempts,
+            max_attempts: w.settings.max_attempts,
+            elapsed: (OffsetDateTime::now_utc() - self.job.row.received_at).unsigned_abs(),
+            next_delay: retry::delay(&w.settings, self.attempts.max(0) as u32 + 1),
+            max_retry_time: w.settings.max_retry_time,
+        }
+    }
+}
+
+/// Performs the steps [`decide::next`] chooses, until one ends the run.
 async fn run(w: &Worker, job: &Job) -> Result<(), StoreError> {
-    let id = job.row.id.as_str();
-    if !job.payment_leased {
-        let mut conn = w.store.pool().acquire().await?;
-        let granted = commands::claim_payment(
-            &mut conn,
-            job.valid.gateway.name(),
-            &job.payment_key(),
-            id,
-            w.owner,
-            w.settings.lease,
-        )
-        .await?;
-        if !granted {
-            // Another command holds this payment. Its release wakes us; the
-            // recheck bounds the wait should that wake-up miss us.
-            tracing::debug!("payment busy; waiting for the command that holds it");
-            commands::defer(&mut conn, id, w.owner, super::BUSY_PAYMENT_RECHECK).await?;
-            // The holder may have released between our claim and our requeue, in
-            // which case its wake-up missed us: look once more.
-            commands::wake_if_payment_free(
-                &mut conn,
-                id,
-                job.valid.gateway.name(),
-                &job.payment_key(),
-            )
-            .await?;
-            return Ok(());
-        }
+    if !job.payment_leased && !claim_payment(w, job).await? {
+        return Ok(());
     }
-    if job.row.state == "unsettled" {
-        return reconcile_unknown(w, job).await;
-    }
-
     let operation = job.valid.request.operation;
-    let attempts_made = job.row.attempts;
-    let mut before: Option<PaymentSnapshot> = job
-        .row
-        .before_snapshot
-        .as_ref()
-        .and_then(|v| serde_json::from_value(v.clone()).ok());
-
-    if let Some(row) = job.intent_row {
-        // Intake committed this first attempt's recovery point with the command.
-        return call_and_decide(w, job, 1, row, None).await;
-    }
-    if job.row.phase == "calling" {
-        // Found mid-call: a previous run died (or lost its lease) after recording
-        // its intent. Whatever it sent may have taken effect; find out first.
-        let mut conn = w.store.pool().acquire().await?;
-        let interrupted = attempts::mark_interrupted(&mut conn, id).await?;
-        drop(conn);
-        tracing::info!(
-            interrupted,
-            "resuming an interrupted attempt: inquiring before anything else"
-        );
-        match verify(w, job, before.as_ref(), attempts_made).await? {
-            (Settlement::Applied, snapshot, _) => {
-                return conclude_applied(
-                    w,
-                    job,
-                    attempts_made,
-                    snapshot.as_ref(),
-                    "the attempt interrupted by a restart",
-                )
-                .await;
+    let kind = OperationKind {
+        side_effect: operation.has_side_effect(),
+        snapshot_before: job.valid.gateway.snapshot_before(operation),
+    };
+    let mut run = Run::new(job);
+    let mut known = Known::Claimed {
+        unsettled: job.row.state == "unsettled",
+        intent_committed: job.intent_row.is_some(),
+        interrupted: job.row.phase == "calling",
+        has_snapshot: run.before.is_some(),
+    };
+    loop {
+        let budget = run.budget(w);
+        known = match decide::next(kind, known, &budget) {
+            Step::Reconcile => return reconcile_unknown(w, job).await,
+            Step::CallNow => {
+                let row = job.intent_row.expect("decided from intent_committed");
+                call(&mut run, 1, row).await
             }
-            (Settlement::NoSuchPayment, _, _) => {
-                return conclude_no_such_payment(
-                    w,
-                    job,
-                    attempts_made,
-                    "the attempt interrupted by a restart",
-                )
-                .await;
-            }
-            (Settlement::NotApplied, _, _) => {
-                let mut conn = w.store.pool().acquire().await?;
-                commands::clear_intent(&mut conn, id, w.owner).await?;
-                if attempts_made >= w.settings.max_attempts as i32 {
-                    let reported = Reported {
-                        description: Some("the interrupted attempt did not take effect and the retry budget is spent".into()),
-                        ..Reported::default()
-                    };
-                    return conclude(
-                        w,
-                        job,
-                        Outcome::Failed,
-                        None,
-                        attempts_made,
-                        reported,
-                        None,
-                        false,
-                    )
-                    .await;
-                }
-            }
-            (Settlement::Undecided, _, _) => {
-                let reported = Reported {
-                    description: Some("the worker stopped during a call and inquiries could not tell whether it took effect; reconciliation continues".into()),
-                    ..Reported::default()
+            Step::TakeSnapshot => take_snapshot(w, &mut run).await?,
+            Step::Call => {
+                let Some((attempt_no, row)) = record_intent(w, &mut run).await? else {
+                    tracing::warn!(
+                        "lost the lease before calling; leaving the command to its new owner"
+                    );
+                    return Ok(());
                 };
-                return conclude(
-                    w,
-                    job,
-                    Outcome::Unknown,
-                    None,
-                    attempts_made,
-                    reported,
-                    None,
-                    true,
-                )
-                .await;
+                call(&mut run, attempt_no, row).await
             }
-        }
-    }
-
-    // Record what the payment looks like before the side effect, where the status
-    // afterwards could not tell whether this attempt applied. Its exchange is
-    // written with the recovery point, in the same commit.
-    let mut snapshot_call = None;
-    if operation.has_side_effect()
-        && job.valid.gateway.snapshot_before(operation)
-        && before.is_none()
-    {
-        let inquiry = job
-            .valid
-            .request
-            .inquiry()
-            .expect("side effects have a payment id");
-        let call = job.valid.gateway.execute(&inquiry).await;
-        let record = Record {
-            gateway: job.valid.gateway.name(),
-            attempt_no: attempts_made + 1,
-            kind: AttemptKind::Inquiry,
-            in_flight_row: None,
-            call: &call,
+            Step::Inquire(uncertain) => inquire(w, &mut run, uncertain).await?,
+            Step::Retry { delay } => return schedule_retry(w, run, delay).await,
+            Step::Conclude(conclusion) => {
+                let reported = report(&run, conclusion.why, &budget);
+                return conclude(w, run, conclusion, reported).await;
+            }
         };
-        match (&call.answer.classification, &call.answer.snapshot) {
-            (Classification::Succeeded, Some(snapshot)) => {
-                if operation == Operation::Refund {
-                    if let Some(problem) = refund_limit(w, job, snapshot).await? {
-                        let reported = Reported {
-                            gateway_status: Some(snapshot.status.clone()),
-                            description: Some(problem),
-                            ..Reported::default()
-                        };
-                        return conclude(
-                            w,
-                            job,
-                            Outcome::Declined,
-                            None,
-                            attempts_made,
-                            reported,
-                            Some(record),
-                            false,
-                        )
-                        .await;
-                    }
-                }
-                before = Some(snapshot.clone());
-                snapshot_call = Some(call);
-            }
-            (Classification::Declined, _) => {
-                let mut reported = Reported::from_answer(&call.answer, operation);
-                reported.description = Some(format!(
-                    "the payment could not be inquired before the {operation}: {}",
-                    call.answer.description.as_deref().unwrap_or("declined")
-                ));
-                return conclude(
-                    w,
-                    job,
-                    Outcome::Declined,
-                    None,
-                    attempts_made,
-                    reported,
-                    Some(record),
-                    false,
-                )
-                .await;
-            }
-            _ => {
-                return retry_or_fail(w, job, attempts_made, &call.answer, Some(record)).await;
-            }
-        }
     }
+}
 
-    // The recovery point: committed before the call, so that whoever finds this
-    // command after a crash knows a call may have been made.
-    let before_json = before
-        .as_ref()
-        .map(|s| serde_json::to_value(s).expect("serializable"));
-    let inquiry = snapshot_call.as_ref().map(|call| {
-        let record = Record {
-            gateway: job.valid.gateway.name(),
-            attempt_no: attempts_made + 1,
-            kind: AttemptKind::Inquiry,
-            in_flight_row: None,
-            call,
-        };
-        count_exchanges(w, &record);
-        recording_of(id, &record)
-    });
+/// Takes the payment's lease, or, when another command holds it, defers this
+/// one until the holder releases it. Whether the lease was granted.
+async fn claim_payment(w: &Worker, job: &Job) -> Result<bool, StoreError> {
+    let id = job.row.id.as_str();
+    let mut conn = w.store.pool().acquire().await?;
+    let granted = commands::claim_payment(
+        &mut conn,
+        job.valid.gateway.name(),
+        &job.payment_key(),
+        id,
+        w.owner,
+        w.settings.lease,
+    )
+    .await?;
+    if !granted {
+        // Another command holds this payment. Its release wakes us; the
+        // recheck bounds the wait should that wake-up miss us.
+        tracing::debug!("payment busy; waiting for the command that holds it");
+        commands::defer(&mut conn, id, w.owner, super::BUSY_PAYMENT_RECHECK).await?;
+        // The holder may have released between our claim and our requeue, in
+        // which case its wake-up missed us: look once more.
+        commands::wake_if_payment_free(&mut conn, id, job.valid.gateway.name(), &job.payment_key())
+            .await?;
+    }
+    Ok(granted)
+}
+
+/// Records what the payment looks like before the side effect, where the
+/// status afterwards could not tell whether this attempt applied. Its
+/// exchange is written with the recovery point, in the same commit.
+async fn take_snapshot(w: &Worker, run: &mut Run<'_>) -> Result<Known, StoreError> {
+    let job = run.job;
+    let inquiry = job
+        .valid
+        .request
+        .inquiry()
+        .expect("side effects have a payment id");
+    let call = job.valid.gateway.execute(&inquiry).await;
+    let (record, answer) = Record::split(job, call, run.attempts + 1, AttemptKind::Inquiry, None);
+    run.pending = Some(record);
+    let found = answer.classification == Classification::Succeeded && answer.snapshot.is_some();
+    if found {
+        let snapshot = answer.snapshot.clone().expect("found");
+        if run.operation() == Operation::Refund {
+            run.refund_problem = refund_limit(w, job, &snapshot).await?;
+        }
+        run.before = Some(snapshot);
+    }
+    let known = Known::Snapshot {
+        classification: answer.classification,
+        found,
+        over_refund_limit: run.refund_problem.is_some(),
+    };
+    run.answer = Some(answer);
+    Ok(known)
+}
+
+/// Commits the recovery point before the call, so that whoever finds this
+/// command after a crash knows a call may have been made. `None` if the
+/// lease was lost meanwhile.
+async fn record_intent(w: &Worker, run: &mut Run<'_>) -> Result<Option<(i32, i64)>, StoreError> {
+    let id = run.job.row.id.as_str();
     let intent = super::intent::Intent {
         command_id: id.to_string(),
-        purpose: operation.as_str(),
-        before_snapshot: before_json,
-        inquiry,
+        purpose: run.operation().as_str(),
+        before_snapshot: run
+            .before
+            .as_ref()
+            .map(|s| serde_json::to_value(s).expect("serializable")),
+        inquiry: run.pending.take().map(|r| r.into_recording(w, id)),
     };
-    let Some((attempt_no, row)) = w.intents.record(intent).await? else {
-        tracing::warn!("lost the lease before calling; leaving the command to its new owner");
-        return Ok(());
-    };
-
-    call_and_decide(w, job, attempt_no, row, before).await
+    w.intents.record(intent).await
 }
 
-/// Makes the call whose recovery point is committed, and decides from its answer.
-async fn call_and_decide(
-    w: &Worker,
-    job: &Job,
-    attempt_no: i32,
-    row: i64,
-    before: Option<PaymentSnapshot>,
-) -> Result<(), StoreError> {
-    let id = job.row.id.as_str();
-    let operation = job.valid.request.operation;
+/// Makes the call whose recovery point is committed.
+async fn call(run: &mut Run<'_>, attempt_no: i32, row: i64) -> Known {
+    let job = run.job;
     let call = job.valid.gateway.execute(&job.valid.request).await;
-    let record = Record {
-        gateway: job.valid.gateway.name(),
-        attempt_no,
-        kind: AttemptKind::Operation,
-        in_flight_row: Some(row),
-        call: &call,
-    };
-    let answer = &call.answer;
+    let (record, answer) = Record::split(job, call, attempt_no, AttemptKind::Operation, Some(row));
     tracing::debug!(classification = %answer.classification, "gateway answered");
-    match answer.classification {
-        Classification::Succeeded => {
-            let reported = Reported::from_answer(answer, operation);
-            conclude(
-                w,
-                job,
-                Outcome::Succeeded,
-                None,
-                attempt_no,
-                reported,
-                Some(record),
-                false,
-            )
-            .await
-        }
-        Classification::Declined => {
-            let reported = Reported::from_answer(answer, operation);
-            conclude(
-                w,
-                job,
-                Outcome::Declined,
-                None,
-                attempt_no,
-                reported,
-                Some(record),
-                false,
-            )
-            .await
-        }
-        Classification::NotApplied => retry_or_fail(w, job, attempt_no, answer, Some(record)).await,
-        // A read has no effect to double: just ask again.
-        Classification::Ambiguous if !operation.has_side_effect() => {
-            retry_or_fail(w, job, attempt_no, answer, Some(record)).await
-        }
-        Classification::Ambiguous => {
-            write_record(w, id, &record).await?;
+    let known = Known::Answered(answer.classification);
+    run.attempts = attempt_no;
+    run.pending = Some(record);
+    run.answer = Some(answer);
+    known
+}
+
+/// Finds out whether an uncertain attempt took effect. A `not applied`
+/// clears the recovery point, since nothing is in flight any more.
+async fn inquire(w: &Worker, run: &mut Run<'_>, uncertain: Uncertain) -> Result<Known, StoreError> {
+    let id = run.job.row.id.as_str();
+    match uncertain {
+        Uncertain::Interrupted => {
+            // Found mid-call: a previous run died (or lost its lease) after
+            // recording its intent. Whatever it sent may have taken effect.
+            let mut conn = w.store.pool().acquire().await?;
+            let interrupted = attempts::mark_interrupted(&mut conn, id).await?;
+            drop(conn);
             tracing::info!(
-                error = answer.description.as_deref().unwrap_or(""),
+                interrupted,
+                "resuming an interrupted attempt: inquiring before anything else"
+            );
+        }
+        Uncertain::Ambiguous => {
+            if let Some(record) = run.pending.take() {
+                write_record(w, id, &record).await?;
+            }
+            tracing::info!(
+                error = run
+                    .answer
+                    .as_ref()
+                    .and_then(|a| a.description.as_deref())
+                    .unwrap_or(""),
                 "ambiguous answer: inquiring before anything else"
             );
-            match verify(w, job, before.as_ref(), attempt_no).await? {
-                (Settlement::Applied, snapshot, _) => {
-                    let cause = answer
-                        .description
-                        .clone()
-                        .unwrap_or_else(|| "an ambiguous answer".into());
-                    conclude_applied(w, job, attempt_no, snapshot.as_ref(), &cause).await
-                }
-                (Settlement::NotApplied, _, _) => {
-                    let mut conn = w.store.pool().acquire().await?;
-                    commands::clear_intent(&mut conn, id, w.owner).await?;
-                    drop(conn);
-                    retry_or_fail(w, job, attempt_no, answer, None).await
-                }
-                (Settlement::NoSuchPayment, _, _) => {
-                    let cause = answer
-                        .description
-                        .clone()
-                        .unwrap_or_else(|| "an ambiguous answer".into());
-                    conclude_no_such_payment(w, job, attempt_no, &cause).await
-                }
-                (Settlement::Undecided, _, _) => {
-                    let mut reported = Reported::from_answer(answer, operation);
-                    reported.description = Some(format!(
-                        "{}; inquiries could not tell whether it took effect; reconciliation continues",
-                        answer.description.as_deref().unwrap_or("ambiguous answer")
-                    ));
-                    conclude(
-                        w,
-                        job,
-                        Outcome::Unknown,
-                        None,
-                        attempt_no,
-                        reported,
-                        None,
-                        true,
-                    )
-                    .await
-                }
-            }
         }
     }
-}
-
-/// Inquires (a few times, with backoff) until the payment shows whether the
-/// command's operation took effect. Every inquiry is recorded.
-async fn verify(
-    w: &Worker,
-    job: &Job,
-    before: Option<&PaymentSnapshot>,
-    attempt_no: i32,
-) -> Result<(Settlement, Option<PaymentSnapshot>, Option<Answer>), StoreError> {
-    let request = &job.valid.request;
-    let Some(inquiry) = request.inquiry() else {
-        return Ok((Settlement::NotApplied, None, None));
-    };
-    let mut last = None;
-    for check in 0..w.settings.reconcile_attempts.max(1) {
-        // Give the gateway a moment to finish what it may still be processing.
-        tokio::time::sleep(retry::jittered(
-            w.settings.initial_backoff,
-            w.settings.max_backoff,
-            check + 1,
-        ))
-        .await;
-        let call = job.valid.gateway.execute(&inquiry).await;
-        write_record(
-            w,
-            &job.row.id,
-            &Record {
-                gateway: job.valid.gateway.name(),
-                attempt_no,
-                kind: AttemptKind::Inquiry,
-                in_flight_row: None,
-                call: &call,
-            },
-        )
-        .await?;
-        if let Some(evidence) = Evidence::of(&call.answer) {
-            let settlement = settle(request.operation, request.amount, before, evidence);
-            let after = evidence.snapshot().cloned();
-            tracing::info!(
-                status = after
-                    .as_ref()
-                    .map(|a| a.status.as_str())
-                    .unwrap_or("not found"),
-                ?settlement,
-                "inquiry after an uncertain attempt"
-            );
-            if settlement != Settlement::Undecided {
-                return Ok((settlement, after, Some(call.answer)));
-            }
-            last = after.or(last);
-        }
+    let (settlement, after) = verify(w, run.job, run.before.as_ref(), run.attempts).await?;
+    if settlement == Settlement::NotApplied {
+        let mut conn = w.store.pool().acquire().await?;
+        commands::clear_intent(&mut conn, id, w.owner).await?;
     }
-    Ok((Settlement::Undecided, last, None))
+    run.after = after;
+    Ok(Known::Verified {
+        settlement,
+        uncertain,
+        has_snapshot: run.before.is_some(),
+    })
 }
 
-/// After a `not applied` answer: schedule the next attempt durably, or give up
-/// with `failed` once attempts or time are spent.
-async fn retry_or_fail(
+/// Schedules the next attempt durably and gives the leases up.
+async fn schedule_retry(
     w: &Worker,
-    job: &Job,
-    attempts_made: i32,
-    answer: &Answer,
-    record: Option<Record<'_>>,
+    run: Run<'_>,
+    delay: std::time::Duration,
 ) -> Result<(), StoreError> {
-    let delay = retry::delay(&w.settings, attempts_made.max(0) as u32 + 1);
-    let elapsed = (OffsetDateTime::now_utc() - job.row.received_at).unsigned_abs();
-    let budget_left = attempts_made < w.settings.max_attempts as i32
-        && elapsed + delay < w.settings.max_retry_time;
-    if !budget_left {
-        let mut reported = Reported::from_answer(answer, job.valid.request.operation);
-        reported.description = Some(format!(
-            "gave up after {attempts_made} attempt(s) in {}s: {}",
-            elapsed.as_secs(),
-            answer.description.as_deref().unwrap_or("not applied")
-        ));
-        return conclude(
-            w,
-            job,
-            Outcome::Failed,
-            None,
-            attempts_made,
-            reported,
-            record,
-            false,
-        )
-        .await;
-    }
+    let job = run.job;
     let id = job.row.id.as_str();
     let mut tx = w.store.pool().begin().await?;
-    if let Some(record) = record {
-        write_record_in(w, &mut tx, id, &record).await?;
+    if let Some(record) = &run.pending {
+        write_record_in(w, &mut tx, id, record).await?;
     }
     commands::clear_intent(&mut tx, id, w.owner).await?;
     commands::requeue(&mut tx, id, w.owner, delay).await?;
@@ -463,7 +290,7 @@ async fn retry_or_fail(
         job.valid.gateway.name(),
         job.valid.request.operation.as_str(),
     );
-    tracing::info!(retry_in = ?delay, attempts_made, "not applied; retry scheduled");
+    tracing::info!(retry_in = ?delay, attempts_made = run.attempts, "not applied; retry scheduled");
     Ok(())
 }
 
@@ -503,95 +330,117 @@ async fn refund_limit(
     }))
 }
 
-async fn conclude_no_such_payment(
-    w: &Worker,
-    job: &Job,
-    attempts_made: i32,
-    cause: &str,
-) -> Result<(), StoreError> {
-    let reported = Reported {
-        description: Some(format!(
-            "{} (settled by inquiry after {cause})",
-            no_such_payment(job)
-        )),
-        ..Reported::default()
+/// The gateway's fields of the event, and the description that says why the
+/// outcome was reached.
+fn report(run: &Run<'_>, why: Why, budget: &Budget) -> Reported {
+    let operation = run.operation();
+    let answered = || {
+        run.answer
+            .as_ref()
+            .map(|a| Reported::from_answer(a, operation))
+            .unwrap_or_default()
     };
-    conclude(
-        w,
-        job,
-        Outcome::Declined,
-        None,
-        attempts_made,
-        reported,
-        None,
-        false,
-    )
-    .await
-}
-
-async fn conclude_applied(
-    w: &Worker,
-    job: &Job,
-    attempts_made: i32,
-    snapshot: Option<&PaymentSnapshot>,
-    cause: &str,
-) -> Result<(), StoreError> {
-    let reported = Reported {
-        gateway_status: snapshot.map(|s| s.status.clone()),
-        description: Some(format!("confirmed by inquiry after {cause}")),
-        ..Reported::default()
+    let said = |fallback: &'static str| {
+        run.answer
+            .as_ref()
+            .and_then(|a| a.description.clone())
+            .unwrap_or_else(|| fallback.to_string())
     };
-    conclude(
-        w,
-        job,
-        Outcome::Succeeded,
-        None,
-        attempts_made,
-        reported,
-        None,
-        false,
-    )
-    .await
+    let cause = |uncertain| match uncertain {
+        Uncertain::Interrupted => "the attempt interrupted by a restart".to_string(),
+        Uncertain::Ambiguous => said("an ambiguous answer"),
+    };
+    let described = |base: Reported, description: String| Reported {
+        description: Some(description),
+        ..base
+    };
+    match why {
+        Why::Answered => answered(),
+        Why::SnapshotDeclined => described(
+            answered(),
+            format!(
+                "the payment could not be inquired before the {operation}: {}",
+                said("declined")
+            ),
+        ),
+        Why::RefundOverLimit => Reported {
+            gateway_status: run.before.as_ref().map(|s| s.status.clone()),
+            description: run.refund_problem.clone(),
+            ..Reported::default()
+        },
+        Why::GaveUp => described(
+            answered(),
+            format!(
+                "gave up after {} attempt(s) in {}s: {}",
+                run.attempts,
+                budget.elapsed.as_secs(),
+                said("not applied")
+            ),
+        ),
+        Why::InterruptedNotApplied => described(
+            Reported::default(),
+            "the interrupted attempt did not take effect and the retry budget is spent".into(),
+        ),
+        Why::Confirmed(uncertain) => Reported {
+            gateway_status: run.after.as_ref().map(|s| s.status.clone()),
+            description: Some(format!("confirmed by inquiry after {}", cause(uncertain))),
+            ..Reported::default()
+        },
+        Why::NoSuchPayment(uncertain) => described(
+            Reported::default(),
+            format!(
+                "{} (settled by inquiry after {})",
+                no_such_payment(&run.job.valid.request),
+                cause(uncertain)
+            ),
+        ),
+        Why::Undecided(Uncertain::Interrupted) => described(
+            Reported::default(),
+            "the worker stopped during a call and inquiries could not tell whether it took effect; reconciliation continues".into(),
+        ),
+        Why::Undecided(Uncertain::Ambiguous) => described(
+            answered(),
+            format!(
+                "{}; inquiries could not tell whether it took effect; reconciliation continues",
+                said("ambiguous answer")
+            ),
+        ),
+    }
 }
 
 /// Commits the outcome, its event (and any pending replays), the exchanges that
 /// led to it, and releases the payment, all in one transaction (shared with
 /// other commands' decisions by the [`completion`](super::completion) writer).
-#[allow(clippy::too_many_arguments)]
 async fn conclude(
     w: &Worker,
-    job: &Job,
-    outcome: Outcome,
-    reason: Option<RejectReason>,
-    attempts_made: i32,
+    run: Run<'_>,
+    conclusion: Conclusion,
     reported: Reported,
-    record: Option<Record<'_>>,
-    unsettled: bool,
 ) -> Result<(), StoreError> {
-    use super::completion::{Committed, Conclusion};
+    use super::completion::{Committed, Conclusion as Completed};
     use crate::store::commands::{Decision, PaymentClaim};
 
+    let job = run.job;
     let id = job.row.id.as_str();
+    let outcome = conclusion.outcome;
     let event = crate::events::event_for(
         id,
         &job.row.payload,
         outcome,
-        reason,
+        None,
         job.valid.request.amount,
-        attempts_made,
+        run.attempts,
         reported,
     );
-    let recording = record.map(|record| {
-        count_exchanges(w, &record);
-        recording_of(id, &record)
-    });
-    let conclusion = Conclusion {
+    let completed = Completed {
         decision: Decision {
             id: id.to_string(),
             outcome: outcome.as_str().to_string(),
-            reason: reason.map(|r| r.as_str().to_string()),
+            reason: None,
             result: serde_json::to_string(&event).expect("serializable"),
-            reconcile_in: unsettled.then(|| retry::reconcile_delay(&w.settings, 0)),
+            reconcile_in: conclusion
+                .unsettled()
+                .then(|| retry::reconcile_delay(&w.settings, 0)),
         },
         event,
         claim: PaymentClaim {
@@ -599,11 +448,11 @@ async fn conclude(
             payment_key: job.payment_key(),
             command_id: id.to_string(),
         },
-        recording,
+        recording: run.pending.map(|record| record.into_recording(w, id)),
         reply_to: job.row.reply_to.clone(),
         reply_correlation_id: job.reply_correlation().map(str::to_string),
     };
-    match w.completer.commit(conclusion).await? {
+    match w.completer.commit(completed).await? {
         Committed::Decided { replays } => {
             w.metrics.command_decided(
                 job.valid.gateway.name(),
@@ -611,7 +460,7 @@ async fn conclude(
                 outcome.as_str(),
             );
             (0..replays).for_each(|_| w.metrics.replayed());
-            tracing::info!(outcome = %outcome, attempts = attempts_made, "command decided");
+            tracing::info!(outcome = %outcome, attempts = run.attempts, "command decided");
         }
         Committed::LeaseLost => {
             tracing::warn!(

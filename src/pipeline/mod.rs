@@ -15,6 +15,7 @@
 pub mod batch;
 pub mod completion;
 pub mod consumer;
+pub mod decide;
 mod exchanges;
 pub mod executor;
 pub mod intake;

@@ -7,11 +7,17 @@
 //! because resending on a wrong `NotApplied` moves money twice. An inquiry
 //! that says the gateway does not know the payment at all is evidence too
 //! ([`Evidence::NoSuchPayment`]): nothing was applied, and nothing ever will be.
+//!
+//! The inquiries themselves live here too: [`verify`] (with backoff, right
+//! after an uncertain attempt) and [`reconcile_unknown`] (one per scheduled
+//! check, for an outcome published as `unknown`).
 
 use super::exchanges::{write_record, Record};
 use super::{retry, Job, Worker};
 use crate::events::{event_for, now_rfc3339, Reported, ResultEvent};
-use crate::gateways::{Answer, Classification, Operation, PaymentSnapshot, PaymentState};
+use crate::gateways::{
+    Answer, Classification, Operation, OperationRequest, PaymentSnapshot, PaymentState,
+};
 use crate::money::Amount;
 use crate::outcome::Outcome;
 use crate::store::attempts::AttemptKind;
@@ -137,6 +143,50 @@ fn settle_found(
     }
 }
 
+/// Inquires (a few times, with backoff) until the payment shows whether the
+/// command's operation took effect. Every inquiry is recorded.
+pub(super) async fn verify(
+    w: &Worker,
+    job: &Job,
+    before: Option<&PaymentSnapshot>,
+    attempt_no: i32,
+) -> Result<(Settlement, Option<PaymentSnapshot>), StoreError> {
+    let request = &job.valid.request;
+    let Some(inquiry) = request.inquiry() else {
+        return Ok((Settlement::NotApplied, None));
+    };
+    let mut last = None;
+    for check in 0..w.settings.reconcile_attempts.max(1) {
+        // Give the gateway a moment to finish what it may still be processing.
+        tokio::time::sleep(retry::jittered(
+            w.settings.initial_backoff,
+            w.settings.max_backoff,
+            check + 1,
+        ))
+        .await;
+        let call = job.valid.gateway.execute(&inquiry).await;
+        let (record, answer) = Record::split(job, call, attempt_no, AttemptKind::Inquiry, None);
+        write_record(w, &job.row.id, &record).await?;
+        if let Some(evidence) = Evidence::of(&answer) {
+            let settlement = settle(request.operation, request.amount, before, evidence);
+            let after = evidence.snapshot().cloned();
+            tracing::info!(
+                status = after
+                    .as_ref()
+                    .map(|a| a.status.as_str())
+                    .unwrap_or("not found"),
+                ?settlement,
+                "inquiry after an uncertain attempt"
+            );
+            if settlement != Settlement::Undecided {
+                return Ok((settlement, after));
+            }
+            last = after.or(last);
+        }
+    }
+    Ok((Settlement::Undecided, last))
+}
+
 /// Background reconciliation of an `unknown`: one inquiry per scheduled check.
 pub(super) async fn reconcile_unknown(w: &Worker, job: &Job) -> Result<(), StoreError> {
     let id = job.row.id.as_str();
@@ -150,19 +200,10 @@ pub(super) async fn reconcile_unknown(w: &Worker, job: &Job) -> Result<(), Store
         None => None,
         Some(inquiry) => {
             let call = job.valid.gateway.execute(&inquiry).await;
-            write_record(
-                w,
-                id,
-                &Record {
-                    gateway: job.valid.gateway.name(),
-                    attempt_no: job.row.attempts,
-                    kind: AttemptKind::Inquiry,
-                    in_flight_row: None,
-                    call: &call,
-                },
-            )
-            .await?;
-            Evidence::of(&call.answer).map(|evidence| {
+            let (record, answer) =
+                Record::split(job, call, job.row.attempts, AttemptKind::Inquiry, None);
+            write_record(w, id, &record).await?;
+            Evidence::of(&answer).map(|evidence| {
                 (
                     settle(request.operation, request.amount, before.as_ref(), evidence),
                     evidence.snapshot().cloned(),
@@ -212,7 +253,7 @@ pub(super) async fn reconcile_unknown(w: &Worker, job: &Job) -> Result<(), Store
                     "settled by inquiry: the payment shows the {} did not take effect ({status})",
                     request.operation
                 ),
-                (None, _) => no_such_payment(job),
+                (None, _) => no_such_payment(request),
             });
             event.occurred_at = now_rfc3339();
             let body = serde_json::to_string(&event).expect("serializable");
@@ -242,11 +283,11 @@ pub(super) async fn reconcile_unknown(w: &Worker, job: &Job) -> Result<(), Store
 }
 
 /// What a `declined` says when an inquiry found that the gateway does not know the payment.
-pub(super) fn no_such_payment(job: &Job) -> String {
+pub(super) fn no_such_payment(request: &OperationRequest) -> String {
     format!(
         "the gateway does not know payment {}: the {} did not take effect and cannot",
-        job.valid.request.payment_id.as_deref().unwrap_or("-"),
-        job.valid.request.operation
+        request.payment_id.as_deref().unwrap_or("-"),
+        request.operation
     )
 }
 
