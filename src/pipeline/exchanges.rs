@@ -5,7 +5,7 @@
 //! transaction as whatever follows them (a recovery point, an outcome, a retry).
 
 use super::{Job, Worker};
-use crate::gateways::{Answer, Exchange, GatewayCall};
+use crate::gateways::{Answer, Exchange, ExchangeKind, GatewayCall};
 use crate::store::attempts::{self, AttemptKind, Recording};
 use crate::store::StoreError;
 
@@ -57,10 +57,9 @@ impl Record {
 
 fn count_exchanges(w: &Worker, record: &Record) {
     for exchange in &record.exchanges {
-        let kind = if exchange.purpose == "authToken" {
-            AttemptKind::Auth
-        } else {
-            record.kind
+        let kind = match exchange.kind {
+            ExchangeKind::Auth => AttemptKind::Auth,
+            ExchangeKind::Call => record.kind,
         };
         w.metrics.exchange(record.gateway, kind.as_str(), exchange);
     }
