@@ -114,17 +114,19 @@ pub enum Step {
     /// Schedule the next attempt in PostgreSQL after `delay`, and give the lease up.
     Retry { delay: Duration },
     /// Commit the outcome.
-    Conclude(Conclusion),
+    Conclude(Ruling),
 }
 
 /// An outcome and why it was reached (the executor words the description).
+/// Not to be confused with [`completion::Conclusion`](super::completion::Conclusion),
+/// the committed decision it becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Conclusion {
+pub struct Ruling {
     pub outcome: Outcome,
     pub why: Why,
 }
 
-impl Conclusion {
+impl Ruling {
     /// An `unknown` keeps being reconciled in the background.
     pub fn unsettled(&self) -> bool {
         self.outcome == Outcome::Unknown
@@ -236,7 +238,7 @@ fn retry_or_give_up(budget: &Budget) -> Step {
 }
 
 fn conclude(outcome: Outcome, why: Why) -> Step {
-    Step::Conclude(Conclusion { outcome, why })
+    Step::Conclude(Ruling { outcome, why })
 }
 
 #[cfg(test)]
@@ -283,7 +285,7 @@ mod tests {
     }
 
     fn done(outcome: Outcome, why: Why) -> Step {
-        Step::Conclude(Conclusion { outcome, why })
+        Step::Conclude(Ruling { outcome, why })
     }
     const RETRY: Step = Step::Retry { delay: DELAY };
 
@@ -530,7 +532,7 @@ mod tests {
             Outcome::Failed,
             Outcome::Unknown,
         ] {
-            let conclusion = Conclusion {
+            let conclusion = Ruling {
                 outcome,
                 why: Why::Answered,
             };

@@ -42,8 +42,8 @@ impl Record {
     }
 
     /// Counts the exchanges, and hands them over to be written by a batch.
-    pub fn into_recording(self, w: &Worker, id: &str) -> Recording {
-        count_exchanges(w, &self);
+    pub fn into_recording(self, worker: &Worker, id: &str) -> Recording {
+        count_exchanges(worker, &self);
         Recording {
             command_id: id.to_string(),
             attempt_no: self.attempt_no,
@@ -55,29 +55,35 @@ impl Record {
     }
 }
 
-fn count_exchanges(w: &Worker, record: &Record) {
+fn count_exchanges(worker: &Worker, record: &Record) {
     for exchange in &record.exchanges {
         let kind = match exchange.kind {
             ExchangeKind::Auth => AttemptKind::Auth,
             ExchangeKind::Call => record.kind,
         };
-        w.metrics.exchange(record.gateway, kind.as_str(), exchange);
+        worker
+            .metrics
+            .exchange(record.gateway, kind.as_str(), exchange);
     }
 }
 
-pub(super) async fn write_record(w: &Worker, id: &str, record: &Record) -> Result<(), StoreError> {
-    let mut conn = w.store.pool().acquire().await?;
-    write_record_in(w, &mut conn, id, record).await
+pub(super) async fn write_record(
+    worker: &Worker,
+    id: &str,
+    record: &Record,
+) -> Result<(), StoreError> {
+    let mut conn = worker.store.pool().acquire().await?;
+    write_record_in(worker, &mut conn, id, record).await
 }
 
 /// Records the exchanges of a call, and counts them: one place for both.
 pub(super) async fn write_record_in(
-    w: &Worker,
+    worker: &Worker,
     conn: &mut sqlx::PgConnection,
     id: &str,
     record: &Record,
 ) -> Result<(), StoreError> {
-    count_exchanges(w, record);
+    count_exchanges(worker, record);
     attempts::record(
         conn,
         id,

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use tracing::Instrument;
 
-use super::decide::{self, Budget, Conclusion, Known, OperationKind, Step, Uncertain, Why};
+use super::decide::{self, Budget, Known, OperationKind, Ruling, Step, Uncertain, Why};
 use super::exchanges::{write_record, write_record_in, Record};
 use super::reconcile::{no_such_payment, reconcile_unknown, verify, Settlement};
 use super::{retry, Job, Worker};
@@ -84,20 +84,20 @@ impl<'j> Run<'j> {
         self.job.valid.request.operation
     }
 
-    fn budget(&self, w: &Worker) -> Budget {
+    fn budget(&self, worker: &Worker) -> Budget {
         Budget {
             attempts_made: self.attempts,
-            max_attempts: w.settings.max_attempts,
+            max_attempts: worker.settings.max_attempts,
             elapsed: (OffsetDateTime::now_utc() - self.job.row.received_at).unsigned_abs(),
-            next_delay: retry::delay(&w.settings, self.attempts.max(0) as u32 + 1),
-            max_retry_time: w.settings.max_retry_time,
+            next_delay: retry::delay(&worker.settings, self.attempts.max(0) as u32 + 1),
+            max_retry_time: worker.settings.max_retry_time,
         }
     }
 }
 
 /// Performs the steps [`decide::next`] chooses, until one ends the run.
-async fn run(w: &Worker, job: &Job) -> Result<(), StoreError> {
-    if !job.payment_leased && !claim_payment(w, job).await? {
+async fn run(worker: &Worker, job: &Job) -> Result<(), StoreError> {
+    if !job.payment_leased && !claim_payment(worker, job).await? {
         return Ok(());
     }
     let operation = job.valid.request.operation;
@@ -113,16 +113,16 @@ async fn run(w: &Worker, job: &Job) -> Result<(), StoreError> {
         has_snapshot: run.before.is_some(),
     };
     loop {
-        let budget = run.budget(w);
+        let budget = run.budget(worker);
         known = match decide::next(kind, known, &budget) {
-            Step::Reconcile => return reconcile_unknown(w, job).await,
+            Step::Reconcile => return reconcile_unknown(worker, job).await,
             Step::CallNow => {
                 let row = job.intent_row.expect("decided from intent_committed");
                 call(&mut run, 1, row).await
             }
-            Step::TakeSnapshot => take_snapshot(w, &mut run).await?,
+            Step::TakeSnapshot => take_snapshot(worker, &mut run).await?,
             Step::Call => {
-                let Some((attempt_no, row)) = record_intent(w, &mut run).await? else {
+                let Some((attempt_no, row)) = record_intent(worker, &mut run).await? else {
                     tracing::warn!(
                         "lost the lease before calling; leaving the command to its new owner"
                     );
@@ -130,11 +130,11 @@ async fn run(w: &Worker, job: &Job) -> Result<(), StoreError> {
                 };
                 call(&mut run, attempt_no, row).await
             }
-            Step::Inquire(uncertain) => inquire(w, &mut run, uncertain).await?,
-            Step::Retry { delay } => return schedule_retry(w, run, delay).await,
-            Step::Conclude(conclusion) => {
-                let reported = report(&run, conclusion.why, &budget);
-                return conclude(w, run, conclusion, reported).await;
+            Step::Inquire(uncertain) => inquire(worker, &mut run, uncertain).await?,
+            Step::Retry { delay } => return schedule_retry(worker, run, delay).await,
+            Step::Conclude(ruling) => {
+                let reported = report(&run, ruling.why, &budget);
+                return conclude(worker, run, ruling, reported).await;
             }
         };
     }
@@ -142,23 +142,23 @@ async fn run(w: &Worker, job: &Job) -> Result<(), StoreError> {
 
 /// Takes the payment's lease, or, when another command holds it, defers this
 /// one until the holder releases it. Whether the lease was granted.
-async fn claim_payment(w: &Worker, job: &Job) -> Result<bool, StoreError> {
+async fn claim_payment(worker: &Worker, job: &Job) -> Result<bool, StoreError> {
     let id = job.row.id.as_str();
-    let mut conn = w.store.pool().acquire().await?;
+    let mut conn = worker.store.pool().acquire().await?;
     let granted = commands::claim_payment(
         &mut conn,
         job.valid.gateway.name(),
         &job.payment_key(),
         id,
-        w.owner,
-        w.settings.lease,
+        worker.owner,
+        worker.settings.lease,
     )
     .await?;
     if !granted {
         // Another command holds this payment. Its release wakes us; the
         // recheck bounds the wait should that wake-up miss us.
         tracing::debug!("payment busy; waiting for the command that holds it");
-        commands::defer(&mut conn, id, w.owner, super::BUSY_PAYMENT_RECHECK).await?;
+        commands::defer(&mut conn, id, worker.owner, super::BUSY_PAYMENT_RECHECK).await?;
         // The holder may have released between our claim and our requeue, in
         // which case its wake-up missed us: look once more.
         commands::wake_if_payment_free(&mut conn, id, job.valid.gateway.name(), &job.payment_key())
@@ -170,7 +170,7 @@ async fn claim_payment(w: &Worker, job: &Job) -> Result<bool, StoreError> {
 /// Records what the payment looks like before the side effect, where the
 /// status afterwards could not tell whether this attempt applied. Its
 /// exchange is written with the recovery point, in the same commit.
-async fn take_snapshot(w: &Worker, run: &mut Run<'_>) -> Result<Known, StoreError> {
+async fn take_snapshot(worker: &Worker, run: &mut Run<'_>) -> Result<Known, StoreError> {
     let job = run.job;
     let inquiry = job
         .valid
@@ -184,7 +184,7 @@ async fn take_snapshot(w: &Worker, run: &mut Run<'_>) -> Result<Known, StoreErro
     if found {
         let snapshot = answer.snapshot.clone().expect("found");
         if run.operation() == Operation::Refund {
-            run.refund_problem = refund_limit(w, job, &snapshot).await?;
+            run.refund_problem = refund_limit(worker, job, &snapshot).await?;
         }
         run.before = Some(snapshot);
     }
@@ -200,18 +200,21 @@ async fn take_snapshot(w: &Worker, run: &mut Run<'_>) -> Result<Known, StoreErro
 /// Commits the recovery point before the call, so that whoever finds this
 /// command after a crash knows a call may have been made. `None` if the
 /// lease was lost meanwhile.
-async fn record_intent(w: &Worker, run: &mut Run<'_>) -> Result<Option<(i32, i64)>, StoreError> {
+async fn record_intent(
+    worker: &Worker,
+    run: &mut Run<'_>,
+) -> Result<Option<(i32, i64)>, StoreError> {
     let id = run.job.row.id.as_str();
-    let intent = super::intent::Intent {
+    let intent = super::intent::RecoveryPoint {
         command_id: id.to_string(),
         purpose: run.operation().as_str(),
         before_snapshot: run
             .before
             .as_ref()
             .map(|s| serde_json::to_value(s).expect("serializable")),
-        inquiry: run.pending.take().map(|r| r.into_recording(w, id)),
+        inquiry: run.pending.take().map(|r| r.into_recording(worker, id)),
     };
-    w.intents.record(intent).await
+    worker.intents.record(intent).await
 }
 
 /// Makes the call whose recovery point is committed.
@@ -229,13 +232,17 @@ async fn call(run: &mut Run<'_>, attempt_no: i32, row: i64) -> Known {
 
 /// Finds out whether an uncertain attempt took effect. A `not applied`
 /// clears the recovery point, since nothing is in flight any more.
-async fn inquire(w: &Worker, run: &mut Run<'_>, uncertain: Uncertain) -> Result<Known, StoreError> {
+async fn inquire(
+    worker: &Worker,
+    run: &mut Run<'_>,
+    uncertain: Uncertain,
+) -> Result<Known, StoreError> {
     let id = run.job.row.id.as_str();
     match uncertain {
         Uncertain::Interrupted => {
             // Found mid-call: a previous run died (or lost its lease) after
             // recording its intent. Whatever it sent may have taken effect.
-            let mut conn = w.store.pool().acquire().await?;
+            let mut conn = worker.store.pool().acquire().await?;
             let interrupted = attempts::mark_interrupted(&mut conn, id).await?;
             drop(conn);
             tracing::info!(
@@ -245,7 +252,7 @@ async fn inquire(w: &Worker, run: &mut Run<'_>, uncertain: Uncertain) -> Result<
         }
         Uncertain::Ambiguous => {
             if let Some(record) = run.pending.take() {
-                write_record(w, id, &record).await?;
+                write_record(worker, id, &record).await?;
             }
             tracing::info!(
                 error = run
@@ -257,10 +264,10 @@ async fn inquire(w: &Worker, run: &mut Run<'_>, uncertain: Uncertain) -> Result<
             );
         }
     }
-    let (settlement, after) = verify(w, run.job, run.before.as_ref(), run.attempts).await?;
+    let (settlement, after) = verify(worker, run.job, run.before.as_ref(), run.attempts).await?;
     if settlement == Settlement::NotApplied {
-        let mut conn = w.store.pool().acquire().await?;
-        commands::clear_intent(&mut conn, id, w.owner).await?;
+        let mut conn = worker.store.pool().acquire().await?;
+        commands::clear_intent(&mut conn, id, worker.owner).await?;
     }
     run.after = after;
     Ok(Known::Verified {
@@ -272,21 +279,21 @@ async fn inquire(w: &Worker, run: &mut Run<'_>, uncertain: Uncertain) -> Result<
 
 /// Schedules the next attempt durably and gives the leases up.
 async fn schedule_retry(
-    w: &Worker,
+    worker: &Worker,
     run: Run<'_>,
     delay: std::time::Duration,
 ) -> Result<(), StoreError> {
     let job = run.job;
     let id = job.row.id.as_str();
-    let mut tx = w.store.pool().begin().await?;
+    let mut tx = worker.store.pool().begin().await?;
     if let Some(record) = &run.pending {
-        write_record_in(w, &mut tx, id, record).await?;
+        write_record_in(worker, &mut tx, id, record).await?;
     }
-    commands::clear_intent(&mut tx, id, w.owner).await?;
-    commands::requeue(&mut tx, id, w.owner, delay).await?;
+    commands::clear_intent(&mut tx, id, worker.owner).await?;
+    commands::requeue(&mut tx, id, worker.owner, delay).await?;
     commands::release_payment(&mut tx, job.valid.gateway.name(), &job.payment_key(), id).await?;
     tx.commit().await?;
-    w.metrics.retry_scheduled(
+    worker.metrics.retry_scheduled(
         job.valid.gateway.name(),
         job.valid.request.operation.as_str(),
     );
@@ -296,7 +303,7 @@ async fn schedule_retry(
 
 /// The refund limit the worker can check itself: captured minus refunded.
 async fn refund_limit(
-    w: &Worker,
+    worker: &Worker,
     job: &Job,
     snapshot: &PaymentSnapshot,
 ) -> Result<Option<String>, StoreError> {
@@ -304,7 +311,7 @@ async fn refund_limit(
         return Ok(None);
     };
     let ours = {
-        let mut conn = w.store.pool().acquire().await?;
+        let mut conn = worker.store.pool().acquire().await?;
         commands::captured_total(
             &mut conn,
             job.valid.gateway.name(),
@@ -412,17 +419,17 @@ fn report(run: &Run<'_>, why: Why, budget: &Budget) -> Reported {
 /// led to it, and releases the payment, all in one transaction (shared with
 /// other commands' decisions by the [`completion`](super::completion) writer).
 async fn conclude(
-    w: &Worker,
+    worker: &Worker,
     run: Run<'_>,
-    conclusion: Conclusion,
+    ruling: Ruling,
     reported: Reported,
 ) -> Result<(), StoreError> {
-    use super::completion::{Committed, Conclusion as Completed};
+    use super::completion::{Committed, Conclusion};
     use crate::store::commands::{Decision, PaymentClaim};
 
     let job = run.job;
     let id = job.row.id.as_str();
-    let outcome = conclusion.outcome;
+    let outcome = ruling.outcome;
     let event = crate::events::event_for(
         id,
         &job.row.payload,
@@ -432,15 +439,15 @@ async fn conclude(
         run.attempts,
         reported,
     );
-    let completed = Completed {
+    let conclusion = Conclusion {
         decision: Decision {
             id: id.to_string(),
             outcome: outcome.as_str().to_string(),
             reason: None,
             result: serde_json::to_string(&event).expect("serializable"),
-            reconcile_in: conclusion
+            reconcile_in: ruling
                 .unsettled()
-                .then(|| retry::reconcile_delay(&w.settings, 0)),
+                .then(|| retry::reconcile_delay(&worker.settings, 0)),
         },
         event,
         claim: PaymentClaim {
@@ -448,18 +455,18 @@ async fn conclude(
             payment_key: job.payment_key(),
             command_id: id.to_string(),
         },
-        recording: run.pending.map(|record| record.into_recording(w, id)),
+        recording: run.pending.map(|record| record.into_recording(worker, id)),
         reply_to: job.row.reply_to.clone(),
         reply_correlation_id: job.reply_correlation().map(str::to_string),
     };
-    match w.completer.commit(completed).await? {
+    match worker.completer.commit(conclusion).await? {
         Committed::Decided { replays } => {
-            w.metrics.command_decided(
+            worker.metrics.command_decided(
                 job.valid.gateway.name(),
                 job.valid.request.operation.as_str(),
                 outcome.as_str(),
             );
-            (0..replays).for_each(|_| w.metrics.replayed());
+            (0..replays).for_each(|_| worker.metrics.replayed());
             tracing::info!(outcome = %outcome, attempts = run.attempts, "command decided");
         }
         Committed::LeaseLost => {

@@ -146,7 +146,7 @@ fn settle_found(
 /// Inquires (a few times, with backoff) until the payment shows whether the
 /// command's operation took effect. Every inquiry is recorded.
 pub(super) async fn verify(
-    w: &Worker,
+    worker: &Worker,
     job: &Job,
     before: Option<&PaymentSnapshot>,
     attempt_no: i32,
@@ -156,17 +156,17 @@ pub(super) async fn verify(
         return Ok((Settlement::NotApplied, None));
     };
     let mut last = None;
-    for check in 0..w.settings.reconcile_attempts.max(1) {
+    for check in 0..worker.settings.reconcile_attempts.max(1) {
         // Give the gateway a moment to finish what it may still be processing.
         tokio::time::sleep(retry::jittered(
-            w.settings.initial_backoff,
-            w.settings.max_backoff,
+            worker.settings.initial_backoff,
+            worker.settings.max_backoff,
             check + 1,
         ))
         .await;
         let call = job.valid.gateway.execute(&inquiry).await;
         let (record, answer) = Record::split(job, call, attempt_no, AttemptKind::Inquiry, None);
-        write_record(w, &job.row.id, &record).await?;
+        write_record(worker, &job.row.id, &record).await?;
         if let Some(evidence) = Evidence::of(&answer) {
             let settlement = settle(request.operation, request.amount, before, evidence);
             let after = evidence.snapshot().cloned();
@@ -188,47 +188,21 @@ pub(super) async fn verify(
 }
 
 /// Background reconciliation of an `unknown`: one inquiry per scheduled check.
-pub(super) async fn reconcile_unknown(w: &Worker, job: &Job) -> Result<(), StoreError> {
+pub(super) async fn reconcile_unknown(worker: &Worker, job: &Job) -> Result<(), StoreError> {
     let id = job.row.id.as_str();
     let request = &job.valid.request;
-    let before: Option<PaymentSnapshot> = job
-        .row
-        .before_snapshot
-        .as_ref()
-        .and_then(|v| serde_json::from_value(v.clone()).ok());
-    let settlement = match request.inquiry() {
-        None => None,
-        Some(inquiry) => {
-            let call = job.valid.gateway.execute(&inquiry).await;
-            let (record, answer) =
-                Record::split(job, call, job.row.attempts, AttemptKind::Inquiry, None);
-            write_record(w, id, &record).await?;
-            Evidence::of(&answer).map(|evidence| {
-                (
-                    settle(request.operation, request.amount, before.as_ref(), evidence),
-                    evidence.snapshot().cloned(),
-                )
-            })
-        }
-    };
-    let mut tx = w.store.pool().begin().await?;
-    match settlement {
-        Some((
-            settled @ (Settlement::Applied | Settlement::NotApplied | Settlement::NoSuchPayment),
-            after,
-        )) => {
-            let applied = settled == Settlement::Applied;
-            let outcome = match settled {
-                Settlement::Applied => Outcome::Succeeded,
-                Settlement::NoSuchPayment => Outcome::Declined,
-                _ => Outcome::Failed,
-            };
+    let settled = inquire_once(worker, job)
+        .await?
+        .and_then(|(settlement, after)| Some((settled_outcome(settlement)?, settlement, after)));
+    let mut tx = worker.store.pool().begin().await?;
+    match settled {
+        Some((outcome, settlement, after)) => {
             // Read as text: through a serde_json::Value the numbers of the
             // metadata it echoes could be rounded.
             let original: Option<ResultEvent> = commands::current_result(&mut tx, id)
                 .await?
                 .and_then(|text| serde_json::from_str(&text).ok());
-            let mut event = original.unwrap_or_else(|| {
+            let original = original.unwrap_or_else(|| {
                 event_for(
                     id,
                     &job.row.payload,
@@ -239,28 +213,13 @@ pub(super) async fn reconcile_unknown(w: &Worker, job: &Job) -> Result<(), Store
                     Reported::default(),
                 )
             });
-            event.outcome = outcome;
-            event.reconciled = true;
-            event.replayed = false;
-            let status = after.as_ref().map(|a| a.status.clone());
-            event.gateway_status = status.clone();
-            event.description = Some(match (status, applied) {
-                (Some(status), true) => format!(
-                    "settled by inquiry: the payment shows the {} took effect ({status})",
-                    request.operation
-                ),
-                (Some(status), false) => format!(
-                    "settled by inquiry: the payment shows the {} did not take effect ({status})",
-                    request.operation
-                ),
-                (None, _) => no_such_payment(request),
-            });
-            event.occurred_at = now_rfc3339();
+            let applied = settlement == Settlement::Applied;
+            let event = settled_event(original, outcome, applied, after.as_ref(), request);
             let body = serde_json::to_string(&event).expect("serializable");
-            if commands::settle(&mut tx, id, w.owner, outcome.as_str(), &body).await? {
+            if commands::settle(&mut tx, id, worker.owner, outcome.as_str(), &body).await? {
                 outbox::enqueue(
                     &mut tx,
-                    &w.topology.result_exchange,
+                    &worker.topology.result_exchange,
                     &event,
                     job.row.reply_to.as_deref(),
                     job.reply_correlation(),
@@ -269,17 +228,83 @@ pub(super) async fn reconcile_unknown(w: &Worker, job: &Job) -> Result<(), Store
                 tracing::info!(outcome = %outcome, "unknown outcome settled");
             }
         }
-        _ => {
-            let delay =
-                retry::reconcile_delay(&w.settings, job.row.reconcile_checks.max(0) as usize + 1);
-            commands::reschedule_unsettled(&mut tx, id, w.owner, delay).await?;
+        None => {
+            let delay = retry::reconcile_delay(
+                &worker.settings,
+                job.row.reconcile_checks.max(0) as usize + 1,
+            );
+            commands::reschedule_unsettled(&mut tx, id, worker.owner, delay).await?;
             tracing::info!(next_check_in = ?delay, "unknown outcome still unsettled");
         }
     }
     commands::release_payment(&mut tx, job.valid.gateway.name(), &job.payment_key(), id).await?;
     tx.commit().await?;
-    w.wake_outbox.notify_one();
+    worker.wake_outbox.notify_one();
     Ok(())
+}
+
+/// One recorded inquiry, and what it settles (`None`: it proved nothing).
+async fn inquire_once(
+    worker: &Worker,
+    job: &Job,
+) -> Result<Option<(Settlement, Option<PaymentSnapshot>)>, StoreError> {
+    let request = &job.valid.request;
+    let Some(inquiry) = request.inquiry() else {
+        return Ok(None);
+    };
+    let before: Option<PaymentSnapshot> = job
+        .row
+        .before_snapshot
+        .as_ref()
+        .and_then(|v| serde_json::from_value(v.clone()).ok());
+    let call = job.valid.gateway.execute(&inquiry).await;
+    let (record, answer) = Record::split(job, call, job.row.attempts, AttemptKind::Inquiry, None);
+    write_record(worker, &job.row.id, &record).await?;
+    Ok(Evidence::of(&answer).map(|evidence| {
+        (
+            settle(request.operation, request.amount, before.as_ref(), evidence),
+            evidence.snapshot().cloned(),
+        )
+    }))
+}
+
+/// The final outcome of an `unknown` once a settlement decides it.
+fn settled_outcome(settlement: Settlement) -> Option<Outcome> {
+    match settlement {
+        Settlement::Applied => Some(Outcome::Succeeded),
+        Settlement::NoSuchPayment => Some(Outcome::Declined),
+        Settlement::NotApplied => Some(Outcome::Failed),
+        Settlement::Undecided => None,
+    }
+}
+
+/// The `unknown` event rewritten with its settled outcome: `reconciled`, the
+/// status the inquiry found, and a description that says what settled it.
+fn settled_event(
+    mut event: ResultEvent,
+    outcome: Outcome,
+    applied: bool,
+    after: Option<&PaymentSnapshot>,
+    request: &OperationRequest,
+) -> ResultEvent {
+    event.outcome = outcome;
+    event.reconciled = true;
+    event.replayed = false;
+    let status = after.map(|a| a.status.clone());
+    event.gateway_status = status.clone();
+    event.description = Some(match (status, applied) {
+        (Some(status), true) => format!(
+            "settled by inquiry: the payment shows the {} took effect ({status})",
+            request.operation
+        ),
+        (Some(status), false) => format!(
+            "settled by inquiry: the payment shows the {} did not take effect ({status})",
+            request.operation
+        ),
+        (None, _) => no_such_payment(request),
+    });
+    event.occurred_at = now_rfc3339();
+    event
 }
 
 /// What a `declined` says when an inquiry found that the gateway does not know the payment.
@@ -472,6 +497,55 @@ mod tests {
                 "{operation} before {before:?}"
             );
         }
+    }
+
+    #[test]
+    fn an_unknown_is_settled_only_by_a_settlement_that_decides() {
+        assert_eq!(
+            settled_outcome(Settlement::Applied),
+            Some(Outcome::Succeeded)
+        );
+        assert_eq!(
+            settled_outcome(Settlement::NotApplied),
+            Some(Outcome::Failed)
+        );
+        assert_eq!(
+            settled_outcome(Settlement::NoSuchPayment),
+            Some(Outcome::Declined)
+        );
+        assert_eq!(settled_outcome(Settlement::Undecided), None);
+
+        let request = crate::gateways::OperationRequest::new(Operation::Capture, "55361");
+        let unknown = event_for(
+            "c1",
+            r#"{"id":"c1","gateway":"paymentz","operation":"capture"}"#,
+            Outcome::Unknown,
+            None,
+            None,
+            1,
+            Reported::default(),
+        );
+        let captured = snap(PaymentState::Captured, None);
+        let event = settled_event(
+            unknown.clone(),
+            Outcome::Succeeded,
+            true,
+            Some(&captured),
+            &request,
+        );
+        assert_eq!(event.outcome, Outcome::Succeeded);
+        assert!(event.reconciled && !event.replayed);
+        assert_eq!(event.gateway_status.as_deref(), Some("Captured"));
+        assert_eq!(
+            event.description.as_deref(),
+            Some("settled by inquiry: the payment shows the capture took effect (Captured)")
+        );
+        let gone = settled_event(unknown, Outcome::Declined, false, None, &request);
+        assert_eq!(gone.gateway_status, None);
+        assert_eq!(
+            gone.description.as_deref(),
+            Some("the gateway does not know payment 55361: the capture did not take effect and cannot")
+        );
     }
 
     #[test]
