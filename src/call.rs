@@ -13,9 +13,10 @@ use serde::Serialize;
 
 use crate::command::Command;
 use crate::config::{self, Config};
+use crate::events::Reported;
 use crate::gateways::http::HttpTransport;
 use crate::gateways::registry::Accounts;
-use crate::gateways::{Exchange, Operation};
+use crate::gateways::Exchange;
 use crate::outcome::{Outcome, RejectReason, Rejected};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -142,22 +143,15 @@ pub async fn execute(args: &CallArgs, accounts: &Accounts) -> CallResult {
     };
     result.amount = valid.request.amount.map(|a| a.to_string());
     let call = valid.gateway.execute(&valid.request).await;
-    let answer = call.answer;
-    result.outcome = Outcome::when_budget_spent(answer.classification);
-    result.gateway_status = answer.gateway_status;
-    result.gateway_code = answer.gateway_code;
-    result.description = answer.description;
-    // As in result events: the id of a new operation; reads create none.
-    result.reference = answer
-        .reference
-        .filter(|_| valid.request.operation.has_side_effect());
-    if matches!(
-        valid.request.operation,
-        Operation::Inquiry | Operation::TransactionList
-    ) {
-        if let Some(response) = answer.response {
-            result.response = response;
-        }
+    result.outcome = Outcome::when_budget_spent(call.answer.classification);
+    // The gateway's fields exactly as a result event reports them.
+    let reported = Reported::from_answer(&call.answer, valid.request.operation);
+    result.gateway_status = reported.gateway_status;
+    result.gateway_code = reported.gateway_code;
+    result.description = reported.description;
+    result.reference = reported.reference;
+    if let Some(response) = reported.response {
+        result.response = response;
     }
     result.attempts = 1;
     if args.verbose {

@@ -10,7 +10,8 @@ use time::macros::format_description;
 use time::OffsetDateTime;
 
 use crate::gateways::registry;
-use crate::gateways::Operation;
+use crate::gateways::{Answer, Operation};
+use crate::money::Amount;
 use crate::outcome::{Outcome, RejectReason};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -122,6 +123,118 @@ pub fn format_timestamp(at: OffsetDateTime) -> String {
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     ))
     .unwrap_or_else(|_| at.to_string())
+}
+
+/// The gateway's fields of a result event.
+#[derive(Debug, Clone, Default)]
+pub struct Reported {
+    pub gateway_status: Option<String>,
+    pub gateway_code: Option<String>,
+    pub description: Option<String>,
+    pub reference: Option<String>,
+    pub response: Option<serde_json::Value>,
+}
+
+impl Reported {
+    pub fn from_answer(answer: &Answer, operation: Operation) -> Reported {
+        Reported {
+            gateway_status: answer.gateway_status.clone(),
+            gateway_code: answer.gateway_code.clone(),
+            description: answer.description.clone(),
+            // The contract's `reference` is the id of a NEW operation; a read
+            // creates none (Praxis names the found transaction: that is in `response`).
+            reference: operation
+                .has_side_effect()
+                .then(|| answer.reference.clone())
+                .flatten(),
+            response: match operation {
+                Operation::Inquiry | Operation::TransactionList => answer.response.clone(),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// The longest text of the gateway's own fields (`description`, `status`,
+/// `code`, `reference`) kept in an event.
+const MAX_REPORTED_CHARS: usize = 1024;
+
+/// Builds the event of a command (or of a rejected message) from its stored
+/// payload (JSON text, see [`crate::store::commands::NewCommand::payload`]).
+///
+/// Whatever ends up in the event is bounded and storable: the command's
+/// fields were bounded when stored; the gateway's text fields are cut at
+/// [`MAX_REPORTED_CHARS`], and a `\u0000` anywhere in them (or in
+/// `response`) is written as text, since PostgreSQL's `jsonb`, which stores
+/// every event, cannot hold it.
+pub fn event_for(
+    command_id: &str,
+    payload: &str,
+    outcome: Outcome,
+    reason: Option<RejectReason>,
+    amount: Option<Amount>,
+    attempts: i32,
+    reported: Reported,
+) -> ResultEvent {
+    let stored: crate::command::Command = serde_json::from_str(payload).unwrap_or_default();
+    let bounded = |text: Option<String>| {
+        text.map(|t| {
+            if t.contains('\0') || t.chars().nth(MAX_REPORTED_CHARS).is_some() {
+                let cut: String = t.chars().take(MAX_REPORTED_CHARS).collect();
+                let mut cut = cut.replace('\0', "\\u{0}");
+                if t.chars().nth(MAX_REPORTED_CHARS).is_some() {
+                    cut.push_str(crate::telemetry::CUT_MARK);
+                }
+                cut
+            } else {
+                t
+            }
+        })
+    };
+    let mut response = reported.response.unwrap_or_else(|| serde_json::json!({}));
+    without_nul(&mut response);
+    ResultEvent {
+        command_id: command_id.to_string(),
+        gateway: stored.gateway.clone(),
+        account: Some(stored.account_name().to_string()),
+        operation: stored.operation,
+        payment_id: stored.payment_id,
+        outcome,
+        reason,
+        amount: amount.map(|a| a.to_string()).or(stored.amount),
+        currency: stored.currency,
+        gateway_status: bounded(reported.gateway_status),
+        gateway_code: bounded(reported.gateway_code),
+        description: bounded(reported.description),
+        reference: bounded(reported.reference),
+        attempts: attempts.max(0) as u32,
+        replayed: false,
+        reconciled: false,
+        response,
+        metadata: stored.metadata,
+        origin: stored.origin,
+        occurred_at: now_rfc3339(),
+    }
+}
+
+/// Writes every `\u0000` in the strings (and keys) of `value` as text.
+fn without_nul(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(s) if s.contains('\0') => *s = s.replace('\0', "\\u{0}"),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(without_nul),
+        serde_json::Value::Object(map) => {
+            if map.keys().any(|k| k.contains('\0')) {
+                let entries = std::mem::take(map);
+                map.extend(
+                    entries
+                        .into_iter()
+                        .map(|(k, v)| (k.replace('\0', "\\u{0}"), v)),
+                );
+            }
+            map.values_mut().for_each(without_nul);
+        }
+        _ => {}
+    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ mod common;
 use std::time::Duration;
 
 use backoffice_worker::config::DatabaseSettings;
-use backoffice_worker::gateways::exchange::Exchange;
+use backoffice_worker::gateways::exchange::{Exchange, ExchangeKind};
 use backoffice_worker::gateways::Classification;
 use backoffice_worker::store::attempts::{self, AttemptKind, Recording};
 use backoffice_worker::store::commands::{
@@ -47,6 +47,7 @@ fn new_command(id: &str, payment: &str) -> NewCommand {
 fn exchange(purpose: &str) -> Exchange {
     Exchange {
         started_at: time::OffsetDateTime::now_utc(),
+        kind: ExchangeKind::Call,
         purpose: purpose.into(),
         method: "POST".into(),
         url: "http://gateway.test/payments/1".into(),

@@ -103,6 +103,13 @@ async fn every_operation_of_both_gateways_end_to_end() {
     .fetch_all(&env.pool)
     .await
     .unwrap();
+    // Token fetches are recorded as `auth` attempts, whichever command made them.
+    let token_kinds: Vec<(String,)> =
+        sqlx::query_as("SELECT DISTINCT kind FROM attempts WHERE purpose = 'authToken'")
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(token_kinds, [("auth".to_string(),)], "{token_kinds:?}");
     // The snapshot before the refund (IN), then the refund (RF) with its checksum.
     let purposes: Vec<&str> = refund_exchanges.iter().map(|r| r.1.as_str()).collect();
     assert!(purposes.ends_with(&["IN", "RF"]), "{purposes:?}");

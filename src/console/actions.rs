@@ -2,7 +2,7 @@
 //! the transaction of its effect:
 //!
 //! - **reconcile now** an `unknown`: the pipeline's own reconciliation
-//!   (`executor::reconcile_now`): one real inquiry, recorded as an attempt,
+//!   (`reconcile::reconcile_now`): one real inquiry, recorded as an attempt,
 //!   and the same decision the scheduled checks make;
 //! - **requeue** a dead letter: the CLI's `dead-letters requeue`
 //!   (`ops::dead_letters::requeue_in`), its audit row in the transaction
@@ -20,7 +20,7 @@ use sqlx::Connection;
 use super::auth::Caller;
 use super::{Console, ConsoleError, REQUEUE_CAP};
 use crate::ops::{Broker, OpsError};
-use crate::pipeline::executor::{self, ReconcileNowError};
+use crate::pipeline::reconcile::{self, ReconcileNowError};
 use crate::store::console::{self as queries, AuditEntry};
 
 /// What an action came to, as the pages and the API report it.
@@ -75,7 +75,7 @@ pub async fn reconcile(
     why: Option<String>,
 ) -> Result<Done, ConsoleError> {
     let entry = entry(caller, "reconcile", id.to_string(), why);
-    match executor::reconcile_now(&console.worker, id, &entry).await {
+    match reconcile::reconcile_now(&console.worker, id, &entry).await {
         Ok((audit_id, result)) => Ok(Done {
             audit_id,
             ok: true,

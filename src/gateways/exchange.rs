@@ -15,11 +15,27 @@ use super::Classification;
 /// What the record shows in place of a secret value.
 pub const REDACTED: &str = "[redacted]";
 
+/// What an exchange was for, in terms the rest of the worker reads (the
+/// gateway's own word for it is [`Exchange::purpose`]). Nothing outside a
+/// gateway's folder ever looks at a wire name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExchangeKind {
+    /// Getting credentials for the calls that follow (a Paymentz token):
+    /// recorded as an attempt of kind `auth`.
+    Auth,
+    /// The operation itself, or an inquiry: recorded as the attempt it belongs to.
+    Call,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Exchange {
     #[serde(with = "time::serde::rfc3339")]
     pub started_at: OffsetDateTime,
-    /// What this exchange was for: `authToken`, `CP`, `deposit-capture`, ...
+    /// Typed, for the worker; the record keeps the gateway's word in `purpose`.
+    #[serde(skip)]
+    pub kind: ExchangeKind,
+    /// What this exchange was for, in the gateway's words: `authToken`, `CP`,
+    /// `deposit-capture`, ...
     pub purpose: String,
     pub method: String,
     pub url: String,

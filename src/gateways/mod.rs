@@ -7,19 +7,24 @@
 //! plus every HTTP [`Exchange`] it made, so the caller can record each attempt
 //! exactly as it happened.
 
+pub mod call_log;
 pub mod error;
 pub mod exchange;
 pub mod http;
 pub mod paymentz;
 pub mod praxis;
 pub mod registry;
+/// A gateway to copy (`docs/adding-a-gateway.md`): compiled with the tests, never registered.
+#[cfg(test)]
+pub mod skeleton;
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use call_log::CallLog;
 pub use error::GatewayError;
-pub use exchange::Exchange;
+pub use exchange::{Exchange, ExchangeKind};
 
 use crate::money::Amount;
 
@@ -249,6 +254,15 @@ impl Answer {
             not_found: false,
             error: Some(error),
         }
+    }
+
+    /// The answer to a request refused before anything was sent: sending it
+    /// as given would never work, so it is `declined`. Every gateway words it
+    /// the same way.
+    pub fn not_sent(rejection: &Rejection) -> Answer {
+        let mut answer = Answer::classified(Classification::Declined);
+        answer.description = Some(format!("not sent: {rejection}"));
+        answer
     }
 
     pub fn classified(classification: Classification) -> Answer {

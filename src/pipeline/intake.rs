@@ -340,7 +340,7 @@ impl Incoming {
 /// the rest (rejections, replays, conflicts, duplicates) go one by one. The
 /// caller acks the deliveries after this returns.
 pub async fn accept_batch(
-    w: &super::Worker,
+    worker: &super::Worker,
     items: &[Incoming],
 ) -> Result<Vec<Accepted>, crate::store::StoreError> {
     use std::collections::HashSet;
@@ -351,11 +351,11 @@ pub async fn accept_batch(
         .iter()
         .map(|item| {
             let (reply_to, correlation_id, envelope_problem) =
-                checked_envelope(&item.envelope, &w.topology);
+                checked_envelope(&item.envelope, &worker.topology);
             let validated = match (&item.rejected, envelope_problem) {
                 (Some(rejected), _) => Err(rejected.clone()),
                 (None, Some(problem)) => Err(problem),
-                (None, None) => validate(&item.command, &w.accounts),
+                (None, None) => validate(&item.command, &worker.accounts),
             };
             let row = new_row(
                 &item.command,
@@ -368,13 +368,14 @@ pub async fn accept_batch(
         })
         .collect();
 
-    let mut tx = w.store.pool().begin().await?;
+    let mut tx = worker.store.pool().begin().await?;
     let valid_rows: Vec<&NewCommand> = prepared
         .iter()
         .filter(|(v, _)| v.is_ok())
         .map(|(_, row)| row)
         .collect();
-    let inserted = commands::insert_many(&mut tx, &valid_rows, w.owner, w.settings.lease).await?;
+    let inserted =
+        commands::insert_many(&mut tx, &valid_rows, worker.owner, worker.settings.lease).await?;
     // The slow path below locks existing commands (duplicates) one at a time.
     // Locked first, all together and in the order of their ids, as the batch
     // writers lock theirs: otherwise a duplicate of a command being decided
@@ -397,7 +398,8 @@ pub async fn accept_batch(
     for (validated, row) in &prepared {
         match validated {
             Ok(valid) if inserted.contains(&row.id) && !first_of_payment.contains(&row.id) => {
-                let job = super::Job::fresh(row, valid.clone(), w.owner, w.settings.lease);
+                let job =
+                    super::Job::fresh(row, valid.clone(), worker.owner, worker.settings.lease);
                 let key = (job.valid.gateway.name(), job.payment_key());
                 if keys_seen.insert(key.clone()) {
                     claims.push(PaymentClaim {
@@ -412,14 +414,21 @@ pub async fn accept_batch(
             _ => jobs.push(None),
         }
     }
-    let granted = commands::claim_payments(&mut tx, &claims, w.owner, w.settings.lease).await?;
+    let granted =
+        commands::claim_payments(&mut tx, &claims, worker.owner, worker.settings.lease).await?;
     let deferred: Vec<String> = jobs
         .iter()
         .flatten()
         .filter(|job| !granted.contains(&job.row.id))
         .map(|job| job.row.id.clone())
         .collect();
-    commands::defer_many(&mut tx, &deferred, w.owner, super::BUSY_PAYMENT_RECHECK).await?;
+    commands::defer_many(
+        &mut tx,
+        &deferred,
+        worker.owner,
+        super::BUSY_PAYMENT_RECHECK,
+    )
+    .await?;
 
     // The recovery point of the first attempt, for those that can call at once.
     let immediate: Vec<commands::Intent<'_>> = jobs
@@ -436,7 +445,7 @@ pub async fn accept_batch(
             purpose: job.valid.request.operation.as_str(),
         })
         .collect();
-    let rows = commands::record_intents(&mut tx, w.owner, &immediate, &[]).await?;
+    let rows = commands::record_intents(&mut tx, worker.owner, &immediate, &[]).await?;
 
     let mut results = Vec::with_capacity(items.len());
     let mut rejected = Vec::new();
@@ -454,11 +463,11 @@ pub async fn accept_batch(
             }
             Some(_) => results.push(Accepted::Done),
             None => {
-                let outcome = accept_one(w, &mut tx, item, validated, row).await?;
+                let outcome = accept_one(worker, &mut tx, item, validated, row).await?;
                 match outcome {
-                    One::Rejected => rejected.push(item),
-                    One::Replayed => replays += 1,
-                    One::Nothing => {}
+                    SlowPath::Rejected => rejected.push(item),
+                    SlowPath::Replayed => replays += 1,
+                    SlowPath::ReplayPending => {}
                 }
                 results.push(Accepted::Done);
             }
@@ -472,33 +481,33 @@ pub async fn accept_batch(
         // committed: a failure here is only logged (the deferred commands are
         // looked at again after BUSY_PAYMENT_RECHECK), never returned, or the
         // caller would take the batch again as if it had not been stored.
-        if let Err(error) = wake_deferred(w, items, &prepared, &deferred).await {
+        if let Err(error) = wake_deferred(worker, items, &prepared, &deferred).await {
             tracing::warn!(%error, "could not look again at commands waiting for a busy payment");
         }
     }
     if !rejected.is_empty() || replays > 0 {
-        w.wake_outbox.notify_one();
+        worker.wake_outbox.notify_one();
     }
     for item in rejected {
-        w.metrics.command_decided(
+        worker.metrics.command_decided(
             item.command.gateway.as_deref().unwrap_or(""),
             item.command.operation.as_deref().unwrap_or(""),
             "rejected",
         );
     }
-    (0..replays).for_each(|_| w.metrics.replayed());
+    (0..replays).for_each(|_| worker.metrics.replayed());
     Ok(results)
 }
 
 async fn wake_deferred(
-    w: &super::Worker,
+    worker: &super::Worker,
     items: &[Incoming],
     prepared: &[(Result<ValidCommand, Rejected>, NewCommand)],
     deferred: &[String],
 ) -> Result<(), crate::store::StoreError> {
     use crate::store::commands;
     {
-        let mut conn = w.store.pool().acquire().await?;
+        let mut conn = worker.store.pool().acquire().await?;
         for job in items
             .iter()
             .zip(prepared)
@@ -506,15 +515,11 @@ async fn wake_deferred(
         {
             let (_, (validated, row)) = job;
             if let Ok(valid) = validated {
-                let key = valid
-                    .request
-                    .payment_id
-                    .clone()
-                    .unwrap_or_else(|| format!("list:{}", row.id));
+                let key = super::payment_key(valid.request.payment_id.as_deref(), &row.id);
                 if commands::wake_if_payment_free(&mut conn, &row.id, valid.gateway.name(), &key)
                     .await?
                 {
-                    w.wake_scheduler.notify_one();
+                    worker.wake_scheduler.notify_one();
                 }
             }
         }
@@ -522,28 +527,31 @@ async fn wake_deferred(
     Ok(())
 }
 
-/// What [`accept_one`] did.
-enum One {
+/// What the slow path of intake ([`accept_one`]) did with one delivery.
+enum SlowPath {
+    /// Stored `rejected` (or refused as an idempotency conflict), event enqueued.
     Rejected,
+    /// A duplicate of a decided command: its stored event enqueued again.
     Replayed,
-    Nothing,
+    /// A duplicate of a command still running: replayed when it is decided.
+    ReplayPending,
 }
 
 /// The slow path of intake, inside the batch's transaction: an invalid command
 /// (stored `rejected` with its event), or an id seen before (conflict, replay,
 /// or a pending replay while it still runs).
 async fn accept_one(
-    w: &super::Worker,
+    worker: &super::Worker,
     tx: &mut sqlx::PgConnection,
     item: &Incoming,
     validated: &Result<ValidCommand, Rejected>,
     row: &NewCommand,
-) -> Result<One, crate::store::StoreError> {
-    use super::executor::{event_for, Reported};
+) -> Result<SlowPath, crate::store::StoreError> {
+    use crate::events::{event_for, Reported};
     use crate::outcome::{Outcome, RejectReason};
     use crate::store::{commands, outbox};
 
-    let exchange = &w.topology.result_exchange;
+    let exchange = &worker.topology.result_exchange;
     let reply_correlation = row.correlation_id.as_deref().or(Some(row.id.as_str()));
     if let Err(rejected) = validated {
         if commands::insert(&mut *tx, row, None).await? {
@@ -584,7 +592,7 @@ async fn accept_one(
                 description = %Escaped::at_most(&rejected.description, 1024),
                 "command rejected"
             );
-            return Ok(One::Rejected);
+            return Ok(SlowPath::Rejected);
         }
     }
     let existing = commands::lock(&mut *tx, &row.id)
@@ -616,7 +624,7 @@ async fn accept_one(
         )
         .await?;
         tracing::warn!(id = %Escaped::new(&row.id), "idempotency conflict: same id, different payload");
-        Ok(One::Rejected)
+        Ok(SlowPath::Rejected)
     } else if existing.settled_result.is_some() || existing.result.is_some() {
         // Read again as text: through serde_json::Value a number in the
         // metadata could come back rounded.
@@ -634,7 +642,7 @@ async fn accept_one(
         )
         .await?;
         tracing::info!(id = %Escaped::new(&row.id), "duplicate command: replaying its stored result");
-        Ok(One::Replayed)
+        Ok(SlowPath::Replayed)
     } else {
         // A producer's duplicate, or (rarely) our own delivery whose ack was
         // lost: either way one more replayed event, never a second call.
@@ -650,7 +658,7 @@ async fn accept_one(
             redelivered = item.envelope.redelivered,
             "duplicate of a command still running: it will be replayed when decided"
         );
-        Ok(One::Nothing)
+        Ok(SlowPath::ReplayPending)
     }
 }
 
@@ -666,14 +674,14 @@ async fn accept_one(
 ///
 /// [`dead_letters::Record`]: crate::store::dead_letters::Record
 pub async fn dead_letter(
-    w: &super::Worker,
+    worker: &super::Worker,
     body: &[u8],
     properties: &lapin::BasicProperties,
     reason: &str,
 ) -> Result<(), DeadLetterError> {
     use crate::broker::{Outgoing, REASON_HEADER};
     use crate::store::dead_letters::{self, Record};
-    let publisher = w
+    let publisher = worker
         .publisher
         .borrow()
         .clone()
@@ -682,10 +690,10 @@ pub async fn dead_letter(
         reason,
         body,
         crate::broker::properties_json(properties),
-        w.amqp.max_command_bytes,
+        worker.amqp.max_command_bytes,
     );
     let id = {
-        let mut conn = w.store.pool().acquire().await?;
+        let mut conn = worker.store.pool().acquire().await?;
         match dead_letters::insert(&mut conn, &record).await {
             Ok(id) => id,
             Err(error) if crate::store::is_data_error(&error) => {
@@ -698,7 +706,7 @@ pub async fn dead_letter(
             Err(error) => return Err(error.into()),
         }
     };
-    let mut message = Outgoing::json("", &w.topology.dead_letter_queue, body.to_vec());
+    let mut message = Outgoing::json("", &worker.topology.dead_letter_queue, body.to_vec());
     message.content_type = match properties.content_type().as_ref().map(|c| c.as_str()) {
         Some("application/json") => "application/json",
         _ => "application/octet-stream",

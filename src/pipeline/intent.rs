@@ -12,9 +12,10 @@ use crate::store::{Store, StoreError};
 
 pub const MAX_BATCH: usize = 256;
 
-/// One command about to call.
+/// The recovery point of one command about to call (in the store it becomes
+/// a `commands::Intent`, its SQL parameters).
 #[derive(Debug)]
-pub struct Intent {
+pub struct RecoveryPoint {
     pub command_id: String,
     /// The operation, as the in-flight row's purpose.
     pub purpose: &'static str,
@@ -28,19 +29,19 @@ pub type Started = Option<(i32, i64)>;
 
 #[derive(Clone)]
 pub struct Intents {
-    batcher: Batcher<Intent, Started>,
+    batcher: Batcher<RecoveryPoint, Started>,
 }
 
 impl Intents {
     pub fn start(store: Store, owner: uuid::Uuid) -> Intents {
-        let batcher = Batcher::start(MAX_BATCH, move |batch: Vec<Intent>| {
+        let batcher = Batcher::start(MAX_BATCH, move |batch: Vec<RecoveryPoint>| {
             let store = store.clone();
             async move { crate::store::retry_transient(|| write(&store, owner, &batch)).await }
         });
         Intents { batcher }
     }
 
-    pub async fn record(&self, intent: Intent) -> Result<Started, StoreError> {
+    pub async fn record(&self, intent: RecoveryPoint) -> Result<Started, StoreError> {
         self.batcher.submit(intent).await
     }
 }
@@ -51,7 +52,7 @@ impl Intents {
 async fn write(
     store: &Store,
     owner: uuid::Uuid,
-    batch: &[Intent],
+    batch: &[RecoveryPoint],
 ) -> Result<Vec<Started>, StoreError> {
     let inquiries: Vec<&Recording> = batch.iter().filter_map(|i| i.inquiry.as_ref()).collect();
     let mut wanted: Vec<commands::Intent<'_>> = batch

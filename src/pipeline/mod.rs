@@ -15,6 +15,8 @@
 pub mod batch;
 pub mod completion;
 pub mod consumer;
+pub mod decide;
+mod exchanges;
 pub mod executor;
 pub mod intake;
 pub mod intent;
@@ -161,6 +163,15 @@ impl Worker {
     }
 }
 
+/// The key of a command's payment lease: the payment id, or one of its own
+/// (`list:<command id>`) for a command that names no payment.
+pub fn payment_key(payment_id: Option<&str>, command_id: &str) -> String {
+    match payment_id {
+        Some(id) => id.to_string(),
+        None => format!("list:{command_id}"),
+    }
+}
+
 /// A command this instance holds the lease of, ready to drive.
 #[derive(Clone)]
 pub struct Job {
@@ -177,10 +188,7 @@ impl Job {
     /// The key of the payment lease: the payment id, or one of its own for
     /// commands that have none (`transaction_list`).
     pub fn payment_key(&self) -> String {
-        match &self.valid.request.payment_id {
-            Some(id) => id.clone(),
-            None => format!("list:{}", self.row.id),
-        }
+        payment_key(self.valid.request.payment_id.as_deref(), &self.row.id)
     }
 
     pub fn reply_correlation(&self) -> Option<&str> {

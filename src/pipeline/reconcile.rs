@@ -7,9 +7,21 @@
 //! because resending on a wrong `NotApplied` moves money twice. An inquiry
 //! that says the gateway does not know the payment at all is evidence too
 //! ([`Evidence::NoSuchPayment`]): nothing was applied, and nothing ever will be.
+//!
+//! The inquiries themselves live here too: [`verify`] (with backoff, right
+//! after an uncertain attempt) and [`reconcile_unknown`] (one per scheduled
+//! check, for an outcome published as `unknown`).
 
-use crate::gateways::{Answer, Classification, Operation, PaymentSnapshot, PaymentState};
+use super::exchanges::{write_record, Record};
+use super::{retry, Job, Worker};
+use crate::events::{event_for, now_rfc3339, Reported, ResultEvent};
+use crate::gateways::{
+    Answer, Classification, Operation, OperationRequest, PaymentSnapshot, PaymentState,
+};
 use crate::money::Amount;
+use crate::outcome::Outcome;
+use crate::store::attempts::AttemptKind;
+use crate::store::{commands, outbox, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Settlement {
@@ -129,6 +141,284 @@ fn settle_found(
         }
         Operation::Inquiry | Operation::TransactionList => Settlement::NotApplied,
     }
+}
+
+/// Inquires (a few times, with backoff) until the payment shows whether the
+/// command's operation took effect. Every inquiry is recorded.
+pub(super) async fn verify(
+    worker: &Worker,
+    job: &Job,
+    before: Option<&PaymentSnapshot>,
+    attempt_no: i32,
+) -> Result<(Settlement, Option<PaymentSnapshot>), StoreError> {
+    let request = &job.valid.request;
+    let Some(inquiry) = request.inquiry() else {
+        return Ok((Settlement::NotApplied, None));
+    };
+    let mut last = None;
+    for check in 0..worker.settings.reconcile_attempts.max(1) {
+        // Give the gateway a moment to finish what it may still be processing.
+        tokio::time::sleep(retry::jittered(
+            worker.settings.initial_backoff,
+            worker.settings.max_backoff,
+            check + 1,
+        ))
+        .await;
+        let call = job.valid.gateway.execute(&inquiry).await;
+        let (record, answer) = Record::split(job, call, attempt_no, AttemptKind::Inquiry, None);
+        write_record(worker, &job.row.id, &record).await?;
+        if let Some(evidence) = Evidence::of(&answer) {
+            let settlement = settle(request.operation, request.amount, before, evidence);
+            let after = evidence.snapshot().cloned();
+            tracing::info!(
+                status = after
+                    .as_ref()
+                    .map(|a| a.status.as_str())
+                    .unwrap_or("not found"),
+                ?settlement,
+                "inquiry after an uncertain attempt"
+            );
+            if settlement != Settlement::Undecided {
+                return Ok((settlement, after));
+            }
+            last = after.or(last);
+        }
+    }
+    Ok((Settlement::Undecided, last))
+}
+
+/// What a console's "reconcile now" came to (`Err`: nothing was asked of
+/// the gateway, and why).
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileNowError {
+    #[error("no command with id `{0}`")]
+    NotFound(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error("database error: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Reconciles one `unknown` command now, on an operator's request: the same
+/// inquiry and the same decision as the scheduled checks (the inquiry is an
+/// attempt row; a settlement publishes its `reconciled` event), with the
+/// audit row `audit` written in the transaction that records the decision.
+/// Refused when the command is not unsettled, when the scheduler is checking
+/// it this moment, or when another command holds its payment.
+pub async fn reconcile_now(
+    worker: &Worker,
+    id: &str,
+    audit: &crate::store::console::AuditEntry,
+) -> Result<(i64, String), ReconcileNowError> {
+    use crate::store::console;
+    let mut conn = worker.store.pool().acquire().await?;
+    let Some(row) =
+        console::claim_unsettled(&mut conn, id, worker.owner, worker.settings.lease).await?
+    else {
+        return Err(match commands::get(&mut conn, id).await? {
+            None => ReconcileNowError::NotFound(id.to_string()),
+            Some(row) if row.state == "unsettled" => ReconcileNowError::Refused(
+                "the worker is checking this command right now; look again in a moment".into(),
+            ),
+            Some(row) => ReconcileNowError::Refused(format!(
+                "not an open unknown: state {}, outcome {}",
+                row.state,
+                row.settled_outcome
+                    .as_deref()
+                    .or(row.outcome.as_deref())
+                    .unwrap_or("not decided yet")
+            )),
+        });
+    };
+    let job = match Job::from_row(row, &worker.accounts) {
+        Ok(job) => job,
+        Err(rejected) => {
+            console::unclaim_unsettled(&mut conn, id, worker.owner).await?;
+            return Err(ReconcileNowError::Refused(format!(
+                "cannot run with the current configuration: {}",
+                rejected.description
+            )));
+        }
+    };
+    let granted = commands::claim_payment(
+        &mut conn,
+        job.valid.gateway.name(),
+        &job.payment_key(),
+        id,
+        worker.owner,
+        worker.settings.lease,
+    )
+    .await?;
+    if !granted {
+        console::unclaim_unsettled(&mut conn, id, worker.owner).await?;
+        return Err(ReconcileNowError::Refused(
+            "another command on this payment is running; try again when it is done".into(),
+        ));
+    }
+    drop(conn);
+    worker.track(id);
+    let done = reconcile_unknown(worker, &job, Some(audit)).await;
+    worker.untrack(id);
+    Ok(done?.expect("an audit entry gives an audit row"))
+}
+
+/// Background reconciliation of an `unknown`: one inquiry per scheduled check
+/// (or per operator request, with its `audit` entry written in the same
+/// transaction as the decision: then the audit row's id and what came of it).
+pub(super) async fn reconcile_unknown(
+    worker: &Worker,
+    job: &Job,
+    audit: Option<&crate::store::console::AuditEntry>,
+) -> Result<Option<(i64, String)>, StoreError> {
+    let id = job.row.id.as_str();
+    let request = &job.valid.request;
+    let settled = inquire_once(worker, job)
+        .await?
+        .and_then(|(settlement, after)| Some((settled_outcome(settlement)?, settlement, after)));
+    let mut tx = worker.store.pool().begin().await?;
+    let decided = match settled {
+        Some((outcome, settlement, after)) => {
+            // Read as text: through a serde_json::Value the numbers of the
+            // metadata it echoes could be rounded.
+            let original: Option<ResultEvent> = commands::current_result(&mut tx, id)
+                .await?
+                .and_then(|text| serde_json::from_str(&text).ok());
+            let original = original.unwrap_or_else(|| {
+                event_for(
+                    id,
+                    &job.row.payload,
+                    Outcome::Unknown,
+                    None,
+                    request.amount,
+                    job.row.attempts,
+                    Reported::default(),
+                )
+            });
+            let applied = settlement == Settlement::Applied;
+            let event = settled_event(original, outcome, applied, after.as_ref(), request);
+            let body = serde_json::to_string(&event).expect("serializable");
+            if commands::settle(&mut tx, id, worker.owner, outcome.as_str(), &body).await? {
+                outbox::enqueue(
+                    &mut tx,
+                    &worker.topology.result_exchange,
+                    &event,
+                    job.row.reply_to.as_deref(),
+                    job.reply_correlation(),
+                )
+                .await?;
+                tracing::info!(outcome = %outcome, "unknown outcome settled");
+                format!(
+                    "settled as {outcome}: {}",
+                    event.description.as_deref().unwrap_or("")
+                )
+            } else {
+                // Its lease was lost meanwhile; whoever holds it decides.
+                "the inquiry was recorded, but the command was no longer this worker's to settle"
+                    .into()
+            }
+        }
+        None => {
+            let delay = retry::reconcile_delay(
+                &worker.settings,
+                job.row.reconcile_checks.max(0) as usize + 1,
+            );
+            commands::reschedule_unsettled(&mut tx, id, worker.owner, delay).await?;
+            tracing::info!(next_check_in = ?delay, "unknown outcome still unsettled");
+            match request.inquiry() {
+                None => format!(
+                    "still unknown: a {} cannot be inquired about; next check in {delay:?}",
+                    request.operation
+                ),
+                Some(_) => {
+                    format!("still unknown: the inquiry did not settle it; next check in {delay:?}")
+                }
+            }
+        }
+    };
+    let audited = match audit {
+        Some(entry) => Some((
+            crate::store::console::audit(&mut tx, entry, true, &decided).await?,
+            decided,
+        )),
+        None => None,
+    };
+    commands::release_payment(&mut tx, job.valid.gateway.name(), &job.payment_key(), id).await?;
+    tx.commit().await?;
+    worker.wake_outbox.notify_one();
+    Ok(audited)
+}
+
+/// One recorded inquiry, and what it settles (`None`: it proved nothing).
+async fn inquire_once(
+    worker: &Worker,
+    job: &Job,
+) -> Result<Option<(Settlement, Option<PaymentSnapshot>)>, StoreError> {
+    let request = &job.valid.request;
+    let Some(inquiry) = request.inquiry() else {
+        return Ok(None);
+    };
+    let before: Option<PaymentSnapshot> = job
+        .row
+        .before_snapshot
+        .as_ref()
+        .and_then(|v| serde_json::from_value(v.clone()).ok());
+    let call = job.valid.gateway.execute(&inquiry).await;
+    let (record, answer) = Record::split(job, call, job.row.attempts, AttemptKind::Inquiry, None);
+    write_record(worker, &job.row.id, &record).await?;
+    Ok(Evidence::of(&answer).map(|evidence| {
+        (
+            settle(request.operation, request.amount, before.as_ref(), evidence),
+            evidence.snapshot().cloned(),
+        )
+    }))
+}
+
+/// The final outcome of an `unknown` once a settlement decides it.
+fn settled_outcome(settlement: Settlement) -> Option<Outcome> {
+    match settlement {
+        Settlement::Applied => Some(Outcome::Succeeded),
+        Settlement::NoSuchPayment => Some(Outcome::Declined),
+        Settlement::NotApplied => Some(Outcome::Failed),
+        Settlement::Undecided => None,
+    }
+}
+
+/// The `unknown` event rewritten with its settled outcome: `reconciled`, the
+/// status the inquiry found, and a description that says what settled it.
+fn settled_event(
+    mut event: ResultEvent,
+    outcome: Outcome,
+    applied: bool,
+    after: Option<&PaymentSnapshot>,
+    request: &OperationRequest,
+) -> ResultEvent {
+    event.outcome = outcome;
+    event.reconciled = true;
+    event.replayed = false;
+    let status = after.map(|a| a.status.clone());
+    event.gateway_status = status.clone();
+    event.description = Some(match (status, applied) {
+        (Some(status), true) => format!(
+            "settled by inquiry: the payment shows the {} took effect ({status})",
+            request.operation
+        ),
+        (Some(status), false) => format!(
+            "settled by inquiry: the payment shows the {} did not take effect ({status})",
+            request.operation
+        ),
+        (None, _) => no_such_payment(request),
+    });
+    event.occurred_at = now_rfc3339();
+    event
+}
+
+/// What a `declined` says when an inquiry found that the gateway does not know the payment.
+pub(super) fn no_such_payment(request: &OperationRequest) -> String {
+    format!(
+        "the gateway does not know payment {}: the {} did not take effect and cannot",
+        request.payment_id.as_deref().unwrap_or("-"),
+        request.operation
+    )
 }
 
 #[cfg(test)]
@@ -312,6 +602,55 @@ mod tests {
                 "{operation} before {before:?}"
             );
         }
+    }
+
+    #[test]
+    fn an_unknown_is_settled_only_by_a_settlement_that_decides() {
+        assert_eq!(
+            settled_outcome(Settlement::Applied),
+            Some(Outcome::Succeeded)
+        );
+        assert_eq!(
+            settled_outcome(Settlement::NotApplied),
+            Some(Outcome::Failed)
+        );
+        assert_eq!(
+            settled_outcome(Settlement::NoSuchPayment),
+            Some(Outcome::Declined)
+        );
+        assert_eq!(settled_outcome(Settlement::Undecided), None);
+
+        let request = crate::gateways::OperationRequest::new(Operation::Capture, "55361");
+        let unknown = event_for(
+            "c1",
+            r#"{"id":"c1","gateway":"paymentz","operation":"capture"}"#,
+            Outcome::Unknown,
+            None,
+            None,
+            1,
+            Reported::default(),
+        );
+        let captured = snap(PaymentState::Captured, None);
+        let event = settled_event(
+            unknown.clone(),
+            Outcome::Succeeded,
+            true,
+            Some(&captured),
+            &request,
+        );
+        assert_eq!(event.outcome, Outcome::Succeeded);
+        assert!(event.reconciled && !event.replayed);
+        assert_eq!(event.gateway_status.as_deref(), Some("Captured"));
+        assert_eq!(
+            event.description.as_deref(),
+            Some("settled by inquiry: the payment shows the capture took effect (Captured)")
+        );
+        let gone = settled_event(unknown, Outcome::Declined, false, None, &request);
+        assert_eq!(gone.gateway_status, None);
+        assert_eq!(
+            gone.description.as_deref(),
+            Some("the gateway does not know payment 55361: the capture did not take effect and cannot")
+        );
     }
 
     #[test]

@@ -27,6 +27,10 @@ pub enum GatewayId {
 }
 
 impl GatewayId {
+    /// Every gateway the simulator answers for (the registry's test compares
+    /// it with `gateways::registry::GATEWAYS`).
+    pub const ALL: [GatewayId; 2] = [GatewayId::Paymentz, GatewayId::Praxis];
+
     pub fn as_str(self) -> &'static str {
         match self {
             GatewayId::Paymentz => "paymentz",

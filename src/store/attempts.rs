@@ -193,10 +193,9 @@ impl<'a> Recorded<'a> {
         for recording in recordings {
             let last = recording.exchanges.len().checked_sub(1);
             for (i, e) in recording.exchanges.iter().enumerate() {
-                let kind = if e.purpose == "authToken" {
-                    AttemptKind::Auth
-                } else {
-                    recording.kind
+                let kind = match e.kind {
+                    crate::gateways::ExchangeKind::Auth => AttemptKind::Auth,
+                    crate::gateways::ExchangeKind::Call => recording.kind,
                 };
                 match (recording.in_flight_row, Some(i) == last) {
                     (Some(row), true) => {

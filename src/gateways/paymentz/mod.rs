@@ -32,8 +32,8 @@ use crate::gateways::exchange::REDACTED;
 use crate::gateways::http::{HttpSettings, HttpTransport};
 use crate::gateways::registry::GatewayKind;
 use crate::gateways::{
-    Answer, Classification, Exchange, Gateway, GatewayCall, GatewayError, Operation,
-    OperationRequest, Rejection,
+    Answer, CallLog, Classification, Exchange, ExchangeKind, Gateway, GatewayCall, GatewayError,
+    Operation, OperationRequest, Rejection,
 };
 
 pub const NAME: &str = "paymentz";
@@ -59,10 +59,6 @@ pub const DEFAULT_TOKEN_REFRESH_AFTER: Duration = Duration::from_secs(50 * 60);
 /// The most `getTransactionList` pages one call reads (100 rows each). A
 /// gateway that ignores `pageno` would otherwise keep us reading forever.
 pub const MAX_PAGES: u32 = 1000;
-
-/// Secrets shorter than this are not searched for in received text: a short
-/// value would match innocent text and say nothing about a leak.
-const MIN_SCRUB_LEN: usize = 8;
 
 /// One `[accounts.paymentz.<name>]` table.
 #[derive(Clone)]
@@ -142,13 +138,6 @@ impl fmt::Debug for PaymentzClient {
     }
 }
 
-/// What one `execute` accumulates: its exchanges and the tokens it used,
-/// which must be scrubbed from anything recorded.
-struct CallLog {
-    exchanges: Vec<Exchange>,
-    tokens: Vec<SecretString>,
-}
-
 /// One authenticated request, ready to be sent (and sent again after a re-authentication).
 struct Request<'a> {
     purpose: &'static str,
@@ -171,6 +160,11 @@ impl PaymentzClient {
         &self.config
     }
 
+    /// The log of one call: it scrubs the secure key and every token used.
+    fn call_log(&self) -> CallLog {
+        CallLog::new(NAME, &self.account, [self.config.secure_key.clone()])
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{}{}", self.config.base_url, wire::API_PATH, path)
     }
@@ -182,7 +176,7 @@ impl PaymentzClient {
         &self,
         merchant_transaction_id: &str,
     ) -> GatewayCall {
-        let mut log = CallLog::new();
+        let mut log = self.call_log();
         let answer = if wire::safe_path_segment(merchant_transaction_id) {
             let checksum = signing::merchant_transaction_checksum(
                 &self.config.member_id,
@@ -192,12 +186,12 @@ impl PaymentzClient {
             self.inquire(merchant_transaction_id, IdType::Mid, checksum, &mut log)
                 .await
         } else {
-            rejected(&Rejection::invalid(
+            Answer::not_sent(&Rejection::invalid(
                 "merchant_transaction_id",
                 "must be letters, digits and - _ . ~ only",
             ))
         };
-        self.finish(answer, log)
+        log.finish(answer)
     }
 
     async fn inquire(
@@ -241,7 +235,7 @@ impl PaymentzClient {
         let checksum = match (kind, request.amount) {
             (PaymentType::Cancel, _) => signing::payment_checksum(member_id, key, payment_id),
             (_, Some(amount)) => signing::amount_checksum(member_id, key, payment_id, amount),
-            (_, None) => return rejected(&Rejection::invalid("amount", "missing")),
+            (_, None) => return Answer::not_sent(&Rejection::invalid("amount", "missing")),
         };
         let amount = if kind == PaymentType::Cancel {
             None
@@ -265,7 +259,7 @@ impl PaymentzClient {
     /// answer: a partial list is never reported as the list.
     async fn list(&self, request: &OperationRequest, log: &mut CallLog) -> Answer {
         let (Some(from), Some(to)) = (request.from, request.to) else {
-            return rejected(&Rejection::invalid("from", "from and to are required"));
+            return Answer::not_sent(&Rejection::invalid("from", "from and to are required"));
         };
         let query = ListQuery {
             from,
@@ -370,24 +364,22 @@ impl PaymentzClient {
                 Verdict::Done(meaning) => (meaning.classification(), meaning.error_text()),
             };
             let error = error.or_else(|| reply.failure.as_ref().map(|e| e.to_string()));
-            log.record(
-                self,
-                Exchange {
-                    started_at: reply.started_at,
-                    purpose: request.purpose.to_string(),
-                    method: "POST".into(),
-                    url: url.clone(),
-                    request: request.form.record(),
-                    signature_sent: Some(request.checksum.clone()),
-                    http_status: reply.http_status(),
-                    response_body: reply.body().map(wire::redact_body),
-                    signature_received: None,
-                    signature_verified: None,
-                    latency: reply.latency,
-                    error,
-                    classification,
-                },
-            );
+            log.record(Exchange {
+                started_at: reply.started_at,
+                kind: ExchangeKind::Call,
+                purpose: request.purpose.to_string(),
+                method: "POST".into(),
+                url: url.clone(),
+                request: request.form.record(),
+                signature_sent: Some(request.checksum.clone()),
+                http_status: reply.http_status(),
+                response_body: reply.body().map(wire::redact_body),
+                signature_received: None,
+                signature_verified: None,
+                latency: reply.latency,
+                error,
+                classification,
+            });
             match verdict {
                 Verdict::Done(meaning) => return Ok(meaning),
                 Verdict::Reauthenticate if attempt == 1 => {
@@ -410,7 +402,7 @@ impl PaymentzClient {
             .await;
         match result {
             Ok(token) => {
-                log.tokens.push(token.value.clone());
+                log.keep_secret(token.value.clone());
                 Ok(token)
             }
             Err(TokenFailure { error, shared }) => {
@@ -458,111 +450,23 @@ impl PaymentzClient {
             Ok(_) => (Classification::Succeeded, None),
             Err(error) => (error.classification(), Some(error.to_string())),
         };
-        log.record(
-            self,
-            Exchange {
-                started_at: reply.started_at,
-                purpose: "authToken".into(),
-                method: "POST".into(),
-                url,
-                request: form.record(),
-                signature_sent: None,
-                http_status: reply.http_status(),
-                response_body: reply.body().map(wire::redact_body),
-                signature_received: None,
-                signature_verified: None,
-                latency: reply.latency,
-                error,
-                classification,
-            },
-        );
+        log.record(Exchange {
+            started_at: reply.started_at,
+            kind: ExchangeKind::Auth,
+            purpose: "authToken".into(),
+            method: "POST".into(),
+            url,
+            request: form.record(),
+            signature_sent: None,
+            http_status: reply.http_status(),
+            response_body: reply.body().map(wire::redact_body),
+            signature_received: None,
+            signature_verified: None,
+            latency: reply.latency,
+            error,
+            classification,
+        });
         fetched
-    }
-
-    /// Removes from `text` every secret this call knows: the secure key and
-    /// the tokens it used. Redaction by field name catches the expected
-    /// places; this catches a gateway echoing a secret somewhere unexpected.
-    fn scrub(&self, text: &str, log: &CallLog) -> String {
-        let mut out = text.to_string();
-        let secrets = std::iter::once(&self.config.secure_key).chain(log.tokens.iter());
-        for secret in secrets {
-            let value = secret.expose_secret();
-            if value.len() >= MIN_SCRUB_LEN && out.contains(value) {
-                out = out.replace(value, REDACTED);
-            }
-        }
-        out
-    }
-
-    fn scrub_value(&self, value: &mut Value, log: &CallLog) {
-        match value {
-            Value::String(text) => *text = self.scrub(text, log),
-            Value::Array(items) => items.iter_mut().for_each(|v| self.scrub_value(v, log)),
-            Value::Object(map) => map.values_mut().for_each(|v| self.scrub_value(v, log)),
-            _ => {}
-        }
-    }
-
-    fn scrub_error(&self, error: GatewayError, log: &CallLog) -> GatewayError {
-        match error {
-            GatewayError::Connect(m) => GatewayError::Connect(self.scrub(&m, log)),
-            GatewayError::Dropped(m) => GatewayError::Dropped(self.scrub(&m, log)),
-            GatewayError::Unreadable(m) => GatewayError::Unreadable(self.scrub(&m, log)),
-            GatewayError::Redirected { status, location } => GatewayError::Redirected {
-                status,
-                location: location.map(|l| self.scrub(&l, log)),
-            },
-            GatewayError::CredentialsRefused(m) => {
-                GatewayError::CredentialsRefused(self.scrub(&m, log))
-            }
-            other => other,
-        }
-    }
-
-    /// The last step of every call: scrub the answer and log what happened.
-    fn finish(&self, mut answer: Answer, mut log: CallLog) -> GatewayCall {
-        answer.description = answer.description.map(|d| self.scrub(&d, &log));
-        answer.error = answer.error.map(|e| self.scrub_error(e, &log));
-        if let Some(response) = answer.response.as_mut() {
-            self.scrub_value(response, &log);
-        }
-        // Exchanges are scrubbed here rather than as recorded, so that a token
-        // learned later in the call is removed from earlier records too.
-        let exchanges = std::mem::take(&mut log.exchanges);
-        let exchanges = exchanges
-            .into_iter()
-            .map(|e| self.scrub_exchange(e, &log))
-            .collect();
-        GatewayCall { answer, exchanges }
-    }
-
-    fn scrub_exchange(&self, mut exchange: Exchange, log: &CallLog) -> Exchange {
-        exchange.response_body = exchange.response_body.map(|b| self.scrub(&b, log));
-        exchange.error = exchange.error.map(|e| self.scrub(&e, log));
-        exchange.url = self.scrub(&exchange.url, log);
-        self.scrub_value(&mut exchange.request, log);
-        exchange
-    }
-}
-
-impl CallLog {
-    fn new() -> CallLog {
-        CallLog {
-            exchanges: Vec::new(),
-            tokens: Vec::new(),
-        }
-    }
-
-    fn record(&mut self, client: &PaymentzClient, exchange: Exchange) {
-        tracing::debug!(
-            account = %client.account,
-            purpose = %exchange.purpose,
-            http_status = ?exchange.http_status,
-            classification = %exchange.classification,
-            latency_ms = exchange.latency.as_millis() as u64,
-            "paymentz exchange"
-        );
-        self.exchanges.push(exchange);
     }
 }
 
@@ -573,12 +477,6 @@ fn header_value(token: &SecretString) -> reqwest::header::HeaderValue {
         .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static(""));
     value.set_sensitive(true);
     value
-}
-
-fn rejected(rejection: &Rejection) -> Answer {
-    let mut answer = Answer::classified(Classification::Declined);
-    answer.description = Some(format!("not sent: {rejection}"));
-    answer
 }
 
 /// What the token-and-retry loop needs to know about any classified reply.
@@ -706,10 +604,10 @@ impl Gateway for PaymentzClient {
     }
 
     async fn execute(&self, request: &OperationRequest) -> GatewayCall {
-        let mut log = CallLog::new();
+        let mut log = self.call_log();
         let answer = match self.check(request) {
             Ok(()) => self.run(request, &mut log).await,
-            Err(rejection) => rejected(&rejection),
+            Err(rejection) => Answer::not_sent(&rejection),
         };
         tracing::info!(
             account = %self.account,
@@ -717,10 +615,10 @@ impl Gateway for PaymentzClient {
             payment_id = request.payment_id.as_deref().unwrap_or("-"),
             classification = %answer.classification,
             gateway_code = answer.gateway_code.as_deref().unwrap_or("-"),
-            exchanges = log.exchanges.len(),
+            exchanges = log.len(),
             "paymentz call finished"
         );
-        self.finish(answer, log)
+        log.finish(answer)
     }
 }
 

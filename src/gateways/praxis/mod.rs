@@ -27,7 +27,8 @@ use crate::config::{ConfigError, Section};
 use crate::gateways::http::{HttpSettings, HttpTransport};
 use crate::gateways::registry::GatewayKind;
 use crate::gateways::{
-    Answer, Classification, Exchange, Gateway, GatewayCall, Operation, OperationRequest, Rejection,
+    Answer, CallLog, Exchange, ExchangeKind, Gateway, GatewayCall, Operation, OperationRequest,
+    Rejection,
 };
 
 use classify::AnswerRules;
@@ -202,18 +203,24 @@ impl Gateway for Praxis {
     }
 
     async fn execute(&self, request: &OperationRequest) -> GatewayCall {
-        let (endpoint, trace_id) = match self.prepare(request) {
-            Ok(prepared) => prepared,
-            Err(rejection) => {
-                // Nothing was sent, and sending it as given would never work.
-                let mut answer = Answer::classified(Classification::Declined);
-                answer.description = Some(rejection.to_string());
-                return GatewayCall {
-                    answer,
-                    exchanges: Vec::new(),
-                };
-            }
+        let mut log = self.call_log();
+        let answer = match self.prepare(request) {
+            Ok((endpoint, trace_id)) => self.run(endpoint, trace_id, &mut log).await,
+            Err(rejection) => Answer::not_sent(&rejection),
         };
+        log.finish(answer)
+    }
+}
+
+impl Praxis {
+    /// The log of one call: it scrubs the merchant secret, should an answer
+    /// ever echo it.
+    fn call_log(&self) -> CallLog {
+        CallLog::new(NAME, &self.account, [self.config.merchant_secret.clone()])
+    }
+
+    /// One signed attempt, sent once and recorded as one exchange.
+    async fn run(&self, endpoint: Endpoint, trace_id: u64, log: &mut CallLog) -> Answer {
         let signed = self.request_at(trace_id, OffsetDateTime::now_utc().unix_timestamp());
         let url = format!("{}{}", self.config.base_url, endpoint.path());
         let reply = self
@@ -245,8 +252,9 @@ impl Gateway for Praxis {
                 "Praxis answer signature did not verify; recorded, and under enforcement the answer proves nothing"
             );
         }
-        let exchange = Exchange {
+        log.record(Exchange {
             started_at,
+            kind: ExchangeKind::Call,
             purpose: endpoint.purpose().to_string(),
             method: "POST".into(),
             url,
@@ -259,11 +267,8 @@ impl Gateway for Praxis {
             latency,
             error: read.answer.error.as_ref().map(ToString::to_string),
             classification: read.answer.classification,
-        };
-        GatewayCall {
-            answer: read.answer,
-            exchanges: vec![exchange],
-        }
+        });
+        read.answer
     }
 }
 

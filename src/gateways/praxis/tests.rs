@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use super::*;
 use crate::gateways::http::HttpSettings;
-use crate::gateways::{GatewayError, PaymentState};
+use crate::gateways::{Classification, GatewayError, PaymentState};
 use crate::money::Amount;
 
 const SECRET: &str = "MerchantSecretKey-do-not-print";

@@ -1,0 +1,206 @@
+//! A gateway to copy: the smallest client that follows the contract every
+//! gateway keeps. It is compiled with the tests only and never registered;
+//! `docs/adding-a-gateway.md` says how to turn a copy into a real gateway.
+//!
+//! The "Skeleton" API it talks to is made up and as plain as can be: one
+//! JSON `POST` per operation (`/capture`, `/cancel`, `/payments/{id}`), an
+//! `X-Api-Key` header, and an answer `{"status": ..., "reference": ...}`.
+//! The shape is the one both real clients have:
+//! - [`wire`]: the formats, and which fields are secret;
+//! - [`classify`]: what each reply means for retry safety (the only place
+//!   that decides it);
+//! - this file: the account's settings, `check` (refuse before sending),
+//!   `execute` (open a [`CallLog`], `run` the exchanges, `finish`).
+
+pub mod classify;
+pub mod notification;
+pub mod wire;
+
+use std::fmt;
+use std::sync::Arc;
+
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::config::{ConfigError, Section};
+use crate::gateways::exchange::REDACTED;
+use crate::gateways::http::{HttpSettings, HttpTransport};
+use crate::gateways::registry::GatewayKind;
+use crate::gateways::{
+    Answer, CallLog, Exchange, ExchangeKind, Gateway, GatewayCall, Operation, OperationRequest,
+    Rejection,
+};
+
+/// The name commands use in their `gateway` field.
+pub const NAME: &str = "skeleton";
+
+/// The registry's entry: add `skeleton::KIND` to `registry::GATEWAYS`.
+pub const KIND: GatewayKind = GatewayKind {
+    name: NAME,
+    build,
+    notifications: notification_reader,
+};
+
+fn notification_reader(
+    section: &Section<'_>,
+) -> Result<Arc<dyn crate::notifications::NotificationReader>, ConfigError> {
+    Ok(Arc::new(notification::SkeletonNotifications::from_section(
+        section,
+    )?))
+}
+
+fn build(
+    section: &Section<'_>,
+    account: &str,
+    transport: HttpTransport,
+) -> Result<Arc<dyn Gateway>, ConfigError> {
+    let config = AccountConfig::read(section, transport.settings())?;
+    Ok(Arc::new(Skeleton::new(account, config, transport)))
+}
+
+/// One `[accounts.skeleton.<name>]` table.
+#[derive(Clone)]
+pub struct AccountConfig {
+    /// Without a trailing slash.
+    pub base_url: String,
+    /// Read with `Section::secret`, so that the config refuses a short one.
+    pub api_key: SecretString,
+}
+
+impl AccountConfig {
+    /// Reads the table; `http` decides whether a plain-http base URL is allowed.
+    pub fn read(section: &Section<'_>, http: &HttpSettings) -> Result<AccountConfig, ConfigError> {
+        Ok(AccountConfig {
+            base_url: section.gateway_base_url("base_url", http)?,
+            api_key: section.secret("api_key")?,
+        })
+    }
+}
+
+/// Secrets never reach a log, even through `{:?}`.
+impl fmt::Debug for AccountConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccountConfig")
+            .field("base_url", &self.base_url)
+            .field("api_key", &REDACTED)
+            .finish()
+    }
+}
+
+/// One configured account, ready to run operations.
+#[derive(Debug, Clone)]
+pub struct Skeleton {
+    account: String,
+    config: AccountConfig,
+    transport: HttpTransport,
+}
+
+impl Skeleton {
+    pub fn new(account: &str, config: AccountConfig, transport: HttpTransport) -> Skeleton {
+        Skeleton {
+            account: account.to_string(),
+            config,
+            transport,
+        }
+    }
+
+    /// The endpoint for a request, or why it cannot be sent as given.
+    fn prepare(&self, request: &OperationRequest) -> Result<wire::Endpoint, Rejection> {
+        let endpoint = wire::Endpoint::for_operation(request.operation).ok_or(
+            Rejection::UnsupportedOperation {
+                gateway: NAME,
+                operation: request.operation,
+            },
+        )?;
+        match request.payment_id.as_deref() {
+            Some(id) if wire::valid_payment_id(id) => {}
+            _ => return Err(Rejection::invalid("payment_id", "must be digits only")),
+        }
+        if request.amount.is_some() && endpoint != wire::Endpoint::Capture {
+            return Err(Rejection::invalid("amount", "must be absent"));
+        }
+        Ok(endpoint)
+    }
+
+    /// The log of one call: it scrubs every secret this account holds.
+    fn call_log(&self) -> CallLog {
+        CallLog::new(NAME, &self.account, [self.config.api_key.clone()])
+    }
+
+    /// The exchanges of one operation (here: exactly one), each recorded.
+    async fn run(
+        &self,
+        endpoint: wire::Endpoint,
+        request: &OperationRequest,
+        log: &mut CallLog,
+    ) -> Answer {
+        let payment_id = request.payment_id.as_deref().unwrap_or_default();
+        let url = format!("{}{}", self.config.base_url, endpoint.path(payment_id));
+        let body = wire::body(payment_id, request.amount);
+        let reply = self
+            .transport
+            .send(
+                self.transport
+                    .client()
+                    .post(&url)
+                    .header("X-Api-Key", self.config.api_key.expose_secret())
+                    .json(&body),
+            )
+            .await;
+        let answer = match reply.answer() {
+            Ok((status, received)) => classify::classify(endpoint, status, received),
+            Err(error) => Answer::from_error(error),
+        };
+        log.record(Exchange {
+            started_at: reply.started_at,
+            kind: ExchangeKind::Call,
+            purpose: endpoint.purpose().to_string(),
+            method: "POST".into(),
+            url,
+            request: wire::record(&body),
+            signature_sent: None,
+            http_status: reply.http_status(),
+            response_body: reply.body().map(str::to_string),
+            signature_received: None,
+            signature_verified: None,
+            latency: reply.latency,
+            error: answer.error.as_ref().map(ToString::to_string),
+            classification: answer.classification,
+        });
+        answer
+    }
+}
+
+#[async_trait::async_trait]
+impl Gateway for Skeleton {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn account(&self) -> &str {
+        &self.account
+    }
+
+    fn supports(&self, operation: Operation) -> bool {
+        wire::Endpoint::for_operation(operation).is_some()
+    }
+
+    fn check(&self, request: &OperationRequest) -> Result<(), Rejection> {
+        self.prepare(request).map(|_| ())
+    }
+
+    // `snapshot_before` keeps its default (`false`): override it when the
+    // payment's status after an attempt cannot tell whether that attempt
+    // applied (partial captures, several refunds).
+
+    async fn execute(&self, request: &OperationRequest) -> GatewayCall {
+        let mut log = self.call_log();
+        let answer = match self.prepare(request) {
+            Ok(endpoint) => self.run(endpoint, request, &mut log).await,
+            Err(rejection) => Answer::not_sent(&rejection),
+        };
+        log.finish(answer)
+    }
+}
+
+#[cfg(test)]
+mod tests;
