@@ -51,13 +51,17 @@ IMAGES = [
     "docker.io/library/debian:bookworm-slim",
     "docker.io/library/rust:1-bookworm",
 ]
-# Not the machine's own services' ports (5672, 15672, 5432, ...).
+# Not the machine's own services' ports (5672, 15672, 25672, 5432, ...), not
+# RabbitMQ's CLI distribution ports (35672-35682), and below the kernel's
+# ephemeral range (32768-60999): a port in that range can be taken by any
+# outgoing connection in the moment `restart` frees it (a run failed so, with
+# "bind: address already in use" for the admin port).
 PORTS = {
-    "BACKOFFICE_AMQP_PORT": 35672,
-    "BACKOFFICE_MANAGEMENT_PORT": 45672,
-    "BACKOFFICE_SIMULATOR_PORT": 38099,
-    "BACKOFFICE_ADMIN_PORT": 39090,
-    "BACKOFFICE_SANDBOX_ADMIN_PORT": 39091,
+    "BACKOFFICE_AMQP_PORT": 21672,
+    "BACKOFFICE_MANAGEMENT_PORT": 21673,
+    "BACKOFFICE_SIMULATOR_PORT": 21099,
+    "BACKOFFICE_ADMIN_PORT": 21090,
+    "BACKOFFICE_SANDBOX_ADMIN_PORT": 21091,
 }
 RABBIT_AUTH = "backoffice:backoffice"
 COMMAND_QUEUE = "backoffice.commands"
