@@ -63,6 +63,25 @@ struct ActionBody {
     reason: Option<String>,
     /// For "requeue all that match": the text the reason must contain.
     matching: Option<String>,
+    /// For a hold's release: `capture` or `cancel`.
+    action: Option<String>,
+}
+
+/// One open hold as `/api/holds` lists it.
+pub(crate) fn hold_json(row: &crate::store::notifications::NotificationRow) -> Value {
+    json!({
+        "id": row.id,
+        "gateway": row.gateway,
+        "account": row.account,
+        "payment_id": row.payment_id,
+        "amount_minor": row.amount_minor,
+        "currency": row.currency,
+        "status": row.status,
+        "reason": row.reason,
+        "rule": row.rule,
+        "received_at": crate::events::format_timestamp(row.received_at),
+        "hold_deadline": row.hold_deadline.map(crate::events::format_timestamp),
+    })
 }
 
 async fn route(
@@ -130,6 +149,36 @@ async fn route(
                 "commands": commands,
                 "notifications": Value::Null,
             }))
+        }
+        (Method::GET, ["holds"]) => {
+            let mut conn = console.conn().await?;
+            let rows = crate::store::notifications::open_hold_rows(&mut conn, 1000).await?;
+            ok(Value::Array(rows.iter().map(hold_json).collect()))
+        }
+        (Method::GET, ["notifications", id]) => {
+            let id = number(id)?;
+            let mut conn = console.conn().await?;
+            let row = crate::store::notifications::get(&mut conn, id)
+                .await?
+                .ok_or_else(|| ConsoleError::NotFound(format!("no notification {id}")))?;
+            // As `notifications show --json`, without the raw body.
+            ok(
+                serde_json::to_value(crate::ops::notifications::shown(&row, None, false))
+                    .expect("JSON serializes"),
+            )
+        }
+        (Method::POST, ["holds", id, "release"]) => {
+            let id = number(id)?;
+            let body: ActionBody = body(request).await?;
+            let done = actions::release(
+                console,
+                caller,
+                id,
+                body.action.as_deref().unwrap_or(""),
+                actions::reason(body.reason.as_deref()),
+            )
+            .await?;
+            Ok(done_answer(&done))
         }
         (Method::GET, ["dead-letters"]) => {
             let query = query_pairs(&request);
@@ -229,5 +278,5 @@ fn segment(text: &str) -> Result<String, ConsoleError> {
 
 fn number(text: &str) -> Result<i64, ConsoleError> {
     text.parse()
-        .map_err(|_| ConsoleError::BadInput(format!("`{text}` is not a dead letter id")))
+        .map_err(|_| ConsoleError::BadInput(format!("`{text}` is not a numeric id")))
 }

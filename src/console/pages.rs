@@ -202,6 +202,19 @@ pub async fn route(
             .await?;
             Ok(back(&form.back, "/console/attention", bulk.audit_id))
         }
+        (Method::POST, ["holds", id, "release"]) => {
+            let id = number(id)?;
+            let form: ActionForm = form(request).await?;
+            let done = actions::release(
+                console,
+                caller,
+                id,
+                form.action.as_deref().unwrap_or(""),
+                actions::reason(form.reason.as_deref()),
+            )
+            .await?;
+            Ok(back(&form.back, "/console/attention#held", done.audit_id))
+        }
         (Method::GET, ["audit"]) => audit(console, caller, &query, banner).await,
         _ => Err(ConsoleError::NotFound("no such page".into())),
     }
@@ -211,6 +224,8 @@ pub async fn route(
 struct ActionForm {
     reason: Option<String>,
     matching: Option<String>,
+    /// A hold's release: `capture` or `cancel`.
+    action: Option<String>,
     /// The page to return to (a console path only).
     #[serde(default)]
     back: String,
@@ -273,6 +288,15 @@ fn banner(row: &Option<AuditRow>) -> Markup {
 
 fn when(at: OffsetDateTime, now: OffsetDateTime) -> Markup {
     html! { time datetime=(crate::events::format_timestamp(at)) title=(crate::events::format_timestamp(at)) { (utc(at)) " " span.age { "(" (age(at, now)) ")" } } }
+}
+
+/// How long until a deadline (or how long past it).
+fn deadline_in(at: OffsetDateTime, now: OffsetDateTime) -> String {
+    if at >= now {
+        format!("in {}", crate::console::span((at - now).as_seconds_f64()))
+    } else {
+        format!("{} past", crate::console::span((now - at).as_seconds_f64()))
+    }
 }
 
 fn maybe_when(at: Option<OffsetDateTime>, now: OffsetDateTime) -> Markup {
@@ -364,8 +388,9 @@ fn live(figures: Option<&crate::snapshot::Figures<OverviewFigures>>) -> Markup {
                 "/console/commands", f.outbox_oldest_secs > 60.0))
             (card("Dead letters", f.dead_letters_waiting.to_string(), html!{ "waiting for a person" },
                 "/console/attention#dead-letters", f.dead_letters_waiting > 0))
-            (card("Held authorizations", "n/a".into(), html!{ "not available until notifications land" },
-                "/console/attention#held", false))
+            (card("Held authorizations", f.holds_open.to_string(),
+                html!{ @if let Some(d) = f.nearest_hold_deadline { "nearest deadline " (utc(d)) " (" (deadline_in(d, now)) ")" } @else { "none held" } },
+                "/console/attention#held", f.holds_open > 0))
         }
         h2 { "Commands received per minute, last " (CHART_MINUTES / 60) " hours, by outcome" }
         (chart(&f.per_minute, now))
@@ -955,6 +980,7 @@ async fn attention(
     let failed = needing_attention(&mut conn, "failed", None, PAGE_SIZE).await?;
     let rejected = needing_attention(&mut conn, "rejected", None, PAGE_SIZE).await?;
     let dead = crate::store::dead_letters::list(&mut conn, false, None, PAGE_SIZE, 200).await?;
+    let holds = crate::store::notifications::open_hold_rows(&mut conn, PAGE_SIZE).await?;
     let now = OffsetDateTime::now_utc();
     let operator_note = |caller: &Caller| {
         html! { @if !caller.role.may_act() { span.note { " (operators only)" } } }
@@ -1001,7 +1027,35 @@ async fn attention(
                 p.note { "The gateway may or may not have done these; reconciliation inquires on its schedule. " strong { "Reconcile now" } " inquires at once and records the inquiry." (operator_note(caller)) }
                 @if unknown.is_empty() { p.note { "None." } } @else { (rows(&unknown, true)) }
                 h2 #held { "Held authorizations" }
-                p.note { (NOT_YET) " Release as capture or cancel (with a reason) will appear here." }
+                p.note { "Authorizations a rule held for a person: " strong { "release" } " makes the capture or cancel command (rule \"operator\"), as `notifications release` does; a reason is required. At its deadline the rule's own action runs." (operator_note(caller)) }
+                @if holds.is_empty() { p.note { "None." } } @else {
+                    table #holds {
+                        thead { tr { th { "Notification" } th { "Gateway" } th { "Account" } th { "Payment" } th.num { "Amount" } th { "Why held" } th { "Rule" } th { "Received" } th { "Deadline" } th {} } }
+                        tbody {
+                            @for h in &holds {
+                                tr data-id=(h.id) {
+                                    td { a href=(format!("/api/notifications/{}", h.id)) { (h.id) } }
+                                    td { (h.gateway) }
+                                    td { (h.account) }
+                                    td { (payment_link(Some(&h.gateway), h.payment_id.as_deref())) }
+                                    td.num { (amount(h.amount_minor, h.currency.as_deref())) }
+                                    td { (h.reason.as_deref().unwrap_or("")) }
+                                    td { (h.rule.as_deref().unwrap_or("-")) }
+                                    td { (when(h.received_at, now)) }
+                                    td { (maybe_when(h.hold_deadline, now)) }
+                                    td {
+                                        form.inline method="post" action=(format!("/console/holds/{}/release", h.id)) {
+                                            input type="hidden" name="back" value="/console/attention#held";
+                                            input type="text" name="reason" required placeholder="reason (required)";
+                                            button type="submit" name="action" value="capture" { "Release as capture" }
+                                            button type="submit" name="action" value="cancel" { "Release as cancel" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
                 h2 #failed { "Failed (" (failed.len()) @if failed.len() as i64 == PAGE_SIZE { "+" } ")" }
                 @if failed.is_empty() { p.note { "None." } } @else { (rows(&failed, false)) }
                 p { a href="/console/commands?outcome=failed" { "all failed commands →" } }

@@ -261,6 +261,21 @@ pub async fn close_hold(
     Ok(())
 }
 
+/// Open holds, nearest deadline first (the console's "needs a person").
+pub async fn open_hold_rows(
+    conn: &mut PgConnection,
+    limit: i64,
+) -> Result<Vec<NotificationRow>, StoreError> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM notifications
+         WHERE decision = 'held' AND hold_closed_at IS NULL
+         ORDER BY hold_deadline NULLS LAST, id LIMIT $1"
+    ))
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
 /// Holds still open, and the age of the oldest, for the metrics.
 pub async fn open_holds(conn: &mut PgConnection) -> Result<(i64, f64), StoreError> {
     sqlx::query_as(
