@@ -574,9 +574,9 @@ async fn actions_reconcile_and_requeue_are_done_audited_and_refused_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_authorization_is_listed_and_released_once_by_an_operator_with_a_reason() {
     let mut env = TestEnv::new("console-holds").await;
-    let (w, _port) = ConsoleWorker::start_notified(&mut env).await;
+    let (w, port) = ConsoleWorker::start_notified(&mut env).await;
     let c = client();
-    let id = make_hold(&env, "710001").await;
+    let id = make_hold(&env, port, "710001").await;
     let release = format!("/api/holds/{id}/release");
 
     // Listed, with why and its deadline; on the overview and the page.
@@ -710,6 +710,61 @@ async fn a_held_authorization_is_listed_and_released_once_by_an_operator_with_a_
         .await
         .unwrap();
     assert_eq!(holds, serde_json::json!([]));
+
+    // The notification on the command's timeline and on its payment.
+    let command: Value = c
+        .get(w.url("/api/commands/auto.praxis.default.710001"))
+        .bearer_auth(VIEWER)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // The release made it (the simulator may also have notified the capture).
+    let touched = command["notifications"].as_array().unwrap();
+    assert!(
+        touched.iter().any(|n| n["id"] == id
+            && n["decision"] == "acted"
+            && n["rule"] == "operator"
+            && n["matched"]["held_by"] == "mismatch"),
+        "{command}"
+    );
+    let payment: Value = c
+        .get(w.url("/api/payments/praxis/710001"))
+        .bearer_auth(VIEWER)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        payment["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["id"] == id),
+        "{payment}"
+    );
+    for path in [
+        "/console/commands/auto.praxis.default.710001".to_string(),
+        "/console/payments/praxis/710001".to_string(),
+    ] {
+        let page = c
+            .get(w.url(&path))
+            .bearer_auth(VIEWER)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            page.contains(&format!("/api/notifications/{id}")),
+            "{path}: {page}"
+        );
+    }
 
     // The audit: the release (ok) and the refused second one.
     let audit: Value = c

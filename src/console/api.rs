@@ -67,6 +67,17 @@ struct ActionBody {
     action: Option<String>,
 }
 
+fn notifications_json(rows: &[crate::store::notifications::NotificationRow]) -> Value {
+    Value::Array(
+        rows.iter()
+            .map(|n| {
+                serde_json::to_value(crate::ops::notifications::shown(n, None, false))
+                    .expect("JSON serializes")
+            })
+            .collect(),
+    )
+}
+
 /// One open hold as `/api/holds` lists it.
 pub(crate) fn hold_json(row: &crate::store::notifications::NotificationRow) -> Value {
     json!({
@@ -98,8 +109,8 @@ async fn route(
             let figures = console.overview().await.ok_or(ConsoleError::Timeout)?;
             ok(json!({
                 "age_ms": figures.age.as_millis() as u64,
+                "held_authorizations": figures.value.holds_open,
                 "figures": figures.value,
-                "held_authorizations": Value::Null,
             }))
         }
         (Method::GET, ["commands"]) => {
@@ -120,7 +131,15 @@ async fn route(
             let mut value = serde_json::to_value(&report).expect("JSON serializes");
             // The events with their routing keys and publication state.
             value["events"] = serde_json::to_value(&events).expect("JSON serializes");
-            value["notifications"] = Value::Null;
+            // The notifications that made or settled it, as `/api/notifications/{id}`.
+            let touched = match (&report.command.gateway, &report.command.payment_id) {
+                (Some(g), Some(p)) => {
+                    crate::store::notifications::for_payment(&mut conn, g, p, Some(&id), 100)
+                        .await?
+                }
+                _ => Vec::new(),
+            };
+            value["notifications"] = notifications_json(&touched);
             ok(value)
         }
         (Method::POST, ["commands", id, "reconcile"]) => {
@@ -141,13 +160,21 @@ async fn route(
             let commands =
                 crate::store::console::payment_commands(&mut conn, &gateway, &payment_id, 1000)
                     .await?;
+            let touched = crate::store::notifications::for_payment(
+                &mut conn,
+                &gateway,
+                &payment_id,
+                None,
+                1000,
+            )
+            .await?;
             let totals = super::pages::PaymentTotals::of(&commands);
             ok(json!({
                 "gateway": gateway,
                 "payment_id": payment_id,
                 "totals": totals,
                 "commands": commands,
-                "notifications": Value::Null,
+                "notifications": notifications_json(&touched),
             }))
         }
         (Method::GET, ["holds"]) => {

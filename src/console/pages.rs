@@ -2,10 +2,9 @@
 //! escaped by the template; nothing is inserted as raw HTML but the
 //! templates' own markup). Times are UTC, with their age beside them.
 //!
-//! Held authorizations and gateway notifications (issue 12) are not in this
-//! worker yet: the pages say so where they will appear (the overview, "needs
-//! a person", a command's timeline, a payment) instead of showing anything
-//! made up.
+//! Held authorizations (the overview's card, "needs a person" with release)
+//! and the notifications that touched a command or a payment are read from
+//! `store::notifications`, the tables the notifications feature writes.
 
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -26,9 +25,6 @@ use crate::store::console::{
     self as queries, AuditRow, CommandFilter, Cursor, EventRow, ListedCommand, OverviewFigures,
     CHART_MINUTES, LATENCY_MINUTES,
 };
-
-/// Where held authorizations and notifications will appear.
-const NOT_YET: &str = "Not available until gateway notifications land (issue 12): this worker does not receive notifications or hold authorizations yet.";
 
 const OUTCOMES: [&str; 6] = [
     "succeeded",
@@ -745,6 +741,12 @@ async fn command(
     let attempts = crate::store::attempts::for_command(&mut conn, id).await?;
     let events = queries::command_events(&mut conn, id).await?;
     let actions = queries::audit_page(&mut conn, Some(id), None, 100).await?;
+    let notifications = match (row.gateway.as_deref(), row.payment_id.as_deref()) {
+        (Some(g), Some(p)) => {
+            crate::store::notifications::for_payment(&mut conn, g, p, Some(id), 100).await?
+        }
+        _ => Vec::new(),
+    };
     let now = OffsetDateTime::now_utc();
     let mut timeline: Vec<(OffsetDateTime, u8, Entry)> =
         vec![(row.received_at, 0, Entry::Received)];
@@ -828,10 +830,44 @@ async fn command(
                     }
                 }
                 h2 { "Notifications" }
-                p.note #notifications { (NOT_YET) }
+                @if notifications.is_empty() { p.note #notifications { "No notification made or settled this command." } }
+                @else { (notification_table(&notifications, now)) }
             },
         ),
     ))
+}
+
+/// Notifications as a command's timeline and a payment show them, each
+/// linking to its JSON under `/api/`.
+fn notification_table(
+    rows: &[crate::store::notifications::NotificationRow],
+    now: OffsetDateTime,
+) -> Markup {
+    html! {
+        table #notifications {
+            thead { tr { th { "Id" } th { "Received" } th { "Status" } th.num { "Amount" } th { "Verified" } th { "Decision" } th { "Rule" } th { "Command" } th.num { "Repeats" } } }
+            tbody {
+                @for n in rows {
+                    tr data-id=(n.id) {
+                        td { a href=(format!("/api/notifications/{}", n.id)) { (n.id) } }
+                        td { (when(n.received_at, now)) }
+                        td { (n.status.as_deref().unwrap_or("-")) }
+                        td.num { (amount(n.amount_minor, n.currency.as_deref())) }
+                        td { @if n.verified { "yes" } @else { "no" } @if let Some(p) = &n.problem { span.note { " (" (p) ")" } } }
+                        td {
+                            (n.decision)
+                            @if let Some(by) = &n.hold_closed_by { " (hold closed by " (by) ")" }
+                            @else if n.decision == "held" { " (open hold)" }
+                            @if let Some(r) = &n.reason { span.note { " " (r) } }
+                        }
+                        td { (n.rule.as_deref().unwrap_or("-")) }
+                        td { @if let Some(c) = &n.command_id { (command_link(c)) } @else { "-" } }
+                        td.num { (n.repeats) }
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn pretty(value: &serde_json::Value) -> String {
@@ -932,6 +968,9 @@ async fn payment(
 ) -> Result<Response<Body>, ConsoleError> {
     let mut conn = console.conn().await?;
     let commands = queries::payment_commands(&mut conn, gateway, payment_id, 1000).await?;
+    let notifications =
+        crate::store::notifications::for_payment(&mut conn, gateway, payment_id, None, 1000)
+            .await?;
     let totals = PaymentTotals::of(&commands);
     let now = OffsetDateTime::now_utc();
     let currency = totals.currency.clone().unwrap_or_default();
@@ -961,7 +1000,8 @@ async fn payment(
                     }
                 }
                 h2 { "Notifications" }
-                p.note { (NOT_YET) }
+                @if notifications.is_empty() { p.note #notifications { "No notification on this payment." } }
+                @else { (notification_table(&notifications, now)) }
             },
         ),
     ))

@@ -71,16 +71,6 @@ impl ConsoleWorker {
             "\n[notifications]\nlisten = \"127.0.0.1:{port}\"\n[automation]\nhold_deadline = \"6d\"\non_deadline = \"cancel\"\n"
         ));
         let w = ConsoleWorker::start(env).await;
-        env.sim
-            .sim()
-            .set_notify_settings(NotifySettings {
-                url: Some(format!(
-                    "http://127.0.0.1:{port}/notifications/{{gateway}}/default"
-                )),
-                resend_after_ms: 300,
-                ..NotifySettings::default()
-            })
-            .unwrap();
         (w, port)
     }
 
@@ -142,14 +132,25 @@ pub async fn make_unknown(env: &mut TestEnv, id: &str, payment: &str) {
 /// authorized): the simulator notifies an amount that does not match, which
 /// the worker always holds (rule "mismatch"). Needs
 /// [`ConsoleWorker::start_notified`]. Returns the notification's id.
-pub async fn make_hold(env: &TestEnv, payment: &str) -> i64 {
+pub async fn make_hold(env: &TestEnv, port: u16, payment: &str) -> i64 {
     let sim = env.sim.sim().clone();
+    // Created quietly (no notification of the authorization itself), then
+    // notified once with the wrong amount.
+    sim.set_notify_settings(NotifySettings::default()).unwrap();
     sim.create_payment(
         NewPayment::new(GatewayId::Praxis, Amount::from_minor(1000))
             .id(payment)
             .state("authorized")
             .currency("USD"),
     )
+    .unwrap();
+    sim.set_notify_settings(NotifySettings {
+        url: Some(format!(
+            "http://127.0.0.1:{port}/notifications/{{gateway}}/default"
+        )),
+        resend_after_ms: 300,
+        ..NotifySettings::default()
+    })
     .unwrap();
     sim.send_notification(&SendRequest {
         gateway: GatewayId::Praxis,
@@ -163,7 +164,7 @@ pub async fn make_hold(env: &TestEnv, payment: &str) -> i64 {
     loop {
         let held: Option<i64> = sqlx::query_scalar(
             "SELECT id FROM notifications WHERE payment_id = $1 AND decision = 'held'
-              AND hold_closed_at IS NULL ORDER BY id LIMIT 1",
+              AND rule = 'mismatch' AND hold_closed_at IS NULL ORDER BY id LIMIT 1",
         )
         .bind(payment)
         .fetch_optional(&env.pool)
