@@ -209,7 +209,7 @@ pub async fn route(
                 actions::reason(form.reason.as_deref()),
             )
             .await?;
-            Ok(back(&form.back, "/console/attention#held", done.audit_id))
+            Ok(back(&form.back, "/console/attention", done.audit_id))
         }
         (Method::GET, ["audit"]) => audit(console, caller, &query, banner).await,
         _ => Err(ConsoleError::NotFound("no such page".into())),
@@ -1085,7 +1085,7 @@ async fn attention(
                                     td { (maybe_when(h.hold_deadline, now)) }
                                     td {
                                         form.inline method="post" action=(format!("/console/holds/{}/release", h.id)) {
-                                            input type="hidden" name="back" value="/console/attention#held";
+                                            input type="hidden" name="back" value="/console/attention";
                                             input type="text" name="reason" required placeholder="reason (required)";
                                             button type="submit" name="action" value="capture" { "Release as capture" }
                                             button type="submit" name="action" value="cancel" { "Release as cancel" }
