@@ -2,7 +2,8 @@
 //! listener, the real database and broker): the access rules of
 //! shared/spec/config.md, the JSON API's minimum, every page, the command
 //! list's filters and keyset pages, and the actions (reconcile now, requeue
-//! one, requeue all that match), each with its audit row.
+//! one, requeue all that match, release a held authorization), each with its
+//! audit row.
 //!
 //! The same flows in a real browser are in `tests/console_browser.rs`.
 

@@ -9,7 +9,11 @@
 //!   that marks it requeued;
 //! - **requeue all that match** a reason: at most [`REQUEUE_CAP`] per
 //!   request, each one as above; the answer counts what was requeued, what
-//!   was refused (and why) and what is left beyond the cap.
+//!   was refused (and why) and what is left beyond the cap;
+//! - **release** a held authorization as a capture or a cancel, a reason
+//!   required: the CLI's `notifications release`
+//!   (`ops::notifications::release_in`), its audit row in the transaction
+//!   that makes the command and closes the hold.
 //!
 //! A refusal decided here (already requeued, not unknown any more) is an
 //! audit row too (`ok = false`), written on its own: nothing else happened.
