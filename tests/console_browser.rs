@@ -8,10 +8,9 @@
 //!   appear and finish on the overview (which refreshes by itself) and the
 //!   list, opens its timeline and its payment, reconciles an unknown made
 //!   with the simulator's faults and sees the new inquiry, requeues a dead
-//!   letter, and a cross-site form post in the same browser is refused.
-//!
-//! Held authorizations (release as capture / cancel) are not in this worker
-//! yet (issue 12); their step is not here.
+//!   letter, releases a held authorization (a mismatch the simulator
+//!   notifies) as a capture with a reason, and a cross-site form post in the
+//!   same browser is refused.
 
 mod common;
 mod console_support;
@@ -21,7 +20,7 @@ use std::time::Duration;
 
 use common::TestEnv;
 use console_support::webdriver::{Browser, Driver};
-use console_support::{make_unknown, ConsoleWorker, OPERATOR, VIEWER};
+use console_support::{make_hold, make_unknown, ConsoleWorker, OPERATOR, VIEWER};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -69,7 +68,7 @@ async fn forger(target: String) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewers_and_operators_use_the_console_in_chromium() {
     let mut env = TestEnv::new("console-browser").await;
-    let w = ConsoleWorker::start(&mut env).await;
+    let (w, notify_port) = ConsoleWorker::start_notified(&mut env).await;
     let driver = Driver::start().await;
     // A dead letter to look at, and to requeue.
     env.publish_raw(b"{not json".to_vec(), lapin::BasicProperties::default())
@@ -171,6 +170,25 @@ async fn viewers_and_operators_use_the_console_in_chromium() {
         .wait_text("p.banner", WAIT, |t| t.contains("requeue"))
         .await;
     assert!(banner.contains("requeued to"), "{banner}");
+
+    // Release a held authorization as a capture, with a reason.
+    let hold = make_hold(&env, notify_port, "720001").await;
+    b.goto(&w.url("/console/attention")).await;
+    let row = format!("#holds tr[data-id='{hold}']");
+    b.find(&row, WAIT).await;
+    assert!(b.text(&row).await.contains("mismatch"));
+    b.screenshot(&shot("held")).await;
+    b.type_into(&format!("{row} input[name=reason]"), "customer confirmed")
+        .await;
+    b.click(&format!("{row} button[value=capture]")).await;
+    let banner = b
+        .wait_text("p.banner", WAIT, |t| t.contains("release"))
+        .await;
+    assert!(banner.contains("released as a capture"), "{banner}");
+    let event = env.outcome_of("auto.praxis.default.720001").await;
+    assert_eq!(event.operation.as_deref(), Some("capture"));
+    assert_eq!(event.origin.unwrap().rule, "operator");
+    assert!(b.all("#holds tr[data-id]").await.is_empty(), "no hold left");
 
     // A cross-site form post, with the operator's cookie: refused.
     // (The requeued message was dead-lettered again: still not JSON.)

@@ -2,7 +2,8 @@
 //! listener, the real database and broker): the access rules of
 //! shared/spec/config.md, the JSON API's minimum, every page, the command
 //! list's filters and keyset pages, and the actions (reconcile now, requeue
-//! one, requeue all that match), each with its audit row.
+//! one, requeue all that match, release a held authorization), each with its
+//! audit row.
 //!
 //! The same flows in a real browser are in `tests/console_browser.rs`.
 
@@ -13,7 +14,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::TestEnv;
-use console_support::{client, make_unknown, ConsoleWorker, OPERATOR, VIEWER};
+use console_support::{client, make_hold, make_unknown, ConsoleWorker, OPERATOR, VIEWER};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -567,6 +568,224 @@ async fn actions_reconcile_and_requeue_are_done_audited_and_refused_twice() {
     );
     assert!(page.contains("customer asked"), "{page}");
 
+    w.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_authorization_is_listed_and_released_once_by_an_operator_with_a_reason() {
+    let mut env = TestEnv::new("console-holds").await;
+    let (w, port) = ConsoleWorker::start_notified(&mut env).await;
+    let c = client();
+    let id = make_hold(&env, port, "710001").await;
+    let release = format!("/api/holds/{id}/release");
+
+    // Listed, with why and its deadline; on the overview and the page.
+    let holds: Value = c
+        .get(w.url("/api/holds"))
+        .bearer_auth(VIEWER)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let hold = &holds.as_array().unwrap()[0];
+    assert_eq!(hold["id"], id, "{holds}");
+    assert_eq!(hold["payment_id"], "710001");
+    assert_eq!(hold["rule"], "mismatch");
+    assert_eq!(hold["currency"], "USD");
+    assert!(hold["hold_deadline"].is_string(), "{hold}");
+    let page = c
+        .get(w.url("/console/attention"))
+        .bearer_auth(VIEWER)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(&format!("/console/holds/{id}/release")),
+        "{page}"
+    );
+    assert!(page.contains("Release as capture"));
+    let shown: Value = c
+        .get(w.url(&format!("/api/notifications/{id}")))
+        .bearer_auth(VIEWER)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["decision"], "held", "{shown}");
+
+    // A viewer is refused; so is a cross-site request; a reason is required.
+    let body = serde_json::json!({"action": "capture", "reason": "customer confirmed 10.00"});
+    let r = c
+        .post(w.url(&release))
+        .bearer_auth(VIEWER)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = c
+        .post(w.url(&release))
+        .bearer_auth(OPERATOR)
+        .header("sec-fetch-site", "cross-site")
+        .header("origin", "http://evil.example")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = c
+        .post(w.url(&release))
+        .bearer_auth(OPERATOR)
+        .json(&serde_json::json!({"action": "capture"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "a reason is required");
+    let commands = |env: &TestEnv| {
+        let pool = env.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM commands WHERE id = 'auto.praxis.default.710001'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(commands(&env).await, 0, "nothing made by a refusal");
+
+    // The operator releases it: the automated command, rule "operator".
+    let r = c
+        .post(w.url(&release))
+        .bearer_auth(OPERATOR)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let done: Value = r.json().await.unwrap();
+    assert_eq!(done["ok"], true, "{done}");
+    assert!(
+        done["result"]
+            .as_str()
+            .unwrap()
+            .contains("auto.praxis.default.710001"),
+        "{done}"
+    );
+    let event = env.outcome_of("auto.praxis.default.710001").await;
+    assert_eq!(event.outcome.as_str(), "succeeded");
+    assert_eq!(event.operation.as_deref(), Some("capture"));
+    assert_eq!(event.origin.unwrap().rule, "operator");
+    // Twice: refused (not an open hold), audited as not ok; one command.
+    let r = c
+        .post(w.url(&release))
+        .bearer_auth(OPERATOR)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert_eq!(commands(&env).await, 1, "the command is made once");
+    let closed_by: String =
+        sqlx::query_scalar("SELECT hold_closed_by FROM notifications WHERE id = $1")
+            .bind(id)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert!(closed_by.starts_with("console:"), "{closed_by}");
+    let holds: Value = c
+        .get(w.url("/api/holds"))
+        .bearer_auth(VIEWER)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(holds, serde_json::json!([]));
+
+    // The notification on the command's timeline and on its payment.
+    let command: Value = c
+        .get(w.url("/api/commands/auto.praxis.default.710001"))
+        .bearer_auth(VIEWER)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // The release made it (the simulator may also have notified the capture).
+    let touched = command["notifications"].as_array().unwrap();
+    assert!(
+        touched.iter().any(|n| n["id"] == id
+            && n["decision"] == "acted"
+            && n["rule"] == "operator"
+            && n["matched"]["held_by"] == "mismatch"),
+        "{command}"
+    );
+    let payment: Value = c
+        .get(w.url("/api/payments/praxis/710001"))
+        .bearer_auth(VIEWER)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        payment["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["id"] == id),
+        "{payment}"
+    );
+    for path in [
+        "/console/commands/auto.praxis.default.710001".to_string(),
+        "/console/payments/praxis/710001".to_string(),
+    ] {
+        let page = c
+            .get(w.url(&path))
+            .bearer_auth(VIEWER)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            page.contains(&format!("/api/notifications/{id}")),
+            "{path}: {page}"
+        );
+    }
+
+    // The audit: the release (ok) and the refused second one.
+    let audit: Value = c
+        .get(w.url(&format!("/api/audit?target=notification:{id}")))
+        .bearer_auth(VIEWER)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rows = audit.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{audit}");
+    assert!(rows.iter().all(|r| r["action"] == "release"), "{audit}");
+    assert!(
+        rows.iter()
+            .any(|r| r["ok"] == true && r["reason"] == "customer confirmed 10.00"),
+        "{audit}"
+    );
+    assert!(rows.iter().any(|r| r["ok"] == false), "{audit}");
     w.stop().await;
     env.cleanup().await;
 }

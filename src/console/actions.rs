@@ -9,7 +9,11 @@
 //!   that marks it requeued;
 //! - **requeue all that match** a reason: at most [`REQUEUE_CAP`] per
 //!   request, each one as above; the answer counts what was requeued, what
-//!   was refused (and why) and what is left beyond the cap.
+//!   was refused (and why) and what is left beyond the cap;
+//! - **release** a held authorization as a capture or a cancel, a reason
+//!   required: the CLI's `notifications release`
+//!   (`ops::notifications::release_in`), its audit row in the transaction
+//!   that makes the command and closes the hold.
 //!
 //! A refusal decided here (already requeued, not unknown any more) is an
 //! audit row too (`ok = false`), written on its own: nothing else happened.
@@ -142,6 +146,62 @@ pub async fn requeue(
     let done = requeue_with(console, &broker, &entry, id).await;
     broker.close().await;
     done
+}
+
+/// Releases the open hold `id` as a capture or a cancel: the CLI's
+/// `notifications release` (`ops::notifications::release_in`: the automated
+/// command with rule "operator"), its audit row in the same transaction. A
+/// reason is required; a refusal (not an open hold) is audited as not ok.
+pub async fn release(
+    console: &Console,
+    caller: &Caller,
+    id: i64,
+    action: &str,
+    why: Option<String>,
+) -> Result<Done, ConsoleError> {
+    let action = match action {
+        "capture" => crate::notifications::rules::Action::Capture,
+        "cancel" => crate::notifications::rules::Action::Cancel,
+        other => {
+            return Err(ConsoleError::BadInput(format!(
+                "action `{other}`: release as `capture` or `cancel`"
+            )))
+        }
+    };
+    let Some(why) = why else {
+        return Err(ConsoleError::BadInput(
+            "a reason is required to release a hold".into(),
+        ));
+    };
+    let entry = entry(caller, "release", format!("notification:{id}"), Some(why));
+    let readers = crate::notifications::listener::readers(&console.config.accounts)
+        .map_err(|e| ConsoleError::BadInput(e.to_string()))?;
+    let ctx = crate::notifications::intake::Context::of_worker(
+        console.worker.clone(),
+        console.config.automation.clone(),
+        readers,
+    );
+    let by = format!("console:{}", caller.actor);
+    let mut conn = console.conn().await?;
+    let mut tx = conn.begin().await?;
+    match crate::ops::notifications::release_in(&ctx, &mut tx, id, action, &by).await? {
+        Ok(command) => {
+            let result = format!("released as a {}: command {command}", action.as_str());
+            let audit_id = queries::audit(&mut tx, &entry, true, &result).await?;
+            tx.commit().await?;
+            ctx.after_commit("acted");
+            Ok(Done {
+                audit_id,
+                ok: true,
+                result,
+            })
+        }
+        Err(why) => {
+            drop(tx);
+            drop(conn);
+            refused(console, &entry, &why).await
+        }
+    }
 }
 
 /// What "requeue all that match" came to.

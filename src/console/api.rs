@@ -63,6 +63,36 @@ struct ActionBody {
     reason: Option<String>,
     /// For "requeue all that match": the text the reason must contain.
     matching: Option<String>,
+    /// For a hold's release: `capture` or `cancel`.
+    action: Option<String>,
+}
+
+fn notifications_json(rows: &[crate::store::notifications::NotificationRow]) -> Value {
+    Value::Array(
+        rows.iter()
+            .map(|n| {
+                serde_json::to_value(crate::ops::notifications::shown(n, None, false))
+                    .expect("JSON serializes")
+            })
+            .collect(),
+    )
+}
+
+/// One open hold as `/api/holds` lists it.
+pub(crate) fn hold_json(row: &crate::store::notifications::NotificationRow) -> Value {
+    json!({
+        "id": row.id,
+        "gateway": row.gateway,
+        "account": row.account,
+        "payment_id": row.payment_id,
+        "amount_minor": row.amount_minor,
+        "currency": row.currency,
+        "status": row.status,
+        "reason": row.reason,
+        "rule": row.rule,
+        "received_at": crate::events::format_timestamp(row.received_at),
+        "hold_deadline": row.hold_deadline.map(crate::events::format_timestamp),
+    })
 }
 
 async fn route(
@@ -79,8 +109,8 @@ async fn route(
             let figures = console.overview().await.ok_or(ConsoleError::Timeout)?;
             ok(json!({
                 "age_ms": figures.age.as_millis() as u64,
+                "held_authorizations": figures.value.holds_open,
                 "figures": figures.value,
-                "held_authorizations": Value::Null,
             }))
         }
         (Method::GET, ["commands"]) => {
@@ -101,7 +131,15 @@ async fn route(
             let mut value = serde_json::to_value(&report).expect("JSON serializes");
             // The events with their routing keys and publication state.
             value["events"] = serde_json::to_value(&events).expect("JSON serializes");
-            value["notifications"] = Value::Null;
+            // The notifications that made or settled it, as `/api/notifications/{id}`.
+            let touched = match (&report.command.gateway, &report.command.payment_id) {
+                (Some(g), Some(p)) => {
+                    crate::store::notifications::for_payment(&mut conn, g, p, Some(&id), 100)
+                        .await?
+                }
+                _ => Vec::new(),
+            };
+            value["notifications"] = notifications_json(&touched);
             ok(value)
         }
         (Method::POST, ["commands", id, "reconcile"]) => {
@@ -122,14 +160,52 @@ async fn route(
             let commands =
                 crate::store::console::payment_commands(&mut conn, &gateway, &payment_id, 1000)
                     .await?;
+            let touched = crate::store::notifications::for_payment(
+                &mut conn,
+                &gateway,
+                &payment_id,
+                None,
+                1000,
+            )
+            .await?;
             let totals = super::pages::PaymentTotals::of(&commands);
             ok(json!({
                 "gateway": gateway,
                 "payment_id": payment_id,
                 "totals": totals,
                 "commands": commands,
-                "notifications": Value::Null,
+                "notifications": notifications_json(&touched),
             }))
+        }
+        (Method::GET, ["holds"]) => {
+            let mut conn = console.conn().await?;
+            let rows = crate::store::notifications::open_hold_rows(&mut conn, 1000).await?;
+            ok(Value::Array(rows.iter().map(hold_json).collect()))
+        }
+        (Method::GET, ["notifications", id]) => {
+            let id = number(id)?;
+            let mut conn = console.conn().await?;
+            let row = crate::store::notifications::get(&mut conn, id)
+                .await?
+                .ok_or_else(|| ConsoleError::NotFound(format!("no notification {id}")))?;
+            // As `notifications show --json`, without the raw body.
+            ok(
+                serde_json::to_value(crate::ops::notifications::shown(&row, None, false))
+                    .expect("JSON serializes"),
+            )
+        }
+        (Method::POST, ["holds", id, "release"]) => {
+            let id = number(id)?;
+            let body: ActionBody = body(request).await?;
+            let done = actions::release(
+                console,
+                caller,
+                id,
+                body.action.as_deref().unwrap_or(""),
+                actions::reason(body.reason.as_deref()),
+            )
+            .await?;
+            Ok(done_answer(&done))
         }
         (Method::GET, ["dead-letters"]) => {
             let query = query_pairs(&request);
@@ -229,5 +305,5 @@ fn segment(text: &str) -> Result<String, ConsoleError> {
 
 fn number(text: &str) -> Result<i64, ConsoleError> {
     text.parse()
-        .map_err(|_| ConsoleError::BadInput(format!("`{text}` is not a dead letter id")))
+        .map_err(|_| ConsoleError::BadInput(format!("`{text}` is not a numeric id")))
 }

@@ -5,7 +5,8 @@
 //! It owns routing, access (`auth`: the two roles' tokens, login sessions,
 //! the cross-site check), the pages (`pages`, maud templates that escape
 //! every value), the JSON API (`api`) and the actions (`actions`: reconcile
-//! now, requeue; each audited in the transaction of its effect). Its SQL is
+//! now, requeue, release a hold; each audited in the transaction of its
+//! effect). Its SQL is
 //! in `store::console`, beside the queries the CLI shares with it.
 //!
 //! Access rules (shared/spec/config.md, "Listeners, the console,

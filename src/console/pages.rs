@@ -2,10 +2,9 @@
 //! escaped by the template; nothing is inserted as raw HTML but the
 //! templates' own markup). Times are UTC, with their age beside them.
 //!
-//! Held authorizations and gateway notifications (issue 12) are not in this
-//! worker yet: the pages say so where they will appear (the overview, "needs
-//! a person", a command's timeline, a payment) instead of showing anything
-//! made up.
+//! Held authorizations (the overview's card, "needs a person" with release)
+//! and the notifications that touched a command or a payment are read from
+//! `store::notifications`, the tables the notifications feature writes.
 
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -26,9 +25,6 @@ use crate::store::console::{
     self as queries, AuditRow, CommandFilter, Cursor, EventRow, ListedCommand, OverviewFigures,
     CHART_MINUTES, LATENCY_MINUTES,
 };
-
-/// Where held authorizations and notifications will appear.
-const NOT_YET: &str = "Not available until gateway notifications land (issue 12): this worker does not receive notifications or hold authorizations yet.";
 
 const OUTCOMES: [&str; 6] = [
     "succeeded",
@@ -202,6 +198,19 @@ pub async fn route(
             .await?;
             Ok(back(&form.back, "/console/attention", bulk.audit_id))
         }
+        (Method::POST, ["holds", id, "release"]) => {
+            let id = number(id)?;
+            let form: ActionForm = form(request).await?;
+            let done = actions::release(
+                console,
+                caller,
+                id,
+                form.action.as_deref().unwrap_or(""),
+                actions::reason(form.reason.as_deref()),
+            )
+            .await?;
+            Ok(back(&form.back, "/console/attention", done.audit_id))
+        }
         (Method::GET, ["audit"]) => audit(console, caller, &query, banner).await,
         _ => Err(ConsoleError::NotFound("no such page".into())),
     }
@@ -211,6 +220,8 @@ pub async fn route(
 struct ActionForm {
     reason: Option<String>,
     matching: Option<String>,
+    /// A hold's release: `capture` or `cancel`.
+    action: Option<String>,
     /// The page to return to (a console path only).
     #[serde(default)]
     back: String,
@@ -273,6 +284,15 @@ fn banner(row: &Option<AuditRow>) -> Markup {
 
 fn when(at: OffsetDateTime, now: OffsetDateTime) -> Markup {
     html! { time datetime=(crate::events::format_timestamp(at)) title=(crate::events::format_timestamp(at)) { (utc(at)) " " span.age { "(" (age(at, now)) ")" } } }
+}
+
+/// How long until a deadline (or how long past it).
+fn deadline_in(at: OffsetDateTime, now: OffsetDateTime) -> String {
+    if at >= now {
+        format!("in {}", crate::console::span((at - now).as_seconds_f64()))
+    } else {
+        format!("{} past", crate::console::span((now - at).as_seconds_f64()))
+    }
 }
 
 fn maybe_when(at: Option<OffsetDateTime>, now: OffsetDateTime) -> Markup {
@@ -364,8 +384,9 @@ fn live(figures: Option<&crate::snapshot::Figures<OverviewFigures>>) -> Markup {
                 "/console/commands", f.outbox_oldest_secs > 60.0))
             (card("Dead letters", f.dead_letters_waiting.to_string(), html!{ "waiting for a person" },
                 "/console/attention#dead-letters", f.dead_letters_waiting > 0))
-            (card("Held authorizations", "n/a".into(), html!{ "not available until notifications land" },
-                "/console/attention#held", false))
+            (card("Held authorizations", f.holds_open.to_string(),
+                html!{ @if let Some(d) = f.nearest_hold_deadline { "nearest deadline " (utc(d)) " (" (deadline_in(d, now)) ")" } @else { "none held" } },
+                "/console/attention#held", f.holds_open > 0))
         }
         h2 { "Commands received per minute, last " (CHART_MINUTES / 60) " hours, by outcome" }
         (chart(&f.per_minute, now))
@@ -720,6 +741,12 @@ async fn command(
     let attempts = crate::store::attempts::for_command(&mut conn, id).await?;
     let events = queries::command_events(&mut conn, id).await?;
     let actions = queries::audit_page(&mut conn, Some(id), None, 100).await?;
+    let notifications = match (row.gateway.as_deref(), row.payment_id.as_deref()) {
+        (Some(g), Some(p)) => {
+            crate::store::notifications::for_payment(&mut conn, g, p, Some(id), 100).await?
+        }
+        _ => Vec::new(),
+    };
     let now = OffsetDateTime::now_utc();
     let mut timeline: Vec<(OffsetDateTime, u8, Entry)> =
         vec![(row.received_at, 0, Entry::Received)];
@@ -803,10 +830,44 @@ async fn command(
                     }
                 }
                 h2 { "Notifications" }
-                p.note #notifications { (NOT_YET) }
+                @if notifications.is_empty() { p.note #notifications { "No notification made or settled this command." } }
+                @else { (notification_table(&notifications, now)) }
             },
         ),
     ))
+}
+
+/// Notifications as a command's timeline and a payment show them, each
+/// linking to its JSON under `/api/`.
+fn notification_table(
+    rows: &[crate::store::notifications::NotificationRow],
+    now: OffsetDateTime,
+) -> Markup {
+    html! {
+        table #notifications {
+            thead { tr { th { "Id" } th { "Received" } th { "Status" } th.num { "Amount" } th { "Verified" } th { "Decision" } th { "Rule" } th { "Command" } th.num { "Repeats" } } }
+            tbody {
+                @for n in rows {
+                    tr data-id=(n.id) {
+                        td { a href=(format!("/api/notifications/{}", n.id)) { (n.id) } }
+                        td { (when(n.received_at, now)) }
+                        td { (n.status.as_deref().unwrap_or("-")) }
+                        td.num { (amount(n.amount_minor, n.currency.as_deref())) }
+                        td { @if n.verified { "yes" } @else { "no" } @if let Some(p) = &n.problem { span.note { " (" (p) ")" } } }
+                        td {
+                            (n.decision)
+                            @if let Some(by) = &n.hold_closed_by { " (hold closed by " (by) ")" }
+                            @else if n.decision == "held" { " (open hold)" }
+                            @if let Some(r) = &n.reason { span.note { " " (r) } }
+                        }
+                        td { (n.rule.as_deref().unwrap_or("-")) }
+                        td { @if let Some(c) = &n.command_id { (command_link(c)) } @else { "-" } }
+                        td.num { (n.repeats) }
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn pretty(value: &serde_json::Value) -> String {
@@ -907,6 +968,9 @@ async fn payment(
 ) -> Result<Response<Body>, ConsoleError> {
     let mut conn = console.conn().await?;
     let commands = queries::payment_commands(&mut conn, gateway, payment_id, 1000).await?;
+    let notifications =
+        crate::store::notifications::for_payment(&mut conn, gateway, payment_id, None, 1000)
+            .await?;
     let totals = PaymentTotals::of(&commands);
     let now = OffsetDateTime::now_utc();
     let currency = totals.currency.clone().unwrap_or_default();
@@ -936,7 +1000,8 @@ async fn payment(
                     }
                 }
                 h2 { "Notifications" }
-                p.note { (NOT_YET) }
+                @if notifications.is_empty() { p.note #notifications { "No notification on this payment." } }
+                @else { (notification_table(&notifications, now)) }
             },
         ),
     ))
@@ -955,6 +1020,7 @@ async fn attention(
     let failed = needing_attention(&mut conn, "failed", None, PAGE_SIZE).await?;
     let rejected = needing_attention(&mut conn, "rejected", None, PAGE_SIZE).await?;
     let dead = crate::store::dead_letters::list(&mut conn, false, None, PAGE_SIZE, 200).await?;
+    let holds = crate::store::notifications::open_hold_rows(&mut conn, PAGE_SIZE).await?;
     let now = OffsetDateTime::now_utc();
     let operator_note = |caller: &Caller| {
         html! { @if !caller.role.may_act() { span.note { " (operators only)" } } }
@@ -1001,7 +1067,35 @@ async fn attention(
                 p.note { "The gateway may or may not have done these; reconciliation inquires on its schedule. " strong { "Reconcile now" } " inquires at once and records the inquiry." (operator_note(caller)) }
                 @if unknown.is_empty() { p.note { "None." } } @else { (rows(&unknown, true)) }
                 h2 #held { "Held authorizations" }
-                p.note { (NOT_YET) " Release as capture or cancel (with a reason) will appear here." }
+                p.note { "Authorizations a rule held for a person: " strong { "release" } " makes the capture or cancel command (rule \"operator\"), as `notifications release` does; a reason is required. At its deadline the rule's own action runs." (operator_note(caller)) }
+                @if holds.is_empty() { p.note { "None." } } @else {
+                    table #holds {
+                        thead { tr { th { "Notification" } th { "Gateway" } th { "Account" } th { "Payment" } th.num { "Amount" } th { "Why held" } th { "Rule" } th { "Received" } th { "Deadline" } th {} } }
+                        tbody {
+                            @for h in &holds {
+                                tr data-id=(h.id) {
+                                    td { a href=(format!("/api/notifications/{}", h.id)) { (h.id) } }
+                                    td { (h.gateway) }
+                                    td { (h.account) }
+                                    td { (payment_link(Some(&h.gateway), h.payment_id.as_deref())) }
+                                    td.num { (amount(h.amount_minor, h.currency.as_deref())) }
+                                    td { (h.reason.as_deref().unwrap_or("")) }
+                                    td { (h.rule.as_deref().unwrap_or("-")) }
+                                    td { (when(h.received_at, now)) }
+                                    td { (maybe_when(h.hold_deadline, now)) }
+                                    td {
+                                        form.inline method="post" action=(format!("/console/holds/{}/release", h.id)) {
+                                            input type="hidden" name="back" value="/console/attention";
+                                            input type="text" name="reason" required placeholder="reason (required)";
+                                            button type="submit" name="action" value="capture" { "Release as capture" }
+                                            button type="submit" name="action" value="cancel" { "Release as cancel" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
                 h2 #failed { "Failed (" (failed.len()) @if failed.len() as i64 == PAGE_SIZE { "+" } ")" }
                 @if failed.is_empty() { p.note { "None." } } @else { (rows(&failed, false)) }
                 p { a href="/console/commands?outcome=failed" { "all failed commands →" } }

@@ -127,7 +127,7 @@ pub struct Shown {
     pub body: Option<String>,
 }
 
-fn shown(row: &NotificationRow, outcome: Option<String>, with_body: bool) -> Shown {
+pub(crate) fn shown(row: &NotificationRow, outcome: Option<String>, with_body: bool) -> Shown {
     Shown {
         id: row.id,
         gateway: row.gateway.clone(),
@@ -168,6 +168,24 @@ fn load(explicit: Option<&Path>, sandbox: bool) -> Result<Config, OpsError> {
         return Ok(config);
     }
     super::load_config(explicit, sandbox)
+}
+
+/// Releases the open hold `id` as `action` in `tx`: the automated command
+/// with rule `"operator"` and the hold closed `by` whom. The CLI and the
+/// console both release through here; the caller commits (the console with
+/// its audit row in the same transaction). `Ok(Err(why))` is a refusal (not
+/// an open hold, the account gone); nothing was changed.
+pub async fn release_in(
+    ctx: &crate::notifications::intake::Context,
+    tx: &mut sqlx::PgConnection,
+    id: i64,
+    action: Action,
+    by: &str,
+) -> Result<Result<String, String>, OpsError> {
+    let row = store::lock(tx, id)
+        .await?
+        .ok_or_else(|| OpsError::NotFound(format!("no notification {id}")))?;
+    Ok(crate::notifications::jobs::release(ctx, tx, &row, action, OPERATOR, by).await?)
 }
 
 pub async fn run(args: &NotificationsArgs) -> Result<i32, OpsError> {
@@ -325,12 +343,7 @@ pub async fn run(args: &NotificationsArgs) -> Result<i32, OpsError> {
                 ReleaseAction::Cancel => Action::Cancel,
             };
             let mut tx = ctx.store.pool().begin().await?;
-            let row = store::lock(&mut tx, *id)
-                .await?
-                .ok_or_else(|| OpsError::NotFound(format!("no notification {id}")))?;
-            let released =
-                crate::notifications::jobs::release(&ctx, &mut tx, &row, action, OPERATOR, &by)
-                    .await?;
+            let released = release_in(&ctx, &mut tx, *id, action, &by).await?;
             match released {
                 Ok(command) => {
                     tx.commit().await?;

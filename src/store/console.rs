@@ -33,6 +33,11 @@ pub struct OverviewFigures {
     /// Age of the oldest event not yet published, in seconds.
     pub outbox_oldest_secs: f64,
     pub dead_letters_waiting: i64,
+    /// Authorizations held for a person (open holds).
+    pub holds_open: i64,
+    /// The nearest deadline of an open hold.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub nearest_hold_deadline: Option<OffsetDateTime>,
     /// Commands received per minute over [`CHART_MINUTES`], by current outcome.
     pub per_minute: Vec<MinuteCount>,
     /// Gateway latency over [`LATENCY_MINUTES`], per gateway and purpose.
@@ -80,7 +85,19 @@ pub async fn overview(conn: &mut PgConnection) -> Result<OverviewFigures, StoreE
         outbox_backlog,
         outbox_oldest_secs,
         dead_letters_waiting,
-    ): (i64, i64, i64, Option<OffsetDateTime>, i64, f64, i64) = sqlx::query_as(
+        holds_open,
+        nearest_hold_deadline,
+    ): (
+        i64,
+        i64,
+        i64,
+        Option<OffsetDateTime>,
+        i64,
+        f64,
+        i64,
+        i64,
+        Option<OffsetDateTime>,
+    ) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM commands WHERE state = 'running'),
                 (SELECT count(*) FROM commands WHERE state IN ('queued', 'unsettled')),
                 (SELECT count(*) FROM commands WHERE state = 'unsettled'),
@@ -88,7 +105,11 @@ pub async fn overview(conn: &mut PgConnection) -> Result<OverviewFigures, StoreE
                 (SELECT count(*) FROM outbox WHERE published_at IS NULL AND abandoned_at IS NULL),
                 COALESCE((SELECT EXTRACT(EPOCH FROM now() - min(created_at))::float8 FROM outbox
                           WHERE published_at IS NULL AND abandoned_at IS NULL), 0),
-                (SELECT count(*) FROM dead_letters WHERE requeued_at IS NULL)",
+                (SELECT count(*) FROM dead_letters WHERE requeued_at IS NULL),
+                (SELECT count(*) FROM notifications
+                  WHERE decision = 'held' AND hold_closed_at IS NULL),
+                (SELECT min(hold_deadline) FROM notifications
+                  WHERE decision = 'held' AND hold_closed_at IS NULL)",
     )
     .fetch_one(&mut *conn)
     .await?;
@@ -123,6 +144,8 @@ pub async fn overview(conn: &mut PgConnection) -> Result<OverviewFigures, StoreE
         outbox_backlog,
         outbox_oldest_secs: outbox_oldest_secs.max(0.0),
         dead_letters_waiting,
+        holds_open,
+        nearest_hold_deadline,
         per_minute,
         latency,
     })

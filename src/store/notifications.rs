@@ -261,6 +261,45 @@ pub async fn close_hold(
     Ok(())
 }
 
+/// The notifications on one payment, in the order received; with `command`,
+/// only those that made or settled that command. The `(gateway, payment_id)`
+/// index serves both.
+pub async fn for_payment(
+    conn: &mut PgConnection,
+    gateway: &str,
+    payment_id: &str,
+    command: Option<&str>,
+    limit: i64,
+) -> Result<Vec<NotificationRow>, StoreError> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM notifications
+         WHERE gateway = $1 AND payment_id = $2
+           AND ($3::text IS NULL OR command_id = $3 OR settled_command = $3)
+         ORDER BY received_at, id LIMIT $4"
+    ))
+    .bind(gateway)
+    .bind(payment_id)
+    .bind(command)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// Open holds, nearest deadline first (the console's "needs a person").
+pub async fn open_hold_rows(
+    conn: &mut PgConnection,
+    limit: i64,
+) -> Result<Vec<NotificationRow>, StoreError> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM notifications
+         WHERE decision = 'held' AND hold_closed_at IS NULL
+         ORDER BY hold_deadline NULLS LAST, id LIMIT $1"
+    ))
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
 /// Holds still open, and the age of the oldest, for the metrics.
 pub async fn open_holds(conn: &mut PgConnection) -> Result<(i64, f64), StoreError> {
     sqlx::query_as(

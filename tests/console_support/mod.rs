@@ -8,7 +8,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use backoffice_worker::config::Config;
-use backoffice_worker::simulator::{FaultKind, FaultScript, GatewayId};
+use backoffice_worker::money::Amount;
+use backoffice_worker::simulator::notify::{NotifySettings, SendRequest};
+use backoffice_worker::simulator::{FaultKind, FaultScript, GatewayId, NewPayment};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -58,6 +60,18 @@ impl ConsoleWorker {
         )
         .await;
         ConsoleWorker { addr, token, join }
+    }
+
+    /// As [`ConsoleWorker::start`], with the notifications listener on a
+    /// port of its own (returned) and no automation rules: the simulator
+    /// notifies it, and a mismatch is always held ([`make_hold`]).
+    pub async fn start_notified(env: &mut TestEnv) -> (ConsoleWorker, u16) {
+        let port = free_port();
+        env.worker_section.push_str(&format!(
+            "\n[notifications]\nlisten = \"127.0.0.1:{port}\"\n[automation]\nhold_deadline = \"6d\"\non_deadline = \"cancel\"\n"
+        ));
+        let w = ConsoleWorker::start(env).await;
+        (w, port)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -112,4 +126,57 @@ pub async fn make_unknown(env: &mut TestEnv, id: &str, payment: &str) {
     .unwrap();
     let first = env.outcome_of(id).await;
     assert_eq!(first.outcome.as_str(), "unknown", "{first:?}");
+}
+
+/// Makes a held authorization for the Praxis payment `payment` (10.00 USD
+/// authorized): the simulator notifies an amount that does not match, which
+/// the worker always holds (rule "mismatch"). Needs
+/// [`ConsoleWorker::start_notified`]. Returns the notification's id.
+pub async fn make_hold(env: &TestEnv, port: u16, payment: &str) -> i64 {
+    let sim = env.sim.sim().clone();
+    // Created quietly (no notification of the authorization itself), then
+    // notified once with the wrong amount.
+    sim.set_notify_settings(NotifySettings::default()).unwrap();
+    sim.create_payment(
+        NewPayment::new(GatewayId::Praxis, Amount::from_minor(1000))
+            .id(payment)
+            .state("authorized")
+            .currency("USD"),
+    )
+    .unwrap();
+    sim.set_notify_settings(NotifySettings {
+        url: Some(format!(
+            "http://127.0.0.1:{port}/notifications/{{gateway}}/default"
+        )),
+        resend_after_ms: 300,
+        ..NotifySettings::default()
+    })
+    .unwrap();
+    sim.send_notification(&SendRequest {
+        gateway: GatewayId::Praxis,
+        id: payment.into(),
+        copies: None,
+        corrupt: false,
+        charge_amount: Some(900),
+    })
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let held: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM notifications WHERE payment_id = $1 AND decision = 'held'
+              AND rule = 'mismatch' AND hold_closed_at IS NULL ORDER BY id LIMIT 1",
+        )
+        .bind(payment)
+        .fetch_optional(&env.pool)
+        .await
+        .unwrap();
+        if let Some(id) = held {
+            return id;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no hold for {payment}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
