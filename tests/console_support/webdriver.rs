@@ -217,20 +217,30 @@ impl Browser {
         .await;
     }
 
-    /// The visible text of the first element matching `css` ("" when none).
+    /// The visible text of the first element matching `css` ("" when none,
+    /// or when the page replaced the element between finding it and reading
+    /// it: a form's navigation or the overview's refresh; `wait_text` then
+    /// looks again).
     pub async fn text(&self, css: &str) -> String {
-        match self.all(css).await.into_iter().next() {
-            Some(e) => self
-                .call(
-                    reqwest::Method::GET,
-                    &format!("/element/{}/text", e.0),
-                    None,
-                )
-                .await
-                .as_str()
-                .unwrap_or("")
-                .to_string(),
-            None => String::new(),
+        let Some(e) = self.all(css).await.into_iter().next() else {
+            return String::new();
+        };
+        let r: Value = self
+            .http
+            .get(format!("{}/element/{}/text", self.base, e.0))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        match r["value"].get("error").and_then(Value::as_str) {
+            Some("stale element reference") | Some("no such element") => String::new(),
+            Some(error) => panic!(
+                "webdriver text of `{css}`: {error}: {}",
+                r["value"]["message"]
+            ),
+            None => r["value"].as_str().unwrap_or("").to_string(),
         }
     }
 
