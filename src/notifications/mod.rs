@@ -292,6 +292,18 @@ pub struct Reading {
     pub verification: Verification,
 }
 
+impl Reading {
+    /// A body no reader can make sense of (not JSON, not an object): recorded
+    /// as it came, refused, never acted on.
+    pub fn unreadable(why: String) -> Reading {
+        Reading {
+            fields: None,
+            notice: None,
+            verification: Verification::Unreadable(why),
+        }
+    }
+}
+
 /// The answer the listener gives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Answer {

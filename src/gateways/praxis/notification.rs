@@ -76,13 +76,7 @@ impl NotificationReader for PraxisNotifications {
     fn read(&self, body: &[u8]) -> Reading {
         let fields = match raw_object(body) {
             Ok(fields) => fields,
-            Err(why) => {
-                return Reading {
-                    fields: None,
-                    notice: None,
-                    verification: Verification::Unreadable(why),
-                }
-            }
+            Err(why) => return Reading::unreadable(why),
         };
         let value = serde_json::from_slice::<serde_json::Value>(body).ok();
         let text = |key: &str| text_of(fields.get(key).map(|r| &**r));

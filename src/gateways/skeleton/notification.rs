@@ -36,13 +36,7 @@ impl NotificationReader for SkeletonNotifications {
     fn read(&self, body: &[u8]) -> Reading {
         let fields = match raw_object(body) {
             Ok(fields) => fields,
-            Err(why) => {
-                return Reading {
-                    fields: None,
-                    notice: None,
-                    verification: Verification::Unreadable(why),
-                }
-            }
+            Err(why) => return Reading::unreadable(why),
         };
         let text = |key: &str| text_of(fields.get(key).map(|r| &**r));
         let notice = match (text("payment_id"), text("status")) {
