@@ -1228,3 +1228,154 @@ async fn a_long_id_is_rejected_or_dead_lettered_and_later_events_still_flow() {
     worker.stop().await;
     env.cleanup().await;
 }
+
+/// Every Rust path the architecture documents name (`module::function`,
+/// `Type::method`, `file.rs`) exists in `src`: a guide that names functions
+/// the code no longer has sends a new engineer looking for nothing.
+#[test]
+fn every_name_in_the_architecture_documents_exists_in_the_code() {
+    let sources = rust_sources(&repo_file("src"));
+    let mut missing = Vec::new();
+    for doc in ["docs/architecture.md", "docs/adding-a-gateway.md"] {
+        let text = std::fs::read_to_string(repo_file(doc)).expect("the document");
+        for name in code_spans(&text) {
+            if let Some(problem) = check_name(&name, &sources) {
+                missing.push(format!("{doc}: `{name}`: {problem}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "names the code does not have:\n{}",
+        missing.join("\n")
+    );
+}
+
+/// `src` files by path relative to `src`, with their text.
+fn rust_sources(root: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("src") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let relative = path.strip_prefix(root).expect("under src");
+                let text = std::fs::read_to_string(&path).expect("source");
+                out.push((relative.to_string_lossy().replace('\\', "/"), text));
+            }
+        }
+    }
+    out
+}
+
+fn code_spans(markdown: &str) -> Vec<String> {
+    let mut spans = Vec::new();
+    let mut in_block = false;
+    for line in markdown.lines() {
+        if line.trim_start().starts_with("```") {
+            in_block = !in_block;
+            continue;
+        }
+        if in_block {
+            continue;
+        }
+        let mut parts = line.split('`');
+        parts.next();
+        while let (Some(span), Some(_)) = (parts.next(), parts.next()) {
+            spans.push(span.to_string());
+        }
+    }
+    spans
+}
+
+fn is_ident(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+}
+
+/// `None` when the name exists; otherwise what is wrong with it. Only
+/// Rust paths (`a::b`, optionally ending in `!`, `()` or ` { .. }`) and
+/// source file names (`x.rs`, `dir/x.rs`, `dir/*/x.rs`) are checked.
+fn check_name(span: &str, sources: &[(String, String)]) -> Option<String> {
+    let span = span.trim();
+    if span.ends_with(".rs") && !span.contains(' ') {
+        if !span.contains('*') && repo_file(span).is_file() {
+            return None;
+        }
+        let pattern: Vec<&str> = span.split('/').collect();
+        let found = sources.iter().any(|(path, _)| {
+            let segments: Vec<&str> = path.split('/').collect();
+            segments.len() >= pattern.len()
+                && segments[segments.len() - pattern.len()..]
+                    .iter()
+                    .zip(&pattern)
+                    .all(|(s, p)| *p == "*" || s == p)
+        });
+        return (!found).then(|| "no such file".to_string());
+    }
+    let path = span
+        .split([' ', '(', '<'])
+        .next()
+        .unwrap_or("")
+        .trim_end_matches('!');
+    let segments: Vec<&str> = path.split("::").collect();
+    if segments.len() < 2 || !segments.iter().all(|s| is_ident(s)) {
+        return None;
+    }
+    let first = segments[0];
+    let last = *segments.last().expect("two segments");
+    let in_module: Vec<&(String, String)> = sources
+        .iter()
+        .filter(|(path, _)| {
+            let segments: Vec<&str> = path.trim_end_matches(".rs").split('/').collect();
+            segments.contains(&first)
+        })
+        .collect();
+    let scope: Vec<&(String, String)> = if !in_module.is_empty() {
+        in_module
+    } else if sources.iter().any(|(_, text)| defines(text, first)) {
+        sources.iter().collect()
+    } else {
+        return Some(format!("no module or type `{first}`"));
+    };
+    let found = scope.iter().any(|(_, text)| defines(text, last));
+    (!found).then(|| format!("no `{last}` defined in `{first}`"))
+}
+
+/// Whether `text` defines `name`: an item, a macro, a field-less mention as
+/// an enum variant or a struct field at the start of a line.
+fn defines(text: &str, name: &str) -> bool {
+    const ITEMS: [&str; 11] = [
+        "fn ",
+        "struct ",
+        "enum ",
+        "trait ",
+        "type ",
+        "const ",
+        "static ",
+        "mod ",
+        "macro_rules! ",
+        "union ",
+        "impl ",
+    ];
+    text.lines().any(|line| {
+        let line = line.trim_start();
+        let line = line.strip_prefix("pub(crate) ").unwrap_or(line);
+        let line = line.strip_prefix("pub(super) ").unwrap_or(line);
+        let line = line.strip_prefix("pub ").unwrap_or(line);
+        let line = line.strip_prefix("async ").unwrap_or(line);
+        let item = ITEMS.iter().any(|kw| {
+            line.strip_prefix(kw).is_some_and(|rest| {
+                rest.starts_with(name)
+                    && !rest[name.len()..]
+                        .starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+            })
+        });
+        let variant_or_field =
+            line.starts_with(name) && line[name.len()..].starts_with([',', '(', '{', ' ', ':']);
+        item || variant_or_field
+    })
+}
