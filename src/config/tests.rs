@@ -1,5 +1,7 @@
 //! The configuration's own tests: every message names the file, the table and the key.
 
+use std::time::Duration;
+
 use super::*;
 use secrecy::ExposeSecret;
 
