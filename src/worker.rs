@@ -16,7 +16,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, ConfigError};
 use crate::gateways::http::HttpTransport;
-use crate::gateways::registry::Accounts;
 use crate::metrics::Metrics;
 use crate::money::Amount;
 use crate::pipeline::{self, retry, Worker};
@@ -181,7 +180,7 @@ pub async fn run_with_options(
         }
         None => None,
     };
-    let accounts = Accounts::build(&config.accounts, &HttpTransport::new(config.http.clone()))?;
+    let accounts = config.clients(&HttpTransport::new(config.http.clone()));
     let store = Store::connect_lazy(&config.database)?;
     let metrics = Arc::new(Metrics::new());
     let worker = Worker::new(&config, store.clone(), accounts, metrics, shutdown.clone());
@@ -288,8 +287,7 @@ async fn start_sandbox(
     })?;
     let base_url = simulator.base_url();
     for spec in &mut config.accounts {
-        spec.table
-            .insert("base_url".into(), toml::Value::String(base_url.clone()));
+        spec.point_at(&base_url);
     }
     let sim = simulator.sim();
     for (gateway, id, state, minor, currency) in DEMO_PAYMENTS {

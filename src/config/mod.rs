@@ -23,7 +23,8 @@ mod tests;
 
 use std::path::{Path, PathBuf};
 
-use crate::gateways::http::HttpSettings;
+use crate::gateways::http::{HttpSettings, HttpTransport};
+use crate::gateways::registry::Accounts;
 
 pub use accounts::AccountSpec;
 pub use connections::{
@@ -68,6 +69,19 @@ pub struct Config {
     pub notifications: crate::notifications::NotificationSettings,
     /// `[automation]`: what to do with an authorization.
     pub automation: crate::notifications::rules::Automation,
+}
+
+impl Config {
+    /// Every account's client, on `transport`: built where the worker (or
+    /// `call`, or an operator command) starts, never while reading the file.
+    pub fn clients(&self, transport: &HttpTransport) -> Accounts {
+        Accounts::build(
+            self.accounts
+                .iter()
+                .map(|spec| (spec.name.as_str(), spec.settings.as_ref())),
+            transport,
+        )
+    }
 }
 
 /// The top-level tables, in the order they are read (and so in the order

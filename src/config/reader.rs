@@ -13,8 +13,6 @@ use std::time::Duration;
 use secrecy::SecretString;
 use url::Url;
 
-use crate::gateways::http::{self, HttpSettings};
-
 /// The file name looked for in the working directory when no path is given.
 pub const DEFAULT_FILE: &str = "backoffice.toml";
 pub const CONFIG_ENV: &str = "BACKOFFICE_CONFIG";
@@ -242,21 +240,6 @@ impl<'a> Section<'a> {
             return Err(self.error(key, "must not have a query or fragment"));
         }
         Ok(text.trim_end_matches('/').to_string())
-    }
-
-    /// A gateway account's base URL ([`Section::base_url`]), refused when it is
-    /// plain `http` to another machine and `[http] allow_http` is not set.
-    pub fn gateway_base_url(
-        &self,
-        key: &str,
-        settings: &HttpSettings,
-    ) -> Result<String, ConfigError> {
-        let text = self.base_url(key)?;
-        let url = Url::parse(&text).map_err(|e| self.error(key, format!("malformed URL: {e}")))?;
-        match http::refuse_base_url(&url, settings) {
-            Some(problem) => Err(self.error(key, problem)),
-            None => Ok(text),
-        }
     }
 
     pub fn check_url(&self, key: &str, text: &str, schemes: &[&str]) -> Result<(), ConfigError> {

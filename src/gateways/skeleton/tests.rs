@@ -4,6 +4,8 @@
 use std::path::Path;
 
 use super::*;
+use crate::config::reader::Section;
+use crate::gateways::http::HttpSettings;
 use crate::gateways::{Classification, PaymentState};
 use crate::money::Amount;
 
