@@ -18,7 +18,8 @@ use crate::config::{self, Config, ConfigError};
 use crate::gateways::http::HttpTransport;
 use crate::metrics::Metrics;
 use crate::money::Amount;
-use crate::pipeline::{self, retry, Worker};
+use crate::pipeline::backoff::Backoff;
+use crate::pipeline::{self, Worker};
 use crate::simulator::{GatewayId, NewPayment, RunningSimulator, Simulator, SimulatorConfig};
 use crate::store::{self, Store};
 use crate::telemetry::Escaped;
@@ -388,21 +389,14 @@ pub const DEMO_PAYMENTS: &[(GatewayId, &str, &str, u64, &str)] = &[
 /// Applies the migrations, waiting for the database if it is not up yet.
 /// Returns false if asked to stop meanwhile.
 async fn wait_for_migrations(store: &Store, shutdown: &CancellationToken) -> anyhow::Result<bool> {
-    let mut failures = 0u32;
+    let mut reconnect = Backoff::reconnect();
     loop {
         match store.migrate().await {
             Ok(()) => return Ok(true),
             Err(sqlx::migrate::MigrateError::Execute(error)) if store::is_transient(&error) => {
-                failures += 1;
-                let delay = retry::jittered(
-                    Duration::from_millis(200),
-                    Duration::from_secs(10),
-                    failures,
-                );
-                tracing::warn!(%error, retry_in = ?delay, "database not reachable; waiting to apply migrations");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.cancelled() => return Ok(false),
+                let log = |delay| tracing::warn!(%error, retry_in = ?delay, "database not reachable; waiting to apply migrations");
+                if !reconnect.wait(shutdown, log).await {
+                    return Ok(false);
                 }
             }
             Err(error) => return Err(error).context("applying database migrations"),
