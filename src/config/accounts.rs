@@ -68,6 +68,10 @@ struct Unread;
 
 #[cfg(test)]
 impl AccountSettings for Unread {
+    fn read(_: &Section<'_>, _: &HttpSettings) -> Result<Unread, ConfigError> {
+        Ok(Unread)
+    }
+
     fn client(
         &self,
         _: &str,

@@ -22,6 +22,12 @@ use crate::notifications::NotificationReader;
 /// worker (or `call`, or an operator command) starts. `Debug` never shows a
 /// secret.
 pub trait AccountSettings: fmt::Debug + Send + Sync + 'static {
+    /// Reads the account's table, each key with the getter that checks it;
+    /// `http` decides whether a plain-http base URL is allowed.
+    fn read(section: &Section<'_>, http: &HttpSettings) -> Result<Self, ConfigError>
+    where
+        Self: Sized;
+
     /// The account's client, on the transport every client shares.
     fn client(&self, account: &str, transport: HttpTransport) -> Arc<dyn Gateway>;
 
@@ -37,6 +43,14 @@ pub trait AccountSettings: fmt::Debug + Send + Sync + 'static {
 /// Reads one account table, reporting mistakes by key; `http` decides
 /// whether a plain-http base URL is allowed.
 pub type ReadFn = fn(&Section<'_>, &HttpSettings) -> Result<Arc<dyn AccountSettings>, ConfigError>;
+
+/// The [`ReadFn`] of a gateway whose settings are `S`.
+pub fn read<S: AccountSettings>(
+    section: &Section<'_>,
+    http: &HttpSettings,
+) -> Result<Arc<dyn AccountSettings>, ConfigError> {
+    Ok(Arc::new(S::read(section, http)?))
+}
 
 /// How to read `[accounts.<name>.<account>]` tables for one gateway.
 pub struct GatewayKind {

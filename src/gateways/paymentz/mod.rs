@@ -30,7 +30,7 @@ use self::classify::{Page, Verdict};
 use self::token::{Token, TokenCache, TokenFailure};
 use self::wire::{Form, IdType, ListQuery, PaymentType};
 use crate::gateways::http::HttpTransport;
-use crate::gateways::registry::GatewayKind;
+use crate::gateways::registry::{self, GatewayKind};
 use crate::gateways::{
     Answer, CallLog, Classification, Exchange, ExchangeKind, Gateway, GatewayCall, GatewayError,
     Operation, OperationRequest, Rejection,
@@ -40,7 +40,7 @@ pub const NAME: &str = "paymentz";
 
 pub const KIND: GatewayKind = GatewayKind {
     name: NAME,
-    read: settings::read,
+    read: registry::read::<AccountConfig>,
 };
 
 /// Tokens live an hour; replacing them ten minutes early keeps a slow call

@@ -43,9 +43,16 @@ impl fmt::Debug for AccountConfig {
     }
 }
 
-impl AccountConfig {
-    /// Reads the table; `http` decides whether a plain-http base URL is allowed.
-    pub fn read(section: &Section<'_>, http: &HttpSettings) -> Result<AccountConfig, ConfigError> {
+/// Accepts a base URL that already names the API path rather than doubling it.
+fn without_api_path(base_url: String) -> String {
+    match base_url.strip_suffix(wire::API_PATH) {
+        Some(stripped) => stripped.to_string(),
+        None => base_url,
+    }
+}
+
+impl AccountSettings for AccountConfig {
+    fn read(section: &Section<'_>, http: &HttpSettings) -> Result<AccountConfig, ConfigError> {
         let base_url = without_api_path(http::base_url(section, "base_url", http)?);
         let token_refresh_after =
             section.duration_or("token_refresh_after", DEFAULT_TOKEN_REFRESH_AFTER)?;
@@ -61,25 +68,7 @@ impl AccountConfig {
             token_refresh_after,
         })
     }
-}
 
-/// Accepts a base URL that already names the API path rather than doubling it.
-fn without_api_path(base_url: String) -> String {
-    match base_url.strip_suffix(wire::API_PATH) {
-        Some(stripped) => stripped.to_string(),
-        None => base_url,
-    }
-}
-
-/// The registry's reader of a Paymentz account table.
-pub fn read(
-    section: &Section<'_>,
-    http: &HttpSettings,
-) -> Result<Arc<dyn AccountSettings>, ConfigError> {
-    Ok(Arc::new(AccountConfig::read(section, http)?))
-}
-
-impl AccountSettings for AccountConfig {
     fn client(&self, account: &str, transport: HttpTransport) -> Arc<dyn Gateway> {
         Arc::new(PaymentzClient::new(account, self.clone(), transport))
     }

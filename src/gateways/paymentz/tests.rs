@@ -23,6 +23,7 @@ use super::*;
 use crate::config::reader::Section;
 use crate::gateways::exchange::REDACTED;
 use crate::gateways::http::HttpSettings;
+use crate::gateways::registry::AccountSettings;
 use crate::gateways::PaymentState;
 use crate::money::Amount;
 

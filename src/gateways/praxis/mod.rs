@@ -21,7 +21,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::gateways::http::HttpTransport;
-use crate::gateways::registry::GatewayKind;
+use crate::gateways::registry::{self, GatewayKind};
 use crate::gateways::{
     Answer, CallLog, Exchange, ExchangeKind, Gateway, GatewayCall, Operation, OperationRequest,
     Rejection,
@@ -35,7 +35,7 @@ pub const NAME: &str = "praxis";
 
 pub const KIND: GatewayKind = GatewayKind {
     name: NAME,
-    read: settings::read,
+    read: registry::read::<AccountConfig>,
 };
 
 /// A Praxis merchant account, ready to run operations.

@@ -33,9 +33,20 @@ pub struct AccountConfig {
     pub rules: AnswerRules,
 }
 
-impl AccountConfig {
-    /// Reads the table; `http` decides whether a plain-http base URL is allowed.
-    pub fn read(section: &Section<'_>, http: &HttpSettings) -> Result<AccountConfig, ConfigError> {
+impl fmt::Debug for AccountConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccountConfig")
+            .field("base_url", &self.base_url)
+            .field("merchant_id", &self.merchant_id)
+            .field("merchant_secret", &REDACTED)
+            .field("frontend", &self.frontend)
+            .field("rules", &self.rules)
+            .finish()
+    }
+}
+
+impl AccountSettings for AccountConfig {
+    fn read(section: &Section<'_>, http: &HttpSettings) -> Result<AccountConfig, ConfigError> {
         let not_found_statuses = section.ints_or("not_found_statuses", &[])?;
         if let Some(bad) = not_found_statuses.iter().find(|s| **s <= 0) {
             return Err(section.error(
@@ -54,29 +65,7 @@ impl AccountConfig {
             },
         })
     }
-}
 
-impl fmt::Debug for AccountConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AccountConfig")
-            .field("base_url", &self.base_url)
-            .field("merchant_id", &self.merchant_id)
-            .field("merchant_secret", &REDACTED)
-            .field("frontend", &self.frontend)
-            .field("rules", &self.rules)
-            .finish()
-    }
-}
-
-/// The registry's reader of a Praxis account table.
-pub fn read(
-    section: &Section<'_>,
-    http: &HttpSettings,
-) -> Result<Arc<dyn AccountSettings>, ConfigError> {
-    Ok(Arc::new(AccountConfig::read(section, http)?))
-}
-
-impl AccountSettings for AccountConfig {
     fn client(&self, account: &str, transport: HttpTransport) -> Arc<dyn Gateway> {
         Arc::new(Praxis::new(account, self.clone(), transport))
     }

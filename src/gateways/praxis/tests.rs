@@ -19,6 +19,7 @@ use super::classify::AnswerRules;
 use super::*;
 use crate::config::reader::Section;
 use crate::gateways::http::HttpSettings;
+use crate::gateways::registry::AccountSettings;
 use crate::gateways::{Classification, GatewayError, PaymentState};
 use crate::money::Amount;
 

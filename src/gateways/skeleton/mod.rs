@@ -25,7 +25,7 @@ pub use self::settings::AccountConfig;
 use secrecy::ExposeSecret;
 
 use crate::gateways::http::HttpTransport;
-use crate::gateways::registry::GatewayKind;
+use crate::gateways::registry::{self, GatewayKind};
 use crate::gateways::{
     Answer, CallLog, Exchange, ExchangeKind, Gateway, GatewayCall, Operation, OperationRequest,
     Rejection,
@@ -37,7 +37,7 @@ pub const NAME: &str = "skeleton";
 /// The registry's entry: add `skeleton::KIND` to `registry::GATEWAYS`.
 pub const KIND: GatewayKind = GatewayKind {
     name: NAME,
-    read: settings::read,
+    read: registry::read::<AccountConfig>,
 };
 
 /// One configured account, ready to run operations.

@@ -27,16 +27,6 @@ pub struct AccountConfig {
     pub api_key: SecretString,
 }
 
-impl AccountConfig {
-    /// Reads the table; `http` decides whether a plain-http base URL is allowed.
-    pub fn read(section: &Section<'_>, http: &HttpSettings) -> Result<AccountConfig, ConfigError> {
-        Ok(AccountConfig {
-            base_url: http::base_url(section, "base_url", http)?,
-            api_key: section.secret("api_key")?,
-        })
-    }
-}
-
 /// Secrets never reach a log, even through `{:?}`.
 impl fmt::Debug for AccountConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -47,15 +37,14 @@ impl fmt::Debug for AccountConfig {
     }
 }
 
-/// The registry's reader of a skeleton account table (`KIND.read`).
-pub fn read(
-    section: &Section<'_>,
-    http: &HttpSettings,
-) -> Result<Arc<dyn AccountSettings>, ConfigError> {
-    Ok(Arc::new(AccountConfig::read(section, http)?))
-}
-
 impl AccountSettings for AccountConfig {
+    fn read(section: &Section<'_>, http: &HttpSettings) -> Result<AccountConfig, ConfigError> {
+        Ok(AccountConfig {
+            base_url: http::base_url(section, "base_url", http)?,
+            api_key: section.secret("api_key")?,
+        })
+    }
+
     fn client(&self, account: &str, transport: HttpTransport) -> Arc<dyn Gateway> {
         Arc::new(Skeleton::new(account, self.clone(), transport))
     }

@@ -6,6 +6,7 @@ use std::path::Path;
 use super::*;
 use crate::config::reader::Section;
 use crate::gateways::http::HttpSettings;
+use crate::gateways::registry::AccountSettings;
 use crate::gateways::{Classification, PaymentState};
 use crate::money::Amount;
 
