@@ -406,3 +406,35 @@ fn durations() {
     assert!(parse_duration("5").is_err());
     assert!(parse_duration("5y").is_err());
 }
+
+#[test]
+fn the_reader_is_a_leaf_and_the_registry_knows_only_the_reader() {
+    // The reader imports nothing from the crate, so that the gateways can
+    // read their own tables without depending on the rest of the
+    // configuration (which depends on them through the registry).
+    let reader = include_str!("reader.rs");
+    let code = reader.split("#[cfg(test)]").next().unwrap_or_default();
+    for line in code.lines().map(str::trim_start) {
+        assert!(
+            !line.contains("crate::") && !line.contains("super::"),
+            "reader.rs: {line}"
+        );
+    }
+    let registry = include_str!("../gateways/registry.rs");
+    for (at, _) in registry.match_indices("crate::config") {
+        assert!(
+            registry[at..].starts_with("crate::config::reader"),
+            "registry.rs: {}",
+            registry[at..].lines().next().unwrap_or_default()
+        );
+    }
+    for gateway in [
+        include_str!("../gateways/paymentz/settings.rs"),
+        include_str!("../gateways/praxis/settings.rs"),
+        include_str!("../gateways/skeleton/settings.rs"),
+    ] {
+        for (at, _) in gateway.match_indices("crate::config") {
+            assert!(gateway[at..].starts_with("crate::config::reader"));
+        }
+    }
+}
