@@ -94,7 +94,7 @@ impl CallResult {
 pub async fn run(args: &CallArgs) -> anyhow::Result<CallResult> {
     let file = config::locate(args.config.as_deref())?;
     let config = Config::load(&file)?;
-    let accounts = Accounts::build(&config.accounts, &HttpTransport::new(config.http))?;
+    let accounts = config.clients(&HttpTransport::new(config.http.clone()));
     Ok(execute(args, &accounts).await)
 }
 

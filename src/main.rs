@@ -62,6 +62,60 @@ enum Cmd {
     BenchConsole(backoffice_worker::console::bench::BenchConsoleArgs),
 }
 
+impl Cmd {
+    /// The least severe level logged unless `RUST_LOG` says otherwise: the
+    /// services say what they are doing, a one-off command only what went
+    /// wrong (its answer is its output).
+    fn log_level(&self) -> &'static str {
+        match self {
+            Cmd::Run(_) | Cmd::Simulate(_) => "info",
+            _ => "warn",
+        }
+    }
+
+    /// Runs the subcommand; its exit code.
+    async fn run(self) -> i32 {
+        match self {
+            Cmd::Call(args) => match call::run(&args).await {
+                Ok(result) => {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&result).expect("serializable")
+                    );
+                    result.exit_code()
+                }
+                Err(error) => failed(error, 2),
+            },
+            Cmd::Run(args) => exit_code(worker::run(args).await),
+            Cmd::Simulate(args) => exit_code(simulator::serve(args).await),
+            Cmd::Enqueue(args) => ops::finish(enqueue::run(&args).await, enqueue::EXIT_ERROR),
+            Cmd::Show(args) => ops::finish(show::run(&args).await, 1),
+            Cmd::List(args) => ops::finish(list::run(&args).await, 1),
+            Cmd::DeadLetters(args) => ops::finish(dead_letters::run(&args).await, 1),
+            Cmd::Notifications(args) => ops::finish(ops::notifications::run(&args).await, 1),
+            Cmd::Migrate(args) => ops::finish(migrate::run(&args).await, 1),
+            Cmd::Prune(args) => ops::finish(prune::run(&args).await, 1),
+            Cmd::Bench(args) => exit_code(backoffice_worker::bench::run(args).await),
+            Cmd::BenchConsole(args) => {
+                exit_code(backoffice_worker::console::bench::run(args).await)
+            }
+        }
+    }
+}
+
+/// 0, or 1 after saying what failed.
+fn exit_code(result: anyhow::Result<()>) -> i32 {
+    match result {
+        Ok(()) => 0,
+        Err(error) => failed(error, 1),
+    }
+}
+
+fn failed(error: anyhow::Error, code: i32) -> i32 {
+    eprintln!("error: {error:#}");
+    code
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -69,92 +123,8 @@ fn main() -> std::process::ExitCode {
         .build()
         .expect("tokio runtime");
     let code = runtime.block_on(async {
-        match cli.command {
-            Cmd::Call(args) => {
-                telemetry::init(cli.log_format, "warn");
-                match call::run(&args).await {
-                    Ok(result) => {
-                        println!(
-                            "{}",
-                            serde_json::to_string_pretty(&result).expect("serializable")
-                        );
-                        result.exit_code()
-                    }
-                    Err(error) => {
-                        eprintln!("error: {error:#}");
-                        2
-                    }
-                }
-            }
-            Cmd::Run(args) => {
-                telemetry::init(cli.log_format, "info");
-                match worker::run(args).await {
-                    Ok(()) => 0,
-                    Err(error) => {
-                        eprintln!("error: {error:#}");
-                        1
-                    }
-                }
-            }
-            Cmd::Enqueue(args) => {
-                telemetry::init(cli.log_format, "warn");
-                ops::finish(enqueue::run(&args).await, enqueue::EXIT_ERROR)
-            }
-            Cmd::Show(args) => {
-                telemetry::init(cli.log_format, "warn");
-                ops::finish(show::run(&args).await, 1)
-            }
-            Cmd::List(args) => {
-                telemetry::init(cli.log_format, "warn");
-                ops::finish(list::run(&args).await, 1)
-            }
-            Cmd::DeadLetters(args) => {
-                telemetry::init(cli.log_format, "warn");
-                ops::finish(dead_letters::run(&args).await, 1)
-            }
-            Cmd::Notifications(args) => {
-                telemetry::init(cli.log_format, "warn");
-                ops::finish(ops::notifications::run(&args).await, 1)
-            }
-            Cmd::Migrate(args) => {
-                telemetry::init(cli.log_format, "warn");
-                ops::finish(migrate::run(&args).await, 1)
-            }
-            Cmd::Prune(args) => {
-                telemetry::init(cli.log_format, "warn");
-                ops::finish(prune::run(&args).await, 1)
-            }
-            Cmd::Simulate(args) => {
-                telemetry::init(cli.log_format, "info");
-                match simulator::serve(args).await {
-                    Ok(()) => 0,
-                    Err(error) => {
-                        eprintln!("error: {error:#}");
-                        1
-                    }
-                }
-            }
-            Cmd::Bench(args) => {
-                telemetry::init(cli.log_format, "warn");
-                match backoffice_worker::bench::run(args).await {
-                    Ok(()) => 0,
-                    Err(error) => {
-                        eprintln!("error: {error:#}");
-                        1
-                    }
-                }
-            }
-            Cmd::BenchConsole(args) => {
-                telemetry::init(cli.log_format, "warn");
-                match backoffice_worker::console::bench::run(args).await {
-                    Ok(()) => 0,
-                    Err(error) => {
-                        eprintln!("error: {error:#}");
-                        1
-                    }
-                }
-            }
-        }
+        telemetry::init(cli.log_format, cli.command.log_level());
+        cli.command.run().await
     });
     std::process::ExitCode::from(code as u8)
 }

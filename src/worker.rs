@@ -16,10 +16,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, ConfigError};
 use crate::gateways::http::HttpTransport;
-use crate::gateways::registry::Accounts;
 use crate::metrics::Metrics;
 use crate::money::Amount;
-use crate::pipeline::{self, retry, Worker};
+use crate::pipeline::backoff::Backoff;
+use crate::pipeline::{self, Worker};
 use crate::simulator::{GatewayId, NewPayment, RunningSimulator, Simulator, SimulatorConfig};
 use crate::store::{self, Store};
 use crate::telemetry::Escaped;
@@ -158,92 +158,24 @@ pub async fn run_with_options(
     admin_listen: Option<SocketAddr>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut notify_fallback = false;
-    let simulator = match sandbox {
+    let (simulator, notify_fallback) = match sandbox {
         Some(listen) => {
-            let configured = (
-                config.amqp.command_queue.clone(),
-                crate::ops::database_options(&config)
-                    .map(|o| crate::ops::database_target(&o))
-                    .unwrap_or_default(),
-            );
-            config = sandboxed(config)?;
-            tracing::warn!("==================================================================");
-            tracing::warn!("SANDBOX MODE: own names, whatever the configuration says:");
-            tracing::warn!("{}", sandbox_names(&config));
-            tracing::warn!(
-                "(the configured queue `{}` and database {} are NOT used)",
-                Escaped::new(&configured.0),
-                configured.1
-            );
-            notify_fallback = sandbox_notifications(&mut config);
-            Some(start_sandbox(&mut config, listen).await?)
+            let (simulator, fallback) = enter_sandbox(&mut config, listen).await?;
+            (Some(simulator), fallback)
         }
-        None => None,
+        None => (None, false),
     };
-    let accounts = Accounts::build(&config.accounts, &HttpTransport::new(config.http.clone()))?;
+    let accounts = config.clients(&HttpTransport::new(config.http.clone()));
     let store = Store::connect_lazy(&config.database)?;
     let metrics = Arc::new(Metrics::new());
     let worker = Worker::new(&config, store.clone(), accounts, metrics, shutdown.clone());
     let admin_stop = CancellationToken::new();
-    // A sandbox always has its console: a token made up now (unless the
-    // configuration has tokens), on the admin listener (127.0.0.1:9090
-    // unless configured, or any free port if that one is taken).
-    let sandbox_token = match (&simulator, config.console.enabled()) {
-        (Some(_), false) => {
-            let token = crate::console::auth::new_token();
-            config.console.operator_token = Some(secrecy::SecretString::from(token.clone()));
-            Some(token)
-        }
-        _ => None,
+    let admin = AdminStart {
+        explicit: admin_listen,
+        sandbox: simulator.is_some(),
+        stop: admin_stop.clone(),
     };
-    let sandbox_admin = simulator
-        .as_ref()
-        .map(|_| SocketAddr::from(([127, 0, 0, 1], SANDBOX_ADMIN_PORT)));
-    if let Some(addr) = admin_listen.or(config.admin.listen).or(sandbox_admin) {
-        let console = match config.console.enabled() {
-            true => Some(crate::console::Console::new(
-                worker.clone(),
-                Arc::new(config.clone()),
-            )?),
-            false => None,
-        };
-        let mut started = crate::admin::start(
-            addr,
-            config.admin.limits,
-            worker.clone(),
-            console.clone(),
-            admin_stop.clone(),
-        )
-        .await;
-        if started.is_err()
-            && Some(addr) == sandbox_admin
-            && admin_listen.or(config.admin.listen).is_none()
-        {
-            started = crate::admin::start(
-                SocketAddr::from(([127, 0, 0, 1], 0)),
-                config.admin.limits,
-                worker.clone(),
-                console.clone(),
-                admin_stop.clone(),
-            )
-            .await;
-        }
-        let (bound, _) = started.with_context(|| match admin_listen {
-            Some(_) => format!("--admin-listen {addr}"),
-            None => format!("{}: [admin] listen = \"{addr}\"", config.file.display()),
-        })?;
-        if simulator.is_some() && console.is_some() {
-            // Printed, not logged: the token is the sandbox's own, made for
-            // this run, and a log line is kept where a terminal is not.
-            match &sandbox_token {
-                Some(token) => println!(
-                    "\nConsole (operator; this token is new at every start):\n  http://{bound}/console/login#token={token}\n"
-                ),
-                None => println!("\nConsole: http://{bound}/console (log in with a token from [console])\n"),
-            }
-        }
-    }
+    admin.start(&mut config, &worker).await?;
     let notifications =
         crate::notifications::start(&config, worker.clone(), admin_stop.clone(), notify_fallback)
             .await?;
@@ -270,6 +202,101 @@ pub async fn run_with_options(
     result
 }
 
+/// Turns `config` into a sandbox's ([`sandboxed`], saying loudly what is
+/// not used), starts its simulator and its notification side. True when the
+/// notification listener's address is the sandbox's default.
+async fn enter_sandbox(
+    config: &mut Config,
+    listen: SocketAddr,
+) -> anyhow::Result<(RunningSimulator, bool)> {
+    let configured = (
+        config.amqp.command_queue.clone(),
+        crate::ops::database_options(config)
+            .map(|o| crate::ops::database_target(&o))
+            .unwrap_or_default(),
+    );
+    *config = sandboxed(config.clone())?;
+    tracing::warn!("==================================================================");
+    tracing::warn!("SANDBOX MODE: own names, whatever the configuration says:");
+    tracing::warn!("{}", sandbox_names(config));
+    tracing::warn!(
+        "(the configured queue `{}` and database {} are NOT used)",
+        Escaped::new(&configured.0),
+        configured.1
+    );
+    let notify_fallback = sandbox_notifications(config);
+    Ok((start_sandbox(config, listen).await?, notify_fallback))
+}
+
+/// Where and for whom the admin listener (and the console) starts.
+struct AdminStart {
+    /// `--admin-listen`.
+    explicit: Option<SocketAddr>,
+    /// A sandbox always has its console, on 127.0.0.1:9090 unless
+    /// configured (or any free port if that one is taken).
+    sandbox: bool,
+    stop: CancellationToken,
+}
+
+impl AdminStart {
+    /// Starts the admin listener if one is asked for (or a sandbox runs),
+    /// with the console when it has tokens. A sandbox without tokens gets an
+    /// operator token made up now, printed with the console's address.
+    async fn start(&self, config: &mut Config, worker: &Arc<Worker>) -> anyhow::Result<()> {
+        let sandbox_token = match (self.sandbox, config.console.enabled()) {
+            (true, false) => {
+                let token = crate::console::auth::new_token();
+                config.console.operator_token = Some(secrecy::SecretString::from(token.clone()));
+                Some(token)
+            }
+            _ => None,
+        };
+        let configured = self.explicit.or(config.admin.listen);
+        let sandbox_admin = self
+            .sandbox
+            .then(|| SocketAddr::from(([127, 0, 0, 1], SANDBOX_ADMIN_PORT)));
+        let Some(addr) = configured.or(sandbox_admin) else {
+            return Ok(());
+        };
+        let console = match config.console.enabled() {
+            true => Some(crate::console::Console::new(
+                worker.clone(),
+                Arc::new(config.clone()),
+            )?),
+            false => None,
+        };
+        let limits = config.admin.limits;
+        let bind = |addr| {
+            crate::admin::start(
+                addr,
+                limits,
+                worker.clone(),
+                console.clone(),
+                self.stop.clone(),
+            )
+        };
+        let mut started = bind(addr).await;
+        if started.is_err() && Some(addr) == sandbox_admin && configured.is_none() {
+            started = bind(SocketAddr::from(([127, 0, 0, 1], 0))).await;
+        }
+        let (bound, _) = started.with_context(|| match self.explicit {
+            Some(_) => format!("--admin-listen {addr}"),
+            None => format!("{}: [admin] listen = \"{addr}\"", config.file.display()),
+        })?;
+        if self.sandbox && console.is_some() {
+            // Printed, not logged: the token is the sandbox's own, made for
+            // this run, and a log line is kept where a terminal is not.
+            match &sandbox_token {
+                Some(token) => println!(
+                    "\nConsole (operator; this token is new at every start):\n  http://{bound}/console/login#token={token}\n"
+                ),
+                None => println!("\nConsole: http://{bound}/console (log in with a token from [console])\n"),
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Creates the database if needed, starts the simulator accepting the
 /// configured accounts, seeds the demo payments, and points every account at it.
 async fn start_sandbox(
@@ -288,8 +315,7 @@ async fn start_sandbox(
     })?;
     let base_url = simulator.base_url();
     for spec in &mut config.accounts {
-        spec.table
-            .insert("base_url".into(), toml::Value::String(base_url.clone()));
+        spec.point_at(&base_url);
     }
     let sim = simulator.sim();
     for (gateway, id, state, minor, currency) in DEMO_PAYMENTS {
@@ -390,21 +416,14 @@ pub const DEMO_PAYMENTS: &[(GatewayId, &str, &str, u64, &str)] = &[
 /// Applies the migrations, waiting for the database if it is not up yet.
 /// Returns false if asked to stop meanwhile.
 async fn wait_for_migrations(store: &Store, shutdown: &CancellationToken) -> anyhow::Result<bool> {
-    let mut failures = 0u32;
+    let mut reconnect = Backoff::reconnect();
     loop {
         match store.migrate().await {
             Ok(()) => return Ok(true),
             Err(sqlx::migrate::MigrateError::Execute(error)) if store::is_transient(&error) => {
-                failures += 1;
-                let delay = retry::jittered(
-                    Duration::from_millis(200),
-                    Duration::from_secs(10),
-                    failures,
-                );
-                tracing::warn!(%error, retry_in = ?delay, "database not reachable; waiting to apply migrations");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.cancelled() => return Ok(false),
+                let log = |delay| tracing::warn!(%error, retry_in = ?delay, "database not reachable; waiting to apply migrations");
+                if !reconnect.wait(shutdown, log).await {
+                    return Ok(false);
                 }
             }
             Err(error) => return Err(error).context("applying database migrations"),

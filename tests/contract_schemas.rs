@@ -205,7 +205,7 @@ merchant_secret = "sandbox-merchant-secret"
 frontend = "Integration TEST USD"
 "#;
     let config = Config::parse(Path::new("sample.toml"), text, |_| None).expect("sample config");
-    Accounts::build(&config.accounts, &HttpTransport::new(config.http)).expect("accounts")
+    config.clients(&HttpTransport::new(config.http.clone()))
 }
 
 /// Whether the worker would run the command (true) or reject / dead-letter it.

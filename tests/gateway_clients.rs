@@ -1,5 +1,5 @@
 //! The gateway clients as the worker builds them (config text, `Config::parse`,
-//! `Accounts::build`), run against the in-process simulator over real HTTP.
+//! `Config::clients`), run against the in-process simulator over real HTTP.
 //!
 //! Every test checks both sides: the [`Answer`] the client reports and what the
 //! simulator actually did (payment state, ledger of side effects, request

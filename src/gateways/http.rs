@@ -21,6 +21,7 @@ use time::OffsetDateTime;
 use url::Url;
 
 use super::GatewayError;
+use crate::config::reader::{ConfigError, Section};
 
 /// Big enough for a `getTransactionList` page of 100 rows many times over,
 /// small enough that a thousand answers in flight cannot exhaust memory.
@@ -142,6 +143,22 @@ pub fn refuse_base_url(url: &Url, settings: &HttpSettings) -> Option<String> {
             url.host_str().unwrap_or_default()
         )),
         other => Some(format!("URL scheme must be http or https, not `{other}`")),
+    }
+}
+
+/// A gateway account's base URL (`key` of its table, read with
+/// [`Section::base_url`]), refused when it is plain `http` to another machine
+/// and `[http] allow_http` is not set.
+pub fn base_url(
+    section: &Section<'_>,
+    key: &str,
+    settings: &HttpSettings,
+) -> Result<String, ConfigError> {
+    let text = section.base_url(key)?;
+    let url = Url::parse(&text).map_err(|e| section.error(key, format!("malformed URL: {e}")))?;
+    match refuse_base_url(&url, settings) {
+        Some(problem) => Err(section.error(key, problem)),
+        None => Ok(text),
     }
 }
 

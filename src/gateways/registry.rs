@@ -1,31 +1,62 @@
 //! The list of gateways this worker can talk to. Adding a gateway is one line here.
 //!
-//! Each entry knows how to read its account table from the config file and
-//! build a client for it; the rest of the worker only ever looks gateways up
-//! by name through [`Accounts`].
+//! Each entry knows how to read its account table from the config file into
+//! plain settings (no I/O: nothing is built while the configuration is read);
+//! the settings build the account's client and notification reader where the
+//! worker starts. The rest of the worker only ever looks gateways up by name
+//! through [`Accounts`]. Of the configuration, this module knows only the
+//! leaf reader ([`Section`]), so the configuration can depend on it and not
+//! the other way round.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::Arc;
 
-use super::http::HttpTransport;
+use super::http::{HttpSettings, HttpTransport};
 use super::{paymentz, praxis, Gateway};
-use crate::config::{AccountSpec, ConfigError, Section};
+use crate::config::reader::{ConfigError, Section};
+use crate::notifications::NotificationReader;
 
-/// Reads one account table (reporting mistakes by key) and builds its client.
-pub type BuildFn = fn(&Section<'_>, &str, HttpTransport) -> Result<Arc<dyn Gateway>, ConfigError>;
+/// One account's settings, as its gateway read them from its table: checked
+/// when the configuration is loaded, turned into a client only where the
+/// worker (or `call`, or an operator command) starts. `Debug` never shows a
+/// secret.
+pub trait AccountSettings: fmt::Debug + Send + Sync + 'static {
+    /// Reads the account's table, each key with the getter that checks it;
+    /// `http` decides whether a plain-http base URL is allowed.
+    fn read(section: &Section<'_>, http: &HttpSettings) -> Result<Self, ConfigError>
+    where
+        Self: Sized;
 
-/// Reads one account table into the reader of that account's notifications
-/// (its signature secret, the ids it must carry).
-pub type NotificationsFn =
-    fn(&Section<'_>) -> Result<Arc<dyn crate::notifications::NotificationReader>, ConfigError>;
+    /// The account's client, on the transport every client shares.
+    fn client(&self, account: &str, transport: HttpTransport) -> Arc<dyn Gateway>;
 
-/// How to build clients for one gateway from `[accounts.<name>.<account>]` tables.
+    /// The reader of the account's notifications (its signature secret, the
+    /// ids they must carry).
+    fn notifications(&self) -> Arc<dyn NotificationReader>;
+
+    /// The same account at another base URL: `run --sandbox` points every
+    /// account at its simulator.
+    fn with_base_url(&self, base_url: &str) -> Arc<dyn AccountSettings>;
+}
+
+/// Reads one account table, reporting mistakes by key; `http` decides
+/// whether a plain-http base URL is allowed.
+pub type ReadFn = fn(&Section<'_>, &HttpSettings) -> Result<Arc<dyn AccountSettings>, ConfigError>;
+
+/// The [`ReadFn`] of a gateway whose settings are `S`.
+pub fn read<S: AccountSettings>(
+    section: &Section<'_>,
+    http: &HttpSettings,
+) -> Result<Arc<dyn AccountSettings>, ConfigError> {
+    Ok(Arc::new(S::read(section, http)?))
+}
+
+/// How to read `[accounts.<name>.<account>]` tables for one gateway.
 pub struct GatewayKind {
     /// The name commands use in their `gateway` field.
     pub name: &'static str,
-    pub build: BuildFn,
-    /// The reader of its notifications (`POST /notifications/{name}/{account}`).
-    pub notifications: NotificationsFn,
+    pub read: ReadFn,
 }
 
 /// Every gateway the worker knows, by name.
@@ -42,18 +73,18 @@ pub struct Accounts {
 }
 
 impl Accounts {
-    /// Builds a client for every account in the config. The specs were already
-    /// checked when the config was loaded, so an error here is unexpected but reported the same way.
-    pub fn build(
-        specs: &[AccountSpec],
+    /// Builds a client for every `(account name, settings)`, all on one
+    /// transport (one connection pool).
+    pub fn build<'a>(
+        accounts: impl IntoIterator<Item = (&'a str, &'a dyn AccountSettings)>,
         transport: &HttpTransport,
-    ) -> Result<Accounts, ConfigError> {
+    ) -> Accounts {
         let mut by_key = BTreeMap::new();
-        for spec in specs {
-            let client = spec.build(transport.clone())?;
-            by_key.insert((spec.gateway.clone(), spec.name.clone()), client);
+        for (account, settings) in accounts {
+            let client = settings.client(account, transport.clone());
+            by_key.insert((client.name().to_string(), account.to_string()), client);
         }
-        Ok(Accounts { by_key })
+        Accounts { by_key }
     }
 
     pub fn get(&self, gateway: &str, account: &str) -> Option<&Arc<dyn Gateway>> {

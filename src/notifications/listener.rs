@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::intake::{self, Context};
 use super::{NotificationReader, NotificationSettings};
-use crate::config::{AccountSpec, ConfigError, Section};
+use crate::config::{AccountSpec, ConfigError};
 use crate::listener::{self, Body};
 
 /// The readers of every configured account, by gateway and account name.
@@ -33,10 +33,9 @@ pub fn readers(accounts: &[AccountSpec]) -> Result<Readers, ConfigError> {
         let Some(kind) = crate::gateways::registry::find(&spec.gateway) else {
             continue;
         };
-        let section = Section::new(&spec.file, spec.table_name(), &spec.table);
         readers.insert(
             (kind.name, spec.name.clone()),
-            (kind.notifications)(&section)?,
+            spec.settings.notifications(),
         );
     }
     Ok(readers)

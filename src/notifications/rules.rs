@@ -333,12 +333,12 @@ mod tests {
 
     fn automation(text: &str) -> Result<Automation, ConfigError> {
         let root: toml::Table = text.parse().unwrap();
-        let accounts = vec![AccountSpec {
-            file: "t.toml".into(),
-            gateway: "praxis".into(),
-            name: "default".into(),
-            table: toml::Table::new(),
-        }];
+        let accounts = vec![AccountSpec::unread(
+            "t.toml",
+            "praxis",
+            "default",
+            toml::Table::new(),
+        )];
         Automation::read(
             Path::new("t.toml"),
             root.get("automation").and_then(|v| v.as_table()),

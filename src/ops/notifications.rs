@@ -325,10 +325,9 @@ pub async fn run(args: &NotificationsArgs) -> Result<i32, OpsError> {
                 .or_else(|| std::env::var("USER").ok())
                 .unwrap_or_else(|| "operator".into());
             let by = format!("operator:{}", Escaped::at_most(&who, 64));
-            let accounts = crate::gateways::registry::Accounts::build(
-                &config.accounts,
-                &crate::gateways::http::HttpTransport::new(config.http.clone()),
-            )?;
+            let accounts = config.clients(&crate::gateways::http::HttpTransport::new(
+                config.http.clone(),
+            ));
             let ctx = crate::notifications::intake::Context {
                 store: crate::store::Store::connect_lazy(&config.database)?,
                 accounts,

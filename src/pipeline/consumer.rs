@@ -21,8 +21,9 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use lapin::options::{BasicAckOptions, BasicCancelOptions};
 
+use super::backoff::Backoff;
 use super::intake::{self, Accepted, Envelope, Incoming, Reading};
-use super::{executor, retry, Worker};
+use super::{executor, Worker};
 use crate::broker::Session;
 use crate::store;
 use crate::telemetry::Escaped;
@@ -30,7 +31,7 @@ use crate::telemetry::Escaped;
 /// Runs until shutdown. Returns the last session (still open) so that the
 /// outbox can be flushed through it before it is closed.
 pub async fn run(w: Arc<Worker>) -> Option<Session> {
-    let mut failures = 0u32;
+    let mut reconnect = Backoff::reconnect();
     // With several nodes (a cluster), the first listed is tried first (list
     // them in another order per instance to spread connections), and a lost
     // session is opened again on the next node first: the one it was on may
@@ -54,20 +55,15 @@ pub async fn run(w: Arc<Worker>) -> Option<Session> {
                 session
             }
             Err(error) => {
-                failures += 1;
-                let delay = retry::jittered(
-                    Duration::from_millis(200),
-                    Duration::from_secs(10),
-                    failures,
-                );
-                tracing::warn!(%error, retry_in = ?delay, "cannot reach RabbitMQ");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => continue,
-                    _ = w.shutdown.cancelled() => return None,
+                let log =
+                    |delay| tracing::warn!(%error, retry_in = ?delay, "cannot reach RabbitMQ");
+                match reconnect.wait(&w.shutdown, log).await {
+                    true => continue,
+                    false => return None,
                 }
             }
         };
-        failures = 0;
+        reconnect.reset();
         tracing::info!("connected to RabbitMQ; topology declared");
         w.set_publisher(Some(session.publisher.clone()));
         let stopped = consume(&w, &session).await;
@@ -225,9 +221,9 @@ async fn intake(w: &Arc<Worker>, batch: &[lapin::message::Delivery]) -> Option<V
             incoming.push(item);
         }
     }
-    let mut failures = 0u32;
+    let mut patience = intake_backoff();
     for (i, reason) in dead {
-        if !dead_letter_patiently(w, &batch[i], &reason, &mut failures).await {
+        if !dead_letter_patiently(w, &batch[i], &reason, &mut patience).await {
             return None;
         }
         results[i] = Some(Accepted::Done);
@@ -245,8 +241,7 @@ async fn intake(w: &Arc<Worker>, batch: &[lapin::message::Delivery]) -> Option<V
                     break None;
                 }
                 Err(error) => {
-                    failures += 1;
-                    if !backoff(w, &error.to_string(), failures).await {
+                    if !wait_out(w, &error.to_string(), &mut patience).await {
                         return None;
                     }
                 }
@@ -260,7 +255,7 @@ async fn intake(w: &Arc<Worker>, batch: &[lapin::message::Delivery]) -> Option<V
             }
             None => {
                 for (item, &i) in incoming.iter().zip(&positions) {
-                    results[i] = Some(accept_alone(w, item, &batch[i], &mut failures).await?);
+                    results[i] = Some(accept_alone(w, item, &batch[i], &mut patience).await?);
                 }
             }
         }
@@ -280,7 +275,7 @@ async fn accept_alone(
     w: &Arc<Worker>,
     item: &intake::Incoming,
     delivery: &lapin::message::Delivery,
-    failures: &mut u32,
+    patience: &mut Backoff,
 ) -> Option<Accepted> {
     loop {
         match intake::accept_batch(w, std::slice::from_ref(item)).await {
@@ -290,14 +285,13 @@ async fn accept_alone(
                     "cannot be stored: {}",
                     Escaped::at_most(&error.to_string(), 512)
                 );
-                if !dead_letter_patiently(w, delivery, &reason, failures).await {
+                if !dead_letter_patiently(w, delivery, &reason, patience).await {
                     return None;
                 }
                 return Some(Accepted::Done);
             }
             Err(error) => {
-                *failures += 1;
-                if !backoff(w, &error.to_string(), *failures).await {
+                if !wait_out(w, &error.to_string(), patience).await {
                     return None;
                 }
             }
@@ -311,14 +305,13 @@ async fn dead_letter_patiently(
     w: &Arc<Worker>,
     delivery: &lapin::message::Delivery,
     reason: &str,
-    failures: &mut u32,
+    patience: &mut Backoff,
 ) -> bool {
     loop {
         match intake::dead_letter(w, &delivery.data, &delivery.properties, reason).await {
             Ok(()) => return true,
             Err(error) => {
-                *failures += 1;
-                if !backoff(w, &error.to_string(), *failures).await {
+                if !wait_out(w, &error.to_string(), patience).await {
                     return false;
                 }
             }
@@ -326,16 +319,19 @@ async fn dead_letter_patiently(
     }
 }
 
+/// The waits between intake attempts of one batch: 100 ms at first, at most 5 s.
+fn intake_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(100), Duration::from_secs(5))
+}
+
 /// Waits before the next intake attempt; false if asked to stop meanwhile.
-async fn backoff(w: &Worker, error: &str, failures: u32) -> bool {
-    let delay = retry::jittered(Duration::from_millis(100), Duration::from_secs(5), failures);
-    tracing::warn!(
-        error = %Escaped::at_most(error, 512),
-        retry_in = ?delay,
-        "intake failed; the deliveries stay unacked"
-    );
-    tokio::select! {
-        _ = tokio::time::sleep(delay) => true,
-        _ = w.shutdown.cancelled() => false,
-    }
+async fn wait_out(w: &Worker, error: &str, patience: &mut Backoff) -> bool {
+    let log = |delay| {
+        tracing::warn!(
+            error = %Escaped::at_most(error, 512),
+            retry_in = ?delay,
+            "intake failed; the deliveries stay unacked"
+        )
+    };
+    patience.wait(&w.shutdown, log).await
 }

@@ -12,6 +12,7 @@
 //!
 //! They share one [`Worker`]. `docs/architecture.md` walks a command through them.
 
+pub mod backoff;
 pub mod batch;
 pub mod completion;
 pub mod consumer;

@@ -7,16 +7,16 @@
 //! can run this loop against one database.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use super::{executor, retry, Job, Worker};
+use super::backoff::Backoff;
+use super::{executor, Job, Worker};
 use crate::store::commands;
 
 /// The most commands claimed in one query.
 const CLAIM_BATCH: usize = 256;
 
 pub async fn run(w: Arc<Worker>) {
-    let mut failures = 0u32;
+    let mut reconnect = Backoff::reconnect();
     loop {
         tokio::select! {
             _ = w.shutdown.cancelled() => return,
@@ -34,20 +34,14 @@ pub async fn run(w: Arc<Worker>) {
         .await;
         let rows = match claimed {
             Ok(rows) => {
-                failures = 0;
+                reconnect.reset();
                 rows
             }
             Err(error) => {
-                failures += 1;
-                let delay = retry::jittered(
-                    Duration::from_millis(200),
-                    Duration::from_secs(10),
-                    failures,
-                );
-                tracing::warn!(%error, retry_in = ?delay, "scheduler cannot reach the database");
-                tokio::select! {
-                    _ = w.shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(delay) => continue,
+                let log = |delay| tracing::warn!(%error, retry_in = ?delay, "scheduler cannot reach the database");
+                match reconnect.wait(&w.shutdown, log).await {
+                    true => continue,
+                    false => return,
                 }
             }
         };

@@ -207,15 +207,9 @@ impl SimulatorConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
     fn spec(gateway: &str, name: &str, text: &str) -> AccountSpec {
-        AccountSpec {
-            file: PathBuf::from("test.toml"),
-            gateway: gateway.into(),
-            name: name.into(),
-            table: text.parse().unwrap(),
-        }
+        AccountSpec::unread("test.toml", gateway, name, text.parse().unwrap())
     }
 
     #[test]

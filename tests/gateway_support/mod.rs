@@ -102,7 +102,7 @@ pub fn config_text(base_url: &str) -> String {
 }
 
 /// Builds the accounts exactly as the worker does: parse the text, then
-/// `Accounts::build` with the text's `[http]` settings but 1 s timeouts.
+/// `Config::clients` with the text's `[http]` settings but 1 s timeouts.
 pub fn accounts_from(text: &str) -> Accounts {
     let config = Config::parse(Path::new("gateway-test.toml"), text, |_| None)
         .expect("the test config is valid");
@@ -111,7 +111,7 @@ pub fn accounts_from(text: &str) -> Accounts {
         request_timeout: Duration::from_secs(1),
         ..config.http.clone()
     });
-    Accounts::build(&config.accounts, &transport).expect("accounts build")
+    config.clients(&transport)
 }
 
 pub fn client(accounts: &Accounts, gateway: &str) -> Arc<dyn Gateway> {

@@ -10,6 +10,7 @@
 
 pub mod classify;
 pub mod notification;
+pub mod settings;
 pub mod signing;
 pub mod token;
 pub mod wire;
@@ -18,19 +19,18 @@ pub mod wire;
 mod properties;
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
+pub use self::settings::AccountConfig;
+
 use self::classify::{Page, Verdict};
 use self::token::{Token, TokenCache, TokenFailure};
 use self::wire::{Form, IdType, ListQuery, PaymentType};
-use crate::config::{ConfigError, Section};
-use crate::gateways::exchange::REDACTED;
-use crate::gateways::http::{HttpSettings, HttpTransport};
-use crate::gateways::registry::GatewayKind;
+use crate::gateways::http::HttpTransport;
+use crate::gateways::registry::{self, GatewayKind};
 use crate::gateways::{
     Answer, CallLog, Classification, Exchange, ExchangeKind, Gateway, GatewayCall, GatewayError,
     Operation, OperationRequest, Rejection,
@@ -40,17 +40,8 @@ pub const NAME: &str = "paymentz";
 
 pub const KIND: GatewayKind = GatewayKind {
     name: NAME,
-    build,
-    notifications: notification_reader,
+    read: registry::read::<AccountConfig>,
 };
-
-fn notification_reader(
-    section: &Section<'_>,
-) -> Result<Arc<dyn crate::notifications::NotificationReader>, ConfigError> {
-    Ok(Arc::new(notification::PaymentzNotifications::from_section(
-        section,
-    )?))
-}
 
 /// Tokens live an hour; replacing them ten minutes early keeps a slow call
 /// from carrying an expired one.
@@ -59,67 +50,6 @@ pub const DEFAULT_TOKEN_REFRESH_AFTER: Duration = Duration::from_secs(50 * 60);
 /// The most `getTransactionList` pages one call reads (100 rows each). A
 /// gateway that ignores `pageno` would otherwise keep us reading forever.
 pub const MAX_PAGES: u32 = 1000;
-
-/// One `[accounts.paymentz.<name>]` table.
-#[derive(Clone)]
-pub struct AccountConfig {
-    /// Without a trailing slash and without the API path.
-    pub base_url: String,
-    pub partner_id: String,
-    pub username: String,
-    pub member_id: String,
-    pub secure_key: SecretString,
-    pub token_refresh_after: Duration,
-}
-
-impl fmt::Debug for AccountConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AccountConfig")
-            .field("base_url", &self.base_url)
-            .field("partner_id", &self.partner_id)
-            .field("username", &self.username)
-            .field("member_id", &self.member_id)
-            .field("secure_key", &REDACTED)
-            .field("token_refresh_after", &self.token_refresh_after)
-            .finish()
-    }
-}
-
-impl AccountConfig {
-    /// Reads the table; `http` decides whether a plain-http base URL is allowed.
-    pub fn from_section(
-        section: &Section<'_>,
-        http: &HttpSettings,
-    ) -> Result<AccountConfig, ConfigError> {
-        let mut base_url = section.gateway_base_url("base_url", http)?;
-        // Accept a base URL that already names the API path rather than doubling it.
-        if let Some(stripped) = base_url.strip_suffix(wire::API_PATH) {
-            base_url = stripped.to_string();
-        }
-        let token_refresh_after =
-            section.duration_or("token_refresh_after", DEFAULT_TOKEN_REFRESH_AFTER)?;
-        if token_refresh_after.is_zero() {
-            return Err(section.error("token_refresh_after", "must be more than zero"));
-        }
-        Ok(AccountConfig {
-            base_url,
-            partner_id: section.str("partner_id")?,
-            username: section.str("username")?,
-            member_id: section.str("member_id")?,
-            secure_key: section.secret("secure_key")?,
-            token_refresh_after,
-        })
-    }
-}
-
-fn build(
-    section: &Section<'_>,
-    account: &str,
-    transport: HttpTransport,
-) -> Result<Arc<dyn Gateway>, ConfigError> {
-    let config = AccountConfig::from_section(section, transport.settings())?;
-    Ok(Arc::new(PaymentzClient::new(account, config, transport)))
-}
 
 /// The client for one Paymentz merchant account.
 pub struct PaymentzClient {

@@ -12,7 +12,6 @@ use md5::{Digest, Md5};
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
-use crate::config::{ConfigError, Section};
 use crate::money::Amount;
 use crate::notifications::{
     currency, raw_object, text_of, Answer, Meaning, Notice, NotificationReader, Reading,
@@ -27,11 +26,6 @@ pub struct PaymentzNotifications {
 impl PaymentzNotifications {
     pub fn new(secure_key: SecretString) -> PaymentzNotifications {
         PaymentzNotifications { secure_key }
-    }
-
-    /// From the account's table (already checked when the client was built).
-    pub fn from_section(section: &Section<'_>) -> Result<PaymentzNotifications, ConfigError> {
-        Ok(PaymentzNotifications::new(section.secret("secure_key")?))
     }
 }
 

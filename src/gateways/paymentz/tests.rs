@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -20,7 +20,10 @@ use md5::{Digest, Md5};
 use time::macros::date;
 
 use super::*;
+use crate::config::reader::Section;
+use crate::gateways::exchange::REDACTED;
 use crate::gateways::http::HttpSettings;
+use crate::gateways::registry::AccountSettings;
 use crate::gateways::PaymentState;
 use crate::money::Amount;
 
@@ -357,7 +360,7 @@ token_refresh_after = "30m"
         "accounts.paymentz.default".into(),
         &table,
     );
-    let config = AccountConfig::from_section(&section, &HttpSettings::default()).unwrap();
+    let config = AccountConfig::read(&section, &HttpSettings::default()).unwrap();
     section.finish().unwrap();
     assert_eq!(config.base_url, "https://test.paymentz.com");
     assert_eq!(config.partner_id, "197");
@@ -391,7 +394,7 @@ secure_key = "k"
         "accounts.paymentz.default".into(),
         &table,
     );
-    let config = AccountConfig::from_section(&section, &HttpSettings::default()).unwrap();
+    let config = AccountConfig::read(&section, &HttpSettings::default()).unwrap();
     assert_eq!(config.token_refresh_after, DEFAULT_TOKEN_REFRESH_AFTER);
     assert_eq!(config.base_url, "https://test.paymentz.com");
 
@@ -432,7 +435,7 @@ secure_key = "k"
             "accounts.paymentz.default".into(),
             &table,
         );
-        let err = AccountConfig::from_section(&section, &HttpSettings::default())
+        let err = AccountConfig::read(&section, &HttpSettings::default())
             .unwrap_err()
             .to_string();
         assert!(err.contains(expected), "{err} lacks {expected}");
@@ -445,7 +448,7 @@ secure_key = "k"
         "accounts.paymentz.default".into(),
         &typo,
     );
-    AccountConfig::from_section(&section, &HttpSettings::default()).unwrap();
+    AccountConfig::read(&section, &HttpSettings::default()).unwrap();
     let err = section.finish().unwrap_err().to_string();
     assert!(err.contains("key `token_refresh`: unknown key"), "{err}");
 }
@@ -466,12 +469,9 @@ secure_key = "k"
         "accounts.paymentz.default".into(),
         &table,
     );
-    let client = (KIND.build)(
-        &section,
-        "default",
-        HttpTransport::new(HttpSettings::default()),
-    )
-    .unwrap();
+    let client = (KIND.read)(&section, &HttpSettings::default())
+        .unwrap()
+        .client("default", HttpTransport::new(HttpSettings::default()));
     assert_eq!(KIND.name, "paymentz");
     assert_eq!(client.name(), "paymentz");
     assert_eq!(client.account(), "default");

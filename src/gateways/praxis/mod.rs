@@ -10,28 +10,24 @@
 
 pub mod classify;
 pub mod notification;
+pub mod settings;
 pub mod signing;
 pub mod wire;
 
 #[cfg(test)]
 mod properties;
 
-use std::fmt;
-use std::sync::Arc;
-
-use secrecy::SecretString;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use crate::config::{ConfigError, Section};
-use crate::gateways::http::{HttpSettings, HttpTransport};
-use crate::gateways::registry::GatewayKind;
+use crate::gateways::http::HttpTransport;
+use crate::gateways::registry::{self, GatewayKind};
 use crate::gateways::{
     Answer, CallLog, Exchange, ExchangeKind, Gateway, GatewayCall, Operation, OperationRequest,
     Rejection,
 };
 
-use classify::AnswerRules;
+pub use self::settings::AccountConfig;
 use wire::{Endpoint, RequestFields};
 
 /// The name commands use for this gateway.
@@ -39,76 +35,8 @@ pub const NAME: &str = "praxis";
 
 pub const KIND: GatewayKind = GatewayKind {
     name: NAME,
-    build,
-    notifications: notification_reader,
+    read: registry::read::<AccountConfig>,
 };
-
-fn notification_reader(
-    section: &Section<'_>,
-) -> Result<Arc<dyn crate::notifications::NotificationReader>, ConfigError> {
-    Ok(Arc::new(notification::PraxisNotifications::from_section(
-        section,
-    )?))
-}
-
-fn build(
-    section: &Section<'_>,
-    account: &str,
-    transport: HttpTransport,
-) -> Result<Arc<dyn Gateway>, ConfigError> {
-    let config = AccountConfig::read(section, transport.settings())?;
-    Ok(Arc::new(Praxis::new(account, config, transport)))
-}
-
-/// One `[accounts.praxis.<name>]` table.
-#[derive(Clone)]
-pub struct AccountConfig {
-    /// Without a trailing slash.
-    pub base_url: String,
-    pub merchant_id: String,
-    /// Only ever exposed to the hasher.
-    pub merchant_secret: SecretString,
-    /// The cashier front end; it fixes the account's base currency.
-    pub frontend: String,
-    /// What this account believes of Praxis answers (signature enforcement,
-    /// the statuses that mean "no such transaction").
-    pub rules: AnswerRules,
-}
-
-impl AccountConfig {
-    /// Reads the table; `http` decides whether a plain-http base URL is allowed.
-    pub fn read(section: &Section<'_>, http: &HttpSettings) -> Result<AccountConfig, ConfigError> {
-        let not_found_statuses = section.ints_or("not_found_statuses", &[])?;
-        if let Some(bad) = not_found_statuses.iter().find(|s| **s <= 0) {
-            return Err(section.error(
-                "not_found_statuses",
-                format!("{bad} is not an application error: only positive statuses can say \"not found\""),
-            ));
-        }
-        Ok(AccountConfig {
-            base_url: section.gateway_base_url("base_url", http)?,
-            merchant_id: section.str("merchant_id")?,
-            merchant_secret: section.secret("merchant_secret")?,
-            frontend: section.str("frontend")?,
-            rules: AnswerRules {
-                enforce_signature: section.bool_or("enforce_answer_signature", false)?,
-                not_found_statuses,
-            },
-        })
-    }
-}
-
-impl fmt::Debug for AccountConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AccountConfig")
-            .field("base_url", &self.base_url)
-            .field("merchant_id", &self.merchant_id)
-            .field("merchant_secret", &crate::gateways::exchange::REDACTED)
-            .field("frontend", &self.frontend)
-            .field("rules", &self.rules)
-            .finish()
-    }
-}
 
 /// A Praxis merchant account, ready to run operations.
 #[derive(Debug, Clone)]

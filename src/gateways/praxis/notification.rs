@@ -15,7 +15,6 @@ use secrecy::SecretString;
 use serde_json::value::RawValue;
 use subtle::ConstantTimeEq;
 
-use crate::config::{ConfigError, Section};
 use crate::money::Amount;
 use crate::notifications::{
     currency, raw_object, signed_text, text_of, Answer, Meaning, Notice, NotificationReader,
@@ -36,15 +35,6 @@ impl PraxisNotifications {
             frontend: frontend.to_string(),
             secret,
         }
-    }
-
-    /// From the account's table (already checked when the client was built).
-    pub fn from_section(section: &Section<'_>) -> Result<PraxisNotifications, ConfigError> {
-        Ok(PraxisNotifications::new(
-            &section.str("merchant_id")?,
-            &section.str("frontend")?,
-            section.secret("merchant_secret")?,
-        ))
     }
 }
 

@@ -11,8 +11,15 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
+use std::sync::Arc;
+
+use secrecy::SecretString;
+
+use super::classify::AnswerRules;
 use super::*;
+use crate::config::reader::Section;
 use crate::gateways::http::HttpSettings;
+use crate::gateways::registry::AccountSettings;
 use crate::gateways::{Classification, GatewayError, PaymentState};
 use crate::money::Amount;
 
@@ -38,12 +45,9 @@ fn client(base_url: &str) -> Arc<dyn Gateway> {
         "accounts.praxis.default".into(),
         &table,
     );
-    let client = (KIND.build)(
-        &section,
-        "default",
-        HttpTransport::new(HttpSettings::default()),
-    )
-    .unwrap();
+    let client = (KIND.read)(&section, &HttpSettings::default())
+        .map(|settings| settings.client("default", HttpTransport::new(HttpSettings::default())))
+        .unwrap();
     section.finish().expect("every key is read");
     client
 }

@@ -9,22 +9,23 @@
 //! - [`wire`]: the formats, and which fields are secret;
 //! - [`classify`]: what each reply means for retry safety (the only place
 //!   that decides it);
-//! - this file: the account's settings, `check` (refuse before sending),
-//!   `execute` (open a [`CallLog`], `run` the exchanges, `finish`).
+//! - [`settings`]: the account's table read into plain settings (no I/O),
+//!   and how they build the client and the notification reader;
+//! - [`notification`]: reading the notifications the gateway sends;
+//! - this file: the client: `check` (refuse before sending), `execute`
+//!   (open a [`CallLog`], `run` the exchanges, `finish`).
 
 pub mod classify;
 pub mod notification;
+pub mod settings;
 pub mod wire;
 
-use std::fmt;
-use std::sync::Arc;
+pub use self::settings::AccountConfig;
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 
-use crate::config::{ConfigError, Section};
-use crate::gateways::exchange::REDACTED;
-use crate::gateways::http::{HttpSettings, HttpTransport};
-use crate::gateways::registry::GatewayKind;
+use crate::gateways::http::HttpTransport;
+use crate::gateways::registry::{self, GatewayKind};
 use crate::gateways::{
     Answer, CallLog, Exchange, ExchangeKind, Gateway, GatewayCall, Operation, OperationRequest,
     Rejection,
@@ -36,55 +37,8 @@ pub const NAME: &str = "skeleton";
 /// The registry's entry: add `skeleton::KIND` to `registry::GATEWAYS`.
 pub const KIND: GatewayKind = GatewayKind {
     name: NAME,
-    build,
-    notifications: notification_reader,
+    read: registry::read::<AccountConfig>,
 };
-
-fn notification_reader(
-    section: &Section<'_>,
-) -> Result<Arc<dyn crate::notifications::NotificationReader>, ConfigError> {
-    Ok(Arc::new(notification::SkeletonNotifications::from_section(
-        section,
-    )?))
-}
-
-fn build(
-    section: &Section<'_>,
-    account: &str,
-    transport: HttpTransport,
-) -> Result<Arc<dyn Gateway>, ConfigError> {
-    let config = AccountConfig::read(section, transport.settings())?;
-    Ok(Arc::new(Skeleton::new(account, config, transport)))
-}
-
-/// One `[accounts.skeleton.<name>]` table.
-#[derive(Clone)]
-pub struct AccountConfig {
-    /// Without a trailing slash.
-    pub base_url: String,
-    /// Read with `Section::secret`, so that the config refuses a short one.
-    pub api_key: SecretString,
-}
-
-impl AccountConfig {
-    /// Reads the table; `http` decides whether a plain-http base URL is allowed.
-    pub fn read(section: &Section<'_>, http: &HttpSettings) -> Result<AccountConfig, ConfigError> {
-        Ok(AccountConfig {
-            base_url: section.gateway_base_url("base_url", http)?,
-            api_key: section.secret("api_key")?,
-        })
-    }
-}
-
-/// Secrets never reach a log, even through `{:?}`.
-impl fmt::Debug for AccountConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AccountConfig")
-            .field("base_url", &self.base_url)
-            .field("api_key", &REDACTED)
-            .finish()
-    }
-}
 
 /// One configured account, ready to run operations.
 #[derive(Debug, Clone)]

@@ -6,7 +6,6 @@
 //! acted on from its body; the worker asks the gateway instead, which is the
 //! safe default for a gateway whose signing is not known yet.
 
-use crate::config::{ConfigError, Section};
 use crate::money::Amount;
 use crate::notifications::{
     raw_object, text_of, Answer, Meaning, Notice, NotificationReader, Reading, Verification,
@@ -14,12 +13,6 @@ use crate::notifications::{
 
 /// One `[accounts.skeleton.<name>]` account's notification reader.
 pub struct SkeletonNotifications;
-
-impl SkeletonNotifications {
-    pub fn from_section(_section: &Section<'_>) -> Result<SkeletonNotifications, ConfigError> {
-        Ok(SkeletonNotifications)
-    }
-}
 
 /// The meaning of the gateway's status word: only these three drive the
 /// worker (rules for `Authorized`, evidence for the other two).

@@ -4,6 +4,9 @@
 use std::path::Path;
 
 use super::*;
+use crate::config::reader::Section;
+use crate::gateways::http::HttpSettings;
+use crate::gateways::registry::AccountSettings;
 use crate::gateways::{Classification, PaymentState};
 use crate::money::Amount;
 
