@@ -9,10 +9,12 @@ pub mod attempts;
 pub mod commands;
 pub mod console;
 pub mod dead_letters;
+pub mod leases;
 pub mod notifications;
 pub mod outbox;
 pub mod reports;
 pub mod retention;
+pub mod stages;
 
 use std::str::FromStr;
 use std::time::Duration;

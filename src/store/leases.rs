@@ -1,0 +1,135 @@
+//! The `payment_leases` table: which command may act on a payment now, so
+//! that two commands never call the gateway for the same payment at once.
+
+use std::time::Duration;
+
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::commands::secs;
+use super::StoreError;
+
+/// Takes the lease on a payment for `command_id`: granted when free, expired,
+/// or already this command's. The last case is a recovery: whoever holds the
+/// command's own lease (taken exclusively by
+/// [`claim_due`](super::commands::claim_due)) is its only runner,
+/// so it inherits the payment lease of the command's previous, dead, runner.
+pub async fn claim_payment(
+    conn: &mut PgConnection,
+    gateway: &str,
+    payment_key: &str,
+    command_id: &str,
+    owner: Uuid,
+    lease: Duration,
+) -> Result<bool, StoreError> {
+    let granted = sqlx::query(
+        "INSERT INTO payment_leases (gateway, payment_key, command_id, owner, expires_at)
+         VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))
+         ON CONFLICT (gateway, payment_key) DO UPDATE
+            SET command_id = EXCLUDED.command_id, owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at
+          WHERE payment_leases.expires_at < now()
+             OR payment_leases.command_id = EXCLUDED.command_id",
+    )
+    .bind(gateway)
+    .bind(payment_key)
+    .bind(command_id)
+    .bind(owner)
+    .bind(secs(lease))
+    .execute(conn)
+    .await?;
+    Ok(granted.rows_affected() == 1)
+}
+
+/// Releases a payment lease held by `command_id`, and wakes the commands that
+/// were waiting for that payment.
+pub async fn release_payment(
+    conn: &mut PgConnection,
+    gateway: &str,
+    payment_key: &str,
+    command_id: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "DELETE FROM payment_leases WHERE gateway = $1 AND payment_key = $2 AND command_id = $3",
+    )
+    .bind(gateway)
+    .bind(payment_key)
+    .bind(command_id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE commands SET next_run_at = now()
+         WHERE gateway = $1 AND payment_id = $2 AND state = 'queued' AND next_run_at > now()",
+    )
+    .bind(gateway)
+    .bind(payment_key)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Makes a queued command due now if nobody holds its payment any more.
+pub async fn wake_if_payment_free(
+    conn: &mut PgConnection,
+    id: &str,
+    gateway: &str,
+    payment_key: &str,
+) -> Result<bool, StoreError> {
+    // The lease row is read with a lock: a release that is deleting it right
+    // now is waited for, and then the payment reads as free.
+    let done = sqlx::query(
+        "WITH lease AS (
+            SELECT 1 FROM payment_leases WHERE gateway = $2 AND payment_key = $3 FOR KEY SHARE
+         )
+         UPDATE commands SET next_run_at = now()
+         WHERE id = $1 AND state IN ('queued', 'unsettled')
+           AND NOT EXISTS (SELECT 1 FROM lease)",
+    )
+    .bind(id)
+    .bind(gateway)
+    .bind(payment_key)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// One payment lease wanted by a command.
+#[derive(Debug, Clone)]
+pub struct PaymentClaim {
+    pub gateway: String,
+    pub payment_key: String,
+    pub command_id: String,
+}
+
+/// [`claim_payment`] for many commands in one statement. Each payment may
+/// appear once; returns the command ids that got their lease.
+pub async fn claim_payments(
+    conn: &mut PgConnection,
+    claims: &[PaymentClaim],
+    owner: Uuid,
+    lease: Duration,
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    if claims.is_empty() {
+        return Ok(Default::default());
+    }
+    let gateways: Vec<&str> = claims.iter().map(|c| c.gateway.as_str()).collect();
+    let keys: Vec<&str> = claims.iter().map(|c| c.payment_key.as_str()).collect();
+    let ids: Vec<&str> = claims.iter().map(|c| c.command_id.as_str()).collect();
+    let granted: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO payment_leases (gateway, payment_key, command_id, owner, expires_at)
+         SELECT g, k, c, $4, now() + make_interval(secs => $5)
+           FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u(g, k, c)
+         ON CONFLICT (gateway, payment_key) DO UPDATE
+            SET command_id = EXCLUDED.command_id, owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at
+          WHERE payment_leases.expires_at < now()
+             OR payment_leases.command_id = EXCLUDED.command_id
+         RETURNING command_id",
+    )
+    .bind(&gateways)
+    .bind(&keys)
+    .bind(&ids)
+    .bind(owner)
+    .bind(secs(lease))
+    .fetch_all(conn)
+    .await?;
+    Ok(granted.into_iter().collect())
+}
