@@ -87,34 +87,7 @@ pub async fn insert(
     c: &NewCommand,
     running_for: Option<(Uuid, Duration)>,
 ) -> Result<bool, StoreError> {
-    let (state, owner, lease) = match running_for {
-        Some((owner, lease)) => ("running", Some(owner), Some(secs(lease))),
-        None => ("queued", None, None),
-    };
-    let inserted = sqlx::query(
-        "INSERT INTO commands (id, payload, fingerprint, gateway, account, operation, payment_id,
-            amount_minor, currency, reply_to, correlation_id, state, next_run_at, lease_owner, lease_until)
-         VALUES ($1, $2::jsonb, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, now(), $13,
-                 now() + make_interval(secs => $14))
-         ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(&c.id)
-    .bind(&c.payload)
-    .bind(&c.fingerprint)
-    .bind(&c.gateway)
-    .bind(&c.account)
-    .bind(&c.operation)
-    .bind(&c.payment_id)
-    .bind(c.amount_minor)
-    .bind(&c.currency)
-    .bind(&c.reply_to)
-    .bind(&c.correlation_id)
-    .bind(state)
-    .bind(owner)
-    .bind(lease)
-    .execute(conn)
-    .await?;
-    Ok(inserted.rows_affected() == 1)
+    Ok(!insert_rows(conn, &[c], running_for).await?.is_empty())
 }
 
 /// Reads a command and locks its row until the transaction ends.
@@ -476,18 +449,32 @@ pub async fn insert_many(
     owner: Uuid,
     lease: Duration,
 ) -> Result<std::collections::HashSet<String>, StoreError> {
+    insert_rows(conn, rows, Some((owner, lease))).await
+}
+
+/// [`insert`] and [`insert_many`]: the rows leased to an owner (`running`)
+/// or queued for the scheduler.
+async fn insert_rows(
+    conn: &mut PgConnection,
+    rows: &[&NewCommand],
+    running_for: Option<(Uuid, Duration)>,
+) -> Result<std::collections::HashSet<String>, StoreError> {
     if rows.is_empty() {
         return Ok(Default::default());
     }
-    let col = |f: fn(&NewCommand) -> Option<String>| rows.iter().map(|r| f(r)).collect::<Vec<_>>();
-    let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+    let (state, owner, lease) = match running_for {
+        Some((owner, lease)) => ("running", Some(owner), Some(secs(lease))),
+        None => ("queued", None, None),
+    };
+    let col = |f: fn(&NewCommand) -> Option<&str>| rows.iter().map(|r| f(r)).collect::<Vec<_>>();
+    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
     let payloads: Vec<&str> = rows.iter().map(|r| r.payload.as_str()).collect();
-    let fingerprints: Vec<String> = rows.iter().map(|r| r.fingerprint.clone()).collect();
+    let fingerprints: Vec<&str> = rows.iter().map(|r| r.fingerprint.as_str()).collect();
     let amounts: Vec<Option<i64>> = rows.iter().map(|r| r.amount_minor).collect();
     let inserted: Vec<String> = sqlx::query_scalar(
         "INSERT INTO commands (id, payload, fingerprint, gateway, account, operation, payment_id,
             amount_minor, currency, reply_to, correlation_id, state, next_run_at, lease_owner, lease_until)
-         SELECT u.*, 'running', now(), $12, now() + make_interval(secs => $13)
+         SELECT u.*, $12, now(), $13, now() + make_interval(secs => $14)
            FROM UNNEST($1::text[], $2::text[]::jsonb[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
                        $8::int8[], $9::text[], $10::text[], $11::text[]) AS u
          ON CONFLICT (id) DO NOTHING
@@ -496,16 +483,17 @@ pub async fn insert_many(
     .bind(&ids)
     .bind(&payloads)
     .bind(&fingerprints)
-    .bind(col(|r| r.gateway.clone()))
-    .bind(col(|r| r.account.clone()))
-    .bind(col(|r| r.operation.clone()))
-    .bind(col(|r| r.payment_id.clone()))
+    .bind(col(|r| r.gateway.as_deref()))
+    .bind(col(|r| r.account.as_deref()))
+    .bind(col(|r| r.operation.as_deref()))
+    .bind(col(|r| r.payment_id.as_deref()))
     .bind(&amounts)
-    .bind(col(|r| r.currency.clone()))
-    .bind(col(|r| r.reply_to.clone()))
-    .bind(col(|r| r.correlation_id.clone()))
+    .bind(col(|r| r.currency.as_deref()))
+    .bind(col(|r| r.reply_to.as_deref()))
+    .bind(col(|r| r.correlation_id.as_deref()))
+    .bind(state)
     .bind(owner)
-    .bind(secs(lease))
+    .bind(lease)
     .fetch_all(conn)
     .await?;
     Ok(inserted.into_iter().collect())

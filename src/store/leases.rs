@@ -22,22 +22,14 @@ pub async fn claim_payment(
     owner: Uuid,
     lease: Duration,
 ) -> Result<bool, StoreError> {
-    let granted = sqlx::query(
-        "INSERT INTO payment_leases (gateway, payment_key, command_id, owner, expires_at)
-         VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))
-         ON CONFLICT (gateway, payment_key) DO UPDATE
-            SET command_id = EXCLUDED.command_id, owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at
-          WHERE payment_leases.expires_at < now()
-             OR payment_leases.command_id = EXCLUDED.command_id",
-    )
-    .bind(gateway)
-    .bind(payment_key)
-    .bind(command_id)
-    .bind(owner)
-    .bind(secs(lease))
-    .execute(conn)
-    .await?;
-    Ok(granted.rows_affected() == 1)
+    let claim = PaymentClaim {
+        gateway: gateway.to_string(),
+        payment_key: payment_key.to_string(),
+        command_id: command_id.to_string(),
+    };
+    Ok(!claim_payments(conn, &[claim], owner, lease)
+        .await?
+        .is_empty())
 }
 
 /// Releases a payment lease held by `command_id`, and wakes the commands that

@@ -76,33 +76,30 @@ pub async fn conclude_many(
             .await
             .map(|()| Default::default());
     }
-    debug_assert_eq!(decisions.len(), claims.len());
-    debug_assert_eq!(decisions.len(), events.len());
-    let ids: Vec<&str> = decisions.iter().map(|d| d.id.as_str()).collect();
-    let states: Vec<&str> = decisions
-        .iter()
-        .map(|d| {
-            if d.reconcile_in.is_some() {
-                "unsettled"
-            } else {
-                "done"
-            }
+    let query = sqlx::query_as::<_, (String, i32, i64)>(CONCLUDE);
+    let query = Recorded::of(recordings).bind(query);
+    let rows = Concluding::of(decisions, claims, events)
+        .bind(query, owner, exchange, claim)
+        .fetch_all(conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, pending_replays, outbox_row)| {
+            let concluded = Concluded {
+                pending_replays,
+                outbox_row,
+            };
+            (id, concluded)
         })
-        .collect();
-    let outcomes: Vec<&str> = decisions.iter().map(|d| d.outcome.as_str()).collect();
-    let reasons: Vec<Option<&str>> = decisions.iter().map(|d| d.reason.as_deref()).collect();
-    let results: Vec<&str> = decisions.iter().map(|d| d.result.as_str()).collect();
-    let next: Vec<Option<f64>> = decisions.iter().map(|d| d.reconcile_in.map(secs)).collect();
-    let gateways: Vec<&str> = claims.iter().map(|c| c.gateway.as_str()).collect();
-    let keys: Vec<&str> = claims.iter().map(|c| c.payment_key.as_str()).collect();
-    let message_ids: Vec<Uuid> = events.iter().map(|e| e.message_id).collect();
-    let routing_keys: Vec<&str> = events.iter().map(|e| e.routing_key).collect();
-    let reply_tos: Vec<Option<&str>> = events.iter().map(|e| e.reply_to).collect();
-    let correlations: Vec<Option<&str>> = events.iter().map(|e| e.reply_correlation_id).collect();
-    let query = sqlx::query_as::<_, (String, i32, i64)>(concat!(
-        "WITH ",
-        record_ctes!(),
-        ",
+        .collect())
+}
+
+/// The statement of [`conclude_many`]: `$1`–`$30` are the exchanges'
+/// ([`record_ctes`]), `$31`–`$45` the decisions' ([`Concluding::bind`]).
+const CONCLUDE: &str = concat!(
+    "WITH ",
+    record_ctes!(),
+    ",
          held AS (
             SELECT u.*, o.pending_replays
               FROM UNNEST($31::text[], $32::text[], $33::text[], $34::text[], $35::text[]::jsonb[],
@@ -156,38 +153,81 @@ pub async fn conclude_many(
             RETURNING id, command_id
          )
          SELECT d.id, d.pending_replays, s.id FROM decided d JOIN staged s ON s.command_id = d.id"
-    ));
-    let rows = Recorded::of(recordings)
-        .bind(query)
-        .bind(&ids)
-        .bind(&states)
-        .bind(&outcomes)
-        .bind(&reasons)
-        .bind(&results)
-        .bind(&next)
-        .bind(owner)
-        .bind(&gateways)
-        .bind(&keys)
-        .bind(&message_ids)
-        .bind(&routing_keys)
-        .bind(&reply_tos)
-        .bind(&correlations)
-        .bind(exchange)
-        .bind(secs(claim))
-        .fetch_all(conn)
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, pending_replays, outbox_row)| {
-            (
-                id,
-                Concluded {
-                    pending_replays,
-                    outbox_row,
-                },
-            )
-        })
-        .collect())
+);
+
+/// A completion batch as the parameter arrays of [`CONCLUDE`]: row `i` of
+/// each is `decisions[i]`, its payment claim and its event.
+struct Concluding<'a> {
+    ids: Vec<&'a str>,
+    states: Vec<&'static str>,
+    outcomes: Vec<&'a str>,
+    reasons: Vec<Option<&'a str>>,
+    results: Vec<&'a str>,
+    next: Vec<Option<f64>>,
+    gateways: Vec<&'a str>,
+    keys: Vec<&'a str>,
+    message_ids: Vec<Uuid>,
+    routing_keys: Vec<&'a str>,
+    reply_tos: Vec<Option<&'a str>>,
+    correlations: Vec<Option<&'a str>>,
+}
+
+impl<'a> Concluding<'a> {
+    fn of(
+        decisions: &[&'a Decision],
+        claims: &[&'a PaymentClaim],
+        events: &[Outgoing<'a>],
+    ) -> Concluding<'a> {
+        debug_assert_eq!(decisions.len(), claims.len());
+        debug_assert_eq!(decisions.len(), events.len());
+        let state = |d: &Decision| match d.reconcile_in {
+            Some(_) => "unsettled",
+            None => "done",
+        };
+        Concluding {
+            ids: decisions.iter().map(|d| d.id.as_str()).collect(),
+            states: decisions.iter().map(|d| state(d)).collect(),
+            outcomes: decisions.iter().map(|d| d.outcome.as_str()).collect(),
+            reasons: decisions.iter().map(|d| d.reason.as_deref()).collect(),
+            results: decisions.iter().map(|d| d.result.as_str()).collect(),
+            next: decisions.iter().map(|d| d.reconcile_in.map(secs)).collect(),
+            gateways: claims.iter().map(|c| c.gateway.as_str()).collect(),
+            keys: claims.iter().map(|c| c.payment_key.as_str()).collect(),
+            message_ids: events.iter().map(|e| e.message_id).collect(),
+            routing_keys: events.iter().map(|e| e.routing_key).collect(),
+            reply_tos: events.iter().map(|e| e.reply_to).collect(),
+            correlations: events.iter().map(|e| e.reply_correlation_id).collect(),
+        }
+    }
+
+    /// Binds `$31`–`$45`, after [`Recorded::bind`]'s `$1`–`$30`.
+    fn bind<'q, O>(
+        self,
+        query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+        owner: Uuid,
+        exchange: &'q str,
+        claim: Duration,
+    ) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>
+    where
+        'a: 'q,
+    {
+        query
+            .bind(self.ids)
+            .bind(self.states)
+            .bind(self.outcomes)
+            .bind(self.reasons)
+            .bind(self.results)
+            .bind(self.next)
+            .bind(owner)
+            .bind(self.gateways)
+            .bind(self.keys)
+            .bind(self.message_ids)
+            .bind(self.routing_keys)
+            .bind(self.reply_tos)
+            .bind(self.correlations)
+            .bind(exchange)
+            .bind(secs(claim))
+    }
 }
 
 /// One command about to make its call with a side effect.
