@@ -549,7 +549,7 @@ async fn accept_one(
 ) -> Result<SlowPath, crate::store::StoreError> {
     use crate::events::{event_for, Reported};
     use crate::outcome::{Outcome, RejectReason};
-    use crate::store::{commands, outbox};
+    use crate::store::{commands, outbox, StoreError};
 
     let exchange = &worker.topology.result_exchange;
     let reply_correlation = row.correlation_id.as_deref().or(Some(row.id.as_str()));
@@ -630,9 +630,12 @@ async fn accept_one(
         // metadata could come back rounded.
         let stored = commands::current_result(&mut *tx, &row.id)
             .await?
-            .ok_or(sqlx::Error::RowNotFound)?;
+            .ok_or_else(|| StoreError::Missing(format!("the stored result of {}", row.id)))?;
         let event: crate::events::ResultEvent =
-            serde_json::from_str(&stored).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            serde_json::from_str(&stored).map_err(|source| StoreError::Unreadable {
+                what: format!("the stored result of {}", row.id),
+                source,
+            })?;
         outbox::enqueue(
             &mut *tx,
             exchange,
@@ -743,4 +746,10 @@ pub enum DeadLetterError {
     NoBroker,
     #[error("publishing the dead letter failed: {0}")]
     Publish(String),
+}
+
+impl From<sqlx::Error> for DeadLetterError {
+    fn from(error: sqlx::Error) -> Self {
+        DeadLetterError::Store(error.into())
+    }
 }

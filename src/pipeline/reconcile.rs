@@ -199,6 +199,12 @@ pub enum ReconcileNowError {
     Store(#[from] StoreError),
 }
 
+impl From<sqlx::Error> for ReconcileNowError {
+    fn from(error: sqlx::Error) -> Self {
+        ReconcileNowError::Store(error.into())
+    }
+}
+
 /// Reconciles one `unknown` command now, on an operator's request: the same
 /// inquiry and the same decision as the scheduled checks (the inquiry is an
 /// attempt row; a settlement publishes its `reconciled` event), with the

@@ -100,6 +100,7 @@ pub async fn for_command(
     .bind(command_id)
     .fetch_all(conn)
     .await
+    .map_err(StoreError::from)
 }
 
 /// What one call did, to be recorded with others in one round trip.

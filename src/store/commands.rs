@@ -98,6 +98,7 @@ pub async fn lock(conn: &mut PgConnection, id: &str) -> Result<Option<CommandRow
     .bind(id)
     .fetch_optional(conn)
     .await
+    .map_err(StoreError::from)
 }
 
 /// Locks existing commands until the transaction ends, in the order of `ids`.
@@ -123,6 +124,7 @@ pub async fn get(conn: &mut PgConnection, id: &str) -> Result<Option<CommandRow>
         .bind(id)
         .fetch_optional(conn)
         .await
+        .map_err(StoreError::from)
 }
 
 /// A producer duplicate arrived while the command was still running: it gets
@@ -169,6 +171,7 @@ pub async fn take_pending_replays(
     .bind(ids)
     .fetch_all(conn)
     .await
+    .map_err(StoreError::from)
 }
 
 /// Schedules the next attempt of a command whose last attempt is known not to
@@ -292,6 +295,7 @@ pub async fn current_result(
         .fetch_optional(conn)
         .await
         .map(Option::flatten)
+        .map_err(StoreError::from)
 }
 
 /// Settles an `unknown` outcome once reconciliation found out what happened.
@@ -371,6 +375,7 @@ pub async fn claim_due(
     .bind(limit)
     .fetch_all(conn)
     .await
+    .map_err(StoreError::from)
 }
 
 /// Extends the leases of the commands this instance is driving.
@@ -438,6 +443,7 @@ pub async fn captured_total(
     .bind(payment_id)
     .fetch_one(conn)
     .await
+    .map_err(StoreError::from)
 }
 
 /// Inserts the new commands of an intake batch in one statement, leased to

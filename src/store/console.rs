@@ -316,7 +316,10 @@ pub async fn list_commands(
     }
     q.push(" ORDER BY received_at DESC, id DESC LIMIT ")
         .push_bind(limit);
-    q.build_query_as().fetch_all(conn).await
+    q.build_query_as()
+        .fetch_all(conn)
+        .await
+        .map_err(StoreError::from)
 }
 
 /// Every command on one payment, oldest first (bounded: a payment has a
@@ -336,6 +339,7 @@ pub async fn payment_commands(
     .bind(limit)
     .fetch_all(conn)
     .await
+    .map_err(StoreError::from)
 }
 
 /// One event of a command, as the timeline shows it.
@@ -365,6 +369,7 @@ pub async fn command_events(
     .bind(command_id)
     .fetch_all(conn)
     .await
+    .map_err(StoreError::from)
 }
 
 /// Leases an `unknown` command to `owner` for an immediate reconciliation,
@@ -388,6 +393,7 @@ pub async fn claim_unsettled(
     .bind(lease.as_secs_f64())
     .fetch_optional(conn)
     .await
+    .map_err(StoreError::from)
 }
 
 /// Gives back a lease taken by [`claim_unsettled`] when nothing was done
@@ -440,6 +446,7 @@ pub async fn audit(
     .bind(result)
     .fetch_one(conn)
     .await
+    .map_err(StoreError::from)
 }
 
 #[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
@@ -476,6 +483,7 @@ pub async fn audit_page(
     .bind(limit)
     .fetch_all(conn)
     .await
+    .map_err(StoreError::from)
 }
 
 pub async fn audit_row(conn: &mut PgConnection, id: i64) -> Result<Option<AuditRow>, StoreError> {
@@ -485,6 +493,7 @@ pub async fn audit_row(conn: &mut PgConnection, id: i64) -> Result<Option<AuditR
     .bind(id)
     .fetch_optional(conn)
     .await
+    .map_err(StoreError::from)
 }
 
 /// The ids of waiting dead letters whose reason contains `reason` (any when
