@@ -13,13 +13,17 @@
 mod reading;
 
 pub use reading::{
-    checked_envelope, fingerprint, new_row, read, reply_to_problem, validate, Envelope, Incoming,
-    Reading,
+    checked_envelope, fingerprint, new_row, prepare, read, reply_to_problem, validate, Envelope,
+    Incoming, Prepared, Reading,
 };
 
+use std::collections::{HashMap, HashSet};
+
 use crate::command::ValidCommand;
-use crate::outcome::Rejected;
-use crate::store::commands::NewCommand;
+use crate::events::{event_for, Reported};
+use crate::outcome::{Outcome, RejectReason, Rejected};
+use crate::store::commands::{self, CommandRow, NewCommand, PaymentClaim};
+use crate::store::{outbox, StoreError};
 use crate::telemetry::Escaped;
 
 /// What the consumer does after the intake commit.
@@ -39,41 +43,66 @@ pub enum Accepted {
 pub async fn accept_batch(
     worker: &super::Worker,
     items: &[Incoming],
-) -> Result<Vec<Accepted>, crate::store::StoreError> {
-    use std::collections::HashSet;
-
-    use crate::store::commands::{self, PaymentClaim};
-
-    let prepared: Vec<(Result<ValidCommand, Rejected>, NewCommand)> = items
+) -> Result<Vec<Accepted>, StoreError> {
+    let prepared: Vec<Prepared> = items
         .iter()
-        .map(|item| {
-            let (reply_to, correlation_id, envelope_problem) =
-                checked_envelope(&item.envelope, &worker.topology);
-            let validated = match (&item.rejected, envelope_problem) {
-                (Some(rejected), _) => Err(rejected.clone()),
-                (None, Some(problem)) => Err(problem),
-                (None, None) => validate(&item.command, &worker.accounts),
-            };
-            let row = new_row(
-                &item.command,
-                fingerprint(&item.command, &item.extra),
-                validated.as_ref().ok(),
-                reply_to,
-                correlation_id,
-            );
-            (validated, row)
-        })
+        .map(|item| prepare(item, &worker.topology, &worker.accounts))
         .collect();
-
     let mut tx = worker.store.pool().begin().await?;
+    let fast = fast_path(worker, &mut tx, &prepared).await?;
+    let mut results = Vec::with_capacity(items.len());
+    let mut rejected = Vec::new();
+    let mut replays = 0;
+    for ((item, (validated, row)), job) in items.iter().zip(&prepared).zip(fast.jobs) {
+        let accepted = match job {
+            Some(job) => run_or_wait(job, &fast.granted, &fast.started),
+            None => {
+                match accept_one(worker, &mut tx, item, validated, row).await? {
+                    SlowPath::Rejected => rejected.push(item),
+                    SlowPath::Replayed => replays += 1,
+                    SlowPath::ReplayPending => {}
+                }
+                Accepted::Done
+            }
+        };
+        results.push(accepted);
+    }
+    tx.commit().await?;
+    after_commit(worker, &prepared, &fast.deferred, &rejected, replays).await;
+    Ok(results)
+}
+
+/// What the fast path did with a batch's new valid commands.
+struct FastPath {
+    /// One per delivery: the job of a new valid command (the first of its
+    /// payment in the batch), else `None` (for the slow path, or a command
+    /// whose payment another in the batch claims: it waits, deferred).
+    jobs: Vec<Option<super::Job>>,
+    /// The commands that got their payment's lease.
+    granted: HashSet<String>,
+    /// The commands whose payment is busy, deferred.
+    deferred: Vec<String>,
+    /// The attempt number and in-flight row of the first attempts recorded.
+    started: HashMap<String, (i32, i64)>,
+}
+
+/// The fast path of intake, inside the batch's transaction: the new valid
+/// commands inserted together and leased here, the duplicates locked, one
+/// claim per payment, the commands whose payment is busy deferred, and the
+/// first attempt's recovery point of those that can call at once.
+async fn fast_path(
+    worker: &super::Worker,
+    tx: &mut sqlx::PgConnection,
+    prepared: &[Prepared],
+) -> Result<FastPath, StoreError> {
+    let (owner, lease) = (worker.owner, worker.settings.lease);
     let valid_rows: Vec<&NewCommand> = prepared
         .iter()
         .filter(|(v, _)| v.is_ok())
         .map(|(_, row)| row)
         .collect();
-    let inserted =
-        commands::insert_many(&mut tx, &valid_rows, worker.owner, worker.settings.lease).await?;
-    // The slow path below locks existing commands (duplicates) one at a time.
+    let inserted = commands::insert_many(&mut *tx, &valid_rows, owner, lease).await?;
+    // The slow path locks existing commands (duplicates) one at a time.
     // Locked first, all together and in the order of their ids, as the batch
     // writers lock theirs: otherwise a duplicate of a command being decided
     // could deadlock with the completion writer.
@@ -84,15 +113,40 @@ pub async fn accept_batch(
         .collect();
     existing.sort_unstable();
     existing.dedup();
-    commands::lock_many(&mut tx, &existing).await?;
+    commands::lock_many(&mut *tx, &existing).await?;
 
-    // One claim per payment: a second command on the same payment in this
-    // batch waits for the first like any other.
-    let mut jobs: Vec<Option<super::Job>> = Vec::with_capacity(items.len());
+    let (jobs, claims) = first_of_each_payment(worker, prepared, &inserted);
+    let granted = commands::claim_payments(&mut *tx, &claims, owner, lease).await?;
+    let deferred: Vec<String> = jobs
+        .iter()
+        .flatten()
+        .filter(|job| !granted.contains(&job.row.id))
+        .map(|job| job.row.id.clone())
+        .collect();
+    commands::defer_many(&mut *tx, &deferred, owner, super::BUSY_PAYMENT_RECHECK).await?;
+    let immediate = immediate_intents(&jobs, &granted);
+    let started = commands::record_intents(&mut *tx, owner, &immediate, &[]).await?;
+    Ok(FastPath {
+        jobs,
+        granted,
+        deferred,
+        started,
+    })
+}
+
+/// The jobs of the newly inserted valid commands, and one payment claim per
+/// payment: a second command on the same payment in this batch waits for the
+/// first like any other.
+fn first_of_each_payment(
+    worker: &super::Worker,
+    prepared: &[Prepared],
+    inserted: &HashSet<String>,
+) -> (Vec<Option<super::Job>>, Vec<PaymentClaim>) {
+    let mut jobs: Vec<Option<super::Job>> = Vec::with_capacity(prepared.len());
     let mut claims = Vec::new();
     let mut keys_seen = HashSet::new();
     let mut first_of_payment = HashSet::new();
-    for (validated, row) in &prepared {
+    for (validated, row) in prepared {
         match validated {
             Ok(valid) if inserted.contains(&row.id) && !first_of_payment.contains(&row.id) => {
                 let job =
@@ -111,25 +165,16 @@ pub async fn accept_batch(
             _ => jobs.push(None),
         }
     }
-    let granted =
-        commands::claim_payments(&mut tx, &claims, worker.owner, worker.settings.lease).await?;
-    let deferred: Vec<String> = jobs
-        .iter()
-        .flatten()
-        .filter(|job| !granted.contains(&job.row.id))
-        .map(|job| job.row.id.clone())
-        .collect();
-    commands::defer_many(
-        &mut tx,
-        &deferred,
-        worker.owner,
-        super::BUSY_PAYMENT_RECHECK,
-    )
-    .await?;
+    (jobs, claims)
+}
 
-    // The recovery point of the first attempt, for those that can call at once.
-    let immediate: Vec<commands::Intent<'_>> = jobs
-        .iter()
+/// The recovery point of the first attempt, for the jobs that can call at
+/// once: their payment granted, and no before-snapshot to take first.
+fn immediate_intents<'a>(
+    jobs: &'a [Option<super::Job>],
+    granted: &HashSet<String>,
+) -> Vec<commands::Intent<'a>> {
+    jobs.iter()
         .flatten()
         .filter(|job| granted.contains(&job.row.id))
         .filter(|job| {
@@ -141,44 +186,44 @@ pub async fn accept_batch(
             before_snapshot: None,
             purpose: job.valid.request.operation.as_str(),
         })
-        .collect();
-    let rows = commands::record_intents(&mut tx, worker.owner, &immediate, &[]).await?;
+        .collect()
+}
 
-    let mut results = Vec::with_capacity(items.len());
-    let mut rejected = Vec::new();
-    let mut replays = 0;
-    for ((item, (validated, row)), job) in items.iter().zip(&prepared).zip(jobs) {
-        match job {
-            Some(mut job) if granted.contains(&job.row.id) => {
-                if let Some(&(attempt_no, in_flight)) = rows.get(&job.row.id) {
-                    job.row.phase = "calling".into();
-                    job.row.attempts = attempt_no;
-                    job.intent_row = Some(in_flight);
-                }
-                job.payment_leased = true;
-                results.push(Accepted::Run(Box::new(job)));
-            }
-            Some(_) => results.push(Accepted::Done),
-            None => {
-                let outcome = accept_one(worker, &mut tx, item, validated, row).await?;
-                match outcome {
-                    SlowPath::Rejected => rejected.push(item),
-                    SlowPath::Replayed => replays += 1,
-                    SlowPath::ReplayPending => {}
-                }
-                results.push(Accepted::Done);
-            }
-        }
+/// A new command runs now when its payment was granted (from its recovery
+/// point when the fast path recorded it); otherwise it was deferred and waits.
+fn run_or_wait(
+    mut job: super::Job,
+    granted: &HashSet<String>,
+    started: &HashMap<String, (i32, i64)>,
+) -> Accepted {
+    if !granted.contains(&job.row.id) {
+        return Accepted::Done;
     }
-    tx.commit().await?;
+    if let Some(&(attempt_no, in_flight)) = started.get(&job.row.id) {
+        job.row.phase = "calling".into();
+        job.row.attempts = attempt_no;
+        job.intent_row = Some(in_flight);
+    }
+    job.payment_leased = true;
+    Accepted::Run(Box::new(job))
+}
 
+/// What follows a batch's commit: a last look at the deferred commands, the
+/// relay woken for the events enqueued, the metrics.
+async fn after_commit(
+    worker: &super::Worker,
+    prepared: &[Prepared],
+    deferred: &[String],
+    rejected: &[&Incoming],
+    replays: usize,
+) {
     if !deferred.is_empty() {
         // A payment held by a command that finished between our claim and our
         // commit would never wake these: look once more. The batch is
         // committed: a failure here is only logged (the deferred commands are
         // looked at again after BUSY_PAYMENT_RECHECK), never returned, or the
         // caller would take the batch again as if it had not been stored.
-        if let Err(error) = wake_deferred(worker, items, &prepared, &deferred).await {
+        if let Err(error) = wake_deferred(worker, prepared, deferred).await {
             tracing::warn!(%error, "could not look again at commands waiting for a busy payment");
         }
     }
@@ -193,31 +238,24 @@ pub async fn accept_batch(
         );
     }
     (0..replays).for_each(|_| worker.metrics.replayed());
-    Ok(results)
 }
 
 async fn wake_deferred(
     worker: &super::Worker,
-    items: &[Incoming],
-    prepared: &[(Result<ValidCommand, Rejected>, NewCommand)],
+    prepared: &[Prepared],
     deferred: &[String],
-) -> Result<(), crate::store::StoreError> {
-    use crate::store::commands;
+) -> Result<(), StoreError> {
+    let mut conn = worker.store.pool().acquire().await?;
+    for (validated, row) in prepared
+        .iter()
+        .filter(|(_, row)| deferred.contains(&row.id))
     {
-        let mut conn = worker.store.pool().acquire().await?;
-        for job in items
-            .iter()
-            .zip(prepared)
-            .filter(|(_, (_, row))| deferred.contains(&row.id))
-        {
-            let (_, (validated, row)) = job;
-            if let Ok(valid) = validated {
-                let key = super::payment_key(valid.request.payment_id.as_deref(), &row.id);
-                if commands::wake_if_payment_free(&mut conn, &row.id, valid.gateway.name(), &key)
-                    .await?
-                {
-                    worker.wake_scheduler.notify_one();
-                }
+        if let Ok(valid) = validated {
+            let key = super::payment_key(valid.request.payment_id.as_deref(), &row.id);
+            if commands::wake_if_payment_free(&mut conn, &row.id, valid.gateway.name(), &key)
+                .await?
+            {
+                worker.wake_scheduler.notify_one();
             }
         }
     }
@@ -243,52 +281,9 @@ async fn accept_one(
     item: &Incoming,
     validated: &Result<ValidCommand, Rejected>,
     row: &NewCommand,
-) -> Result<SlowPath, crate::store::StoreError> {
-    use crate::events::{event_for, Reported};
-    use crate::outcome::{Outcome, RejectReason};
-    use crate::store::{commands, outbox, StoreError};
-
-    let exchange = &worker.topology.result_exchange;
-    let reply_correlation = row.correlation_id.as_deref().or(Some(row.id.as_str()));
+) -> Result<SlowPath, StoreError> {
     if let Err(rejected) = validated {
-        if commands::insert(&mut *tx, row, None).await? {
-            let event = event_for(
-                &row.id,
-                &row.payload,
-                Outcome::Rejected,
-                Some(rejected.reason),
-                None,
-                0,
-                Reported {
-                    description: Some(rejected.description.clone()),
-                    ..Reported::default()
-                },
-            );
-            let body = serde_json::to_string(&event).expect("serializable");
-            commands::decide(
-                &mut *tx,
-                &row.id,
-                None,
-                "rejected",
-                Some(rejected.reason.as_str()),
-                &body,
-                None,
-            )
-            .await?;
-            outbox::enqueue(
-                &mut *tx,
-                exchange,
-                &event,
-                row.reply_to.as_deref(),
-                reply_correlation,
-            )
-            .await?;
-            tracing::info!(
-                id = %Escaped::new(&row.id),
-                reason = rejected.reason.as_str(),
-                description = %Escaped::at_most(&rejected.description, 1024),
-                "command rejected"
-            );
+        if store_rejected(worker, tx, row, rejected).await? {
             return Ok(SlowPath::Rejected);
         }
     }
@@ -296,52 +291,10 @@ async fn accept_one(
         .await?
         .expect("the conflicting row exists");
     if existing.fingerprint != row.fingerprint {
-        let event = event_for(
-            &row.id,
-            &row.payload,
-            Outcome::Rejected,
-            Some(RejectReason::IdempotencyConflict),
-            None,
-            0,
-            Reported {
-                description: Some(format!(
-                    "id `{}` was already used at {} by a command with a different payload; the original is unchanged",
-                    row.id,
-                    crate::events::format_timestamp(existing.received_at)
-                )),
-                ..Reported::default()
-            },
-        );
-        outbox::enqueue(
-            &mut *tx,
-            exchange,
-            &event,
-            row.reply_to.as_deref(),
-            reply_correlation,
-        )
-        .await?;
-        tracing::warn!(id = %Escaped::new(&row.id), "idempotency conflict: same id, different payload");
+        refuse_conflict(worker, tx, row, &existing).await?;
         Ok(SlowPath::Rejected)
     } else if existing.settled_result.is_some() || existing.result.is_some() {
-        // Read again as text: through serde_json::Value a number in the
-        // metadata could come back rounded.
-        let stored = commands::current_result(&mut *tx, &row.id)
-            .await?
-            .ok_or_else(|| StoreError::Missing(format!("the stored result of {}", row.id)))?;
-        let event: crate::events::ResultEvent =
-            serde_json::from_str(&stored).map_err(|source| StoreError::Unreadable {
-                what: format!("the stored result of {}", row.id),
-                source,
-            })?;
-        outbox::enqueue(
-            &mut *tx,
-            exchange,
-            &event.replay(),
-            row.reply_to.as_deref(),
-            reply_correlation,
-        )
-        .await?;
-        tracing::info!(id = %Escaped::new(&row.id), "duplicate command: replaying its stored result");
+        replay(worker, tx, row).await?;
         Ok(SlowPath::Replayed)
     } else {
         // A producer's duplicate, or (rarely) our own delivery whose ack was
@@ -350,7 +303,7 @@ async fn accept_one(
             &mut *tx,
             &row.id,
             row.reply_to.as_deref(),
-            reply_correlation,
+            reply_correlation(row),
         )
         .await?;
         tracing::info!(
@@ -360,6 +313,127 @@ async fn accept_one(
         );
         Ok(SlowPath::ReplayPending)
     }
+}
+
+/// The correlation id a command's events are answered with: the producer's,
+/// else the command's id.
+fn reply_correlation(row: &NewCommand) -> Option<&str> {
+    row.correlation_id.as_deref().or(Some(row.id.as_str()))
+}
+
+/// Stores an invalid command as `rejected`, with its event, unless its id
+/// exists. Returns whether it was stored.
+async fn store_rejected(
+    worker: &super::Worker,
+    tx: &mut sqlx::PgConnection,
+    row: &NewCommand,
+    rejected: &Rejected,
+) -> Result<bool, StoreError> {
+    if !commands::insert(&mut *tx, row, None).await? {
+        return Ok(false);
+    }
+    let event = event_for(
+        &row.id,
+        &row.payload,
+        Outcome::Rejected,
+        Some(rejected.reason),
+        None,
+        0,
+        Reported {
+            description: Some(rejected.description.clone()),
+            ..Reported::default()
+        },
+    );
+    let body = serde_json::to_string(&event).expect("serializable");
+    commands::decide(
+        &mut *tx,
+        &row.id,
+        None,
+        "rejected",
+        Some(rejected.reason.as_str()),
+        &body,
+        None,
+    )
+    .await?;
+    outbox::enqueue(
+        &mut *tx,
+        &worker.topology.result_exchange,
+        &event,
+        row.reply_to.as_deref(),
+        reply_correlation(row),
+    )
+    .await?;
+    tracing::info!(
+        id = %Escaped::new(&row.id),
+        reason = rejected.reason.as_str(),
+        description = %Escaped::at_most(&rejected.description, 1024),
+        "command rejected"
+    );
+    Ok(true)
+}
+
+/// Refuses a command whose id was used by a different command: a
+/// `rejected` event, the original unchanged.
+async fn refuse_conflict(
+    worker: &super::Worker,
+    tx: &mut sqlx::PgConnection,
+    row: &NewCommand,
+    existing: &CommandRow,
+) -> Result<(), StoreError> {
+    let event = event_for(
+        &row.id,
+        &row.payload,
+        Outcome::Rejected,
+        Some(RejectReason::IdempotencyConflict),
+        None,
+        0,
+        Reported {
+            description: Some(format!(
+                "id `{}` was already used at {} by a command with a different payload; the original is unchanged",
+                row.id,
+                crate::events::format_timestamp(existing.received_at)
+            )),
+            ..Reported::default()
+        },
+    );
+    outbox::enqueue(
+        &mut *tx,
+        &worker.topology.result_exchange,
+        &event,
+        row.reply_to.as_deref(),
+        reply_correlation(row),
+    )
+    .await?;
+    tracing::warn!(id = %Escaped::new(&row.id), "idempotency conflict: same id, different payload");
+    Ok(())
+}
+
+/// Enqueues a decided command's stored event again, as a replay.
+async fn replay(
+    worker: &super::Worker,
+    tx: &mut sqlx::PgConnection,
+    row: &NewCommand,
+) -> Result<(), StoreError> {
+    // Read again as text: through serde_json::Value a number in the
+    // metadata could come back rounded.
+    let stored = commands::current_result(&mut *tx, &row.id)
+        .await?
+        .ok_or_else(|| StoreError::Missing(format!("the stored result of {}", row.id)))?;
+    let event: crate::events::ResultEvent =
+        serde_json::from_str(&stored).map_err(|source| StoreError::Unreadable {
+            what: format!("the stored result of {}", row.id),
+            source,
+        })?;
+    outbox::enqueue(
+        &mut *tx,
+        &worker.topology.result_exchange,
+        &event.replay(),
+        row.reply_to.as_deref(),
+        reply_correlation(row),
+    )
+    .await?;
+    tracing::info!(id = %Escaped::new(&row.id), "duplicate command: replaying its stored result");
+    Ok(())
 }
 
 /// Keeps an unreadable message: recorded in Postgres, then published to the
@@ -438,7 +512,7 @@ pub async fn dead_letter(
 #[derive(Debug, thiserror::Error)]
 pub enum DeadLetterError {
     #[error("database: {0}")]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] StoreError),
     #[error("no broker connection to publish the dead letter")]
     NoBroker,
     #[error("publishing the dead letter failed: {0}")]

@@ -127,6 +127,29 @@ pub fn checked_envelope(
     (reply_to, correlation_id, problem)
 }
 
+/// A delivery checked: its command validated (or why it is refused) and
+/// the row to store.
+pub type Prepared = (Result<ValidCommand, Rejected>, NewCommand);
+
+/// Checks a delivery: its envelope, its command (unless reading already
+/// refused it), and the row to store, with the fingerprint.
+pub fn prepare(item: &Incoming, topology: &Topology, accounts: &Accounts) -> Prepared {
+    let (reply_to, correlation_id, envelope_problem) = checked_envelope(&item.envelope, topology);
+    let validated = match (&item.rejected, envelope_problem) {
+        (Some(rejected), _) => Err(rejected.clone()),
+        (None, Some(problem)) => Err(problem),
+        (None, None) => validate(&item.command, accounts),
+    };
+    let row = new_row(
+        &item.command,
+        fingerprint(&item.command, &item.extra),
+        validated.as_ref().ok(),
+        reply_to,
+        correlation_id,
+    );
+    (validated, row)
+}
+
 /// The row to store for a command: its contract fields, bounded.
 pub fn new_row(
     command: &Command,
