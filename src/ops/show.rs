@@ -178,10 +178,49 @@ fn compact(value: &Value) -> String {
 /// The readable form.
 pub fn render(report: &Report) -> String {
     let mut clip = Clipper::default();
-    let c = &report.command;
     let mut out = String::new();
 
-    out.push_str(&format!("Command {}\n", c.id));
+    out.push_str(&format!("Command {}\n", report.command.id));
+    let fields = command_fields(&report.command, &mut clip);
+    let label_width = fields.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+    for (label, value) in &fields {
+        out.push_str(&format!("  {label:<label_width$}  {value}\n"));
+    }
+
+    out.push_str(&format!("\nAttempts ({})\n", report.attempts.len()));
+    if report.attempts.is_empty() {
+        out.push_str("  none: nothing was sent to the gateway\n");
+    } else {
+        out.push_str(&attempts_table(&report.attempts).render("  "));
+        for (n, a) in report.attempts.iter().enumerate() {
+            out.push_str(&format!(
+                "\n  #{} {} {} {}\n",
+                n + 1,
+                or_dash(a.purpose.as_deref()),
+                or_dash(a.method.as_deref()),
+                or_dash(a.url.as_deref()),
+            ));
+            for (label, value) in attempt_lines(a, &mut clip) {
+                out.push_str(&format!("      {label:<11}  {value}\n"));
+            }
+        }
+    }
+
+    out.push_str(&format!("\nEvents ({})\n", report.events.len()));
+    if report.events.is_empty() {
+        out.push_str("  none yet\n");
+    } else {
+        out.push_str(&events_table(&report.events).render("  "));
+    }
+    if clip.clipped {
+        out.push_str("\n(long values are cut and end with …; `--json` shows them whole)\n");
+    }
+    out
+}
+
+/// The command's lines of the readable form: what was asked, where it
+/// stands, what the gateway said.
+fn command_fields(c: &CommandView, clip: &mut Clipper) -> Vec<(&'static str, String)> {
     let decided = c.settled_result.as_ref().or(c.result.as_ref());
     let said = |name: &str| decided.and_then(|r| r.get(name)).and_then(Value::as_str);
     let description = said("description");
@@ -249,140 +288,122 @@ pub fn render(report: &Report) -> String {
         fields.push(("reply to", reply_to.clone()));
     }
     fields.push(("payload", clip.clip(&compact(&c.payload), WIDE)));
-    let label_width = fields.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
-    for (label, value) in &fields {
-        out.push_str(&format!("  {label:<label_width$}  {value}\n"));
-    }
+    fields
+}
 
-    out.push_str(&format!("\nAttempts ({})\n", report.attempts.len()));
-    if report.attempts.is_empty() {
-        out.push_str("  none: nothing was sent to the gateway\n");
-    } else {
-        let mut table = Table::new(&[
-            "#",
-            "STARTED",
-            "ATTEMPT",
-            "KIND",
-            "PURPOSE",
-            "STATUS",
-            "HTTP",
-            "SIGNATURE SENT",
-            "VERIFIED",
-            "LATENCY",
-            "CLASSIFICATION",
-            "ERROR",
+/// One row per attempt; long values are cut here without a note, as the
+/// detail below shows them (and notes its own cuts).
+fn attempts_table(attempts: &[AttemptRow]) -> Table {
+    let mut table = Table::new(&[
+        "#",
+        "STARTED",
+        "ATTEMPT",
+        "KIND",
+        "PURPOSE",
+        "STATUS",
+        "HTTP",
+        "SIGNATURE SENT",
+        "VERIFIED",
+        "LATENCY",
+        "CLASSIFICATION",
+        "ERROR",
+    ]);
+    for (n, a) in attempts.iter().enumerate() {
+        table.row(vec![
+            (n + 1).to_string(),
+            format_timestamp(a.started_at),
+            a.attempt_no.to_string(),
+            a.kind.clone(),
+            or_dash(a.purpose.as_deref()),
+            a.status.clone(),
+            a.http_status.map_or("-".into(), |s| s.to_string()),
+            // Shown whole in the detail below: this cut needs no note.
+            a.signature_sent
+                .as_deref()
+                .map_or("-".into(), |s| Clipper::default().clip(s, 12)),
+            match a.signature_verified {
+                Some(true) => "yes".into(),
+                Some(false) => "NO".into(),
+                None => "-".into(),
+            },
+            a.latency_ms.map_or("-".into(), |ms| format!("{ms:.0} ms")),
+            or_dash(a.classification.as_deref()),
+            // Also repeated in the detail below, where a cut is noted.
+            a.error
+                .as_deref()
+                .map_or("-".into(), |e| Clipper::default().clip(e, 60)),
         ]);
-        for (n, a) in report.attempts.iter().enumerate() {
-            table.row(vec![
-                (n + 1).to_string(),
-                format_timestamp(a.started_at),
-                a.attempt_no.to_string(),
-                a.kind.clone(),
-                or_dash(a.purpose.as_deref()),
-                a.status.clone(),
-                a.http_status.map_or("-".into(), |s| s.to_string()),
-                // Shown whole in the detail below: this cut needs no note.
-                a.signature_sent
-                    .as_deref()
-                    .map_or("-".into(), |s| Clipper::default().clip(s, 12)),
-                match a.signature_verified {
-                    Some(true) => "yes".into(),
-                    Some(false) => "NO".into(),
-                    None => "-".into(),
-                },
-                a.latency_ms.map_or("-".into(), |ms| format!("{ms:.0} ms")),
-                or_dash(a.classification.as_deref()),
-                // Also repeated in the detail below, where a cut is noted.
-                a.error
-                    .as_deref()
-                    .map_or("-".into(), |e| Clipper::default().clip(e, 60)),
-            ]);
-        }
-        out.push_str(&table.render("  "));
-        for (n, a) in report.attempts.iter().enumerate() {
-            out.push_str(&format!(
-                "\n  #{} {} {} {}\n",
-                n + 1,
-                or_dash(a.purpose.as_deref()),
-                or_dash(a.method.as_deref()),
-                or_dash(a.url.as_deref()),
-            ));
-            let mut lines: Vec<(&str, String)> = Vec::new();
-            if let Some(request) = &a.request {
-                lines.push(("sent", clip.clip(&compact(request), WIDE)));
-            }
-            if let Some(sig) = &a.signature_sent {
-                lines.push(("signature", sig.clone()));
-            }
-            if let Some(status) = a.http_status {
-                lines.push(("http status", status.to_string()));
-            }
-            if let Some(body) = &a.response_body {
-                lines.push(("answer", clip.clip(body, WIDE)));
-            }
-            if let Some(sig) = &a.signature_received {
-                let verified = match a.signature_verified {
-                    Some(true) => "verified",
-                    Some(false) => "DID NOT VERIFY",
-                    None => "not checked",
-                };
-                lines.push((
-                    "answer sig",
-                    format!("{} ({verified})", clip.clip(sig, WIDE)),
-                ));
-            }
-            if let Some(error) = &a.error {
-                lines.push(("error", clip.clip(error, WIDE)));
-            }
-            if lines.is_empty() {
-                lines.push(("", "nothing recorded yet (in flight)".into()));
-            }
-            for (label, value) in lines {
-                out.push_str(&format!("      {label:<11}  {value}\n"));
-            }
-        }
     }
+    table
+}
 
-    out.push_str(&format!("\nEvents ({})\n", report.events.len()));
-    if report.events.is_empty() {
-        out.push_str("  none yet\n");
-    } else {
-        let mut table = Table::new(&[
-            "MESSAGE ID",
-            "OUTCOME",
-            "REASON",
-            "REPLAYED",
-            "RECONCILED",
-            "OCCURRED",
-            "PUBLISHED",
+/// The detail of one attempt: what was sent and answered.
+fn attempt_lines(a: &AttemptRow, clip: &mut Clipper) -> Vec<(&'static str, String)> {
+    let mut lines: Vec<(&str, String)> = Vec::new();
+    if let Some(request) = &a.request {
+        lines.push(("sent", clip.clip(&compact(request), WIDE)));
+    }
+    if let Some(sig) = &a.signature_sent {
+        lines.push(("signature", sig.clone()));
+    }
+    if let Some(status) = a.http_status {
+        lines.push(("http status", status.to_string()));
+    }
+    if let Some(body) = &a.response_body {
+        lines.push(("answer", clip.clip(body, WIDE)));
+    }
+    if let Some(sig) = &a.signature_received {
+        let verified = match a.signature_verified {
+            Some(true) => "verified",
+            Some(false) => "DID NOT VERIFY",
+            None => "not checked",
+        };
+        lines.push((
+            "answer sig",
+            format!("{} ({verified})", clip.clip(sig, WIDE)),
+        ));
+    }
+    if let Some(error) = &a.error {
+        lines.push(("error", clip.clip(error, WIDE)));
+    }
+    if lines.is_empty() {
+        lines.push(("", "nothing recorded yet (in flight)".into()));
+    }
+    lines
+}
+
+fn events_table(events: &[EventView]) -> Table {
+    let mut table = Table::new(&[
+        "MESSAGE ID",
+        "OUTCOME",
+        "REASON",
+        "REPLAYED",
+        "RECONCILED",
+        "OCCURRED",
+        "PUBLISHED",
+    ]);
+    for e in events {
+        let field = |name: &str| e.body.get(name).and_then(Value::as_str);
+        let flag = |name: &str| {
+            if e.body.get(name).and_then(Value::as_bool) == Some(true) {
+                "yes".to_string()
+            } else {
+                "no".to_string()
+            }
+        };
+        table.row(vec![
+            e.message_id.to_string(),
+            or_dash(field("outcome")),
+            or_dash(field("reason")),
+            flag("replayed"),
+            flag("reconciled"),
+            or_dash(field("occurred_at")),
+            e.published_at
+                .clone()
+                .unwrap_or_else(|| "not yet (in the outbox)".into()),
         ]);
-        for e in &report.events {
-            let field = |name: &str| e.body.get(name).and_then(Value::as_str);
-            let flag = |name: &str| {
-                if e.body.get(name).and_then(Value::as_bool) == Some(true) {
-                    "yes".to_string()
-                } else {
-                    "no".to_string()
-                }
-            };
-            table.row(vec![
-                e.message_id.to_string(),
-                or_dash(field("outcome")),
-                or_dash(field("reason")),
-                flag("replayed"),
-                flag("reconciled"),
-                or_dash(field("occurred_at")),
-                e.published_at
-                    .clone()
-                    .unwrap_or_else(|| "not yet (in the outbox)".into()),
-            ]);
-        }
-        out.push_str(&table.render("  "));
     }
-    if clip.clipped {
-        out.push_str("\n(long values are cut and end with …; `--json` shows them whole)\n");
-    }
-    out
+    table
 }
 
 #[cfg(test)]
