@@ -321,6 +321,24 @@ fn reply_correlation(row: &NewCommand) -> Option<&str> {
     row.correlation_id.as_deref().or(Some(row.id.as_str()))
 }
 
+/// Enqueues an event about `row`, to the result exchange and its `reply_to`.
+async fn enqueue_answer(
+    worker: &super::Worker,
+    tx: &mut sqlx::PgConnection,
+    row: &NewCommand,
+    event: &crate::events::ResultEvent,
+) -> Result<(), StoreError> {
+    outbox::enqueue(
+        tx,
+        &worker.topology.result_exchange,
+        event,
+        row.reply_to.as_deref(),
+        reply_correlation(row),
+    )
+    .await?;
+    Ok(())
+}
+
 /// Stores an invalid command as `rejected`, with its event, unless its id
 /// exists. Returns whether it was stored.
 async fn store_rejected(
@@ -355,14 +373,7 @@ async fn store_rejected(
         None,
     )
     .await?;
-    outbox::enqueue(
-        &mut *tx,
-        &worker.topology.result_exchange,
-        &event,
-        row.reply_to.as_deref(),
-        reply_correlation(row),
-    )
-    .await?;
+    enqueue_answer(worker, tx, row, &event).await?;
     tracing::info!(
         id = %Escaped::new(&row.id),
         reason = rejected.reason.as_str(),
@@ -396,14 +407,7 @@ async fn refuse_conflict(
             ..Reported::default()
         },
     );
-    outbox::enqueue(
-        &mut *tx,
-        &worker.topology.result_exchange,
-        &event,
-        row.reply_to.as_deref(),
-        reply_correlation(row),
-    )
-    .await?;
+    enqueue_answer(worker, tx, row, &event).await?;
     tracing::warn!(id = %Escaped::new(&row.id), "idempotency conflict: same id, different payload");
     Ok(())
 }
@@ -424,14 +428,7 @@ async fn replay(
             what: format!("the stored result of {}", row.id),
             source,
         })?;
-    outbox::enqueue(
-        &mut *tx,
-        &worker.topology.result_exchange,
-        &event.replay(),
-        row.reply_to.as_deref(),
-        reply_correlation(row),
-    )
-    .await?;
+    enqueue_answer(worker, tx, row, &event.replay()).await?;
     tracing::info!(id = %Escaped::new(&row.id), "duplicate command: replaying its stored result");
     Ok(())
 }
