@@ -11,6 +11,7 @@ pub mod console;
 pub mod dead_letters;
 pub mod error;
 pub mod leases;
+pub mod lifecycle;
 pub mod notifications;
 pub mod outbox;
 pub mod reports;
