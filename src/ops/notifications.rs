@@ -273,7 +273,7 @@ async fn show(conn: &mut sqlx::PgConnection, id: i64, json: bool) -> Result<i32,
             .await?
             .map(|c| match (c.outcome, c.settled_outcome) {
                 (Some(o), Some(s)) => format!("{o}, settled {s}"),
-                (Some(o), None) => o,
+                (Some(o), None) => o.to_string(),
                 (None, _) => format!("{} (no outcome yet)", c.state),
             }),
         None => None,

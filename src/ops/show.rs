@@ -15,8 +15,10 @@ use uuid::Uuid;
 use super::{or_dash, Clipper, OpsError, Table};
 use crate::events::format_timestamp;
 use crate::money::Amount;
+use crate::outcome::Outcome;
 use crate::store::attempts::{self, AttemptRow};
 use crate::store::commands::{self, CommandRow};
+use crate::store::lifecycle::{CommandState, Phase};
 use crate::store::outbox;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -57,11 +59,11 @@ pub struct CommandView {
     /// The validated amount, two decimals (absent when the command had none or was rejected).
     pub amount: Option<String>,
     pub currency: Option<String>,
-    pub state: String,
-    pub phase: String,
-    pub outcome: Option<String>,
+    pub state: CommandState,
+    pub phase: Phase,
+    pub outcome: Option<Outcome>,
     pub reason: Option<String>,
-    pub settled_outcome: Option<String>,
+    pub settled_outcome: Option<Outcome>,
     pub attempts: i32,
     pub reconcile_checks: i32,
     pub pending_replays: i32,
@@ -239,13 +241,13 @@ fn command_fields(c: &CommandView, clip: &mut Clipper) -> Vec<(&'static str, Str
     };
     let outcome = match (&c.outcome, &c.settled_outcome) {
         (Some(first), Some(settled)) => format!("{first}, settled as {settled}"),
-        (Some(first), None) if first == "unknown" => {
+        (Some(Outcome::Unknown), None) => {
             format!(
                 "unknown, not settled yet ({} reconciliation checks so far)",
                 c.reconcile_checks
             )
         }
-        (Some(first), None) => first.clone(),
+        (Some(first), None) => first.to_string(),
         (None, _) => "not decided yet".into(),
     };
     let mut fields = vec![
@@ -278,10 +280,10 @@ fn command_fields(c: &CommandView, clip: &mut Clipper) -> Vec<(&'static str, Str
     if c.settled_at.is_some() {
         fields.push(("settled", or_dash(c.settled_at.as_deref())));
     }
-    if matches!(c.state.as_str(), "queued" | "unsettled") {
+    if matches!(c.state, CommandState::Queued | CommandState::Unsettled) {
         fields.push(("next run", or_dash(c.next_run_at.as_deref())));
     }
-    if c.state == "running" {
+    if c.state == CommandState::Running {
         fields.push(("lease until", or_dash(c.lease_until.as_deref())));
     }
     if let Some(reply_to) = &c.reply_to {
@@ -315,7 +317,7 @@ fn attempts_table(attempts: &[AttemptRow]) -> Table {
             a.attempt_no.to_string(),
             a.kind.clone(),
             or_dash(a.purpose.as_deref()),
-            a.status.clone(),
+            a.status.to_string(),
             a.http_status.map_or("-".into(), |s| s.to_string()),
             // Shown whole in the detail below: this cut needs no note.
             a.signature_sent
@@ -409,6 +411,7 @@ fn events_table(events: &[EventView]) -> Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::lifecycle::AttemptStatus;
 
     fn command(result: Option<Value>) -> CommandView {
         CommandView {
@@ -419,9 +422,9 @@ mod tests {
             payment_id: Some("55361".into()),
             amount: Some("10.00".into()),
             currency: Some("EUR".into()),
-            state: "done".into(),
-            phase: "ready".into(),
-            outcome: Some("succeeded".into()),
+            state: CommandState::Done,
+            phase: Phase::Ready,
+            outcome: Some(Outcome::Succeeded),
             reason: None,
             settled_outcome: None,
             attempts: 1,
@@ -448,7 +451,7 @@ mod tests {
             id: 1,
             attempt_no: 1,
             kind: "operation".into(),
-            status: "completed".into(),
+            status: AttemptStatus::Completed,
             purpose: Some(purpose.into()),
             method: Some("POST".into()),
             url: Some("http://gw/payments/55361".into()),
@@ -500,8 +503,8 @@ mod tests {
     #[test]
     fn an_unsettled_unknown_and_a_command_without_attempts_say_so() {
         let mut c = command(None);
-        c.outcome = Some("unknown".into());
-        c.state = "unsettled".into();
+        c.outcome = Some(Outcome::Unknown);
+        c.state = CommandState::Unsettled;
         c.reconcile_checks = 2;
         let text = render(&Report {
             command: c,

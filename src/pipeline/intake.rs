@@ -23,6 +23,7 @@ use crate::command::ValidCommand;
 use crate::events::{event_for, Reported};
 use crate::outcome::{Outcome, RejectReason, Rejected};
 use crate::store::commands::{self, CommandRow, NewCommand, PaymentClaim};
+use crate::store::lifecycle::Phase;
 use crate::store::{outbox, StoreError};
 use crate::telemetry::Escaped;
 
@@ -200,7 +201,7 @@ fn run_or_wait(
         return Accepted::Done;
     }
     if let Some(&(attempt_no, in_flight)) = started.get(&job.row.id) {
-        job.row.phase = "calling".into();
+        job.row.phase = Phase::Calling;
         job.row.attempts = attempt_no;
         job.intent_row = Some(in_flight);
     }

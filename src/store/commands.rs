@@ -11,7 +11,9 @@ use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::lifecycle::{CommandState, Phase};
 use super::StoreError;
+use crate::outcome::Outcome;
 
 pub use super::leases::{
     claim_payment, claim_payments, release_payment, wake_if_payment_free, PaymentClaim,
@@ -51,17 +53,17 @@ pub struct CommandRow {
     pub currency: Option<String>,
     pub reply_to: Option<String>,
     pub correlation_id: Option<String>,
-    pub state: String,
-    pub phase: String,
+    pub state: CommandState,
+    pub phase: Phase,
     pub attempts: i32,
     pub next_run_at: Option<OffsetDateTime>,
     pub lease_owner: Option<Uuid>,
     pub lease_until: Option<OffsetDateTime>,
     pub before_snapshot: Option<serde_json::Value>,
-    pub outcome: Option<String>,
+    pub outcome: Option<Outcome>,
     pub reason: Option<String>,
     pub result: Option<serde_json::Value>,
-    pub settled_outcome: Option<String>,
+    pub settled_outcome: Option<Outcome>,
     pub settled_result: Option<serde_json::Value>,
     pub reconcile_checks: i32,
     pub pending_replays: i32,
