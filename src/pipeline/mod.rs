@@ -163,13 +163,11 @@ impl Worker {
     }
 }
 
-/// The key of a command's payment lease: the payment id, or one of its own
-/// (`list:<command id>`) for a command that names no payment.
-pub fn payment_key(payment_id: Option<&str>, command_id: &str) -> String {
-    match payment_id {
-        Some(id) => id.to_string(),
-        None => format!("list:{command_id}"),
-    }
+/// The key of a command's payment lease ([`PaymentKey::of`]).
+///
+/// [`PaymentKey::of`]: crate::store::leases::PaymentKey::of
+pub fn payment_key(payment_id: Option<&str>, command_id: &str) -> crate::store::leases::PaymentKey {
+    crate::store::leases::PaymentKey::of(payment_id, command_id)
 }
 
 /// A command this instance holds the lease of, ready to drive.
@@ -187,7 +185,7 @@ pub struct Job {
 impl Job {
     /// The key of the payment lease: the payment id, or one of its own for
     /// commands that have none (`transaction_list`).
-    pub fn payment_key(&self) -> String {
+    pub fn payment_key(&self) -> crate::store::leases::PaymentKey {
         payment_key(self.valid.request.payment_id.as_deref(), &self.row.id)
     }
 

@@ -16,7 +16,7 @@ use super::StoreError;
 use crate::outcome::Outcome;
 
 pub use super::leases::{
-    claim_payment, claim_payments, release_payment, wake_if_payment_free, PaymentClaim,
+    claim_payment, claim_payments, release_payment, wake_if_payment_free, PaymentClaim, PaymentKey,
 };
 pub use super::stages::{conclude_many, record_intents, Concluded, Decision, Intent, Outgoing};
 

@@ -9,6 +9,46 @@ use uuid::Uuid;
 use super::commands::secs;
 use super::StoreError;
 
+/// What a payment lease is taken on: the payment id, or, for a command that
+/// names no payment (a transaction list), a key of its own (`list:<command
+/// id>`) that no payment id can equal, so that it waits for nobody.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PaymentKey(String);
+
+impl PaymentKey {
+    pub fn of(payment_id: Option<&str>, command_id: &str) -> PaymentKey {
+        match payment_id {
+            Some(id) => PaymentKey(id.to_string()),
+            None => PaymentKey(format!("list:{command_id}")),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A payment id is its own key.
+impl From<&str> for PaymentKey {
+    fn from(payment_id: &str) -> PaymentKey {
+        PaymentKey(payment_id.to_string())
+    }
+}
+
+impl std::ops::Deref for PaymentKey {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for PaymentKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Takes the lease on a payment for `command_id`: granted when free, expired,
 /// or already this command's. The last case is a recovery: whoever holds the
 /// command's own lease (taken exclusively by
@@ -24,7 +64,7 @@ pub async fn claim_payment(
 ) -> Result<bool, StoreError> {
     let claim = PaymentClaim {
         gateway: gateway.to_string(),
-        payment_key: payment_key.to_string(),
+        payment_key: payment_key.into(),
         command_id: command_id.to_string(),
     };
     Ok(!claim_payments(conn, &[claim], owner, lease)
@@ -88,7 +128,7 @@ pub async fn wake_if_payment_free(
 #[derive(Debug, Clone)]
 pub struct PaymentClaim {
     pub gateway: String,
-    pub payment_key: String,
+    pub payment_key: PaymentKey,
     pub command_id: String,
 }
 
@@ -124,4 +164,19 @@ pub async fn claim_payments(
     .fetch_all(conn)
     .await?;
     Ok(granted.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_without_a_payment_has_a_key_of_its_own() {
+        assert_eq!(PaymentKey::of(Some("55361"), "c1").as_str(), "55361");
+        assert_eq!(PaymentKey::of(None, "c1").as_str(), "list:c1");
+        assert_eq!(
+            PaymentKey::from("55361"),
+            PaymentKey::of(Some("55361"), "c2")
+        );
+    }
 }
