@@ -29,7 +29,7 @@ async fn provoke_deadlock(pool: &PgPool) -> StoreError {
         sqlx::query("UPDATE deadlock_probe SET v = v + 1 WHERE id = 1").execute(&mut *b),
     );
     match (x, y) {
-        (Err(error), Ok(_)) | (Ok(_), Err(error)) => error,
+        (Err(error), Ok(_)) | (Ok(_), Err(error)) => error.into(),
         other => panic!("expected exactly one deadlock victim, got {other:?}"),
     }
 }

@@ -90,6 +90,12 @@ pub enum ConsoleError {
     Timeout,
 }
 
+impl From<sqlx::Error> for ConsoleError {
+    fn from(error: sqlx::Error) -> Self {
+        ConsoleError::Store(error.into())
+    }
+}
+
 impl ConsoleError {
     fn status(&self) -> StatusCode {
         match self {

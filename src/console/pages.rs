@@ -785,7 +785,7 @@ async fn command(
                 (banner(&done))
                 h1 { "Command " span.mono { (id) } }
                 dl.facts {
-                    dt { "Outcome" } dd #outcome { (current_outcome(row.outcome.as_deref(), row.settled_outcome.as_deref())) @if let Some(r) = &row.reason { " " span.note { (r) } } }
+                    dt { "Outcome" } dd #outcome { (current_outcome(row.outcome.map(|o| o.as_str()), row.settled_outcome.map(|o| o.as_str()))) @if let Some(r) = &row.reason { " " span.note { (r) } } }
                     dt { "State" } dd #state { (row.state) " (phase " (row.phase) ")" }
                     dt { "Gateway" } dd { (row.gateway.as_deref().unwrap_or("-")) " · account " (row.account.as_deref().unwrap_or("-")) }
                     dt { "Operation" } dd { (row.operation.as_deref().unwrap_or("-")) }
@@ -797,7 +797,7 @@ async fn command(
                     dt { "Decided" } dd { (maybe_when(row.decided_at, now)) }
                     @if row.reply_to.is_some() { dt { "Reply to" } dd.mono { (row.reply_to.as_deref().unwrap_or("")) } }
                 }
-                @if row.state == "unsettled" {
+                @if row.state.as_str() == "unsettled" {
                     form.action #reconcile method="post" action=(format!("/console/commands/{}/reconcile", encode(id))) {
                         input type="hidden" name="back" value=(back);
                         input type="text" name="reason" placeholder="why (optional, for the audit)" maxlength="1000";
@@ -807,10 +807,10 @@ async fn command(
                 }
                 h2 { "Recovery point" }
                 p {
-                    @if row.phase == "calling" { "phase " strong { "calling" } ": a call may be in flight; whoever resumes this command inquires before sending again." }
+                    @if row.phase.as_str() == "calling" { "phase " strong { "calling" } ": a call may be in flight; whoever resumes this command inquires before sending again." }
                     @else { "phase ready: nothing is in flight for the current attempt." }
                     @if let Some(at) = row.next_run_at { @if matches!(row.state.as_str(), "queued" | "unsettled") { " Next run " (when(at, now)) "." } }
-                    @if let Some(until) = row.lease_until { @if row.state == "running" { " Leased until " (utc(until)) "." } }
+                    @if let Some(until) = row.lease_until { @if row.state.as_str() == "running" { " Leased until " (utc(until)) "." } }
                     " Each attempt's intent below was committed before its call was sent."
                 }
                 @if let Some(snapshot) = &row.before_snapshot {
@@ -822,8 +822,8 @@ async fn command(
                         @match entry {
                             Entry::Received => li.received { (when(*at, now)) " received" details { summary { "payload" } pre { (pretty(&payload)) } } },
                             Entry::Attempt(n, a) => li.attempt { (attempt(*n, a, now)) },
-                            Entry::Decided => li.decided { (when(*at, now)) " decided: " strong { (row.outcome.as_deref().unwrap_or("-")) } },
-                            Entry::Settled => li.decided { (when(*at, now)) " settled by reconciliation: " strong { (row.settled_outcome.as_deref().unwrap_or("-")) } },
+                            Entry::Decided => li.decided { (when(*at, now)) " decided: " strong { (row.outcome.map_or("-", |o| o.as_str())) } },
+                            Entry::Settled => li.decided { (when(*at, now)) " settled by reconciliation: " strong { (row.settled_outcome.map_or("-", |o| o.as_str())) } },
                             Entry::Event(e) => li.event { (event(e, now)) },
                             Entry::Action(a) => li.action { (when(a.at, now)) " console: " strong { (a.action) } " by " (a.actor) ": " (a.result) @if let Some(r) = &a.reason { " · why: " (r) } },
                         }

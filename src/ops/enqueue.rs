@@ -179,6 +179,21 @@ async fn publish_and_wait(
         return Ok(0);
     };
     // Consume before publishing, so that even an instant answer is not missed.
+    let (queue, replies) = reply_queue(broker).await?;
+    let properties = properties
+        .with_reply_to(ShortString::from(queue.name().as_str()))
+        .with_correlation_id(ShortString::from(id));
+    broker.publish_command(body, properties).await?;
+    eprintln!(
+        "enqueued {id} on `{}`; waiting up to {} for its result",
+        broker.topology.command_queue,
+        humantime(timeout)
+    );
+    wait_for_result(replies, id, timeout).await
+}
+
+/// A queue of this process's own for the result, and its consumer.
+async fn reply_queue(broker: &Broker) -> Result<(lapin::Queue, lapin::Consumer), OpsError> {
     let channel = broker.consume_channel();
     let queue = channel
         .queue_declare(
@@ -191,7 +206,7 @@ async fn publish_and_wait(
             FieldTable::default(),
         )
         .await?;
-    let mut replies = channel
+    let replies = channel
         .basic_consume(
             queue.name().as_str().into(),
             "backoffice-enqueue".into(),
@@ -203,15 +218,16 @@ async fn publish_and_wait(
             FieldTable::default(),
         )
         .await?;
-    let properties = properties
-        .with_reply_to(ShortString::from(queue.name().as_str()))
-        .with_correlation_id(ShortString::from(id));
-    broker.publish_command(body, properties).await?;
-    eprintln!(
-        "enqueued {id} on `{}`; waiting up to {} for its result",
-        broker.topology.command_queue,
-        humantime(timeout)
-    );
+    Ok((queue, replies))
+}
+
+/// Waits for the result event of `id` (other answers on the queue are
+/// passed over), prints it, and exits as its outcome says.
+async fn wait_for_result(
+    mut replies: lapin::Consumer,
+    id: &str,
+    timeout: Duration,
+) -> Result<i32, OpsError> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let delivery = match tokio::time::timeout_at(deadline, replies.next()).await {

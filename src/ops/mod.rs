@@ -72,6 +72,12 @@ impl From<StoreError> for OpsError {
     }
 }
 
+impl From<sqlx::Error> for OpsError {
+    fn from(error: sqlx::Error) -> OpsError {
+        OpsError::Database(error.into())
+    }
+}
+
 impl From<lapin::Error> for OpsError {
     fn from(error: lapin::Error) -> OpsError {
         OpsError::Broker(error.to_string())

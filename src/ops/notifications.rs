@@ -196,171 +196,199 @@ pub async fn run(args: &NotificationsArgs) -> Result<i32, OpsError> {
             since,
             status,
             limit,
-        } => {
-            let rows = store::list(
-                &mut conn,
-                since.unwrap_or(Duration::from_secs(100 * 365 * 86_400)),
-                status.map(Status::as_str),
-                *limit,
-            )
-            .await?;
-            if args.json {
-                let all: Vec<Shown> = rows.iter().map(|r| shown(r, None, false)).collect();
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&all).expect("serializable")
-                );
-                return Ok(0);
-            }
-            if rows.is_empty() {
-                println!("no notifications");
-                return Ok(0);
-            }
-            let mut clip = Clipper::default();
-            let mut table = Table::new(&[
-                "ID", "RECEIVED", "GATEWAY", "ACCOUNT", "PAYMENT", "STATUS", "VERIFIED",
-                "DECISION", "RULE", "COMMAND", "REASON",
-            ]);
-            for r in &rows {
-                table.row(vec![
-                    r.id.to_string(),
-                    time_text(Some(r.received_at)),
-                    r.gateway.clone(),
-                    clip.clip(&r.account, 24),
-                    clip.clip(r.payment_id.as_deref().unwrap_or("-"), 20),
-                    clip.clip(r.status.as_deref().unwrap_or("-"), 16),
-                    if r.verified { "yes" } else { "no" }.into(),
-                    if r.decision == "held" && r.hold_closed_at.is_some() {
-                        "held (closed)".into()
-                    } else {
-                        r.decision.clone()
-                    },
-                    or_dash(r.rule.as_deref()),
-                    clip.clip(r.command_id.as_deref().unwrap_or("-"), 48),
-                    clip.clip(r.reason.as_deref().unwrap_or(""), 60),
-                ]);
-            }
-            print!("{}", table.render(""));
-            if clip.clipped {
-                println!("(cut short: --json has every value whole)");
-            }
-            Ok(0)
-        }
-        NotificationsCmd::Show { id } => {
-            let row = store::get(&mut conn, *id)
-                .await?
-                .ok_or_else(|| OpsError::NotFound(format!("no notification {id}")))?;
-            let outcome = match &row.command_id {
-                Some(command) => crate::store::commands::get(&mut conn, command)
-                    .await?
-                    .map(|c| match (c.outcome, c.settled_outcome) {
-                        (Some(o), Some(s)) => format!("{o}, settled {s}"),
-                        (Some(o), None) => o,
-                        (None, _) => format!("{} (no outcome yet)", c.state),
-                    }),
-                None => None,
-            };
-            let s = shown(&row, outcome, true);
-            if args.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&s).expect("serializable")
-                );
-                return Ok(0);
-            }
-            println!("Notification {} ({} / {})", s.id, s.gateway, s.account);
-            println!("  received     {}", s.received_at);
-            println!(
-                "  payment      {} status {} amount {} {}",
-                or_dash(s.payment_id.as_deref()),
-                or_dash(s.status.as_deref()),
-                s.amount_minor
-                    .map(|a| a.to_string())
-                    .unwrap_or_else(|| "-".into()),
-                or_dash(s.currency.as_deref())
-            );
-            println!(
-                "  verified     {}{}",
-                if s.verified { "yes" } else { "no" },
-                s.problem
-                    .as_deref()
-                    .map(|p| format!(" ({p})"))
-                    .unwrap_or_default()
-            );
-            println!("  answered     HTTP {} {}", s.answer_status, s.answer_body);
-            println!("  repeats      {}", s.repeats);
-            println!("  decision     {}", s.decision);
-            println!("  rule         {}", or_dash(s.rule.as_deref()));
-            if let Some(matched) = &s.matched {
-                println!("  matched on   {matched}");
-            }
-            println!("  reason       {}", or_dash(s.reason.as_deref()));
-            if let Some(deadline) = &s.hold_deadline {
-                println!("  deadline     {deadline}");
-            }
-            if let Some(by) = &s.hold_closed_by {
-                println!("  hold closed  by {by}");
-            }
-            println!(
-                "  command      {}{}",
-                or_dash(s.command_id.as_deref()),
-                s.command_outcome
-                    .as_deref()
-                    .map(|o| format!(" ({o})"))
-                    .unwrap_or_default()
-            );
-            if let Some(settled) = &s.settled_command {
-                println!("  settled      {settled}");
-            }
-            println!(
-                "  body         {}",
-                Escaped::at_most(s.body.as_deref().unwrap_or(""), 4096)
-            );
-            Ok(0)
-        }
+        } => list(&mut conn, *since, *status, *limit, args.json).await,
+        NotificationsCmd::Show { id } => show(&mut conn, *id, args.json).await,
         NotificationsCmd::Release { id, action, by } => {
             drop(conn);
-            let who = by
-                .clone()
-                .or_else(|| std::env::var("USER").ok())
-                .unwrap_or_else(|| "operator".into());
-            let by = format!("operator:{}", Escaped::at_most(&who, 64));
-            let accounts = config.clients(&crate::gateways::http::HttpTransport::new(
-                config.http.clone(),
-            ));
-            let ctx = crate::notifications::intake::Context {
-                store: crate::store::Store::connect_lazy(&config.database)?,
-                accounts,
-                automation: config.automation.clone(),
-                readers: crate::notifications::listener::readers(&config.accounts)?,
-                result_exchange: config.amqp.result_exchange.clone(),
-                metrics: std::sync::Arc::new(crate::metrics::Metrics::new()),
-                worker: None,
-            };
-            let action = match action {
-                ReleaseAction::Capture => Action::Capture,
-                ReleaseAction::Cancel => Action::Cancel,
-            };
-            let mut tx = ctx.store.pool().begin().await?;
-            let released = release_in(&ctx, &mut tx, *id, action, &by).await?;
-            match released {
-                Ok(command) => {
-                    tx.commit().await?;
-                    if args.json {
-                        println!(
-                            "{}",
-                            serde_json::json!({"notification": id, "command_id": command, "action": action.as_str(), "by": by})
-                        );
-                    } else {
-                        println!(
-                            "released notification {id} as a {}: command {command} (the worker runs it; `backoffice-worker show {command}` follows it)",
-                            action.as_str()
-                        );
-                    }
-                    Ok(0)
-                }
-                Err(why) => Err(OpsError::Refused(why)),
-            }
+            release(&config, *id, *action, by.as_deref(), args.json).await
         }
+    }
+}
+
+/// `notifications list`.
+async fn list(
+    conn: &mut sqlx::PgConnection,
+    since: Option<Duration>,
+    status: Option<Status>,
+    limit: i64,
+    json: bool,
+) -> Result<i32, OpsError> {
+    let rows = store::list(
+        &mut *conn,
+        since.unwrap_or(Duration::from_secs(100 * 365 * 86_400)),
+        status.map(Status::as_str),
+        limit,
+    )
+    .await?;
+    if json {
+        let all: Vec<Shown> = rows.iter().map(|r| shown(r, None, false)).collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&all).expect("serializable")
+        );
+        return Ok(0);
+    }
+    if rows.is_empty() {
+        println!("no notifications");
+        return Ok(0);
+    }
+    let mut clip = Clipper::default();
+    let mut table = Table::new(&[
+        "ID", "RECEIVED", "GATEWAY", "ACCOUNT", "PAYMENT", "STATUS", "VERIFIED", "DECISION",
+        "RULE", "COMMAND", "REASON",
+    ]);
+    for r in &rows {
+        table.row(vec![
+            r.id.to_string(),
+            time_text(Some(r.received_at)),
+            r.gateway.clone(),
+            clip.clip(&r.account, 24),
+            clip.clip(r.payment_id.as_deref().unwrap_or("-"), 20),
+            clip.clip(r.status.as_deref().unwrap_or("-"), 16),
+            if r.verified { "yes" } else { "no" }.into(),
+            if r.decision == "held" && r.hold_closed_at.is_some() {
+                "held (closed)".into()
+            } else {
+                r.decision.clone()
+            },
+            or_dash(r.rule.as_deref()),
+            clip.clip(r.command_id.as_deref().unwrap_or("-"), 48),
+            clip.clip(r.reason.as_deref().unwrap_or(""), 60),
+        ]);
+    }
+    print!("{}", table.render(""));
+    if clip.clipped {
+        println!("(cut short: --json has every value whole)");
+    }
+    Ok(0)
+}
+
+/// `notifications show`.
+async fn show(conn: &mut sqlx::PgConnection, id: i64, json: bool) -> Result<i32, OpsError> {
+    let row = store::get(&mut *conn, id)
+        .await?
+        .ok_or_else(|| OpsError::NotFound(format!("no notification {id}")))?;
+    let outcome = match &row.command_id {
+        Some(command) => crate::store::commands::get(&mut *conn, command)
+            .await?
+            .map(|c| match (c.outcome, c.settled_outcome) {
+                (Some(o), Some(s)) => format!("{o}, settled {s}"),
+                (Some(o), None) => o.to_string(),
+                (None, _) => format!("{} (no outcome yet)", c.state),
+            }),
+        None => None,
+    };
+    let s = shown(&row, outcome, true);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&s).expect("serializable")
+        );
+        return Ok(0);
+    }
+    print_shown(&s);
+    Ok(0)
+}
+
+/// The readable form of `notifications show`.
+fn print_shown(s: &Shown) {
+    println!("Notification {} ({} / {})", s.id, s.gateway, s.account);
+    println!("  received     {}", s.received_at);
+    println!(
+        "  payment      {} status {} amount {} {}",
+        or_dash(s.payment_id.as_deref()),
+        or_dash(s.status.as_deref()),
+        s.amount_minor
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "-".into()),
+        or_dash(s.currency.as_deref())
+    );
+    println!(
+        "  verified     {}{}",
+        if s.verified { "yes" } else { "no" },
+        s.problem
+            .as_deref()
+            .map(|p| format!(" ({p})"))
+            .unwrap_or_default()
+    );
+    println!("  answered     HTTP {} {}", s.answer_status, s.answer_body);
+    println!("  repeats      {}", s.repeats);
+    println!("  decision     {}", s.decision);
+    println!("  rule         {}", or_dash(s.rule.as_deref()));
+    if let Some(matched) = &s.matched {
+        println!("  matched on   {matched}");
+    }
+    println!("  reason       {}", or_dash(s.reason.as_deref()));
+    if let Some(deadline) = &s.hold_deadline {
+        println!("  deadline     {deadline}");
+    }
+    if let Some(by) = &s.hold_closed_by {
+        println!("  hold closed  by {by}");
+    }
+    println!(
+        "  command      {}{}",
+        or_dash(s.command_id.as_deref()),
+        s.command_outcome
+            .as_deref()
+            .map(|o| format!(" ({o})"))
+            .unwrap_or_default()
+    );
+    if let Some(settled) = &s.settled_command {
+        println!("  settled      {settled}");
+    }
+    println!(
+        "  body         {}",
+        Escaped::at_most(s.body.as_deref().unwrap_or(""), 4096)
+    );
+}
+
+/// `notifications release`: through [`release_in`], as the console does.
+async fn release(
+    config: &Config,
+    id: i64,
+    action: ReleaseAction,
+    by: Option<&str>,
+    json: bool,
+) -> Result<i32, OpsError> {
+    let who = by
+        .map(str::to_string)
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "operator".into());
+    let by = format!("operator:{}", Escaped::at_most(&who, 64));
+    let accounts = config.clients(&crate::gateways::http::HttpTransport::new(
+        config.http.clone(),
+    ));
+    let ctx = crate::notifications::intake::Context {
+        store: crate::store::Store::connect_lazy(&config.database)?,
+        accounts,
+        automation: config.automation.clone(),
+        readers: crate::notifications::listener::readers(&config.accounts)?,
+        result_exchange: config.amqp.result_exchange.clone(),
+        metrics: std::sync::Arc::new(crate::metrics::Metrics::new()),
+        worker: None,
+    };
+    let action = match action {
+        ReleaseAction::Capture => Action::Capture,
+        ReleaseAction::Cancel => Action::Cancel,
+    };
+    let mut tx = ctx.store.pool().begin().await?;
+    let released = release_in(&ctx, &mut tx, id, action, &by).await?;
+    match released {
+        Ok(command) => {
+            tx.commit().await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"notification": id, "command_id": command, "action": action.as_str(), "by": by})
+                );
+            } else {
+                println!(
+                    "released notification {id} as a {}: command {command} (the worker runs it; `backoffice-worker show {command}` follows it)",
+                    action.as_str()
+                );
+            }
+            Ok(0)
+        }
+        Err(why) => Err(OpsError::Refused(why)),
     }
 }

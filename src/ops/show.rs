@@ -15,8 +15,10 @@ use uuid::Uuid;
 use super::{or_dash, Clipper, OpsError, Table};
 use crate::events::format_timestamp;
 use crate::money::Amount;
+use crate::outcome::Outcome;
 use crate::store::attempts::{self, AttemptRow};
 use crate::store::commands::{self, CommandRow};
+use crate::store::lifecycle::{CommandState, Phase};
 use crate::store::outbox;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -57,11 +59,11 @@ pub struct CommandView {
     /// The validated amount, two decimals (absent when the command had none or was rejected).
     pub amount: Option<String>,
     pub currency: Option<String>,
-    pub state: String,
-    pub phase: String,
-    pub outcome: Option<String>,
+    pub state: CommandState,
+    pub phase: Phase,
+    pub outcome: Option<Outcome>,
     pub reason: Option<String>,
-    pub settled_outcome: Option<String>,
+    pub settled_outcome: Option<Outcome>,
     pub attempts: i32,
     pub reconcile_checks: i32,
     pub pending_replays: i32,
@@ -178,10 +180,49 @@ fn compact(value: &Value) -> String {
 /// The readable form.
 pub fn render(report: &Report) -> String {
     let mut clip = Clipper::default();
-    let c = &report.command;
     let mut out = String::new();
 
-    out.push_str(&format!("Command {}\n", c.id));
+    out.push_str(&format!("Command {}\n", report.command.id));
+    let fields = command_fields(&report.command, &mut clip);
+    let label_width = fields.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+    for (label, value) in &fields {
+        out.push_str(&format!("  {label:<label_width$}  {value}\n"));
+    }
+
+    out.push_str(&format!("\nAttempts ({})\n", report.attempts.len()));
+    if report.attempts.is_empty() {
+        out.push_str("  none: nothing was sent to the gateway\n");
+    } else {
+        out.push_str(&attempts_table(&report.attempts).render("  "));
+        for (n, a) in report.attempts.iter().enumerate() {
+            out.push_str(&format!(
+                "\n  #{} {} {} {}\n",
+                n + 1,
+                or_dash(a.purpose.as_deref()),
+                or_dash(a.method.as_deref()),
+                or_dash(a.url.as_deref()),
+            ));
+            for (label, value) in attempt_lines(a, &mut clip) {
+                out.push_str(&format!("      {label:<11}  {value}\n"));
+            }
+        }
+    }
+
+    out.push_str(&format!("\nEvents ({})\n", report.events.len()));
+    if report.events.is_empty() {
+        out.push_str("  none yet\n");
+    } else {
+        out.push_str(&events_table(&report.events).render("  "));
+    }
+    if clip.clipped {
+        out.push_str("\n(long values are cut and end with …; `--json` shows them whole)\n");
+    }
+    out
+}
+
+/// The command's lines of the readable form: what was asked, where it
+/// stands, what the gateway said.
+fn command_fields(c: &CommandView, clip: &mut Clipper) -> Vec<(&'static str, String)> {
     let decided = c.settled_result.as_ref().or(c.result.as_ref());
     let said = |name: &str| decided.and_then(|r| r.get(name)).and_then(Value::as_str);
     let description = said("description");
@@ -200,13 +241,13 @@ pub fn render(report: &Report) -> String {
     };
     let outcome = match (&c.outcome, &c.settled_outcome) {
         (Some(first), Some(settled)) => format!("{first}, settled as {settled}"),
-        (Some(first), None) if first == "unknown" => {
+        (Some(Outcome::Unknown), None) => {
             format!(
                 "unknown, not settled yet ({} reconciliation checks so far)",
                 c.reconcile_checks
             )
         }
-        (Some(first), None) => first.clone(),
+        (Some(first), None) => first.to_string(),
         (None, _) => "not decided yet".into(),
     };
     let mut fields = vec![
@@ -239,155 +280,138 @@ pub fn render(report: &Report) -> String {
     if c.settled_at.is_some() {
         fields.push(("settled", or_dash(c.settled_at.as_deref())));
     }
-    if matches!(c.state.as_str(), "queued" | "unsettled") {
+    if matches!(c.state, CommandState::Queued | CommandState::Unsettled) {
         fields.push(("next run", or_dash(c.next_run_at.as_deref())));
     }
-    if c.state == "running" {
+    if c.state == CommandState::Running {
         fields.push(("lease until", or_dash(c.lease_until.as_deref())));
     }
     if let Some(reply_to) = &c.reply_to {
         fields.push(("reply to", reply_to.clone()));
     }
     fields.push(("payload", clip.clip(&compact(&c.payload), WIDE)));
-    let label_width = fields.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
-    for (label, value) in &fields {
-        out.push_str(&format!("  {label:<label_width$}  {value}\n"));
-    }
+    fields
+}
 
-    out.push_str(&format!("\nAttempts ({})\n", report.attempts.len()));
-    if report.attempts.is_empty() {
-        out.push_str("  none: nothing was sent to the gateway\n");
-    } else {
-        let mut table = Table::new(&[
-            "#",
-            "STARTED",
-            "ATTEMPT",
-            "KIND",
-            "PURPOSE",
-            "STATUS",
-            "HTTP",
-            "SIGNATURE SENT",
-            "VERIFIED",
-            "LATENCY",
-            "CLASSIFICATION",
-            "ERROR",
+/// One row per attempt; long values are cut here without a note, as the
+/// detail below shows them (and notes its own cuts).
+fn attempts_table(attempts: &[AttemptRow]) -> Table {
+    let mut table = Table::new(&[
+        "#",
+        "STARTED",
+        "ATTEMPT",
+        "KIND",
+        "PURPOSE",
+        "STATUS",
+        "HTTP",
+        "SIGNATURE SENT",
+        "VERIFIED",
+        "LATENCY",
+        "CLASSIFICATION",
+        "ERROR",
+    ]);
+    for (n, a) in attempts.iter().enumerate() {
+        table.row(vec![
+            (n + 1).to_string(),
+            format_timestamp(a.started_at),
+            a.attempt_no.to_string(),
+            a.kind.clone(),
+            or_dash(a.purpose.as_deref()),
+            a.status.to_string(),
+            a.http_status.map_or("-".into(), |s| s.to_string()),
+            // Shown whole in the detail below: this cut needs no note.
+            a.signature_sent
+                .as_deref()
+                .map_or("-".into(), |s| Clipper::default().clip(s, 12)),
+            match a.signature_verified {
+                Some(true) => "yes".into(),
+                Some(false) => "NO".into(),
+                None => "-".into(),
+            },
+            a.latency_ms.map_or("-".into(), |ms| format!("{ms:.0} ms")),
+            or_dash(a.classification.as_deref()),
+            // Also repeated in the detail below, where a cut is noted.
+            a.error
+                .as_deref()
+                .map_or("-".into(), |e| Clipper::default().clip(e, 60)),
         ]);
-        for (n, a) in report.attempts.iter().enumerate() {
-            table.row(vec![
-                (n + 1).to_string(),
-                format_timestamp(a.started_at),
-                a.attempt_no.to_string(),
-                a.kind.clone(),
-                or_dash(a.purpose.as_deref()),
-                a.status.clone(),
-                a.http_status.map_or("-".into(), |s| s.to_string()),
-                // Shown whole in the detail below: this cut needs no note.
-                a.signature_sent
-                    .as_deref()
-                    .map_or("-".into(), |s| Clipper::default().clip(s, 12)),
-                match a.signature_verified {
-                    Some(true) => "yes".into(),
-                    Some(false) => "NO".into(),
-                    None => "-".into(),
-                },
-                a.latency_ms.map_or("-".into(), |ms| format!("{ms:.0} ms")),
-                or_dash(a.classification.as_deref()),
-                // Also repeated in the detail below, where a cut is noted.
-                a.error
-                    .as_deref()
-                    .map_or("-".into(), |e| Clipper::default().clip(e, 60)),
-            ]);
-        }
-        out.push_str(&table.render("  "));
-        for (n, a) in report.attempts.iter().enumerate() {
-            out.push_str(&format!(
-                "\n  #{} {} {} {}\n",
-                n + 1,
-                or_dash(a.purpose.as_deref()),
-                or_dash(a.method.as_deref()),
-                or_dash(a.url.as_deref()),
-            ));
-            let mut lines: Vec<(&str, String)> = Vec::new();
-            if let Some(request) = &a.request {
-                lines.push(("sent", clip.clip(&compact(request), WIDE)));
-            }
-            if let Some(sig) = &a.signature_sent {
-                lines.push(("signature", sig.clone()));
-            }
-            if let Some(status) = a.http_status {
-                lines.push(("http status", status.to_string()));
-            }
-            if let Some(body) = &a.response_body {
-                lines.push(("answer", clip.clip(body, WIDE)));
-            }
-            if let Some(sig) = &a.signature_received {
-                let verified = match a.signature_verified {
-                    Some(true) => "verified",
-                    Some(false) => "DID NOT VERIFY",
-                    None => "not checked",
-                };
-                lines.push((
-                    "answer sig",
-                    format!("{} ({verified})", clip.clip(sig, WIDE)),
-                ));
-            }
-            if let Some(error) = &a.error {
-                lines.push(("error", clip.clip(error, WIDE)));
-            }
-            if lines.is_empty() {
-                lines.push(("", "nothing recorded yet (in flight)".into()));
-            }
-            for (label, value) in lines {
-                out.push_str(&format!("      {label:<11}  {value}\n"));
-            }
-        }
     }
+    table
+}
 
-    out.push_str(&format!("\nEvents ({})\n", report.events.len()));
-    if report.events.is_empty() {
-        out.push_str("  none yet\n");
-    } else {
-        let mut table = Table::new(&[
-            "MESSAGE ID",
-            "OUTCOME",
-            "REASON",
-            "REPLAYED",
-            "RECONCILED",
-            "OCCURRED",
-            "PUBLISHED",
+/// The detail of one attempt: what was sent and answered.
+fn attempt_lines(a: &AttemptRow, clip: &mut Clipper) -> Vec<(&'static str, String)> {
+    let mut lines: Vec<(&str, String)> = Vec::new();
+    if let Some(request) = &a.request {
+        lines.push(("sent", clip.clip(&compact(request), WIDE)));
+    }
+    if let Some(sig) = &a.signature_sent {
+        lines.push(("signature", sig.clone()));
+    }
+    if let Some(status) = a.http_status {
+        lines.push(("http status", status.to_string()));
+    }
+    if let Some(body) = &a.response_body {
+        lines.push(("answer", clip.clip(body, WIDE)));
+    }
+    if let Some(sig) = &a.signature_received {
+        let verified = match a.signature_verified {
+            Some(true) => "verified",
+            Some(false) => "DID NOT VERIFY",
+            None => "not checked",
+        };
+        lines.push((
+            "answer sig",
+            format!("{} ({verified})", clip.clip(sig, WIDE)),
+        ));
+    }
+    if let Some(error) = &a.error {
+        lines.push(("error", clip.clip(error, WIDE)));
+    }
+    if lines.is_empty() {
+        lines.push(("", "nothing recorded yet (in flight)".into()));
+    }
+    lines
+}
+
+fn events_table(events: &[EventView]) -> Table {
+    let mut table = Table::new(&[
+        "MESSAGE ID",
+        "OUTCOME",
+        "REASON",
+        "REPLAYED",
+        "RECONCILED",
+        "OCCURRED",
+        "PUBLISHED",
+    ]);
+    for e in events {
+        let field = |name: &str| e.body.get(name).and_then(Value::as_str);
+        let flag = |name: &str| {
+            if e.body.get(name).and_then(Value::as_bool) == Some(true) {
+                "yes".to_string()
+            } else {
+                "no".to_string()
+            }
+        };
+        table.row(vec![
+            e.message_id.to_string(),
+            or_dash(field("outcome")),
+            or_dash(field("reason")),
+            flag("replayed"),
+            flag("reconciled"),
+            or_dash(field("occurred_at")),
+            e.published_at
+                .clone()
+                .unwrap_or_else(|| "not yet (in the outbox)".into()),
         ]);
-        for e in &report.events {
-            let field = |name: &str| e.body.get(name).and_then(Value::as_str);
-            let flag = |name: &str| {
-                if e.body.get(name).and_then(Value::as_bool) == Some(true) {
-                    "yes".to_string()
-                } else {
-                    "no".to_string()
-                }
-            };
-            table.row(vec![
-                e.message_id.to_string(),
-                or_dash(field("outcome")),
-                or_dash(field("reason")),
-                flag("replayed"),
-                flag("reconciled"),
-                or_dash(field("occurred_at")),
-                e.published_at
-                    .clone()
-                    .unwrap_or_else(|| "not yet (in the outbox)".into()),
-            ]);
-        }
-        out.push_str(&table.render("  "));
     }
-    if clip.clipped {
-        out.push_str("\n(long values are cut and end with …; `--json` shows them whole)\n");
-    }
-    out
+    table
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::lifecycle::AttemptStatus;
 
     fn command(result: Option<Value>) -> CommandView {
         CommandView {
@@ -398,9 +422,9 @@ mod tests {
             payment_id: Some("55361".into()),
             amount: Some("10.00".into()),
             currency: Some("EUR".into()),
-            state: "done".into(),
-            phase: "ready".into(),
-            outcome: Some("succeeded".into()),
+            state: CommandState::Done,
+            phase: Phase::Ready,
+            outcome: Some(Outcome::Succeeded),
             reason: None,
             settled_outcome: None,
             attempts: 1,
@@ -427,7 +451,7 @@ mod tests {
             id: 1,
             attempt_no: 1,
             kind: "operation".into(),
-            status: "completed".into(),
+            status: AttemptStatus::Completed,
             purpose: Some(purpose.into()),
             method: Some("POST".into()),
             url: Some("http://gw/payments/55361".into()),
@@ -479,8 +503,8 @@ mod tests {
     #[test]
     fn an_unsettled_unknown_and_a_command_without_attempts_say_so() {
         let mut c = command(None);
-        c.outcome = Some("unknown".into());
-        c.state = "unsettled".into();
+        c.outcome = Some(Outcome::Unknown);
+        c.state = CommandState::Unsettled;
         c.reconcile_checks = 2;
         let text = render(&Report {
             command: c,

@@ -70,13 +70,11 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
         self.queue
             .send((item, reply))
             .await
-            .map_err(|_| StoreError::PoolClosed)?;
+            .map_err(|_| StoreError::WriterStopped)?;
         match answer.await {
             Ok(Ok(result)) => Ok(result),
-            Ok(Err(error)) => Err(StoreError::Protocol(format!(
-                "batched write failed: {error}"
-            ))),
-            Err(_) => Err(StoreError::PoolClosed),
+            Ok(Err(error)) => Err(StoreError::Batch(error)),
+            Err(_) => Err(StoreError::WriterStopped),
         }
     }
 }

@@ -14,7 +14,7 @@ use super::batch::Batcher;
 use super::relay::{messages_of, Fresh, Handover, CLAIM};
 use crate::events::ResultEvent;
 use crate::store::attempts::Recording;
-use crate::store::commands::{self, Concluded, Decision, Outgoing, PaymentClaim};
+use crate::store::commands::{self, Concluded, Decision, Outgoing, PaymentClaim, PendingReplay};
 use crate::store::outbox::{self, Staged};
 use crate::store::{Store, StoreError};
 use uuid::Uuid;
@@ -85,24 +85,15 @@ async fn write(
     // same order cannot deadlock.
     let mut sorted: Vec<&Conclusion> = batch.iter().collect();
     sorted.sort_unstable_by(|a, b| a.decision.id.cmp(&b.decision.id));
-    let recordings: Vec<&Recording> = sorted.iter().filter_map(|c| c.recording.as_ref()).collect();
-    let decisions: Vec<&Decision> = sorted.iter().map(|c| &c.decision).collect();
-    let claims: Vec<&PaymentClaim> = sorted.iter().map(|c| &c.claim).collect();
     let routing_keys: Vec<String> = sorted.iter().map(|c| c.event.routing_key()).collect();
-    let events: Vec<Outgoing<'_>> = sorted
-        .iter()
-        .zip(&routing_keys)
-        .map(|(c, routing_key)| Outgoing {
-            message_id: Uuid::new_v4(),
-            routing_key,
-            reply_to: c.reply_to.as_deref(),
-            reply_correlation_id: c.reply_correlation_id.as_deref(),
-        })
-        .collect();
+    let events = outgoing(&sorted, &routing_keys);
 
     // The transaction is for the rare replays: the main statement does the
     // rest (exchanges, decisions, payment releases, events) in one round trip.
     let mut tx = store.pool().begin().await?;
+    let recordings: Vec<&Recording> = sorted.iter().filter_map(|c| c.recording.as_ref()).collect();
+    let decisions: Vec<&Decision> = sorted.iter().map(|c| &c.decision).collect();
+    let claims: Vec<&PaymentClaim> = sorted.iter().map(|c| &c.claim).collect();
     let concluded: HashMap<String, Concluded> = commands::conclude_many(
         &mut tx,
         owner,
@@ -124,11 +115,49 @@ async fn write(
         .filter(|id| concluded.get(*id).is_some_and(|c| c.pending_replays > 0))
         .collect();
     let pending = commands::take_pending_replays(&mut tx, &with_replays).await?;
+    let (results, replay_bodies) = replays_of(batch, &concluded, &pending);
+    let replays = staged_replays(exchange, &replay_bodies);
+    let replay_rows = outbox::enqueue_many(&mut tx, &replays, CLAIM).await?;
+    tx.commit().await?;
+
+    let mut sent = decided_messages(exchange, &sorted, &events, &concluded);
+    sent.extend(replay_messages(&replays, replay_rows));
+    // Never waits: when the relay is behind (its hand-over full) or gone
+    // (shutting down), the poll publishes them once their claim expires.
+    fresh.offer(sent);
+    Ok(results)
+}
+
+/// The result event of each conclusion (in `sorted`'s order), as its outbox row.
+fn outgoing<'a>(sorted: &[&'a Conclusion], routing_keys: &'a [String]) -> Vec<Outgoing<'a>> {
+    sorted
+        .iter()
+        .zip(routing_keys)
+        .map(|(c, routing_key)| Outgoing {
+            message_id: Uuid::new_v4(),
+            routing_key,
+            reply_to: c.reply_to.as_deref(),
+            reply_correlation_id: c.reply_correlation_id.as_deref(),
+        })
+        .collect()
+}
+
+/// A replay to stage: the conclusion replayed, the duplicate waiting for it,
+/// and the replayed event's body.
+type ReplayBody<'a> = (&'a Conclusion, &'a PendingReplay, String);
+
+/// What the commit did for each conclusion of `batch` (in its order), and
+/// the replays of the decided ones' pending duplicates.
+fn replays_of<'a>(
+    batch: &'a [Conclusion],
+    concluded: &HashMap<String, Concluded>,
+    pending: &'a [PendingReplay],
+) -> (Vec<Committed>, Vec<ReplayBody<'a>>) {
     let mut replay_bodies = Vec::with_capacity(pending.len());
     let mut results = Vec::with_capacity(batch.len());
     for c in batch {
         if concluded.contains_key(&c.decision.id) {
-            let mine: Vec<&commands::PendingReplay> = pending
+            let mine: Vec<&PendingReplay> = pending
                 .iter()
                 .filter(|p| p.command_id == c.decision.id)
                 .collect();
@@ -143,8 +172,13 @@ async fn write(
             results.push(Committed::LeaseLost);
         }
     }
-    // A replay goes to the duplicate's own reply_to, not the original's.
-    let replays: Vec<Staged<'_>> = replay_bodies
+    (results, replay_bodies)
+}
+
+/// The replays as outbox rows. A replay goes to the duplicate's own
+/// reply_to, not the original's.
+fn staged_replays<'a>(exchange: &'a str, replay_bodies: &'a [ReplayBody<'a>]) -> Vec<Staged<'a>> {
+    replay_bodies
         .iter()
         .map(|(c, pending, body)| Staged {
             exchange,
@@ -154,13 +188,19 @@ async fn write(
             reply_to: pending.reply_to.as_deref(),
             reply_correlation_id: pending.reply_correlation_id.as_deref(),
         })
-        .collect();
-    let replay_rows = outbox::enqueue_many(&mut tx, &replays, CLAIM).await?;
-    tx.commit().await?;
+        .collect()
+}
 
-    let mut sent: Vec<Fresh> = sorted
+/// The messages of the decided commands' events, for the relay.
+fn decided_messages(
+    exchange: &str,
+    sorted: &[&Conclusion],
+    events: &[Outgoing<'_>],
+    concluded: &HashMap<String, Concluded>,
+) -> Vec<Fresh> {
+    sorted
         .iter()
-        .zip(&events)
+        .zip(events)
         .filter_map(|(c, e)| {
             let row = concluded.get(&c.decision.id)?.outbox_row;
             Some(Fresh {
@@ -176,26 +216,25 @@ async fn write(
                 ),
             })
         })
-        .collect();
-    sent.extend(
-        replays
-            .iter()
-            .zip(replay_rows)
-            .map(|(s, (row, message_id))| Fresh {
-                row,
-                messages: messages_of(
-                    s.exchange,
-                    &s.routing_key,
-                    message_id,
-                    Some(s.command_id),
-                    s.reply_to,
-                    s.reply_correlation_id,
-                    s.body.as_bytes().to_vec(),
-                ),
-            }),
-    );
-    // Never waits: when the relay is behind (its hand-over full) or gone
-    // (shutting down), the poll publishes them once their claim expires.
-    fresh.offer(sent);
-    Ok(results)
+        .collect()
+}
+
+/// The messages of the replays, with their outbox rows and message ids.
+fn replay_messages(replays: &[Staged<'_>], rows: Vec<(i64, Uuid)>) -> Vec<Fresh> {
+    replays
+        .iter()
+        .zip(rows)
+        .map(|(s, (row, message_id))| Fresh {
+            row,
+            messages: messages_of(
+                s.exchange,
+                &s.routing_key,
+                message_id,
+                Some(s.command_id),
+                s.reply_to,
+                s.reply_correlation_id,
+                s.body.as_bytes().to_vec(),
+            ),
+        })
+        .collect()
 }

@@ -107,9 +107,9 @@ async fn run(worker: &Worker, job: &Job) -> Result<(), StoreError> {
     };
     let mut run = Run::new(job);
     let mut known = Known::Claimed {
-        unsettled: job.row.state == "unsettled",
+        unsettled: job.row.state.as_str() == "unsettled",
         intent_committed: job.intent_row.is_some(),
-        interrupted: job.row.phase == "calling",
+        interrupted: job.row.phase.as_str() == "calling",
         has_snapshot: run.before.is_some(),
     };
     loop {

@@ -10,277 +10,22 @@
 //! and the AMQP properties it keeps (`reply_to`, `correlation_id`) are
 //! checked first: nothing a producer sends can make a statement fail.
 
-use sha2::{Digest, Sha256};
+mod reading;
 
-use crate::broker::Topology;
-pub use crate::command::{read, Reading};
-use crate::command::{Command, ValidCommand};
-use crate::gateways::registry::Accounts;
-use crate::money::Amount;
-use crate::outcome::Rejected;
-use crate::store::commands::NewCommand;
+pub use reading::{
+    checked_envelope, fingerprint, new_row, prepare, read, reply_to_problem, validate, Envelope,
+    Incoming, Prepared, Reading,
+};
+
+use std::collections::{HashMap, HashSet};
+
+use crate::command::ValidCommand;
+use crate::events::{event_for, Reported};
+use crate::outcome::{Outcome, RejectReason, Rejected};
+use crate::store::commands::{self, CommandRow, NewCommand, PaymentClaim};
+use crate::store::lifecycle::Phase;
+use crate::store::{outbox, StoreError};
 use crate::telemetry::Escaped;
-
-/// A hash of what the command asks for, in a normal form: `"10"` and `"10.00"`
-/// are the same amount, and an absent account is `default`. Two commands with
-/// the same id and the same fingerprint are the same command. `extra` are the
-/// fields a rejected command had beyond the contract's (unknown, or of the
-/// wrong type), as JSON text. For a well-formed command this is the same
-/// hash as earlier versions computed, so that a producer's retry across an
-/// upgrade is still a replay, not a conflict.
-pub fn fingerprint(command: &Command, extra: &[(String, String)]) -> String {
-    let amount = command.amount.as_deref().map(|a| match Amount::parse(a) {
-        Ok(amount) => amount.to_string(),
-        Err(_) => a.to_string(),
-    });
-    let metadata: Option<serde_json::Value> = command
-        .metadata
-        .as_ref()
-        .and_then(|m| serde_json::from_str(m.get()).ok());
-    let raw_types: serde_json::Map<String, serde_json::Value> = extra
-        .iter()
-        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-        .collect();
-    // serde_json's default map is ordered, so this serialization is canonical.
-    let normal = serde_json::json!({
-        "gateway": command.gateway,
-        "account": command.account_name(),
-        "operation": command.operation,
-        "payment_id": command.payment_id,
-        "amount": amount,
-        "currency": command.currency,
-        "from": command.from,
-        "to": command.to,
-        "metadata": metadata,
-        "raw_types": raw_types,
-    });
-    hex::encode(Sha256::digest(normal.to_string().as_bytes()))
-}
-
-/// Validates a command read from a message.
-pub fn validate(command: &Command, accounts: &Accounts) -> Result<ValidCommand, Rejected> {
-    command.validate(accounts)
-}
-
-/// Why `name` may not be a command's `reply_to`: the worker's own queues and
-/// exchange (its events would go back into its input, or among its dead
-/// letters), and the broker's reserved `amq.` names other than the ones made
-/// for replies (server-named queues `amq.gen-*`, direct reply-to).
-pub fn reply_to_problem(name: &str, topology: &Topology) -> Option<String> {
-    if name.chars().any(Escaped::is_unsafe) {
-        return Some(format!(
-            "contains a control character: `{}`",
-            Escaped::at_most(name, 64)
-        ));
-    }
-    if name.len() > 255 {
-        return Some("is longer than 255 bytes".into());
-    }
-    if [
-        &topology.command_queue,
-        &topology.dead_letter_queue,
-        &topology.result_exchange,
-    ]
-    .contains(&&name.to_string())
-    {
-        return Some(format!(
-            "`{name}` is one of the worker's own queues or exchange; name a queue of yours"
-        ));
-    }
-    if name.starts_with("amq.")
-        && !name.starts_with("amq.gen-")
-        && !name.starts_with("amq.rabbitmq.reply-to")
-    {
-        return Some(format!(
-            "`{name}` is a name reserved to the broker (only amq.gen-* and amq.rabbitmq.reply-to are allowed)"
-        ));
-    }
-    None
-}
-
-/// The AMQP properties a command is answered with, checked: a `reply_to` or
-/// `correlation_id` that breaks the rules is not kept (the event goes to the
-/// exchange only) and the command is `rejected` naming it.
-pub fn checked_envelope(
-    envelope: &Envelope,
-    topology: &Topology,
-) -> (Option<String>, Option<String>, Option<Rejected>) {
-    let mut problem = None;
-    let reply_to = match envelope.reply_to.as_deref() {
-        None | Some("") => None,
-        Some(name) => match reply_to_problem(name, topology) {
-            None => Some(name.to_string()),
-            Some(why) => {
-                problem = Some(Rejected::invalid("reply_to", why));
-                None
-            }
-        },
-    };
-    let correlation_id = match envelope.correlation_id.as_deref() {
-        None => None,
-        Some(id) if id.chars().any(Escaped::is_unsafe) || id.len() > 255 => {
-            problem.get_or_insert_with(|| {
-                Rejected::invalid(
-                    "correlation_id",
-                    format!(
-                        "contains a control character: `{}`",
-                        Escaped::at_most(id, 64)
-                    ),
-                )
-            });
-            None
-        }
-        Some(id) => Some(id.to_string()),
-    };
-    (reply_to, correlation_id, problem)
-}
-
-/// The row to store for a command: its contract fields, bounded.
-pub fn new_row(
-    command: &Command,
-    fingerprint: String,
-    valid: Option<&ValidCommand>,
-    reply_to: Option<String>,
-    correlation_id: Option<String>,
-) -> NewCommand {
-    let stored = command.bounded();
-    NewCommand {
-        id: stored.id.clone().unwrap_or_default(),
-        payload: serde_json::to_string(&stored).expect("a command serializes"),
-        fingerprint,
-        gateway: stored.gateway.clone(),
-        account: Some(stored.account_name().to_string()),
-        operation: stored.operation.clone(),
-        payment_id: stored.payment_id.clone(),
-        amount_minor: valid
-            .and_then(|v| v.request.amount)
-            .and_then(|a| i64::try_from(a.minor()).ok()),
-        currency: stored.currency.clone(),
-        reply_to,
-        correlation_id,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn command_of(body: &str) -> (Command, Option<Rejected>, Vec<(String, String)>) {
-        match read(body.as_bytes()) {
-            Reading::Command(command) => (*command, None, Vec::new()),
-            Reading::Rejected {
-                command,
-                rejected,
-                extra,
-            } => (*command, Some(rejected), extra),
-            Reading::Unreadable(why) => panic!("unreadable: {why}"),
-        }
-    }
-
-    #[test]
-    fn unreadable_messages_say_why() {
-        let why = |body: &str| match read(body.as_bytes()) {
-            Reading::Unreadable(why) => why,
-            other => panic!("{body} was read as {other:?}"),
-        };
-        assert!(why("not json").starts_with("not JSON"));
-        assert_eq!(why("[1,2]"), "not a JSON object");
-        assert_eq!(why(r#""a string""#), "not a JSON object");
-        assert_eq!(why(r#"{"gateway":"paymentz"}"#), "no `id` field");
-        assert_eq!(why(r#"{"id":null}"#), "no `id` field");
-        assert_eq!(why(r#"{"id":""}"#), "`id` is empty");
-        assert_eq!(why(r#"{"id":42}"#), "`id` is not a string");
-        assert!(why(&format!(r#"{{"id":"{}"}}"#, "x".repeat(300))).contains("longer"));
-        assert_eq!(
-            why(r#"{"id":"a\u0000b"}"#),
-            "`id` contains a control character: `a\\u{0}b`"
-        );
-        assert!(why("{\"id\":\"a\\nb\"}").contains("control character"));
-    }
-
-    #[test]
-    fn a_field_of_the_wrong_type_is_a_rejection_not_a_dead_letter() {
-        let (command, rejected, extra) =
-            command_of(r#"{"id":"c1","gateway":"paymentz","amount":10}"#);
-        assert_eq!(command.id.as_deref(), Some("c1"));
-        assert_eq!(
-            rejected.expect("amount is a number").description,
-            "amount: must be a string, not a number"
-        );
-        assert_eq!(extra, vec![("amount".to_string(), "10".to_string())]);
-    }
-
-    #[test]
-    fn fingerprints_ignore_spelling_but_not_meaning() {
-        let fp = |body: &str| {
-            let (c, _, extra) = command_of(body);
-            fingerprint(&c, &extra)
-        };
-        let a = fp(
-            r#"{"id":"c","gateway":"paymentz","operation":"refund","payment_id":"1","amount":"10"}"#,
-        );
-        let b = fp(
-            r#"{"amount":"10.00","id":"c","gateway":"paymentz","operation":"refund","payment_id":"1","account":"default"}"#,
-        );
-        let c = fp(
-            r#"{"id":"c","gateway":"paymentz","operation":"refund","payment_id":"1","amount":"10.01"}"#,
-        );
-        let d = fp(
-            r#"{"id":"c","gateway":"paymentz","operation":"refund","payment_id":"2","amount":"10"}"#,
-        );
-        assert_eq!(a, b);
-        assert_ne!(a, c);
-        assert_ne!(a, d);
-        let e = fp(r#"{"id":"c","gateway":"paymentz","metadata":{ "a" : [1, 2] }}"#);
-        let f = fp(r#"{"id":"c","gateway":"paymentz","metadata":{"a":[1,2]}}"#);
-        assert_eq!(e, f, "whitespace in metadata is not meaning");
-    }
-
-    /// The hash of earlier versions, for a well-formed command: a retry
-    /// across an upgrade must still be a replay.
-    #[test]
-    fn fingerprints_of_well_formed_commands_did_not_change() {
-        let (c, _, extra) = command_of(
-            r#"{"id":"c","gateway":"paymentz","operation":"refund","payment_id":"1","amount":"10","metadata":{"order":"8812","n":[1,2.5]}}"#,
-        );
-        let old = serde_json::json!({
-            "gateway": "paymentz", "account": "default", "operation": "refund",
-            "payment_id": "1", "amount": "10.00", "currency": null, "from": null, "to": null,
-            "metadata": {"order": "8812", "n": [1, 2.5]}, "raw_types": {},
-        });
-        assert_eq!(
-            fingerprint(&c, &extra),
-            hex::encode(Sha256::digest(old.to_string().as_bytes()))
-        );
-    }
-
-    #[test]
-    fn reply_to_may_not_name_the_workers_own_queues_or_reserved_names() {
-        let topology = Topology {
-            command_queue: "backoffice.commands".into(),
-            result_exchange: "backoffice.events".into(),
-            dead_letter_queue: "backoffice.commands.dead".into(),
-        };
-        for bad in [
-            "backoffice.commands",
-            "backoffice.commands.dead",
-            "backoffice.events",
-            "amq.direct",
-            "amq.topic.x",
-            "a\nb",
-        ] {
-            assert!(reply_to_problem(bad, &topology).is_some(), "{bad}");
-        }
-        for good in [
-            "amq.gen-JzTY20BRgKO-HjmUJj0wLg",
-            "amq.rabbitmq.reply-to",
-            "amq.rabbitmq.reply-to.g1h2AA==.abc",
-            "orders.results",
-        ] {
-            assert_eq!(reply_to_problem(good, &topology), None, "{good}");
-        }
-    }
-}
 
 /// What the consumer does after the intake commit.
 pub enum Accepted {
@@ -288,49 +33,6 @@ pub enum Accepted {
     Run(Box<super::Job>),
     /// Nothing more to do here (stored for later, replayed, rejected, or a duplicate).
     Done,
-}
-
-/// The AMQP properties intake needs.
-#[derive(Debug, Clone, Default)]
-pub struct Envelope {
-    pub redelivered: bool,
-    pub reply_to: Option<String>,
-    pub correlation_id: Option<String>,
-}
-
-/// A delivery read as a command, waiting for the intake commit.
-pub struct Incoming {
-    pub command: Box<Command>,
-    /// Why the reading already refused it, if it did.
-    pub rejected: Option<Rejected>,
-    /// Fields beyond the contract's, for the fingerprint.
-    pub extra: Vec<(String, String)>,
-    pub envelope: Envelope,
-}
-
-impl Incoming {
-    /// A reading that has a command (`None` for an unreadable one).
-    pub fn of(reading: Reading, envelope: Envelope) -> Option<Incoming> {
-        match reading {
-            Reading::Command(command) => Some(Incoming {
-                command,
-                rejected: None,
-                extra: Vec::new(),
-                envelope,
-            }),
-            Reading::Rejected {
-                command,
-                rejected,
-                extra,
-            } => Some(Incoming {
-                command,
-                rejected: Some(rejected),
-                extra,
-                envelope,
-            }),
-            Reading::Unreadable(_) => None,
-        }
-    }
 }
 
 /// Stores a batch of commands read from deliveries, in one transaction, and
@@ -342,41 +44,66 @@ impl Incoming {
 pub async fn accept_batch(
     worker: &super::Worker,
     items: &[Incoming],
-) -> Result<Vec<Accepted>, crate::store::StoreError> {
-    use std::collections::HashSet;
-
-    use crate::store::commands::{self, PaymentClaim};
-
-    let prepared: Vec<(Result<ValidCommand, Rejected>, NewCommand)> = items
+) -> Result<Vec<Accepted>, StoreError> {
+    let prepared: Vec<Prepared> = items
         .iter()
-        .map(|item| {
-            let (reply_to, correlation_id, envelope_problem) =
-                checked_envelope(&item.envelope, &worker.topology);
-            let validated = match (&item.rejected, envelope_problem) {
-                (Some(rejected), _) => Err(rejected.clone()),
-                (None, Some(problem)) => Err(problem),
-                (None, None) => validate(&item.command, &worker.accounts),
-            };
-            let row = new_row(
-                &item.command,
-                fingerprint(&item.command, &item.extra),
-                validated.as_ref().ok(),
-                reply_to,
-                correlation_id,
-            );
-            (validated, row)
-        })
+        .map(|item| prepare(item, &worker.topology, &worker.accounts))
         .collect();
-
     let mut tx = worker.store.pool().begin().await?;
+    let fast = fast_path(worker, &mut tx, &prepared).await?;
+    let mut results = Vec::with_capacity(items.len());
+    let mut rejected = Vec::new();
+    let mut replays = 0;
+    for ((item, (validated, row)), job) in items.iter().zip(&prepared).zip(fast.jobs) {
+        let accepted = match job {
+            Some(job) => run_or_wait(job, &fast.granted, &fast.started),
+            None => {
+                match accept_one(worker, &mut tx, item, validated, row).await? {
+                    SlowPath::Rejected => rejected.push(item),
+                    SlowPath::Replayed => replays += 1,
+                    SlowPath::ReplayPending => {}
+                }
+                Accepted::Done
+            }
+        };
+        results.push(accepted);
+    }
+    tx.commit().await?;
+    after_commit(worker, &prepared, &fast.deferred, &rejected, replays).await;
+    Ok(results)
+}
+
+/// What the fast path did with a batch's new valid commands.
+struct FastPath {
+    /// One per delivery: the job of a new valid command (the first of its
+    /// payment in the batch), else `None` (for the slow path, or a command
+    /// whose payment another in the batch claims: it waits, deferred).
+    jobs: Vec<Option<super::Job>>,
+    /// The commands that got their payment's lease.
+    granted: HashSet<String>,
+    /// The commands whose payment is busy, deferred.
+    deferred: Vec<String>,
+    /// The attempt number and in-flight row of the first attempts recorded.
+    started: HashMap<String, (i32, i64)>,
+}
+
+/// The fast path of intake, inside the batch's transaction: the new valid
+/// commands inserted together and leased here, the duplicates locked, one
+/// claim per payment, the commands whose payment is busy deferred, and the
+/// first attempt's recovery point of those that can call at once.
+async fn fast_path(
+    worker: &super::Worker,
+    tx: &mut sqlx::PgConnection,
+    prepared: &[Prepared],
+) -> Result<FastPath, StoreError> {
+    let (owner, lease) = (worker.owner, worker.settings.lease);
     let valid_rows: Vec<&NewCommand> = prepared
         .iter()
         .filter(|(v, _)| v.is_ok())
         .map(|(_, row)| row)
         .collect();
-    let inserted =
-        commands::insert_many(&mut tx, &valid_rows, worker.owner, worker.settings.lease).await?;
-    // The slow path below locks existing commands (duplicates) one at a time.
+    let inserted = commands::insert_many(&mut *tx, &valid_rows, owner, lease).await?;
+    // The slow path locks existing commands (duplicates) one at a time.
     // Locked first, all together and in the order of their ids, as the batch
     // writers lock theirs: otherwise a duplicate of a command being decided
     // could deadlock with the completion writer.
@@ -387,15 +114,40 @@ pub async fn accept_batch(
         .collect();
     existing.sort_unstable();
     existing.dedup();
-    commands::lock_many(&mut tx, &existing).await?;
+    commands::lock_many(&mut *tx, &existing).await?;
 
-    // One claim per payment: a second command on the same payment in this
-    // batch waits for the first like any other.
-    let mut jobs: Vec<Option<super::Job>> = Vec::with_capacity(items.len());
+    let (jobs, claims) = first_of_each_payment(worker, prepared, &inserted);
+    let granted = commands::claim_payments(&mut *tx, &claims, owner, lease).await?;
+    let deferred: Vec<String> = jobs
+        .iter()
+        .flatten()
+        .filter(|job| !granted.contains(&job.row.id))
+        .map(|job| job.row.id.clone())
+        .collect();
+    commands::defer_many(&mut *tx, &deferred, owner, super::BUSY_PAYMENT_RECHECK).await?;
+    let immediate = immediate_intents(&jobs, &granted);
+    let started = commands::record_intents(&mut *tx, owner, &immediate, &[]).await?;
+    Ok(FastPath {
+        jobs,
+        granted,
+        deferred,
+        started,
+    })
+}
+
+/// The jobs of the newly inserted valid commands, and one payment claim per
+/// payment: a second command on the same payment in this batch waits for the
+/// first like any other.
+fn first_of_each_payment(
+    worker: &super::Worker,
+    prepared: &[Prepared],
+    inserted: &HashSet<String>,
+) -> (Vec<Option<super::Job>>, Vec<PaymentClaim>) {
+    let mut jobs: Vec<Option<super::Job>> = Vec::with_capacity(prepared.len());
     let mut claims = Vec::new();
     let mut keys_seen = HashSet::new();
     let mut first_of_payment = HashSet::new();
-    for (validated, row) in &prepared {
+    for (validated, row) in prepared {
         match validated {
             Ok(valid) if inserted.contains(&row.id) && !first_of_payment.contains(&row.id) => {
                 let job =
@@ -414,25 +166,16 @@ pub async fn accept_batch(
             _ => jobs.push(None),
         }
     }
-    let granted =
-        commands::claim_payments(&mut tx, &claims, worker.owner, worker.settings.lease).await?;
-    let deferred: Vec<String> = jobs
-        .iter()
-        .flatten()
-        .filter(|job| !granted.contains(&job.row.id))
-        .map(|job| job.row.id.clone())
-        .collect();
-    commands::defer_many(
-        &mut tx,
-        &deferred,
-        worker.owner,
-        super::BUSY_PAYMENT_RECHECK,
-    )
-    .await?;
+    (jobs, claims)
+}
 
-    // The recovery point of the first attempt, for those that can call at once.
-    let immediate: Vec<commands::Intent<'_>> = jobs
-        .iter()
+/// The recovery point of the first attempt, for the jobs that can call at
+/// once: their payment granted, and no before-snapshot to take first.
+fn immediate_intents<'a>(
+    jobs: &'a [Option<super::Job>],
+    granted: &HashSet<String>,
+) -> Vec<commands::Intent<'a>> {
+    jobs.iter()
         .flatten()
         .filter(|job| granted.contains(&job.row.id))
         .filter(|job| {
@@ -444,44 +187,44 @@ pub async fn accept_batch(
             before_snapshot: None,
             purpose: job.valid.request.operation.as_str(),
         })
-        .collect();
-    let rows = commands::record_intents(&mut tx, worker.owner, &immediate, &[]).await?;
+        .collect()
+}
 
-    let mut results = Vec::with_capacity(items.len());
-    let mut rejected = Vec::new();
-    let mut replays = 0;
-    for ((item, (validated, row)), job) in items.iter().zip(&prepared).zip(jobs) {
-        match job {
-            Some(mut job) if granted.contains(&job.row.id) => {
-                if let Some(&(attempt_no, in_flight)) = rows.get(&job.row.id) {
-                    job.row.phase = "calling".into();
-                    job.row.attempts = attempt_no;
-                    job.intent_row = Some(in_flight);
-                }
-                job.payment_leased = true;
-                results.push(Accepted::Run(Box::new(job)));
-            }
-            Some(_) => results.push(Accepted::Done),
-            None => {
-                let outcome = accept_one(worker, &mut tx, item, validated, row).await?;
-                match outcome {
-                    SlowPath::Rejected => rejected.push(item),
-                    SlowPath::Replayed => replays += 1,
-                    SlowPath::ReplayPending => {}
-                }
-                results.push(Accepted::Done);
-            }
-        }
+/// A new command runs now when its payment was granted (from its recovery
+/// point when the fast path recorded it); otherwise it was deferred and waits.
+fn run_or_wait(
+    mut job: super::Job,
+    granted: &HashSet<String>,
+    started: &HashMap<String, (i32, i64)>,
+) -> Accepted {
+    if !granted.contains(&job.row.id) {
+        return Accepted::Done;
     }
-    tx.commit().await?;
+    if let Some(&(attempt_no, in_flight)) = started.get(&job.row.id) {
+        job.row.phase = Phase::Calling;
+        job.row.attempts = attempt_no;
+        job.intent_row = Some(in_flight);
+    }
+    job.payment_leased = true;
+    Accepted::Run(Box::new(job))
+}
 
+/// What follows a batch's commit: a last look at the deferred commands, the
+/// relay woken for the events enqueued, the metrics.
+async fn after_commit(
+    worker: &super::Worker,
+    prepared: &[Prepared],
+    deferred: &[String],
+    rejected: &[&Incoming],
+    replays: usize,
+) {
     if !deferred.is_empty() {
         // A payment held by a command that finished between our claim and our
         // commit would never wake these: look once more. The batch is
         // committed: a failure here is only logged (the deferred commands are
         // looked at again after BUSY_PAYMENT_RECHECK), never returned, or the
         // caller would take the batch again as if it had not been stored.
-        if let Err(error) = wake_deferred(worker, items, &prepared, &deferred).await {
+        if let Err(error) = wake_deferred(worker, prepared, deferred).await {
             tracing::warn!(%error, "could not look again at commands waiting for a busy payment");
         }
     }
@@ -496,31 +239,24 @@ pub async fn accept_batch(
         );
     }
     (0..replays).for_each(|_| worker.metrics.replayed());
-    Ok(results)
 }
 
 async fn wake_deferred(
     worker: &super::Worker,
-    items: &[Incoming],
-    prepared: &[(Result<ValidCommand, Rejected>, NewCommand)],
+    prepared: &[Prepared],
     deferred: &[String],
-) -> Result<(), crate::store::StoreError> {
-    use crate::store::commands;
+) -> Result<(), StoreError> {
+    let mut conn = worker.store.pool().acquire().await?;
+    for (validated, row) in prepared
+        .iter()
+        .filter(|(_, row)| deferred.contains(&row.id))
     {
-        let mut conn = worker.store.pool().acquire().await?;
-        for job in items
-            .iter()
-            .zip(prepared)
-            .filter(|(_, (_, row))| deferred.contains(&row.id))
-        {
-            let (_, (validated, row)) = job;
-            if let Ok(valid) = validated {
-                let key = super::payment_key(valid.request.payment_id.as_deref(), &row.id);
-                if commands::wake_if_payment_free(&mut conn, &row.id, valid.gateway.name(), &key)
-                    .await?
-                {
-                    worker.wake_scheduler.notify_one();
-                }
+        if let Ok(valid) = validated {
+            let key = super::payment_key(valid.request.payment_id.as_deref(), &row.id);
+            if commands::wake_if_payment_free(&mut conn, &row.id, valid.gateway.name(), &key)
+                .await?
+            {
+                worker.wake_scheduler.notify_one();
             }
         }
     }
@@ -546,52 +282,9 @@ async fn accept_one(
     item: &Incoming,
     validated: &Result<ValidCommand, Rejected>,
     row: &NewCommand,
-) -> Result<SlowPath, crate::store::StoreError> {
-    use crate::events::{event_for, Reported};
-    use crate::outcome::{Outcome, RejectReason};
-    use crate::store::{commands, outbox};
-
-    let exchange = &worker.topology.result_exchange;
-    let reply_correlation = row.correlation_id.as_deref().or(Some(row.id.as_str()));
+) -> Result<SlowPath, StoreError> {
     if let Err(rejected) = validated {
-        if commands::insert(&mut *tx, row, None).await? {
-            let event = event_for(
-                &row.id,
-                &row.payload,
-                Outcome::Rejected,
-                Some(rejected.reason),
-                None,
-                0,
-                Reported {
-                    description: Some(rejected.description.clone()),
-                    ..Reported::default()
-                },
-            );
-            let body = serde_json::to_string(&event).expect("serializable");
-            commands::decide(
-                &mut *tx,
-                &row.id,
-                None,
-                "rejected",
-                Some(rejected.reason.as_str()),
-                &body,
-                None,
-            )
-            .await?;
-            outbox::enqueue(
-                &mut *tx,
-                exchange,
-                &event,
-                row.reply_to.as_deref(),
-                reply_correlation,
-            )
-            .await?;
-            tracing::info!(
-                id = %Escaped::new(&row.id),
-                reason = rejected.reason.as_str(),
-                description = %Escaped::at_most(&rejected.description, 1024),
-                "command rejected"
-            );
+        if store_rejected(worker, tx, row, rejected).await? {
             return Ok(SlowPath::Rejected);
         }
     }
@@ -599,49 +292,10 @@ async fn accept_one(
         .await?
         .expect("the conflicting row exists");
     if existing.fingerprint != row.fingerprint {
-        let event = event_for(
-            &row.id,
-            &row.payload,
-            Outcome::Rejected,
-            Some(RejectReason::IdempotencyConflict),
-            None,
-            0,
-            Reported {
-                description: Some(format!(
-                    "id `{}` was already used at {} by a command with a different payload; the original is unchanged",
-                    row.id,
-                    crate::events::format_timestamp(existing.received_at)
-                )),
-                ..Reported::default()
-            },
-        );
-        outbox::enqueue(
-            &mut *tx,
-            exchange,
-            &event,
-            row.reply_to.as_deref(),
-            reply_correlation,
-        )
-        .await?;
-        tracing::warn!(id = %Escaped::new(&row.id), "idempotency conflict: same id, different payload");
+        refuse_conflict(worker, tx, row, &existing).await?;
         Ok(SlowPath::Rejected)
     } else if existing.settled_result.is_some() || existing.result.is_some() {
-        // Read again as text: through serde_json::Value a number in the
-        // metadata could come back rounded.
-        let stored = commands::current_result(&mut *tx, &row.id)
-            .await?
-            .ok_or(sqlx::Error::RowNotFound)?;
-        let event: crate::events::ResultEvent =
-            serde_json::from_str(&stored).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-        outbox::enqueue(
-            &mut *tx,
-            exchange,
-            &event.replay(),
-            row.reply_to.as_deref(),
-            reply_correlation,
-        )
-        .await?;
-        tracing::info!(id = %Escaped::new(&row.id), "duplicate command: replaying its stored result");
+        replay(worker, tx, row).await?;
         Ok(SlowPath::Replayed)
     } else {
         // A producer's duplicate, or (rarely) our own delivery whose ack was
@@ -650,7 +304,7 @@ async fn accept_one(
             &mut *tx,
             &row.id,
             row.reply_to.as_deref(),
-            reply_correlation,
+            reply_correlation(row),
         )
         .await?;
         tracing::info!(
@@ -660,6 +314,124 @@ async fn accept_one(
         );
         Ok(SlowPath::ReplayPending)
     }
+}
+
+/// The correlation id a command's events are answered with: the producer's,
+/// else the command's id.
+fn reply_correlation(row: &NewCommand) -> Option<&str> {
+    row.correlation_id.as_deref().or(Some(row.id.as_str()))
+}
+
+/// Enqueues an event about `row`, to the result exchange and its `reply_to`.
+async fn enqueue_answer(
+    worker: &super::Worker,
+    tx: &mut sqlx::PgConnection,
+    row: &NewCommand,
+    event: &crate::events::ResultEvent,
+) -> Result<(), StoreError> {
+    outbox::enqueue(
+        tx,
+        &worker.topology.result_exchange,
+        event,
+        row.reply_to.as_deref(),
+        reply_correlation(row),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Stores an invalid command as `rejected`, with its event, unless its id
+/// exists. Returns whether it was stored.
+async fn store_rejected(
+    worker: &super::Worker,
+    tx: &mut sqlx::PgConnection,
+    row: &NewCommand,
+    rejected: &Rejected,
+) -> Result<bool, StoreError> {
+    if !commands::insert(&mut *tx, row, None).await? {
+        return Ok(false);
+    }
+    let event = event_for(
+        &row.id,
+        &row.payload,
+        Outcome::Rejected,
+        Some(rejected.reason),
+        None,
+        0,
+        Reported {
+            description: Some(rejected.description.clone()),
+            ..Reported::default()
+        },
+    );
+    let body = serde_json::to_string(&event).expect("serializable");
+    commands::decide(
+        &mut *tx,
+        &row.id,
+        None,
+        "rejected",
+        Some(rejected.reason.as_str()),
+        &body,
+        None,
+    )
+    .await?;
+    enqueue_answer(worker, tx, row, &event).await?;
+    tracing::info!(
+        id = %Escaped::new(&row.id),
+        reason = rejected.reason.as_str(),
+        description = %Escaped::at_most(&rejected.description, 1024),
+        "command rejected"
+    );
+    Ok(true)
+}
+
+/// Refuses a command whose id was used by a different command: a
+/// `rejected` event, the original unchanged.
+async fn refuse_conflict(
+    worker: &super::Worker,
+    tx: &mut sqlx::PgConnection,
+    row: &NewCommand,
+    existing: &CommandRow,
+) -> Result<(), StoreError> {
+    let event = event_for(
+        &row.id,
+        &row.payload,
+        Outcome::Rejected,
+        Some(RejectReason::IdempotencyConflict),
+        None,
+        0,
+        Reported {
+            description: Some(format!(
+                "id `{}` was already used at {} by a command with a different payload; the original is unchanged",
+                row.id,
+                crate::events::format_timestamp(existing.received_at)
+            )),
+            ..Reported::default()
+        },
+    );
+    enqueue_answer(worker, tx, row, &event).await?;
+    tracing::warn!(id = %Escaped::new(&row.id), "idempotency conflict: same id, different payload");
+    Ok(())
+}
+
+/// Enqueues a decided command's stored event again, as a replay.
+async fn replay(
+    worker: &super::Worker,
+    tx: &mut sqlx::PgConnection,
+    row: &NewCommand,
+) -> Result<(), StoreError> {
+    // Read again as text: through serde_json::Value a number in the
+    // metadata could come back rounded.
+    let stored = commands::current_result(&mut *tx, &row.id)
+        .await?
+        .ok_or_else(|| StoreError::Missing(format!("the stored result of {}", row.id)))?;
+    let event: crate::events::ResultEvent =
+        serde_json::from_str(&stored).map_err(|source| StoreError::Unreadable {
+            what: format!("the stored result of {}", row.id),
+            source,
+        })?;
+    enqueue_answer(worker, tx, row, &event.replay()).await?;
+    tracing::info!(id = %Escaped::new(&row.id), "duplicate command: replaying its stored result");
+    Ok(())
 }
 
 /// Keeps an unreadable message: recorded in Postgres, then published to the
@@ -738,9 +510,15 @@ pub async fn dead_letter(
 #[derive(Debug, thiserror::Error)]
 pub enum DeadLetterError {
     #[error("database: {0}")]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] StoreError),
     #[error("no broker connection to publish the dead letter")]
     NoBroker,
     #[error("publishing the dead letter failed: {0}")]
     Publish(String),
+}
+
+impl From<sqlx::Error> for DeadLetterError {
+    fn from(error: sqlx::Error) -> Self {
+        DeadLetterError::Store(error.into())
+    }
 }

@@ -164,13 +164,11 @@ impl Worker {
     }
 }
 
-/// The key of a command's payment lease: the payment id, or one of its own
-/// (`list:<command id>`) for a command that names no payment.
-pub fn payment_key(payment_id: Option<&str>, command_id: &str) -> String {
-    match payment_id {
-        Some(id) => id.to_string(),
-        None => format!("list:{command_id}"),
-    }
+/// The key of a command's payment lease ([`PaymentKey::of`]).
+///
+/// [`PaymentKey::of`]: crate::store::leases::PaymentKey::of
+pub fn payment_key(payment_id: Option<&str>, command_id: &str) -> crate::store::leases::PaymentKey {
+    crate::store::leases::PaymentKey::of(payment_id, command_id)
 }
 
 /// A command this instance holds the lease of, ready to drive.
@@ -188,7 +186,7 @@ pub struct Job {
 impl Job {
     /// The key of the payment lease: the payment id, or one of its own for
     /// commands that have none (`transaction_list`).
-    pub fn payment_key(&self) -> String {
+    pub fn payment_key(&self) -> crate::store::leases::PaymentKey {
         payment_key(self.valid.request.payment_id.as_deref(), &self.row.id)
     }
 
@@ -236,8 +234,8 @@ impl Job {
                 currency: new.currency.clone(),
                 reply_to: new.reply_to.clone(),
                 correlation_id: new.correlation_id.clone(),
-                state: "running".into(),
-                phase: "ready".into(),
+                state: crate::store::lifecycle::CommandState::Running,
+                phase: crate::store::lifecycle::Phase::Ready,
                 attempts: 0,
                 next_run_at: Some(now),
                 lease_owner: Some(owner),

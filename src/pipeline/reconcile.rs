@@ -199,6 +199,12 @@ pub enum ReconcileNowError {
     Store(#[from] StoreError),
 }
 
+impl From<sqlx::Error> for ReconcileNowError {
+    fn from(error: sqlx::Error) -> Self {
+        ReconcileNowError::Store(error.into())
+    }
+}
+
 /// Reconciles one `unknown` command now, on an operator's request: the same
 /// inquiry and the same decision as the scheduled checks (the inquiry is an
 /// attempt row; a settlement publishes its `reconciled` event), with the
@@ -217,15 +223,15 @@ pub async fn reconcile_now(
     else {
         return Err(match commands::get(&mut conn, id).await? {
             None => ReconcileNowError::NotFound(id.to_string()),
-            Some(row) if row.state == "unsettled" => ReconcileNowError::Refused(
+            Some(row) if row.state.as_str() == "unsettled" => ReconcileNowError::Refused(
                 "the worker is checking this command right now; look again in a moment".into(),
             ),
             Some(row) => ReconcileNowError::Refused(format!(
                 "not an open unknown: state {}, outcome {}",
                 row.state,
                 row.settled_outcome
-                    .as_deref()
-                    .or(row.outcome.as_deref())
+                    .or(row.outcome)
+                    .map(|o| o.as_str())
                     .unwrap_or("not decided yet")
             )),
         });

@@ -2,6 +2,7 @@
 
 use sqlx::PgConnection;
 
+use super::lifecycle::AttemptStatus;
 use super::StoreError;
 use crate::gateways::{Classification, Exchange};
 
@@ -71,7 +72,7 @@ pub struct AttemptRow {
     pub id: i64,
     pub attempt_no: i32,
     pub kind: String,
-    pub status: String,
+    pub status: AttemptStatus,
     pub purpose: Option<String>,
     pub method: Option<String>,
     pub url: Option<String>,
@@ -100,6 +101,7 @@ pub async fn for_command(
     .bind(command_id)
     .fetch_all(conn)
     .await
+    .map_err(StoreError::from)
 }
 
 /// What one call did, to be recorded with others in one round trip.

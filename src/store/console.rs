@@ -240,47 +240,65 @@ pub async fn list_commands(
         filter.id_prefix.is_some() || filter.metadata.is_some() || filter.payment_id.is_some();
     let mut q: QueryBuilder<Postgres> = QueryBuilder::new("");
     if searched {
-        q.push(format!(
-            "WITH found AS MATERIALIZED (SELECT {LIST_COLUMNS} FROM commands WHERE true"
-        ));
-        if let Some(payment_id) = &filter.payment_id {
-            // The index is on (gateway, payment_id): name every gateway
-            // (and none) when the filter does not.
-            match &filter.gateway {
-                Some(gateway) => q.push(" AND gateway = ").push_bind(gateway.clone()),
-                None => q
-                    .push(" AND (gateway = ANY(")
-                    .push_bind(
-                        crate::gateways::registry::GATEWAYS
-                            .iter()
-                            .map(|g| g.name.to_string())
-                            .collect::<Vec<_>>(),
-                    )
-                    .push(") OR gateway IS NULL)"),
-            };
-            q.push(" AND payment_id = ").push_bind(payment_id.clone());
-        }
-        if let Some(prefix) = &filter.id_prefix {
-            // `text_pattern_ops` index: a prefix is a range scan whatever the collation.
-            q.push(" AND id LIKE ").push_bind(like_prefix(prefix));
-        }
-        if let Some((key, value)) = &filter.metadata {
-            // Containment, for the GIN index on the metadata; a value may
-            // have been sent as a string or as a number, so both are asked.
-            q.push(" AND (payload->'metadata' @> ")
-                .push_bind(serde_json::json!({ key: value }))
-                .push("::jsonb");
-            if let Ok(number) = value.parse::<serde_json::Number>() {
-                q.push(" OR payload->'metadata' @> ")
-                    .push_bind(serde_json::json!({ key: number }))
-                    .push("::jsonb");
-            }
-            q.push(")");
-        }
+        push_search(&mut q, filter);
         q.push(format!(") SELECT {LIST_COLUMNS} FROM found WHERE true"));
     } else {
         q.push(format!("SELECT {LIST_COLUMNS} FROM commands WHERE true"));
     }
+    push_filters(&mut q, filter, after);
+    q.push(" ORDER BY received_at DESC, id DESC LIMIT ")
+        .push_bind(limit);
+    q.build_query_as()
+        .fetch_all(conn)
+        .await
+        .map_err(StoreError::from)
+}
+
+/// The search of [`list_commands`]: the matches found through their own
+/// index, as the materialized CTE `found` (left open for its last `)`).
+fn push_search(q: &mut QueryBuilder<Postgres>, filter: &CommandFilter) {
+    q.push(format!(
+        "WITH found AS MATERIALIZED (SELECT {LIST_COLUMNS} FROM commands WHERE true"
+    ));
+    if let Some(payment_id) = &filter.payment_id {
+        // The index is on (gateway, payment_id): name every gateway
+        // (and none) when the filter does not.
+        match &filter.gateway {
+            Some(gateway) => q.push(" AND gateway = ").push_bind(gateway.clone()),
+            None => q
+                .push(" AND (gateway = ANY(")
+                .push_bind(
+                    crate::gateways::registry::GATEWAYS
+                        .iter()
+                        .map(|g| g.name.to_string())
+                        .collect::<Vec<_>>(),
+                )
+                .push(") OR gateway IS NULL)"),
+        };
+        q.push(" AND payment_id = ").push_bind(payment_id.clone());
+    }
+    if let Some(prefix) = &filter.id_prefix {
+        // `text_pattern_ops` index: a prefix is a range scan whatever the collation.
+        q.push(" AND id LIKE ").push_bind(like_prefix(prefix));
+    }
+    if let Some((key, value)) = &filter.metadata {
+        // Containment, for the GIN index on the metadata; a value may
+        // have been sent as a string or as a number, so both are asked.
+        q.push(" AND (payload->'metadata' @> ")
+            .push_bind(serde_json::json!({ key: value }))
+            .push("::jsonb");
+        if let Ok(number) = value.parse::<serde_json::Number>() {
+            q.push(" OR payload->'metadata' @> ")
+                .push_bind(serde_json::json!({ key: number }))
+                .push("::jsonb");
+        }
+        q.push(")");
+    }
+}
+
+/// The filters of [`list_commands`] that narrow what the walk or the
+/// search found, and the page's cursor.
+fn push_filters(q: &mut QueryBuilder<Postgres>, filter: &CommandFilter, after: Option<&Cursor>) {
     match filter.outcome.as_deref() {
         Some("pending") => {
             q.push(" AND outcome IS NULL");
@@ -314,9 +332,6 @@ pub async fn list_commands(
             .push_bind(cursor.id.clone())
             .push(")");
     }
-    q.push(" ORDER BY received_at DESC, id DESC LIMIT ")
-        .push_bind(limit);
-    q.build_query_as().fetch_all(conn).await
 }
 
 /// Every command on one payment, oldest first (bounded: a payment has a
@@ -336,6 +351,7 @@ pub async fn payment_commands(
     .bind(limit)
     .fetch_all(conn)
     .await
+    .map_err(StoreError::from)
 }
 
 /// One event of a command, as the timeline shows it.
@@ -365,6 +381,7 @@ pub async fn command_events(
     .bind(command_id)
     .fetch_all(conn)
     .await
+    .map_err(StoreError::from)
 }
 
 /// Leases an `unknown` command to `owner` for an immediate reconciliation,
@@ -388,6 +405,7 @@ pub async fn claim_unsettled(
     .bind(lease.as_secs_f64())
     .fetch_optional(conn)
     .await
+    .map_err(StoreError::from)
 }
 
 /// Gives back a lease taken by [`claim_unsettled`] when nothing was done
@@ -440,6 +458,7 @@ pub async fn audit(
     .bind(result)
     .fetch_one(conn)
     .await
+    .map_err(StoreError::from)
 }
 
 #[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
@@ -476,6 +495,7 @@ pub async fn audit_page(
     .bind(limit)
     .fetch_all(conn)
     .await
+    .map_err(StoreError::from)
 }
 
 pub async fn audit_row(conn: &mut PgConnection, id: i64) -> Result<Option<AuditRow>, StoreError> {
@@ -485,6 +505,7 @@ pub async fn audit_row(conn: &mut PgConnection, id: i64) -> Result<Option<AuditR
     .bind(id)
     .fetch_optional(conn)
     .await
+    .map_err(StoreError::from)
 }
 
 /// The ids of waiting dead letters whose reason contains `reason` (any when

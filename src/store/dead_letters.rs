@@ -98,6 +98,7 @@ pub async fn insert(conn: &mut PgConnection, record: &Record) -> Result<i64, Sto
     .bind(&record.properties)
     .fetch_one(conn)
     .await
+    .map_err(StoreError::from)
 }
 
 /// One dead letter, whole: what a requeue publishes.
@@ -163,6 +164,7 @@ pub async fn list(
     .bind(preview_bytes)
     .fetch_all(conn)
     .await
+    .map_err(StoreError::from)
 }
 
 /// The newest dead letter's id (0 when there is none).
@@ -170,6 +172,7 @@ pub async fn last_id(conn: &mut PgConnection) -> Result<i64, StoreError> {
     sqlx::query_scalar("SELECT COALESCE(max(id), 0) FROM dead_letters")
         .fetch_one(conn)
         .await
+        .map_err(StoreError::from)
 }
 
 /// The ids of the dead letters not requeued yet, oldest first, above
@@ -189,6 +192,7 @@ pub async fn waiting_ids(
     .bind(limit)
     .fetch_all(conn)
     .await
+    .map_err(StoreError::from)
 }
 
 /// One dead letter, whole.
@@ -199,6 +203,7 @@ pub async fn get(conn: &mut PgConnection, id: i64) -> Result<Option<DeadLetterRo
     .bind(id)
     .fetch_optional(conn)
     .await
+    .map_err(StoreError::from)
 }
 
 pub async fn mark_requeued(conn: &mut PgConnection, id: i64) -> Result<bool, StoreError> {

@@ -9,10 +9,14 @@ pub mod attempts;
 pub mod commands;
 pub mod console;
 pub mod dead_letters;
+pub mod error;
+pub mod leases;
+pub mod lifecycle;
 pub mod notifications;
 pub mod outbox;
 pub mod reports;
 pub mod retention;
+pub mod stages;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -23,30 +27,20 @@ use sqlx::{ConnectOptions, Connection, PgPool};
 
 use crate::config::DatabaseSettings;
 
-pub type StoreError = sqlx::Error;
+pub use error::{is_data_error, is_rolled_back, is_transient, Classified, ErrorClass, StoreError};
 
 /// Migrations embedded in the binary: a deployment needs no files beside it.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-
-/// Whether the database rolled a transaction back for a deadlock or a
-/// serialization failure: nothing of it was written, and running it again
-/// is safe. (Intake locks a running command to count a duplicate while a
-/// batch writer holds it for a foreign-key check, and the other way round.)
-pub fn is_rolled_back(error: &StoreError) -> bool {
-    matches!(
-        error.as_database_error().and_then(|e| e.code()).as_deref(),
-        Some("40P01") | Some("40001")
-    )
-}
 
 /// Runs a whole transaction again, a few times, when it was rolled back as
 /// [`is_rolled_back`]. Without this, a batch writer's deadlock failed every
 /// command of its batch, and they waited out their leases (90 s) before
 /// being resumed.
-pub async fn retry_transient<F, Fut, T>(mut run: F) -> Result<T, StoreError>
+pub async fn retry_transient<F, Fut, T, E>(mut run: F) -> Result<T, E>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, StoreError>>,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: Classified + std::fmt::Display,
 {
     let mut retries = 0u64;
     loop {
@@ -106,7 +100,7 @@ pub fn statement_timeout_setting(timeout: Duration) -> (&'static str, String) {
 ///
 /// `sslmode` in the URL always wins (e.g. `disable` inside a private
 /// container network, `require` to keep the old unverified encryption).
-pub fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
+pub fn connect_options(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
     let options = PgConnectOptions::from_str(url)?;
     let explicit = url::Url::parse(url)
         .map(|u| u.query_pairs().any(|(k, _)| k == "sslmode"))
@@ -188,9 +182,7 @@ impl Store {
                 .await?;
         let expected = MIGRATOR.iter().count() as i64;
         if applied < expected {
-            return Err(sqlx::Error::Protocol(format!(
-                "{applied} of {expected} migrations applied"
-            )));
+            return Err(StoreError::NotMigrated { applied, expected });
         }
         Ok(())
     }
@@ -220,50 +212,11 @@ pub async fn ensure_database(url: &str) -> Result<(), StoreError> {
             Ok(_) => tracing::info!(database = %name, "created database"),
             // Another instance created it between our check and our create.
             Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
     }
     admin.close().await?;
     Ok(())
-}
-
-/// Whether an error means the database is unreachable right now (worth waiting
-/// for) rather than a bug or a constraint.
-pub fn is_transient(error: &StoreError) -> bool {
-    matches!(
-        error,
-        sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed
-            | sqlx::Error::Tls(_)
-    ) || is_rolled_back(error)
-        || matches!(error, sqlx::Error::Database(e) if e.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")))
-}
-
-/// Whether an error says that the statement can never succeed with this
-/// data (a value PostgreSQL refuses, a row too large for an index, a
-/// constraint), as opposed to a database that is away, busy or shutting
-/// down, or a transaction rolled back for a deadlock: those are transient
-/// and worth waiting for. Intake takes a batch that failed for its data
-/// apart, one delivery at a time, so that one bad message cannot hold up the
-/// rest; retrying it unchanged would fail forever.
-pub fn is_data_error(error: &StoreError) -> bool {
-    match error {
-        sqlx::Error::Database(e) => {
-            let code = e.code();
-            let class = code.as_deref().map(|c| c.get(..2).unwrap_or(c));
-            // 08 connection, 40 rollback, 53 resources, 55 object state
-            // (locks), 57 operator intervention (shutdown, statement
-            // timeout), 58 system, XX internal: none is about the data.
-            !matches!(
-                class,
-                None | Some("08" | "40" | "53" | "55" | "57" | "58" | "XX")
-            )
-        }
-        sqlx::Error::Encode(_) | sqlx::Error::Decode(_) | sqlx::Error::ColumnDecode { .. } => true,
-        _ => false,
-    }
 }
 
 /// The durable figures the metrics report, read in one round trip. Abandoned

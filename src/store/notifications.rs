@@ -72,6 +72,7 @@ pub async fn record(
     .bind(n.answer_body)
     .fetch_one(conn)
     .await
+    .map_err(StoreError::from)
 }
 
 /// What was done about a notification.
@@ -158,6 +159,7 @@ pub async fn get(conn: &mut PgConnection, id: i64) -> Result<Option<Notification
     .bind(id)
     .fetch_optional(conn)
     .await
+    .map_err(StoreError::from)
 }
 
 /// Locks one notification until the transaction ends.
@@ -168,6 +170,7 @@ pub async fn lock(conn: &mut PgConnection, id: i64) -> Result<Option<Notificatio
     .bind(id)
     .fetch_optional(conn)
     .await
+    .map_err(StoreError::from)
 }
 
 /// Newest first, received within `since`, optionally of one decision.
@@ -188,6 +191,7 @@ pub async fn list(
     .bind(limit)
     .fetch_all(conn)
     .await
+    .map_err(StoreError::from)
 }
 
 /// Unverified notifications whose inquiry is due, locked for this
@@ -204,6 +208,7 @@ pub async fn due_inquiries(
     .bind(limit)
     .fetch_all(conn)
     .await
+    .map_err(StoreError::from)
 }
 
 /// Puts an unverified notification's inquiry off (rate limit, no answer).
@@ -239,6 +244,7 @@ pub async fn due_holds(
     .bind(limit)
     .fetch_all(conn)
     .await
+    .map_err(StoreError::from)
 }
 
 /// Ends a hold: released by a person, or its deadline's action.
@@ -283,6 +289,7 @@ pub async fn for_payment(
     .bind(limit)
     .fetch_all(conn)
     .await
+    .map_err(StoreError::from)
 }
 
 /// Open holds, nearest deadline first (the console's "needs a person").
@@ -298,6 +305,7 @@ pub async fn open_hold_rows(
     .bind(limit)
     .fetch_all(conn)
     .await
+    .map_err(StoreError::from)
 }
 
 /// Holds still open, and the age of the oldest, for the metrics.
@@ -308,6 +316,7 @@ pub async fn open_holds(conn: &mut PgConnection) -> Result<(i64, f64), StoreErro
     )
     .fetch_one(conn)
     .await
+    .map_err(StoreError::from)
 }
 
 /// Makes a queued command due only after `delay` (a rule's `delay`).

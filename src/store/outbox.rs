@@ -72,6 +72,7 @@ pub async fn lock_unpublished(
     .bind(limit)
     .fetch_all(conn)
     .await
+    .map_err(StoreError::from)
 }
 
 pub async fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> Result<(), StoreError> {
@@ -183,6 +184,7 @@ pub async fn backlog(conn: &mut PgConnection) -> Result<(i64, f64), StoreError> 
     )
     .fetch_one(conn)
     .await
+    .map_err(StoreError::from)
 }
 
 /// Every event stored for a command, oldest first (for `show`).
@@ -196,6 +198,7 @@ pub async fn for_command(
     .bind(command_id)
     .fetch_all(conn)
     .await
+    .map_err(StoreError::from)
 }
 
 /// One event to stage in a batch.

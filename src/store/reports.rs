@@ -61,6 +61,7 @@ pub async fn needing_attention(
     .bind(limit)
     .fetch_all(conn)
     .await
+    .map_err(StoreError::from)
 }
 
 /// One dead letter, locked until the transaction ends, so that two operators
@@ -76,6 +77,7 @@ pub async fn lock_dead_letter(
     .bind(id)
     .fetch_optional(conn)
     .await
+    .map_err(StoreError::from)
 }
 
 /// The migration versions recorded as applied; empty when sqlx's bookkeeping
@@ -90,4 +92,5 @@ pub async fn applied_migrations(conn: &mut PgConnection) -> Result<Vec<i64>, Sto
     sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
         .fetch_all(conn)
         .await
+        .map_err(StoreError::from)
 }
