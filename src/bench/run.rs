@@ -2,6 +2,8 @@
 //! the floor (`--reference`), start the worker, publish the workload while
 //! collecting its events, then read the counters and build the report.
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,7 +11,7 @@ use anyhow::{bail, Context as _};
 use futures::StreamExt;
 use lapin::options::{ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties};
+use lapin::{Connection, ConnectionProperties, Consumer};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
@@ -19,197 +21,112 @@ use super::measure::{LatencySummary, Proc};
 use super::pgcount::RoundTripProxy;
 use super::publish::{self, Pace, CONFIRM_WINDOW};
 use super::report::{Report, Settings};
-use super::tally::{bind_events, collect, progress_bar, Tally};
+use super::tally::{bind_events, collect, progress_bar, Publishing, Tally};
 use super::workload::Workload;
 use super::{
     prefill, reference, BenchArgs, DEFAULT_AMQP_URL, DEFAULT_PG_SERVER, REPLAY_GRACE,
     START_TIMEOUT, STOP_GRACE,
 };
 use crate::broker::{self, Topology};
-use crate::simulator::{Simulator, SimulatorConfig};
+use crate::simulator::{RunningSimulator, Simulator, SimulatorConfig};
+use url::Url;
+
+/// The run's names, all from one fresh uuid.
+struct Names {
+    uuid: String,
+    /// `bench.<uuid>`: the queues and exchanges.
+    prefix: String,
+    /// `bench_<uuid>`: the database.
+    db_name: String,
+}
+
+impl Names {
+    fn fresh() -> Names {
+        let uuid = uuid::Uuid::new_v4().simple().to_string();
+        Names {
+            prefix: format!("bench.{uuid}"),
+            db_name: format!("bench_{uuid}"),
+            uuid,
+        }
+    }
+
+    fn topology(&self) -> Topology {
+        Topology {
+            command_queue: format!("{}.commands", self.prefix),
+            result_exchange: format!("{}.events", self.prefix),
+            dead_letter_queue: format!("{}.commands.dead", self.prefix),
+        }
+    }
+}
+
+/// What the counters said when the worker had started consuming.
+struct Before {
+    worker_proc: Proc,
+    bench_proc: Proc,
+    worker_cpu: Duration,
+    bench_cpu: Duration,
+    commits: i64,
+    round_trips: Option<u64>,
+}
+
+/// What the run measured, read from the counters, the events and the
+/// database; [`report`] turns it into the report.
+struct Measured {
+    workload: Arc<Workload>,
+    tally: Tally,
+    published: Vec<Option<Instant>>,
+    reference: Option<reference::ReferenceResult>,
+    before: Before,
+    after: After,
+    commits_after: i64,
+    attempts: i64,
+    /// Per command, the gateway's own time (ms) summed over its attempts.
+    gateway_ms: HashMap<String, f64>,
+}
 
 pub(super) async fn bench(args: &BenchArgs, env: &mut Env) -> anyhow::Result<Report> {
-    let uuid = uuid::Uuid::new_v4().simple().to_string();
-    let prefix = format!("bench.{uuid}");
-    let db_name = format!("bench_{uuid}");
-    let defaults = Knobs::worker_defaults();
-    let knobs = Knobs {
-        max_in_flight: args.in_flight.unwrap_or(defaults.max_in_flight),
-        prefetch: args.prefetch.unwrap_or(defaults.prefetch),
-        db_pool: args.db_pool.unwrap_or(defaults.db_pool),
-    };
+    let names = Names::fresh();
+    let knobs = knobs(args);
     let mut notes = Vec::new();
 
     // Broker, database, simulator.
-    let amqp_url = std::env::var("AMQP_URL")
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| DEFAULT_AMQP_URL.into());
-    let amqp = Connection::connect(
-        &amqp_url,
-        ConnectionProperties::default().with_connection_name(format!("bench {uuid}").into()),
-    )
-    .await
-    .context("connecting to RabbitMQ ($AMQP_URL)")?;
-    let amqp = &*env.amqp.insert(amqp);
-    let server = std::env::var("DATABASE_URL")
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| DEFAULT_PG_SERVER.into());
-    let db_url = database_url(&server, &db_name)?;
-    crate::store::ensure_database(db_url.as_str())
-        .await
-        .with_context(|| format!("creating the database {db_name}"))?;
-    env.database = Some((db_url.to_string(), db_name.clone()));
-    // One connection: the bench's own backend is then the only one left
-    // once the worker has stopped (see `wait_for_backends_gone`).
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(crate::store::connect_options(db_url.as_str())?)
-        .await
-        .context("connecting to the bench database")?;
-    let pool = env.pool.insert(pool).clone();
-    if args.prefill > 0 {
-        crate::store::MIGRATOR
-            .run(&pool)
-            .await
-            .context("migrating the bench database before pre-filling it")?;
-        let took = prefill::fill(&pool, args.prefill)
-            .await
-            .context("pre-filling the database")?;
-        notes.push(format!(
-            "the database was pre-filled with {} finished commands, their attempts and events in {:.0} s",
-            args.prefill,
-            took.as_secs_f64()
-        ));
-    }
-
-    let simulator_url = match &args.simulator_url {
-        Some(url) => url.trim_end_matches('/').to_string(),
-        None => {
-            let mut config = SimulatorConfig::sandbox();
-            config.faults.latency = args.latency;
-            let simulator = Simulator::start(config)
-                .await
-                .context("starting the simulator")?;
-            env.simulator.insert(simulator).base_url()
-        }
-    };
-
-    let topology = Topology {
-        command_queue: format!("{prefix}.commands"),
-        result_exchange: format!("{prefix}.events"),
-        dead_letter_queue: format!("{prefix}.commands.dead"),
-    };
-    env.topology = Some(topology.clone());
-    let channel = amqp.create_channel().await?;
-    broker::declare(&channel, &topology)
-        .await
-        .context("declaring the bench topology")?;
-
+    let Prepared {
+        amqp_url,
+        db_url,
+        pool,
+        simulator_url,
+        topology,
+    } = prepare(args, &names, env, &mut notes).await?;
+    let amqp = env.amqp.as_ref().expect("connected by prepare");
     let seed = args.seed.unwrap_or_else(rand::random);
-    let workload = Arc::new(Workload::generate(args.commands, &uuid[..12], seed));
+    let workload = Arc::new(Workload::generate(args.commands, &names.uuid[..12], seed));
 
     // The floor, before the worker exists.
     let reference = if args.reference {
-        let concurrency = knobs.max_in_flight.min(knobs.prefetch as usize);
-        let settings = reference::ReferenceSettings {
-            prefix: &prefix,
-            database_url: db_url.as_str(),
-            concurrency,
-            pool: knobs.db_pool,
-            prefetch: knobs.prefetch,
-            rate: args.rate,
-        };
-        let bodies: Vec<Vec<u8>> = workload.commands.iter().map(|c| c.body.clone()).collect();
-        eprintln!(
-            "reference loop: {} messages, concurrency {concurrency}, pool {}",
-            bodies.len(),
-            knobs.db_pool
-        );
-        Some(
-            reference::run(amqp, &settings, &bodies)
-                .await
-                .context("the reference loop")?,
-        )
+        Some(run_reference(amqp, args, &names, &db_url, knobs, &workload).await?)
     } else {
         None
     };
 
     // The worker.
     let worker_db_url = if args.count_round_trips {
-        let target = format!(
-            "{}:{}",
-            db_url.host_str().expect("checked"),
-            db_url.port().unwrap_or(5432)
-        );
-        let proxy = RoundTripProxy::start(target)
-            .await
-            .context("starting the round-trip proxy")?;
-        let url = through_proxy(&db_url, proxy.port);
-        env.proxy = Some(proxy);
-        notes.push(
-            "round trips were counted through a proxy, which adds its own latency to every query"
-                .to_string(),
-        );
-        url
+        counted(&db_url, &mut env.proxy, &mut notes).await?
     } else {
         db_url.clone()
     };
-    let dir = std::env::temp_dir().join(format!("backoffice-bench-{uuid}"));
-    std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let dir = env.dir.insert(dir);
-    let config_path = dir.join("worker.toml");
-    let log_path = dir.join("worker.log");
-    std::fs::write(
-        &config_path,
-        child::config_text(
-            &amqp_url,
-            &topology,
-            worker_db_url.as_str(),
-            &simulator_url,
-            knobs,
-        )?,
-    )
-    .context("writing the worker configuration")?;
-
-    // Our event queue is bound before anything is published.
-    let mut events = bind_events(amqp, &topology).await?;
-    let worker = env
-        .worker
-        .insert(WorkerChild::spawn(&config_path, &log_path)?);
-    wait_until_consuming(amqp, &topology, worker).await?;
-    let worker_proc = worker.proc();
-    let bench_proc = Proc::current();
-    let worker_cpu_before = worker_proc.cpu()?;
-    let bench_cpu_before = bench_proc.cpu()?;
-    let commits_before = xact_commit(&pool, &db_name).await?;
-    let round_trips_before = env.proxy.as_ref().map(|p| p.round_trips());
+    let config = child::config_text(
+        &amqp_url,
+        &topology,
+        worker_db_url.as_str(),
+        &simulator_url,
+        knobs,
+    )?;
+    let dir = env.dir.insert(worker_dir(&names.uuid)?);
+    let (mut events, worker) = start_worker(amqp, &topology, dir, config, &mut env.worker).await?;
+    let before = Before::read(worker, &pool, &names.db_name, env.proxy.as_ref()).await?;
 
     // Publish, and collect events meanwhile.
-    let pace = match args.rate {
-        Some(rate) => Pace::Rate(rate),
-        None => Pace::Windows(CONFIRM_WINDOW),
-    };
-    let publisher = amqp.create_channel().await?;
-    publisher
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    let publishing = {
-        let workload = workload.clone();
-        let queue = topology.command_queue.clone();
-        tokio::spawn(async move {
-            let mut published: Vec<Option<Instant>> = vec![None; workload.commands.len()];
-            let bodies: Vec<&[u8]> = workload.messages.iter().map(|m| &m.body[..]).collect();
-            publish::publish(&publisher, "", &queue, bodies, pace, |index, at| {
-                let command = workload.messages[index].command;
-                published[command].get_or_insert(at);
-            })
-            .await?;
-            let _ = publisher.close(200, "published".into()).await;
-            Ok::<_, anyhow::Error>(published)
-        })
-    };
+    let publishing = start_publishing(amqp, &workload, &topology, args.rate).await?;
     let timeout = args.timeout.unwrap_or_else(|| default_timeout(args, knobs));
     let mut tally = Tally::new(&workload);
     let progress = progress_bar(args.commands as u64);
@@ -226,26 +143,311 @@ pub(super) async fn bench(args: &BenchArgs, env: &mut Env) -> anyhow::Result<Rep
     let published = collected?;
 
     // Measure before stopping (the /proc entries go with the process).
-    let worker_cpu_after = worker_proc.cpu()?;
-    let worker_rss = worker_proc.peak_rss()?;
-    let bench_cpu_after = bench_proc.cpu()?;
-    let round_trips = match (round_trips_before, env.proxy.as_ref()) {
-        (Some(before), Some(proxy)) => Some(proxy.round_trips() - before),
-        _ => None,
+    let after = After::read(&before, env.proxy.as_ref(), &mut notes)?;
+    late_replays(&mut events, &mut tally, workload.duplicates).await;
+    stop_worker(env, &mut notes).await?;
+    wait_for_backends_gone(&pool, &names.db_name).await;
+    let measured = Measured {
+        commits_after: xact_commit(&pool, &names.db_name).await?,
+        attempts: sqlx::query_scalar("SELECT count(*) FROM attempts")
+            .fetch_one(&pool)
+            .await
+            .context("counting attempts")?,
+        gateway_ms: gateway_ms(&pool).await?,
+        workload,
+        tally,
+        published,
+        reference,
+        before,
+        after,
     };
-    if let Some(proxy) = env.proxy.as_ref() {
-        let lost = proxy.counts.lost.load(std::sync::atomic::Ordering::Relaxed);
-        if lost > 0 {
-            notes.push(format!(
-                "{lost} database connections could not be parsed by the proxy; their round trips are missing"
-            ));
-        }
-    }
+    Ok(report(args, knobs, names, measured, notes))
+}
 
-    // Late replays only: they count, but not towards the wall time.
-    if tally.replays < workload.duplicates {
+/// What `prepare` made, besides what it put in the [`Env`].
+struct Prepared {
+    amqp_url: String,
+    db_url: Url,
+    /// The bench's own connection to the database.
+    pool: PgPool,
+    simulator_url: String,
+    topology: Topology,
+}
+
+/// Connects to the broker, creates the database (pre-filled with
+/// `--prefill`), starts the simulator (unless `--simulator-url`) and
+/// declares the run's queues.
+async fn prepare(
+    args: &BenchArgs,
+    names: &Names,
+    env: &mut Env,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<Prepared> {
+    let amqp_url = from_env("AMQP_URL", DEFAULT_AMQP_URL);
+    let amqp = &*env
+        .amqp
+        .insert(connect_broker(&amqp_url, &names.uuid).await?);
+    let db_url = database_url(&from_env("DATABASE_URL", DEFAULT_PG_SERVER), &names.db_name)?;
+    crate::store::ensure_database(db_url.as_str())
+        .await
+        .with_context(|| format!("creating the database {}", names.db_name))?;
+    env.database = Some((db_url.to_string(), names.db_name.clone()));
+    let pool = env.pool.insert(open_pool(&db_url).await?).clone();
+    if args.prefill > 0 {
+        notes.push(prefill_database(&pool, args.prefill).await?);
+    }
+    let simulator_url = match &args.simulator_url {
+        Some(url) => url.trim_end_matches('/').to_string(),
+        None => env
+            .simulator
+            .insert(start_simulator(args).await?)
+            .base_url(),
+    };
+    let topology = names.topology();
+    env.topology = Some(topology.clone());
+    let channel = amqp.create_channel().await?;
+    broker::declare(&channel, &topology)
+        .await
+        .context("declaring the bench topology")?;
+    Ok(Prepared {
+        amqp_url,
+        db_url,
+        pool,
+        simulator_url,
+        topology,
+    })
+}
+
+/// The worker's knobs: the arguments', or the worker's own defaults.
+fn knobs(args: &BenchArgs) -> Knobs {
+    let defaults = Knobs::worker_defaults();
+    Knobs {
+        max_in_flight: args.in_flight.unwrap_or(defaults.max_in_flight),
+        prefetch: args.prefetch.unwrap_or(defaults.prefetch),
+        db_pool: args.db_pool.unwrap_or(defaults.db_pool),
+    }
+}
+
+/// `$name` when set and not empty, else `default`.
+fn from_env(name: &str, default: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.into())
+}
+
+async fn connect_broker(amqp_url: &str, uuid: &str) -> anyhow::Result<Connection> {
+    Connection::connect(
+        amqp_url,
+        ConnectionProperties::default().with_connection_name(format!("bench {uuid}").into()),
+    )
+    .await
+    .context("connecting to RabbitMQ ($AMQP_URL)")
+}
+
+/// One connection: the bench's own backend is then the only one left once
+/// the worker has stopped (see `wait_for_backends_gone`).
+async fn open_pool(db_url: &Url) -> anyhow::Result<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(crate::store::connect_options(db_url.as_str())?)
+        .await
+        .context("connecting to the bench database")
+}
+
+/// Migrates and pre-fills the database; returns the note that says so.
+async fn prefill_database(pool: &PgPool, count: u64) -> anyhow::Result<String> {
+    crate::store::MIGRATOR
+        .run(pool)
+        .await
+        .context("migrating the bench database before pre-filling it")?;
+    let took = prefill::fill(pool, count)
+        .await
+        .context("pre-filling the database")?;
+    Ok(format!(
+        "the database was pre-filled with {} finished commands, their attempts and events in {:.0} s",
+        count,
+        took.as_secs_f64()
+    ))
+}
+
+async fn start_simulator(args: &BenchArgs) -> anyhow::Result<RunningSimulator> {
+    let mut config = SimulatorConfig::sandbox();
+    config.faults.latency = args.latency;
+    Simulator::start(config)
+        .await
+        .context("starting the simulator")
+}
+
+/// The bare loop over the workload's bodies, with the worker's knobs.
+async fn run_reference(
+    amqp: &Connection,
+    args: &BenchArgs,
+    names: &Names,
+    db_url: &Url,
+    knobs: Knobs,
+    workload: &Workload,
+) -> anyhow::Result<reference::ReferenceResult> {
+    let concurrency = knobs.max_in_flight.min(knobs.prefetch as usize);
+    let settings = reference::ReferenceSettings {
+        prefix: &names.prefix,
+        database_url: db_url.as_str(),
+        concurrency,
+        pool: knobs.db_pool,
+        prefetch: knobs.prefetch,
+        rate: args.rate,
+    };
+    let bodies: Vec<Vec<u8>> = workload.commands.iter().map(|c| c.body.clone()).collect();
+    eprintln!(
+        "reference loop: {} messages, concurrency {concurrency}, pool {}",
+        bodies.len(),
+        knobs.db_pool
+    );
+    reference::run(amqp, &settings, &bodies)
+        .await
+        .context("the reference loop")
+}
+
+/// The database's URL through a counting proxy, started in `slot`.
+async fn counted(
+    db_url: &Url,
+    slot: &mut Option<RoundTripProxy>,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<Url> {
+    let target = format!(
+        "{}:{}",
+        db_url.host_str().expect("checked"),
+        db_url.port().unwrap_or(5432)
+    );
+    let proxy = RoundTripProxy::start(target)
+        .await
+        .context("starting the round-trip proxy")?;
+    let url = through_proxy(db_url, proxy.port);
+    *slot = Some(proxy);
+    notes.push(
+        "round trips were counted through a proxy, which adds its own latency to every query"
+            .to_string(),
+    );
+    Ok(url)
+}
+
+/// The folder of the worker's config and log.
+fn worker_dir(uuid: &str) -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("backoffice-bench-{uuid}"));
+    std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// The counters once every command has its terminal event, before the
+/// worker stops.
+struct After {
+    worker_cpu: Duration,
+    worker_rss: u64,
+    bench_cpu: Duration,
+    round_trips: Option<u64>,
+}
+
+impl After {
+    fn read(
+        before: &Before,
+        proxy: Option<&RoundTripProxy>,
+        notes: &mut Vec<String>,
+    ) -> anyhow::Result<After> {
+        let after = After {
+            worker_cpu: before.worker_proc.cpu()?,
+            worker_rss: before.worker_proc.peak_rss()?,
+            bench_cpu: before.bench_proc.cpu()?,
+            round_trips: match (before.round_trips, proxy) {
+                (Some(earlier), Some(proxy)) => Some(proxy.round_trips() - earlier),
+                _ => None,
+            },
+        };
+        if let Some(proxy) = proxy {
+            let lost = proxy.counts.lost.load(std::sync::atomic::Ordering::Relaxed);
+            if lost > 0 {
+                notes.push(format!(
+                    "{lost} database connections could not be parsed by the proxy; their round trips are missing"
+                ));
+            }
+        }
+        Ok(after)
+    }
+}
+
+/// Writes the worker's configuration in `dir`, binds our event queue
+/// (before anything is published), starts the worker and waits until it
+/// consumes.
+async fn start_worker<'w>(
+    amqp: &Connection,
+    topology: &Topology,
+    dir: &Path,
+    config: String,
+    slot: &'w mut Option<WorkerChild>,
+) -> anyhow::Result<(Consumer, &'w mut WorkerChild)> {
+    let (config_path, log_path) = (dir.join("worker.toml"), dir.join("worker.log"));
+    std::fs::write(&config_path, config).context("writing the worker configuration")?;
+    let events = bind_events(amqp, topology).await?;
+    let worker = slot.insert(WorkerChild::spawn(&config_path, &log_path)?);
+    wait_until_consuming(amqp, topology, worker).await?;
+    Ok((events, worker))
+}
+
+impl Before {
+    async fn read(
+        worker: &WorkerChild,
+        pool: &PgPool,
+        db_name: &str,
+        proxy: Option<&RoundTripProxy>,
+    ) -> anyhow::Result<Before> {
+        let worker_proc = worker.proc();
+        let bench_proc = Proc::current();
+        Ok(Before {
+            worker_cpu: worker_proc.cpu()?,
+            bench_cpu: bench_proc.cpu()?,
+            commits: xact_commit(pool, db_name).await?,
+            round_trips: proxy.map(|p| p.round_trips()),
+            worker_proc,
+            bench_proc,
+        })
+    }
+}
+
+/// Publishes the workload (paced at `rate`, else in confirm windows) on a
+/// task of its own; it answers when each command's first copy went out.
+async fn start_publishing(
+    amqp: &Connection,
+    workload: &Arc<Workload>,
+    topology: &Topology,
+    rate: Option<f64>,
+) -> anyhow::Result<Publishing> {
+    let pace = match rate {
+        Some(rate) => Pace::Rate(rate),
+        None => Pace::Windows(CONFIRM_WINDOW),
+    };
+    let publisher = amqp.create_channel().await?;
+    publisher
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let workload = workload.clone();
+    let queue = topology.command_queue.clone();
+    Ok(tokio::spawn(async move {
+        let mut published: Vec<Option<Instant>> = vec![None; workload.commands.len()];
+        let bodies: Vec<&[u8]> = workload.messages.iter().map(|m| &m.body[..]).collect();
+        publish::publish(&publisher, "", &queue, bodies, pace, |index, at| {
+            let command = workload.messages[index].command;
+            published[command].get_or_insert(at);
+        })
+        .await?;
+        let _ = publisher.close(200, "published".into()).await;
+        Ok::<_, anyhow::Error>(published)
+    }))
+}
+
+/// Late replays only: they count, but not towards the wall time.
+async fn late_replays(events: &mut Consumer, tally: &mut Tally, duplicates: usize) {
+    if tally.replays < duplicates {
         let _ = tokio::time::timeout(REPLAY_GRACE, async {
-            while tally.replays < workload.duplicates {
+            while tally.replays < duplicates {
                 match events.next().await {
                     Some(Ok(delivery)) => tally.record(&delivery.data, Instant::now()),
                     _ => break,
@@ -254,8 +456,10 @@ pub(super) async fn bench(args: &BenchArgs, env: &mut Env) -> anyhow::Result<Rep
         })
         .await;
     }
+}
 
-    // A stopped worker has flushed its statistics to pg_stat_database.
+/// A stopped worker has flushed its statistics to pg_stat_database.
+async fn stop_worker(env: &mut Env, notes: &mut Vec<String>) -> anyhow::Result<()> {
     if let Some(mut worker) = env.worker.take() {
         let status = worker.stop(STOP_GRACE).await?;
         if !status.success() {
@@ -263,55 +467,74 @@ pub(super) async fn bench(args: &BenchArgs, env: &mut Env) -> anyhow::Result<Rep
         }
         env.worker = Some(worker);
     }
-    wait_for_backends_gone(&pool, &db_name).await;
-    let commits_after = xact_commit(&pool, &db_name).await?;
-    let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM attempts")
-        .fetch_one(&pool)
-        .await
-        .context("counting attempts")?;
+    Ok(())
+}
 
-    let n = args.commands;
-    let first_publish = published.iter().flatten().min().copied();
-    let last_event = tally.arrival.iter().flatten().max().copied();
-    let wall = match (first_publish, last_event) {
-        (Some(first), Some(last)) => last.saturating_duration_since(first),
-        _ => Duration::ZERO,
-    };
-    let latencies: Vec<Duration> = published
-        .iter()
-        .zip(&tally.arrival)
-        .filter_map(|(p, a)| Some(a.as_ref()?.saturating_duration_since(*p.as_ref()?)))
-        .collect();
-    // The gateway's own time per command: what the worker measured around
-    // each of its HTTP calls, summed over the command's attempts.
-    let gateway_ms: std::collections::HashMap<String, f64> = sqlx::query_as(
+/// The gateway's own time per command: what the worker measured around
+/// each of its HTTP calls, summed over the command's attempts.
+async fn gateway_ms(pool: &PgPool) -> anyhow::Result<HashMap<String, f64>> {
+    let rows: Vec<(String, f64)> = sqlx::query_as(
         "SELECT command_id, COALESCE(sum(latency_ms), 0)::float8 FROM attempts GROUP BY command_id",
     )
-    .fetch_all(&pool)
+    .fetch_all(pool)
     .await
-    .context("summing gateway time")?
-    .into_iter()
-    .collect();
-    let over_gateway: Vec<Duration> = workload
-        .commands
-        .iter()
-        .zip(published.iter().zip(&tally.arrival))
-        .filter_map(|(c, (p, a))| {
-            let total = a.as_ref()?.saturating_duration_since(*p.as_ref()?);
-            let gateway = Duration::from_secs_f64(gateway_ms.get(&c.id)? / 1000.0);
-            Some(total.saturating_sub(gateway))
-        })
-        .collect();
-    let commands_per_sec = n as f64 / wall.as_secs_f64().max(f64::EPSILON);
-    // When publishing takes as long as the whole run, the publisher (not the
-    // worker) set the pace.
-    let last_publish = published.iter().flatten().max().copied();
-    let publish = match (first_publish, last_publish) {
-        (Some(first), Some(last)) => last.saturating_duration_since(first),
-        _ => Duration::ZERO,
-    };
-    let worker_cpu = worker_cpu_after.saturating_sub(worker_cpu_before);
-    let pg_commits = commits_after - commits_before;
+    .context("summing gateway time")?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Wall time, publishing time, latencies and latencies over the gateway's
+/// own time, from when each command was published and its event arrived.
+struct Timings {
+    wall: Duration,
+    publish: Duration,
+    latencies: Vec<Duration>,
+    over_gateway: Vec<Duration>,
+}
+
+impl Timings {
+    fn of(m: &Measured) -> Timings {
+        let first_publish = m.published.iter().flatten().min().copied();
+        let last_event = m.tally.arrival.iter().flatten().max().copied();
+        let wall = match (first_publish, last_event) {
+            (Some(first), Some(last)) => last.saturating_duration_since(first),
+            _ => Duration::ZERO,
+        };
+        let latencies: Vec<Duration> = m
+            .published
+            .iter()
+            .zip(&m.tally.arrival)
+            .filter_map(|(p, a)| Some(a.as_ref()?.saturating_duration_since(*p.as_ref()?)))
+            .collect();
+        let over_gateway: Vec<Duration> = m
+            .workload
+            .commands
+            .iter()
+            .zip(m.published.iter().zip(&m.tally.arrival))
+            .filter_map(|(c, (p, a))| {
+                let total = a.as_ref()?.saturating_duration_since(*p.as_ref()?);
+                let gateway = Duration::from_secs_f64(m.gateway_ms.get(&c.id)? / 1000.0);
+                Some(total.saturating_sub(gateway))
+            })
+            .collect();
+        // When publishing takes as long as the whole run, the publisher (not
+        // the worker) set the pace.
+        let last_publish = m.published.iter().flatten().max().copied();
+        let publish = match (first_publish, last_publish) {
+            (Some(first), Some(last)) => last.saturating_duration_since(first),
+            _ => Duration::ZERO,
+        };
+        Timings {
+            wall,
+            publish,
+            latencies,
+            over_gateway,
+        }
+    }
+}
+
+/// The notes every run adds about what its figures include.
+fn run_notes(args: &BenchArgs, m: &Measured, notes: &mut Vec<String>) {
+    let tally = &m.tally;
     notes.push(
         "pg commits include the bench's own few queries and the worker's idle polling".to_string(),
     );
@@ -327,10 +550,10 @@ pub(super) async fn bench(args: &BenchArgs, env: &mut Env) -> anyhow::Result<Rep
             tally.unreadable
         ));
     }
-    if tally.replays < workload.duplicates {
+    if tally.replays < m.workload.duplicates {
         notes.push(format!(
             "{} of {} replays arrived within {REPLAY_GRACE:?} of the last terminal event",
-            tally.replays, workload.duplicates
+            tally.replays, m.workload.duplicates
         ));
     }
     if args.rate.is_none() {
@@ -340,58 +563,84 @@ pub(super) async fn bench(args: &BenchArgs, env: &mut Env) -> anyhow::Result<Rep
                 .to_string(),
         );
     }
-    let ratio = reference
+}
+
+fn settings(args: &BenchArgs, knobs: Knobs, clock_ticks_per_second: u64) -> Settings {
+    Settings {
+        in_flight: knobs.max_in_flight,
+        prefetch: knobs.prefetch,
+        db_pool: knobs.db_pool,
+        latency_ms: if args.simulator_url.is_some() {
+            0
+        } else {
+            args.latency.as_millis() as u64
+        },
+        rate: args.rate,
+        simulator: args
+            .simulator_url
+            .clone()
+            .unwrap_or_else(|| "in-process".into()),
+        clock_ticks_per_second,
+    }
+}
+
+fn report(
+    args: &BenchArgs,
+    knobs: Knobs,
+    names: Names,
+    m: Measured,
+    mut notes: Vec<String>,
+) -> Report {
+    let n = args.commands;
+    let timings = Timings::of(&m);
+    let commands_per_sec = n as f64 / timings.wall.as_secs_f64().max(f64::EPSILON);
+    let worker_cpu = m.after.worker_cpu.saturating_sub(m.before.worker_cpu);
+    let pg_commits = m.commits_after - m.before.commits;
+    run_notes(args, &m, &mut notes);
+    let ratio = m
+        .reference
         .as_ref()
         .map(|r| commands_per_sec / r.commands_per_sec.max(f64::EPSILON));
-
-    Ok(Report {
-        run_id: uuid,
-        database: format!("{db_name} ({})", if args.keep { "kept" } else { "dropped" }),
-        settings: Settings {
-            in_flight: knobs.max_in_flight,
-            prefetch: knobs.prefetch,
-            db_pool: knobs.db_pool,
-            latency_ms: if args.simulator_url.is_some() {
-                0
-            } else {
-                args.latency.as_millis() as u64
-            },
-            rate: args.rate,
-            simulator: args
-                .simulator_url
-                .clone()
-                .unwrap_or_else(|| "in-process".into()),
-            clock_ticks_per_second: worker_proc.ticks_per_second(),
-        },
+    let tally = m.tally;
+    Report {
+        run_id: names.uuid,
+        database: format!(
+            "{} ({})",
+            names.db_name,
+            if args.keep { "kept" } else { "dropped" }
+        ),
+        settings: settings(args, knobs, m.before.worker_proc.ticks_per_second()),
         commands: n,
-        duplicates: workload.duplicates,
+        duplicates: m.workload.duplicates,
         completed: tally.completed,
         replays: tally.replays,
         reconciled: tally.reconciled,
         repeated_terminal_events: tally.repeated,
-        wall_seconds: wall.as_secs_f64(),
-        publish_seconds: publish.as_secs_f64(),
+        wall_seconds: timings.wall.as_secs_f64(),
+        publish_seconds: timings.publish.as_secs_f64(),
         commands_per_sec,
-        latency: LatencySummary::from_samples(latencies),
-        over_gateway: LatencySummary::from_samples(over_gateway),
-        outcomes: tally.outcomes.clone(),
+        latency: LatencySummary::from_samples(timings.latencies),
+        over_gateway: LatencySummary::from_samples(timings.over_gateway),
+        outcomes: tally.outcomes,
         worker_cpu_seconds: worker_cpu.as_secs_f64(),
         worker_cpu_ms_per_command: worker_cpu.as_secs_f64() * 1000.0 / n as f64,
-        worker_cpu_total_seconds: worker_cpu_after.as_secs_f64(),
-        worker_peak_rss_mib: worker_rss as f64 / (1024.0 * 1024.0),
-        bench_cpu_seconds: bench_cpu_after
-            .saturating_sub(bench_cpu_before)
+        worker_cpu_total_seconds: m.after.worker_cpu.as_secs_f64(),
+        worker_peak_rss_mib: m.after.worker_rss as f64 / (1024.0 * 1024.0),
+        bench_cpu_seconds: m
+            .after
+            .bench_cpu
+            .saturating_sub(m.before.bench_cpu)
             .as_secs_f64(),
-        attempts,
-        attempts_per_command: attempts as f64 / n as f64,
+        attempts: m.attempts,
+        attempts_per_command: m.attempts as f64 / n as f64,
         pg_commits,
         pg_commits_per_command: pg_commits as f64 / n as f64,
-        round_trips,
-        round_trips_per_command: round_trips.map(|r| r as f64 / n as f64),
-        reference,
+        round_trips: m.after.round_trips,
+        round_trips_per_command: m.after.round_trips.map(|r| r as f64 / n as f64),
+        reference: m.reference,
         ratio_to_reference: ratio,
         notes,
-    })
+    }
 }
 
 /// Generous: two minutes, plus 20 ms per command, plus the publishing time
