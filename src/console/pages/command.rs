@@ -12,6 +12,7 @@ use super::render::*;
 use super::{layout, page, Nav};
 use crate::listener::Body;
 use crate::store::attempts::AttemptRow;
+use crate::store::commands::CommandRow;
 use crate::store::console::{self as queries, AuditRow, EventRow};
 
 enum Entry<'a> {
@@ -43,32 +44,8 @@ pub(super) async fn command(
         _ => Vec::new(),
     };
     let now = OffsetDateTime::now_utc();
-    let mut timeline: Vec<(OffsetDateTime, u8, Entry)> =
-        vec![(row.received_at, 0, Entry::Received)];
-    for (n, a) in attempts.iter().enumerate() {
-        timeline.push((a.started_at, 1, Entry::Attempt(n + 1, a)));
-    }
-    if let Some(at) = row.decided_at {
-        timeline.push((at, 2, Entry::Decided));
-    }
-    for e in &events {
-        timeline.push((e.created_at, 3, Entry::Event(e)));
-    }
-    if let Some(at) = row.settled_at {
-        timeline.push((at, 2, Entry::Settled));
-    }
-    for a in &actions {
-        timeline.push((a.at, 4, Entry::Action(a)));
-    }
-    timeline.sort_by_key(|(at, order, _)| (*at, *order));
+    let timeline = timeline(&row, &attempts, &events, &actions);
     let payload: serde_json::Value = serde_json::from_str(&row.payload).unwrap_or_default();
-    let result = row.settled_result.as_ref().or(row.result.as_ref());
-    let said = |k: &str| {
-        result
-            .and_then(|r| r.get(k))
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-    };
     let back = format!("/console/commands/{}", encode(id));
     Ok(page(
         StatusCode::OK,
@@ -79,19 +56,7 @@ pub(super) async fn command(
             html! {
                 (banner(&done))
                 h1 { "Command " span.mono { (id) } }
-                dl.facts {
-                    dt { "Outcome" } dd #outcome { (current_outcome(row.outcome.as_deref(), row.settled_outcome.as_deref())) @if let Some(r) = &row.reason { " " span.note { (r) } } }
-                    dt { "State" } dd #state { (row.state) " (phase " (row.phase) ")" }
-                    dt { "Gateway" } dd { (row.gateway.as_deref().unwrap_or("-")) " · account " (row.account.as_deref().unwrap_or("-")) }
-                    dt { "Operation" } dd { (row.operation.as_deref().unwrap_or("-")) }
-                    dt { "Payment" } dd #payment { (payment_link(row.gateway.as_deref(), row.payment_id.as_deref())) }
-                    dt { "Amount" } dd { (amount(row.amount_minor, row.currency.as_deref())) }
-                    @if let Some(d) = said("description") { dt { "Gateway said" } dd { (d) @if let Some(s) = said("gateway_status") { " · status " (s) } @if let Some(c) = said("gateway_code") { " · code " (c) } } }
-                    dt { "Attempts" } dd { (row.attempts) @if row.reconcile_checks > 0 { " · " (row.reconcile_checks) " reconciliation checks" } }
-                    dt { "Received" } dd { (when(row.received_at, now)) }
-                    dt { "Decided" } dd { (maybe_when(row.decided_at, now)) }
-                    @if row.reply_to.is_some() { dt { "Reply to" } dd.mono { (row.reply_to.as_deref().unwrap_or("")) } }
-                }
+                (facts(&row, now))
                 @if row.state == "unsettled" {
                     form.action #reconcile method="post" action=(format!("/console/commands/{}/reconcile", encode(id))) {
                         input type="hidden" name="back" value=(back);
@@ -100,14 +65,7 @@ pub(super) async fn command(
                         @if !caller.role.may_act() { span.note { " (operators only)" } }
                     }
                 }
-                h2 { "Recovery point" }
-                p {
-                    @if row.phase == "calling" { "phase " strong { "calling" } ": a call may be in flight; whoever resumes this command inquires before sending again." }
-                    @else { "phase ready: nothing is in flight for the current attempt." }
-                    @if let Some(at) = row.next_run_at { @if matches!(row.state.as_str(), "queued" | "unsettled") { " Next run " (when(at, now)) "." } }
-                    @if let Some(until) = row.lease_until { @if row.state == "running" { " Leased until " (utc(until)) "." } }
-                    " Each attempt's intent below was committed before its call was sent."
-                }
+                (recovery_point(&row, now))
                 @if let Some(snapshot) = &row.before_snapshot {
                     details { summary { "Payment before the attempt (before-snapshot)" } pre { (pretty(snapshot)) } }
                 }
@@ -130,6 +88,75 @@ pub(super) async fn command(
             },
         ),
     ))
+}
+
+/// Everything that happened to the command, in order (at the same instant:
+/// received, attempt, decided or settled, event, console action).
+fn timeline<'a>(
+    row: &CommandRow,
+    attempts: &'a [AttemptRow],
+    events: &'a [EventRow],
+    actions: &'a [AuditRow],
+) -> Vec<(OffsetDateTime, u8, Entry<'a>)> {
+    let mut timeline: Vec<(OffsetDateTime, u8, Entry)> =
+        vec![(row.received_at, 0, Entry::Received)];
+    for (n, a) in attempts.iter().enumerate() {
+        timeline.push((a.started_at, 1, Entry::Attempt(n + 1, a)));
+    }
+    if let Some(at) = row.decided_at {
+        timeline.push((at, 2, Entry::Decided));
+    }
+    for e in events {
+        timeline.push((e.created_at, 3, Entry::Event(e)));
+    }
+    if let Some(at) = row.settled_at {
+        timeline.push((at, 2, Entry::Settled));
+    }
+    for a in actions {
+        timeline.push((a.at, 4, Entry::Action(a)));
+    }
+    timeline.sort_by_key(|(at, order, _)| (*at, *order));
+    timeline
+}
+
+/// What the command is and where it stands.
+fn facts(row: &CommandRow, now: OffsetDateTime) -> Markup {
+    let result = row.settled_result.as_ref().or(row.result.as_ref());
+    let said = |k: &str| {
+        result
+            .and_then(|r| r.get(k))
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    html! {
+    dl.facts {
+        dt { "Outcome" } dd #outcome { (current_outcome(row.outcome.as_deref(), row.settled_outcome.as_deref())) @if let Some(r) = &row.reason { " " span.note { (r) } } }
+        dt { "State" } dd #state { (row.state) " (phase " (row.phase) ")" }
+        dt { "Gateway" } dd { (row.gateway.as_deref().unwrap_or("-")) " · account " (row.account.as_deref().unwrap_or("-")) }
+        dt { "Operation" } dd { (row.operation.as_deref().unwrap_or("-")) }
+        dt { "Payment" } dd #payment { (payment_link(row.gateway.as_deref(), row.payment_id.as_deref())) }
+        dt { "Amount" } dd { (amount(row.amount_minor, row.currency.as_deref())) }
+        @if let Some(d) = said("description") { dt { "Gateway said" } dd { (d) @if let Some(s) = said("gateway_status") { " · status " (s) } @if let Some(c) = said("gateway_code") { " · code " (c) } } }
+        dt { "Attempts" } dd { (row.attempts) @if row.reconcile_checks > 0 { " · " (row.reconcile_checks) " reconciliation checks" } }
+        dt { "Received" } dd { (when(row.received_at, now)) }
+        dt { "Decided" } dd { (maybe_when(row.decided_at, now)) }
+        @if row.reply_to.is_some() { dt { "Reply to" } dd.mono { (row.reply_to.as_deref().unwrap_or("")) } }
+    }
+    }
+}
+
+/// Where a resumed command starts again, and when.
+fn recovery_point(row: &CommandRow, now: OffsetDateTime) -> Markup {
+    html! {
+    h2 { "Recovery point" }
+    p {
+        @if row.phase == "calling" { "phase " strong { "calling" } ": a call may be in flight; whoever resumes this command inquires before sending again." }
+        @else { "phase ready: nothing is in flight for the current attempt." }
+        @if let Some(at) = row.next_run_at { @if matches!(row.state.as_str(), "queued" | "unsettled") { " Next run " (when(at, now)) "." } }
+        @if let Some(until) = row.lease_until { @if row.state == "running" { " Leased until " (utc(until)) "." } }
+        " Each attempt's intent below was committed before its call was sent."
+    }
+    }
 }
 
 pub(super) fn attempt(n: usize, a: &AttemptRow, now: OffsetDateTime) -> Markup {

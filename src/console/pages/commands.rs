@@ -2,7 +2,7 @@
 //! cursor pages, and the search box.
 
 use hyper::{Response, StatusCode};
-use maud::html;
+use maud::{html, Markup};
 use time::OffsetDateTime;
 
 use super::super::auth::Caller;
@@ -170,6 +170,34 @@ pub(super) async fn commands(
     let mut conn = console.conn().await?;
     let page_rows = CommandsPage::load(&mut conn, &filter, after.as_ref()).await?;
     let now = OffsetDateTime::now_utc();
+    let next = page_rows
+        .next_cursor()
+        .map(|cursor| list_url(query, Some(cursor)));
+    Ok(page(
+        StatusCode::OK,
+        layout(
+            "Commands",
+            caller,
+            Nav::Commands,
+            html! {
+                h1 { "Commands" }
+                (filters_form(query))
+                @if page_rows.rows.is_empty() {
+                    p.note { "No command matches." }
+                } @else {
+                    (commands_table(&page_rows.rows, now))
+                }
+                p.pager {
+                    @if after.is_some() { a href=(list_url(query, None)) { "← first page" } " " }
+                    @if let Some(next) = next { a #next href=(next) { "next page →" } }
+                }
+            },
+        ),
+    ))
+}
+
+/// The filters, as the query asked them.
+fn filters_form(query: &[(String, String)]) -> Markup {
     let value = |name: &str| {
         query
             .iter()
@@ -186,18 +214,6 @@ pub(super) async fn commands(
             }
         }
     };
-    let next = page_rows.next_cursor().map(|cursor| {
-        let mut pairs: Vec<(String, String)> = query
-            .iter()
-            .filter(|(k, _)| k != "after" && k != "done")
-            .cloned()
-            .collect();
-        pairs.push(("after".into(), cursor));
-        format!(
-            "/console/commands?{}",
-            serde_urlencoded::to_string(&pairs).unwrap_or_default()
-        )
-    });
     let gateways: Vec<&str> = crate::gateways::registry::GATEWAYS
         .iter()
         .map(|g| g.name)
@@ -206,65 +222,55 @@ pub(super) async fn commands(
         .iter()
         .map(|o| o.as_str())
         .collect();
-    Ok(page(
-        StatusCode::OK,
-        layout(
-            "Commands",
-            caller,
-            Nav::Commands,
-            html! {
-                h1 { "Commands" }
-                form.filters method="get" action="/console/commands" {
-                    label { "Outcome" (select("outcome", &OUTCOMES)) }
-                    label { "State" (select("state", &STATES)) }
-                    label { "Gateway" (select("gateway", &gateways)) }
-                    label { "Operation" (select("operation", &operations)) }
-                    label { "Account" input type="text" name="account" value=(value("account")); }
-                    label { "Payment id" input type="text" name="payment_id" value=(value("payment_id")); }
-                    label { "Id or prefix" input type="text" name="id" id="f-id" value=(value("id")); }
-                    label { "Metadata key=value" input type="text" name="metadata" value=(value("metadata")) placeholder="order_ref=A-17"; }
-                    label { "Received from (UTC)" input type="text" name="from" value=(value("from")) placeholder="2026-12-04 10:00 or 2h"; }
-                    label { "to" input type="text" name="to" value=(value("to")) placeholder="2026-12-04 12:00"; }
-                    button type="submit" { "Filter" }
-                    a href="/console/commands" { "clear" }
-                }
-                @if page_rows.rows.is_empty() {
-                    p.note { "No command matches." }
-                } @else {
-                    table #commands {
-                        thead { tr { th { "Id" } th { "Gateway" } th { "Operation" } th { "Payment" } th.num { "Amount" } th { "State" } th { "Outcome" } th.num { "Attempts" } th { "Received" } } }
-                        tbody {
-                            @for c in &page_rows.rows {
-                                tr data-id=(c.id) {
-                                    td { (command_link(&c.id)) }
-                                    td { (c.gateway.as_deref().unwrap_or("-")) " " span.note { (c.account.as_deref().unwrap_or("")) } }
-                                    td { (c.operation.as_deref().unwrap_or("-")) }
-                                    td { (payment_link(c.gateway.as_deref(), c.payment_id.as_deref())) }
-                                    td.num { (amount(c.amount_minor, c.currency.as_deref())) }
-                                    td { (c.state) }
-                                    td.outcome { (current_outcome(c.outcome.as_deref(), c.settled_outcome.as_deref())) }
-                                    td.num { (c.attempts) }
-                                    td { (when(c.received_at, now)) }
-                                }
-                            }
-                        }
-                    }
-                }
-                p.pager {
-                    @if after.is_some() { a href=(first_page(query)) { "← first page" } " " }
-                    @if let Some(next) = next { a #next href=(next) { "next page →" } }
-                }
-            },
-        ),
-    ))
+    html! {
+    form.filters method="get" action="/console/commands" {
+        label { "Outcome" (select("outcome", &OUTCOMES)) }
+        label { "State" (select("state", &STATES)) }
+        label { "Gateway" (select("gateway", &gateways)) }
+        label { "Operation" (select("operation", &operations)) }
+        label { "Account" input type="text" name="account" value=(value("account")); }
+        label { "Payment id" input type="text" name="payment_id" value=(value("payment_id")); }
+        label { "Id or prefix" input type="text" name="id" id="f-id" value=(value("id")); }
+        label { "Metadata key=value" input type="text" name="metadata" value=(value("metadata")) placeholder="order_ref=A-17"; }
+        label { "Received from (UTC)" input type="text" name="from" value=(value("from")) placeholder="2026-12-04 10:00 or 2h"; }
+        label { "to" input type="text" name="to" value=(value("to")) placeholder="2026-12-04 12:00"; }
+        button type="submit" { "Filter" }
+        a href="/console/commands" { "clear" }
+    }
+    }
 }
 
-/// The same filters, from the first page.
-pub(super) fn first_page(query: &[(String, String)]) -> String {
-    let pairs: Vec<&(String, String)> = query
+fn commands_table(rows: &[ListedCommand], now: OffsetDateTime) -> Markup {
+    html! {
+    table #commands {
+        thead { tr { th { "Id" } th { "Gateway" } th { "Operation" } th { "Payment" } th.num { "Amount" } th { "State" } th { "Outcome" } th.num { "Attempts" } th { "Received" } } }
+        tbody {
+            @for c in rows {
+                tr data-id=(c.id) {
+                    td { (command_link(&c.id)) }
+                    td { (c.gateway.as_deref().unwrap_or("-")) " " span.note { (c.account.as_deref().unwrap_or("")) } }
+                    td { (c.operation.as_deref().unwrap_or("-")) }
+                    td { (payment_link(c.gateway.as_deref(), c.payment_id.as_deref())) }
+                    td.num { (amount(c.amount_minor, c.currency.as_deref())) }
+                    td { (c.state) }
+                    td.outcome { (current_outcome(c.outcome.as_deref(), c.settled_outcome.as_deref())) }
+                    td.num { (c.attempts) }
+                    td { (when(c.received_at, now)) }
+                }
+            }
+        }
+    }
+    }
+}
+
+/// The same filters, from the first page or from `after`.
+fn list_url(query: &[(String, String)], after: Option<String>) -> String {
+    let mut pairs: Vec<(String, String)> = query
         .iter()
         .filter(|(k, _)| k != "after" && k != "done")
+        .cloned()
         .collect();
+    pairs.extend(after.map(|cursor| ("after".to_string(), cursor)));
     format!(
         "/console/commands?{}",
         serde_urlencoded::to_string(&pairs).unwrap_or_default()

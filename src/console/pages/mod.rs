@@ -151,7 +151,28 @@ pub async fn route(
         (Method::GET, ["find"]) => find(console, &query).await,
         (Method::GET, ["commands"]) => commands(console, caller, &query).await,
         (Method::GET, ["commands", id]) => command(console, caller, &segment(id)?, banner).await,
-        (Method::POST, ["commands", id, "reconcile"]) => {
+        (Method::GET, ["payments", gateway, payment_id]) => {
+            payment(console, caller, &segment(gateway)?, &segment(payment_id)?).await
+        }
+        (Method::GET, ["attention"]) => attention(console, caller, banner).await,
+        (Method::GET, ["dead-letters", id]) => {
+            dead_letter(console, caller, number(id)?, banner).await
+        }
+        (Method::GET, ["audit"]) => audit(console, caller, &query, banner).await,
+        (Method::POST, path) => act(console, caller, request, path).await,
+        _ => Err(ConsoleError::NotFound("no such page".into())),
+    }
+}
+
+/// The actions (POST): each goes back to the page it was asked from.
+async fn act(
+    console: &Console,
+    caller: &Caller,
+    request: Request<Incoming>,
+    path: &[&str],
+) -> Result<Response<Body>, ConsoleError> {
+    match path {
+        ["commands", id, "reconcile"] => {
             let id = segment(id)?;
             let form: ActionForm = form(request).await?;
             let done = actions::reconcile(
@@ -167,14 +188,7 @@ pub async fn route(
                 done.audit_id,
             ))
         }
-        (Method::GET, ["payments", gateway, payment_id]) => {
-            payment(console, caller, &segment(gateway)?, &segment(payment_id)?).await
-        }
-        (Method::GET, ["attention"]) => attention(console, caller, banner).await,
-        (Method::GET, ["dead-letters", id]) => {
-            dead_letter(console, caller, number(id)?, banner).await
-        }
-        (Method::POST, ["dead-letters", id, "requeue"]) => {
+        ["dead-letters", id, "requeue"] => {
             let id = number(id)?;
             let form: ActionForm = form(request).await?;
             let done =
@@ -186,7 +200,7 @@ pub async fn route(
                 done.audit_id,
             ))
         }
-        (Method::POST, ["dead-letters", "requeue"]) => {
+        ["dead-letters", "requeue"] => {
             let form: ActionForm = form(request).await?;
             let bulk = actions::requeue_matching(
                 console,
@@ -197,7 +211,7 @@ pub async fn route(
             .await?;
             Ok(back(&form.back, "/console/attention", bulk.audit_id))
         }
-        (Method::POST, ["holds", id, "release"]) => {
+        ["holds", id, "release"] => {
             let id = number(id)?;
             let form: ActionForm = form(request).await?;
             let done = actions::release(
@@ -210,7 +224,6 @@ pub async fn route(
             .await?;
             Ok(back(&form.back, "/console/attention", done.audit_id))
         }
-        (Method::GET, ["audit"]) => audit(console, caller, &query, banner).await,
         _ => Err(ConsoleError::NotFound("no such page".into())),
     }
 }
