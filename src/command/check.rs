@@ -17,6 +17,19 @@ impl Command {
     /// problem found is the one reported. Every text field is first checked
     /// to be short and printable, so that what a rejection echoes is bounded.
     pub fn check(&self) -> Result<(), Rejected> {
+        self.check_texts()?;
+        self.check_id_and_gateway()?;
+        let operation = self.operation()?;
+        self.check_account()?;
+        self.check_payment_id(operation)?;
+        self.check_amount_and_currency()?;
+        self.list_span(operation)?;
+        Ok(())
+    }
+
+    /// Every text field short and printable, so that what a rejection
+    /// echoes is bounded.
+    fn check_texts(&self) -> Result<(), Rejected> {
         let text_fields = [
             ("id", &self.id),
             ("gateway", &self.gateway),
@@ -48,6 +61,10 @@ impl Command {
             }
         }
 
+        Ok(())
+    }
+
+    fn check_id_and_gateway(&self) -> Result<(), Rejected> {
         let id = self
             .id
             .as_deref()
@@ -73,7 +90,10 @@ impl Command {
                 ),
             ));
         }
-        let operation = self.operation()?;
+        Ok(())
+    }
+
+    fn check_account(&self) -> Result<(), Rejected> {
         let account = self.account_name();
         if account.is_empty() {
             return Err(Rejected::invalid("account", "must not be empty"));
@@ -84,6 +104,11 @@ impl Command {
                 format!("must be at most {MAX_ACCOUNT_CHARS} characters"),
             ));
         }
+        Ok(())
+    }
+
+    /// A payment id for every operation but a transaction list.
+    fn check_payment_id(&self, operation: Operation) -> Result<(), Rejected> {
         match (&self.payment_id, operation) {
             (None, Operation::TransactionList) => {}
             (None, _) => return Err(Rejected::invalid("payment_id", "missing")),
@@ -101,6 +126,10 @@ impl Command {
             }
             (Some(_), _) => {}
         }
+        Ok(())
+    }
+
+    fn check_amount_and_currency(&self) -> Result<(), Rejected> {
         if let Some(text) = &self.amount {
             Amount::parse_positive(text).map_err(|e| Rejected::invalid("amount", e))?;
         }
@@ -112,7 +141,6 @@ impl Command {
                 ));
             }
         }
-        self.list_span(operation)?;
         Ok(())
     }
 

@@ -35,48 +35,95 @@ fn field_value(text: &str) -> FieldValue {
     }
 }
 
+/// A message body's fields, each as its JSON text.
+type Fields = BTreeMap<String, Box<RawValue>>;
+
 /// Reads a message body as a command. Never panics, whatever the bytes.
 pub fn read(body: &[u8]) -> Reading {
-    let fields: BTreeMap<String, Box<RawValue>> = match serde_json::from_slice(body) {
+    let fields: Fields = match serde_json::from_slice(body) {
         Ok(fields) => fields,
         Err(e) if e.is_data() => return Reading::Unreadable("not a JSON object".into()),
         Err(e) => {
             return Reading::Unreadable(format!("not JSON: {}", Escaped::new(&e.to_string())))
         }
     };
-    let id = match fields.get("id").map(|raw| field_value(raw.get())) {
-        None | Some(FieldValue::Null) => return Reading::Unreadable("no `id` field".into()),
-        Some(FieldValue::Other(_)) => return Reading::Unreadable("`id` is not a string".into()),
-        Some(FieldValue::BadText) => {
-            return Reading::Unreadable("`id` is not valid Unicode text".into())
+    let id = match usable_id(&fields) {
+        Ok(id) => id,
+        Err(why) => return Reading::Unreadable(why),
+    };
+    let mut command = Command {
+        id: Some(id),
+        ..Command::default()
+    };
+    let mut problems = Problems::default();
+    unknown_fields(&fields, &mut problems);
+    text_fields(&fields, &mut command, &mut problems);
+    if let Some(raw) = fields.get("metadata") {
+        if !matches!(field_value(raw.get()), FieldValue::Null) {
+            match read_metadata(raw.get()) {
+                Ok(metadata) => command.metadata = Some(metadata),
+                Err(why) => problems.note("metadata", raw, || Rejected::invalid("metadata", why)),
+            }
         }
+    }
+    let problem = problems.first.or_else(|| command.check().err());
+    match problem {
+        None => Reading::Command(Box::new(command)),
+        Some(rejected) => Reading::Rejected {
+            command: Box::new(command),
+            rejected,
+            extra: problems.extra,
+        },
+    }
+}
+
+/// The first problem found (the one reported), and the fields that are not
+/// part of the command as their JSON text (for the fingerprint).
+#[derive(Default)]
+struct Problems {
+    first: Option<Rejected>,
+    extra: Vec<(String, String)>,
+}
+
+impl Problems {
+    fn note(&mut self, name: &str, raw: &RawValue, rejected: impl FnOnce() -> Rejected) {
+        self.first.get_or_insert_with(rejected);
+        self.extra.push((name.to_string(), raw.get().to_string()));
+    }
+}
+
+/// The `id`, when it can be answered: text, not empty, at most
+/// [`MAX_USABLE_ID_BYTES`], no control character. Otherwise why not.
+fn usable_id(fields: &Fields) -> Result<String, String> {
+    let id = match fields.get("id").map(|raw| field_value(raw.get())) {
+        None | Some(FieldValue::Null) => return Err("no `id` field".into()),
+        Some(FieldValue::Other(_)) => return Err("`id` is not a string".into()),
+        Some(FieldValue::BadText) => return Err("`id` is not valid Unicode text".into()),
         Some(FieldValue::Text(id)) => id,
     };
     if id.is_empty() {
-        return Reading::Unreadable("`id` is empty".into());
+        return Err("`id` is empty".into());
     }
     if id.len() > MAX_USABLE_ID_BYTES {
-        return Reading::Unreadable(format!(
+        return Err(format!(
             "`id` is longer than {MAX_USABLE_ID_BYTES} bytes ({} bytes)",
             id.len()
         ));
     }
     if id.chars().any(Escaped::is_unsafe) {
-        return Reading::Unreadable(format!(
+        return Err(format!(
             "`id` contains a control character: `{}`",
             Escaped::at_most(&id, SHOWN_NAME_CHARS)
         ));
     }
+    Ok(id)
+}
 
-    let mut command = Command {
-        id: Some(id),
-        ..Command::default()
-    };
-    let mut problem: Option<Rejected> = None;
-    let mut extra = Vec::new();
-    for (key, raw) in &fields {
+/// Any field that is not one of [`FIELDS`].
+fn unknown_fields(fields: &Fields, problems: &mut Problems) {
+    for (key, raw) in fields {
         if !FIELDS.contains(&key.as_str()) {
-            problem.get_or_insert_with(|| {
+            problems.note(key, raw, || {
                 let shown = match key.as_str() {
                     "" => "\"\"".to_string(),
                     key => Escaped::at_most(key, SHOWN_NAME_CHARS).to_string(),
@@ -86,9 +133,13 @@ pub fn read(body: &[u8]) -> Reading {
                     format!("unknown field (a command has only {})", FIELDS.join(", ")),
                 )
             });
-            extra.push((key.clone(), raw.get().to_string()));
         }
     }
+}
+
+/// The fields that are text (all but `id` and `metadata`): a string, or
+/// `null` for absent.
+fn text_fields(fields: &Fields, command: &mut Command, problems: &mut Problems) {
     let Command {
         gateway,
         account,
@@ -99,8 +150,8 @@ pub fn read(body: &[u8]) -> Reading {
         from,
         to,
         ..
-    } = &mut command;
-    let text_fields: [(&str, &mut Option<String>); 8] = [
+    } = command;
+    let slots: [(&str, &mut Option<String>); 8] = [
         ("gateway", gateway),
         ("account", account),
         ("operation", operation),
@@ -110,46 +161,20 @@ pub fn read(body: &[u8]) -> Reading {
         ("from", from),
         ("to", to),
     ];
-    for (name, slot) in text_fields {
+    for (name, slot) in slots {
         let Some(raw) = fields.get(name) else {
             continue;
         };
         match field_value(raw.get()) {
             FieldValue::Null => {}
             FieldValue::Text(text) => *slot = Some(text),
-            FieldValue::BadText => {
-                problem.get_or_insert_with(|| {
-                    Rejected::invalid(name, "is not valid Unicode text (a lone surrogate escape)")
-                });
-                extra.push((name.to_string(), raw.get().to_string()));
-            }
-            FieldValue::Other(kind) => {
-                problem.get_or_insert_with(|| {
-                    Rejected::invalid(name, format!("must be a string, not {kind}"))
-                });
-                extra.push((name.to_string(), raw.get().to_string()));
-            }
+            FieldValue::BadText => problems.note(name, raw, || {
+                Rejected::invalid(name, "is not valid Unicode text (a lone surrogate escape)")
+            }),
+            FieldValue::Other(kind) => problems.note(name, raw, || {
+                Rejected::invalid(name, format!("must be a string, not {kind}"))
+            }),
         }
-    }
-    if let Some(raw) = fields.get("metadata") {
-        if !matches!(field_value(raw.get()), FieldValue::Null) {
-            match read_metadata(raw.get()) {
-                Ok(metadata) => command.metadata = Some(metadata),
-                Err(why) => {
-                    problem.get_or_insert_with(|| Rejected::invalid("metadata", why));
-                    extra.push(("metadata".into(), raw.get().to_string()));
-                }
-            }
-        }
-    }
-    let problem = problem.or_else(|| command.check().err());
-    match problem {
-        None => Reading::Command(Box::new(command)),
-        Some(rejected) => Reading::Rejected {
-            command: Box::new(command),
-            rejected,
-            extra,
-        },
     }
 }
 
