@@ -210,6 +210,19 @@ impl Simulation {
 
     /// Creates a payment as the admin asks; refuses an id or reference in use.
     pub fn create_payment(&self, new: NewPayment) -> Result<PaymentView, AdminError> {
+        let (id, reference, currency, created_at) = self.new_payment_fields(&new)?;
+        match new.gateway {
+            GatewayId::Paymentz => self.create_paymentz(&new, id, reference, currency, created_at),
+            GatewayId::Praxis => self.create_praxis(&new, id, reference, currency, created_at),
+        }
+    }
+
+    /// The new payment's id (given, or the next), reference, currency and
+    /// creation time, each checked.
+    fn new_payment_fields(
+        &self,
+        new: &NewPayment,
+    ) -> Result<(String, String, String, OffsetDateTime), AdminError> {
         let currency = new.currency.clone().unwrap_or_else(|| {
             match new.gateway {
                 GatewayId::Paymentz => "EUR",
@@ -248,56 +261,70 @@ impl Simulation {
             .reference
             .clone()
             .unwrap_or_else(|| format!("order-{id}"));
-        match new.gateway {
-            GatewayId::Paymentz => {
-                let payment = build_payment::<PzStatus>(&new, id, reference, currency, created_at)?;
-                let mut shard = self.paymentz.lock(&payment.id);
-                if shard.contains_key(&payment.id) {
-                    return Err(AdminError::Conflict(format!(
-                        "paymentz payment {} exists",
-                        payment.id
-                    )));
-                }
-                let mut refs = self.paymentz_references.lock(&payment.reference);
-                if refs.contains_key(&payment.reference) {
-                    return Err(AdminError::Conflict(format!(
-                        "merchantTransactionId `{}` is in use",
-                        payment.reference
-                    )));
-                }
-                refs.insert(payment.reference.clone(), payment.id.clone());
-                let view = payment.view(GatewayId::Paymentz);
-                shard.insert(payment.id.clone(), payment);
-                if view.status == "authsuccessful" {
-                    self.notify(&view);
-                }
-                Ok(view)
-            }
-            GatewayId::Praxis => {
-                if id.parse::<i64>().is_err() {
-                    return Err(AdminError::BadRequest(format!(
-                        "trace_id `{id}` does not fit a 64-bit integer"
-                    )));
-                }
-                let mut payment =
-                    build_payment::<PxStatus>(&new, id, reference, currency, created_at)?;
-                payment.frontend = new.frontend.clone();
-                payment.transaction_id = Some(self.ids.next());
-                let mut shard = self.praxis.lock(&payment.id);
-                if shard.contains_key(&payment.id) {
-                    return Err(AdminError::Conflict(format!(
-                        "praxis payment {} exists",
-                        payment.id
-                    )));
-                }
-                let view = payment.view(GatewayId::Praxis);
-                shard.insert(payment.id.clone(), payment);
-                if view.status == "authorized" {
-                    self.notify(&view);
-                }
-                Ok(view)
-            }
+        Ok((id, reference, currency, created_at))
+    }
+
+    fn create_paymentz(
+        &self,
+        new: &NewPayment,
+        id: String,
+        reference: String,
+        currency: String,
+        created_at: OffsetDateTime,
+    ) -> Result<PaymentView, AdminError> {
+        let payment = build_payment::<PzStatus>(new, id, reference, currency, created_at)?;
+        let mut shard = self.paymentz.lock(&payment.id);
+        if shard.contains_key(&payment.id) {
+            return Err(AdminError::Conflict(format!(
+                "paymentz payment {} exists",
+                payment.id
+            )));
         }
+        let mut refs = self.paymentz_references.lock(&payment.reference);
+        if refs.contains_key(&payment.reference) {
+            return Err(AdminError::Conflict(format!(
+                "merchantTransactionId `{}` is in use",
+                payment.reference
+            )));
+        }
+        refs.insert(payment.reference.clone(), payment.id.clone());
+        let view = payment.view(GatewayId::Paymentz);
+        shard.insert(payment.id.clone(), payment);
+        if view.status == "authsuccessful" {
+            self.notify(&view);
+        }
+        Ok(view)
+    }
+
+    fn create_praxis(
+        &self,
+        new: &NewPayment,
+        id: String,
+        reference: String,
+        currency: String,
+        created_at: OffsetDateTime,
+    ) -> Result<PaymentView, AdminError> {
+        if id.parse::<i64>().is_err() {
+            return Err(AdminError::BadRequest(format!(
+                "trace_id `{id}` does not fit a 64-bit integer"
+            )));
+        }
+        let mut payment = build_payment::<PxStatus>(new, id, reference, currency, created_at)?;
+        payment.frontend = new.frontend.clone();
+        payment.transaction_id = Some(self.ids.next());
+        let mut shard = self.praxis.lock(&payment.id);
+        if shard.contains_key(&payment.id) {
+            return Err(AdminError::Conflict(format!(
+                "praxis payment {} exists",
+                payment.id
+            )));
+        }
+        let view = payment.view(GatewayId::Praxis);
+        shard.insert(payment.id.clone(), payment);
+        if view.status == "authorized" {
+            self.notify(&view);
+        }
+        Ok(view)
     }
 
     pub fn payment(&self, gateway: GatewayId, id: &str) -> Option<PaymentView> {
