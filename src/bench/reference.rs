@@ -22,8 +22,8 @@ use anyhow::Context as _;
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
@@ -34,6 +34,7 @@ use tokio::task::JoinSet;
 
 use super::measure::LatencySummary;
 use super::publish::{publish, Pace, CONFIRM_WINDOW};
+use super::tally::consume_all;
 
 /// What the reference loop achieved.
 #[derive(Debug, Clone, Serialize)]
@@ -90,7 +91,7 @@ async fn run_on(
     bodies: &[Vec<u8>],
 ) -> anyhow::Result<ReferenceResult> {
     declare(admin, queue, exchange).await?;
-    let mut sink = Sink::start(amqp, admin, exchange, bodies).await?;
+    let mut sink = Sink::start(amqp, exchange, bodies).await?;
     let publishing = start_publishing(amqp, queue, bodies, settings.rate).await?;
     // Unpaced: published first, as fast as confirms allow, then consumed
     // (throughput). Paced: consumed while they are published (latency).
@@ -198,44 +199,9 @@ struct Sink {
 }
 
 impl Sink {
-    async fn start(
-        amqp: &Connection,
-        admin: &Channel,
-        exchange: &str,
-        bodies: &[Vec<u8>],
-    ) -> anyhow::Result<Sink> {
-        let sink = admin
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        admin
-            .queue_bind(
-                sink.name().as_str().into(),
-                exchange.into(),
-                "#".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+    async fn start(amqp: &Connection, exchange: &str, bodies: &[Vec<u8>]) -> anyhow::Result<Sink> {
         let channel = amqp.create_channel().await?;
-        let mut consumer = channel
-            .basic_consume(
-                sink.name().as_str().into(),
-                "bench-reference-sink".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..BasicConsumeOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        let mut consumer = consume_all(&channel, exchange, "bench-reference-sink").await?;
         let ids: std::collections::HashMap<String, usize> = bodies
             .iter()
             .enumerate()

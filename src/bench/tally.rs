@@ -11,7 +11,7 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{Connection, Consumer};
+use lapin::{Channel, Connection, Consumer};
 
 use super::child::WorkerChild;
 use super::workload::Workload;
@@ -24,6 +24,16 @@ pub(super) async fn bind_events(
     topology: &Topology,
 ) -> anyhow::Result<Consumer> {
     let channel = amqp.create_channel().await?;
+    consume_all(&channel, &topology.result_exchange, "bench-events").await
+}
+
+/// Every message `exchange` routes, from now on, on `channel` (an
+/// exclusive queue of its own, bound to `#`, consumed without acks).
+pub(super) async fn consume_all(
+    channel: &Channel,
+    exchange: &str,
+    tag: &str,
+) -> anyhow::Result<Consumer> {
     let queue = channel
         .queue_declare(
             "".into(),
@@ -38,7 +48,7 @@ pub(super) async fn bind_events(
     channel
         .queue_bind(
             queue.name().as_str().into(),
-            topology.result_exchange.as_str().into(),
+            exchange.into(),
             "#".into(),
             QueueBindOptions::default(),
             FieldTable::default(),
@@ -47,7 +57,7 @@ pub(super) async fn bind_events(
     Ok(channel
         .basic_consume(
             queue.name().as_str().into(),
-            "bench-events".into(),
+            tag.into(),
             BasicConsumeOptions {
                 no_ack: true,
                 ..BasicConsumeOptions::default()

@@ -48,6 +48,19 @@ fn page(status: StatusCode, markup: Markup) -> Response<Body> {
     listener::respond(status, "text/html; charset=utf-8", markup.into_string())
 }
 
+/// Every page's head: its title, the console's stylesheet and script.
+fn head(title: &str) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            title { (title) " · backoffice console" }
+            link rel="stylesheet" href="/console/assets/console.css";
+            script src="/console/assets/console.js" defer {}
+        }
+    }
+}
+
 fn layout(title: &str, caller: &Caller, nav: Nav, body: Markup) -> Markup {
     let item = |to: Nav, href: &str, label: &str| {
         html! { a href=(href) class=[(nav == to).then_some("active")] { (label) } }
@@ -55,13 +68,7 @@ fn layout(title: &str, caller: &Caller, nav: Nav, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · backoffice console" }
-                link rel="stylesheet" href="/console/assets/console.css";
-                script src="/console/assets/console.js" defer {}
-            }
+            (head(title))
             body {
                 header {
                     a.brand href="/console" { "backoffice" }
@@ -91,13 +98,7 @@ pub fn login_page(message: Option<&str>, status: StatusCode) -> Response<Body> {
         html! {
             (DOCTYPE)
             html lang="en" {
-                head {
-                    meta charset="utf-8";
-                    meta name="viewport" content="width=device-width, initial-scale=1";
-                    title { "Log in · backoffice console" }
-                    link rel="stylesheet" href="/console/assets/console.css";
-                    script src="/console/assets/console.js" defer {}
-                }
+                (head("Log in"))
                 body.login {
                     main {
                         h1 { "backoffice console" }
