@@ -24,6 +24,7 @@ pub mod report;
 pub mod workload;
 
 mod env;
+mod figures;
 mod run;
 mod tally;
 
