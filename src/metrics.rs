@@ -32,20 +32,116 @@ pub struct Metrics {
     retries: Family<Labels, Counter>,
     replays: Counter,
     dead_letters: Counter,
+    durable_reads: Counter,
+    in_flight: Gauge,
+    relay: RelayCounters,
+    durable: DurableGauges,
+    /// Notifications in (`crate::notifications`).
+    pub notifications: crate::notifications::metrics::NotificationMetrics,
+}
+
+/// The relay's counters: what became of the result events it publishes.
+struct RelayCounters {
     events_published: Counter,
     events_abandoned: Counter,
     events_left_to_poll: Counter,
     confirm_timeouts: Counter,
-    durable_reads: Counter,
-    in_flight: Gauge,
+}
+
+impl RelayCounters {
+    fn register(registry: &mut Registry) -> RelayCounters {
+        RelayCounters {
+            events_published: registered(
+                registry,
+                "events_published",
+                "Result events confirmed by the broker",
+                Counter::default(),
+            ),
+            events_abandoned: registered(
+                registry,
+                "events_abandoned",
+                "Result events this instance gave up publishing (too large, or refused by the broker again and again); kept in the outbox with their error",
+                Counter::default(),
+            ),
+            events_left_to_poll: registered(
+                registry,
+                "events_left_to_poll",
+                "Committed events not handed to the relay from memory because its queue was full; the outbox poll publishes them once their claim expires",
+                Counter::default(),
+            ),
+            confirm_timeouts: registered(
+                registry,
+                "publish_confirm_timeouts",
+                "Publishes the broker did not confirm in time; the session was reopened and the events stay in the outbox",
+                Counter::default(),
+            ),
+        }
+    }
+}
+
+/// The gauges of the durable state, read from the database (see
+/// [`Metrics::set_durable`]).
+struct DurableGauges {
     unknown_open: Gauge,
     outbox_backlog: Gauge,
     outbox_oldest: Gauge<f64, AtomicU64>,
     outbox_abandoned: Gauge,
     dead_letters_waiting: Gauge,
     durable_age: Gauge<f64, AtomicU64>,
-    /// Notifications in (`crate::notifications`).
-    pub notifications: crate::notifications::metrics::NotificationMetrics,
+}
+
+impl DurableGauges {
+    fn register(registry: &mut Registry) -> DurableGauges {
+        DurableGauges {
+            unknown_open: registered(
+                registry,
+                "unknown_open",
+                "Commands whose outcome is unknown and still being reconciled",
+                Gauge::default(),
+            ),
+            outbox_backlog: registered(
+                registry,
+                "outbox_backlog",
+                "Result events committed but not yet confirmed by the broker (abandoned ones excluded)",
+                Gauge::default(),
+            ),
+            outbox_oldest: registered(
+                registry,
+                "outbox_oldest_age_seconds",
+                "Age of the oldest unpublished result event",
+                Gauge::<f64, AtomicU64>::default(),
+            ),
+            outbox_abandoned: registered(
+                registry,
+                "outbox_abandoned",
+                "Result events the relay gave up on: never published, each with its error in the outbox",
+                Gauge::default(),
+            ),
+            dead_letters_waiting: registered(
+                registry,
+                "dead_letters_waiting",
+                "Dead letters not requeued",
+                Gauge::default(),
+            ),
+            durable_age: registered(
+                registry,
+                "durable_figures_age_seconds",
+                "How old the durable figures (backlog, unknowns, dead letters) in this scrape are",
+                Gauge::<f64, AtomicU64>::default(),
+            ),
+        }
+    }
+}
+
+/// `metric`, registered under `name` with its `help`.
+fn registered<M: prometheus_client::registry::Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 impl Default for Metrics {
@@ -57,146 +153,67 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("backoffice");
-        let commands = Family::<Labels, Counter>::default();
-        registry.register(
-            "commands",
-            "Commands decided, by gateway, operation and outcome (settled unknowns count again under their settled outcome)",
-            commands.clone(),
-        );
-        let attempts = Family::<Labels, Counter>::default();
-        registry.register(
-            "gateway_exchanges",
-            "HTTP exchanges with gateways, by gateway, kind (operation, inquiry, auth) and classification",
-            attempts.clone(),
-        );
-        let latency = Family::<Labels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.005, 2.0, 14))
-        });
-        registry.register(
-            "gateway_latency_seconds",
-            "Latency of gateway HTTP exchanges, by gateway and purpose",
-            latency.clone(),
-        );
-        let signature_mismatches = Family::<Labels, Counter>::default();
-        registry.register(
-            "gateway_signature_mismatches",
-            "Gateway answers whose signature did not verify (recorded, not fatal)",
-            signature_mismatches.clone(),
-        );
-        let retries = Family::<Labels, Counter>::default();
-        registry.register(
-            "retries_scheduled",
-            "Retries written to the schedule after a not-applied answer, by gateway and operation",
-            retries.clone(),
-        );
-        let replays = Counter::default();
-        registry.register(
-            "replays",
-            "Replayed events for duplicate commands",
-            replays.clone(),
-        );
-        let dead_letters = Counter::default();
-        registry.register(
-            "dead_letters",
-            "Messages moved to the dead-letter queue by this instance",
-            dead_letters.clone(),
-        );
-        let events_published = Counter::default();
-        registry.register(
-            "events_published",
-            "Result events confirmed by the broker",
-            events_published.clone(),
-        );
-        let events_abandoned = Counter::default();
-        registry.register(
-            "events_abandoned",
-            "Result events this instance gave up publishing (too large, or refused by the broker again and again); kept in the outbox with their error",
-            events_abandoned.clone(),
-        );
-        let events_left_to_poll = Counter::default();
-        registry.register(
-            "events_left_to_poll",
-            "Committed events not handed to the relay from memory because its queue was full; the outbox poll publishes them once their claim expires",
-            events_left_to_poll.clone(),
-        );
-        let confirm_timeouts = Counter::default();
-        registry.register(
-            "publish_confirm_timeouts",
-            "Publishes the broker did not confirm in time; the session was reopened and the events stay in the outbox",
-            confirm_timeouts.clone(),
-        );
-        let durable_reads = Counter::default();
-        registry.register(
-            "durable_figure_reads",
-            "Reads of the durable figures from PostgreSQL (shared by every scrape within the refresh period)",
-            durable_reads.clone(),
-        );
-        let in_flight = Gauge::default();
-        registry.register(
-            "commands_in_flight",
-            "Commands this instance is running now",
-            in_flight.clone(),
-        );
-        let unknown_open = Gauge::default();
-        registry.register(
-            "unknown_open",
-            "Commands whose outcome is unknown and still being reconciled",
-            unknown_open.clone(),
-        );
-        let outbox_backlog = Gauge::default();
-        registry.register(
-            "outbox_backlog",
-            "Result events committed but not yet confirmed by the broker (abandoned ones excluded)",
-            outbox_backlog.clone(),
-        );
-        let outbox_oldest = Gauge::<f64, AtomicU64>::default();
-        registry.register(
-            "outbox_oldest_age_seconds",
-            "Age of the oldest unpublished result event",
-            outbox_oldest.clone(),
-        );
-        let outbox_abandoned = Gauge::default();
-        registry.register(
-            "outbox_abandoned",
-            "Result events the relay gave up on: never published, each with its error in the outbox",
-            outbox_abandoned.clone(),
-        );
-        let dead_letters_waiting = Gauge::default();
-        registry.register(
-            "dead_letters_waiting",
-            "Dead letters not requeued",
-            dead_letters_waiting.clone(),
-        );
-        let durable_age = Gauge::<f64, AtomicU64>::default();
-        registry.register(
-            "durable_figures_age_seconds",
-            "How old the durable figures (backlog, unknowns, dead letters) in this scrape are",
-            durable_age.clone(),
-        );
-        let notifications =
-            crate::notifications::metrics::NotificationMetrics::register(&mut registry);
+        let r = &mut registry;
+        // Registered in this order: the order of the exposition.
         Metrics {
-            notifications,
+            commands: registered(
+                r,
+                "commands",
+                "Commands decided, by gateway, operation and outcome (settled unknowns count again under their settled outcome)",
+                Family::<Labels, Counter>::default(),
+            ),
+            attempts: registered(
+                r,
+                "gateway_exchanges",
+                "HTTP exchanges with gateways, by gateway, kind (operation, inquiry, auth) and classification",
+                Family::<Labels, Counter>::default(),
+            ),
+            latency: registered(
+                r,
+                "gateway_latency_seconds",
+                "Latency of gateway HTTP exchanges, by gateway and purpose",
+                Family::<Labels, Histogram>::new_with_constructor(|| { Histogram::new(exponential_buckets(0.005, 2.0, 14)) }),
+            ),
+            signature_mismatches: registered(
+                r,
+                "gateway_signature_mismatches",
+                "Gateway answers whose signature did not verify (recorded, not fatal)",
+                Family::<Labels, Counter>::default(),
+            ),
+            retries: registered(
+                r,
+                "retries_scheduled",
+                "Retries written to the schedule after a not-applied answer, by gateway and operation",
+                Family::<Labels, Counter>::default(),
+            ),
+            replays: registered(
+                r,
+                "replays",
+                "Replayed events for duplicate commands",
+                Counter::default(),
+            ),
+            dead_letters: registered(
+                r,
+                "dead_letters",
+                "Messages moved to the dead-letter queue by this instance",
+                Counter::default(),
+            ),
+            relay: RelayCounters::register(r),
+            durable_reads: registered(
+                r,
+                "durable_figure_reads",
+                "Reads of the durable figures from PostgreSQL (shared by every scrape within the refresh period)",
+                Counter::default(),
+            ),
+            in_flight: registered(
+                r,
+                "commands_in_flight",
+                "Commands this instance is running now",
+                Gauge::default(),
+            ),
+            durable: DurableGauges::register(r),
+            notifications: crate::notifications::metrics::NotificationMetrics::register(r),
             registry,
-            commands,
-            attempts,
-            latency,
-            signature_mismatches,
-            retries,
-            replays,
-            dead_letters,
-            events_published,
-            events_abandoned,
-            events_left_to_poll,
-            confirm_timeouts,
-            durable_reads,
-            in_flight,
-            unknown_open,
-            outbox_backlog,
-            outbox_oldest,
-            outbox_abandoned,
-            dead_letters_waiting,
-            durable_age,
         }
     }
 
@@ -252,19 +269,19 @@ impl Metrics {
     }
 
     pub fn published(&self, n: u64) {
-        self.events_published.inc_by(n);
+        self.relay.events_published.inc_by(n);
     }
 
     pub fn abandoned(&self, n: u64) {
-        self.events_abandoned.inc_by(n);
+        self.relay.events_abandoned.inc_by(n);
     }
 
     pub fn left_to_poll(&self, n: u64) {
-        self.events_left_to_poll.inc_by(n);
+        self.relay.events_left_to_poll.inc_by(n);
     }
 
     pub fn confirm_timed_out(&self) {
-        self.confirm_timeouts.inc();
+        self.relay.confirm_timeouts.inc();
     }
 
     pub fn durable_read(&self) {
@@ -277,18 +294,20 @@ impl Metrics {
 
     /// The durable state, as last read from the database `age` ago.
     pub fn set_durable(&self, durable: &Durable, age: Duration) {
-        self.unknown_open.set(durable.unknown_open);
-        self.outbox_backlog.set(durable.outbox_backlog);
+        self.durable.unknown_open.set(durable.unknown_open);
+        self.durable.outbox_backlog.set(durable.outbox_backlog);
         // The oldest unpublished event has aged since it was read, if there is one.
         let oldest = if durable.outbox_backlog > 0 {
             durable.outbox_oldest_age + age
         } else {
             Duration::ZERO
         };
-        self.outbox_oldest.set(oldest.as_secs_f64());
-        self.outbox_abandoned.set(durable.outbox_abandoned);
-        self.dead_letters_waiting.set(durable.dead_letters_waiting);
-        self.durable_age.set(age.as_secs_f64());
+        self.durable.outbox_oldest.set(oldest.as_secs_f64());
+        self.durable.outbox_abandoned.set(durable.outbox_abandoned);
+        self.durable
+            .dead_letters_waiting
+            .set(durable.dead_letters_waiting);
+        self.durable.durable_age.set(age.as_secs_f64());
     }
 
     /// The Prometheus text exposition.

@@ -23,66 +23,7 @@ pub async fn fill(pool: &PgPool, count: u64) -> Result<Duration, sqlx::Error> {
     while done < count {
         let (lo, hi) = (done + 1, (done + CHUNK).min(count));
         let mut tx = pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO commands (id, payload, fingerprint, gateway, account, operation, payment_id,
-                                   amount_minor, currency, state, phase, attempts, outcome, result,
-                                   received_at, decided_at, updated_at)
-             SELECT 'prefill-' || g,
-                    jsonb_build_object('id', 'prefill-' || g, 'gateway', 'paymentz',
-                                       'operation', 'capture', 'payment_id', 'pf' || g,
-                                       'amount', '10.00', 'currency', 'EUR'),
-                    md5(g::text), 'paymentz', 'default', 'capture', 'pf' || g, 1000, 'EUR',
-                    'done', 'ready', 1, 'succeeded',
-                    jsonb_build_object('command_id', 'prefill-' || g, 'outcome', 'succeeded',
-                                       'gateway', 'paymentz', 'operation', 'capture',
-                                       'payment_id', 'pf' || g, 'amount', '10.00',
-                                       'currency', 'EUR', 'gateway_status', 'captured',
-                                       'gateway_code', '00000', 'attempts', 1,
-                                       'replayed', false, 'reconciled', false,
-                                       'occurred_at', '2026-01-01T00:00:00Z'),
-                    t, t, t
-               FROM generate_series($1::bigint, $2::bigint) g,
-                    LATERAL (SELECT now() - interval '1 day' - ($3::bigint - g) * interval '250 microseconds') ts(t)",
-        )
-        .bind(lo as i64)
-        .bind(hi as i64)
-        .bind(count as i64)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO attempts (command_id, attempt_no, kind, status, purpose, method, url, request,
-                                   http_status, response_body, latency_ms, classification,
-                                   started_at, finished_at)
-             SELECT 'prefill-' || g, n - 1, CASE n WHEN 1 THEN 'operation' ELSE 'inquiry' END,
-                    'completed', CASE n WHEN 1 THEN 'CP' ELSE 'IN' END, 'POST',
-                    'http://gateway.prefill/transactionServices/REST/v1/payments/pf' || g,
-                    jsonb_build_object('paymentType', 'CP', 'amount', '10.00', 'currency', 'EUR'),
-                    200,
-                    '{\"result\":{\"code\":\"00000\",\"description\":\"Transaction succeeded\"},\"paymentId\":\"pf' || g || '\"}',
-                    1.0, 'succeeded', t, t
-               FROM generate_series($1::bigint, $2::bigint) g,
-                    generate_series(1, 1 + (g % 2)::int) n,
-                    LATERAL (SELECT now() - interval '1 day' - ($3::bigint - g) * interval '250 microseconds') ts(t)",
-        )
-        .bind(lo as i64)
-        .bind(hi as i64)
-        .bind(count as i64)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO outbox (message_id, command_id, exchange, routing_key, body, created_at,
-                                 publish_attempts, published_at)
-             SELECT gen_random_uuid(), 'prefill-' || g, 'prefill.events', 'paymentz.capture.succeeded',
-                    jsonb_build_object('command_id', 'prefill-' || g, 'outcome', 'succeeded'),
-                    t, 1, t
-               FROM generate_series($1::bigint, $2::bigint) g,
-                    LATERAL (SELECT now() - interval '1 day' - ($3::bigint - g) * interval '250 microseconds') ts(t)",
-        )
-        .bind(lo as i64)
-        .bind(hi as i64)
-        .bind(count as i64)
-        .execute(&mut *tx)
-        .await?;
+        fill_chunk(&mut tx, lo, hi, count).await?;
         tx.commit().await?;
         done = hi;
         eprintln!(
@@ -100,4 +41,75 @@ pub async fn fill(pool: &PgPool, count: u64) -> Result<Duration, sqlx::Error> {
         eprintln!("prefill: no CHECKPOINT ({error}); the run may share the disk with one");
     }
     Ok(started.elapsed())
+}
+
+/// Commands `lo..=hi` of `count`, with their attempts and events, in `tx`.
+/// Their times go back from a day ago, 250 µs apart, the last one newest.
+async fn fill_chunk(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    lo: u64,
+    hi: u64,
+    count: u64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO commands (id, payload, fingerprint, gateway, account, operation, payment_id,
+                               amount_minor, currency, state, phase, attempts, outcome, result,
+                               received_at, decided_at, updated_at)
+         SELECT 'prefill-' || g,
+                jsonb_build_object('id', 'prefill-' || g, 'gateway', 'paymentz',
+                                   'operation', 'capture', 'payment_id', 'pf' || g,
+                                   'amount', '10.00', 'currency', 'EUR'),
+                md5(g::text), 'paymentz', 'default', 'capture', 'pf' || g, 1000, 'EUR',
+                'done', 'ready', 1, 'succeeded',
+                jsonb_build_object('command_id', 'prefill-' || g, 'outcome', 'succeeded',
+                                   'gateway', 'paymentz', 'operation', 'capture',
+                                   'payment_id', 'pf' || g, 'amount', '10.00',
+                                   'currency', 'EUR', 'gateway_status', 'captured',
+                                   'gateway_code', '00000', 'attempts', 1,
+                                   'replayed', false, 'reconciled', false,
+                                   'occurred_at', '2026-01-01T00:00:00Z'),
+                t, t, t
+           FROM generate_series($1::bigint, $2::bigint) g,
+                LATERAL (SELECT now() - interval '1 day' - ($3::bigint - g) * interval '250 microseconds') ts(t)",
+    )
+    .bind(lo as i64)
+    .bind(hi as i64)
+    .bind(count as i64)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO attempts (command_id, attempt_no, kind, status, purpose, method, url, request,
+                               http_status, response_body, latency_ms, classification,
+                               started_at, finished_at)
+         SELECT 'prefill-' || g, n - 1, CASE n WHEN 1 THEN 'operation' ELSE 'inquiry' END,
+                'completed', CASE n WHEN 1 THEN 'CP' ELSE 'IN' END, 'POST',
+                'http://gateway.prefill/transactionServices/REST/v1/payments/pf' || g,
+                jsonb_build_object('paymentType', 'CP', 'amount', '10.00', 'currency', 'EUR'),
+                200,
+                '{\"result\":{\"code\":\"00000\",\"description\":\"Transaction succeeded\"},\"paymentId\":\"pf' || g || '\"}',
+                1.0, 'succeeded', t, t
+           FROM generate_series($1::bigint, $2::bigint) g,
+                generate_series(1, 1 + (g % 2)::int) n,
+                LATERAL (SELECT now() - interval '1 day' - ($3::bigint - g) * interval '250 microseconds') ts(t)",
+    )
+    .bind(lo as i64)
+    .bind(hi as i64)
+    .bind(count as i64)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO outbox (message_id, command_id, exchange, routing_key, body, created_at,
+                             publish_attempts, published_at)
+         SELECT gen_random_uuid(), 'prefill-' || g, 'prefill.events', 'paymentz.capture.succeeded',
+                jsonb_build_object('command_id', 'prefill-' || g, 'outcome', 'succeeded'),
+                t, 1, t
+           FROM generate_series($1::bigint, $2::bigint) g,
+                LATERAL (SELECT now() - interval '1 day' - ($3::bigint - g) * interval '250 microseconds') ts(t)",
+    )
+    .bind(lo as i64)
+    .bind(hi as i64)
+    .bind(count as i64)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

@@ -22,8 +22,8 @@ use anyhow::Context as _;
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
@@ -34,6 +34,7 @@ use tokio::task::JoinSet;
 
 use super::measure::LatencySummary;
 use super::publish::{publish, Pace, CONFIRM_WINDOW};
+use super::tally::consume_all;
 
 /// What the reference loop achieved.
 #[derive(Debug, Clone, Serialize)]
@@ -89,6 +90,75 @@ async fn run_on(
     settings: &ReferenceSettings<'_>,
     bodies: &[Vec<u8>],
 ) -> anyhow::Result<ReferenceResult> {
+    declare(admin, queue, exchange).await?;
+    let mut sink = Sink::start(amqp, exchange, bodies).await?;
+    let publishing = start_publishing(amqp, queue, bodies, settings.rate).await?;
+    // Unpaced: published first, as fast as confirms allow, then consumed
+    // (throughput). Paced: consumed while they are published (latency).
+    let mut publishing = Some(publishing);
+    let mut published = None;
+    if settings.rate.is_none() {
+        let done = publishing.take().expect("not taken yet");
+        published = Some(published_by(done).await?);
+    }
+    let pool = open_pool(settings).await?;
+    let consume_channel = amqp.create_channel().await?;
+    consume_channel
+        .basic_qos(settings.prefetch, BasicQosOptions::default())
+        .await?;
+    let events = amqp.create_channel().await?;
+    events
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let started = Instant::now();
+    let consumer = consume_channel
+        .basic_consume(
+            queue.into(),
+            "bench-reference".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let looped = Looped {
+        pool: &pool,
+        events: &events,
+        exchange,
+        concurrency: settings.concurrency,
+        total: bodies.len(),
+    };
+    looped.run(consumer).await?;
+    let elapsed = started.elapsed();
+    if let Some(publishing) = publishing {
+        published = Some(published_by(publishing).await?);
+    }
+    let published = published.expect("awaited above");
+    let arrived = sink.arrivals(&published, bodies.len()).await;
+    let _ = consume_channel.close(200, "reference done".into()).await;
+    sink.stop().await;
+    pool.close().await;
+    let seconds = elapsed.as_secs_f64();
+    let latency = settings.rate.and_then(|_| {
+        LatencySummary::from_samples(
+            published
+                .iter()
+                .zip(&arrived)
+                .filter_map(|(p, a)| Some(a.as_ref()?.saturating_duration_since(*p.as_ref()?)))
+                .collect(),
+        )
+    });
+    Ok(ReferenceResult {
+        commands: bodies.len(),
+        seconds,
+        commands_per_sec: bodies.len() as f64 / seconds.max(f64::EPSILON),
+        concurrency: settings.concurrency,
+        pool: settings.pool,
+        rate: settings.rate,
+        latency,
+    })
+}
+
+/// The loop's quorum queue and its event exchange, both durable.
+async fn declare(admin: &Channel, queue: &str, exchange: &str) -> anyhow::Result<()> {
     let mut quorum = FieldTable::default();
     quorum.insert(
         "x-queue-type".into(),
@@ -116,89 +186,108 @@ async fn run_on(
             FieldTable::default(),
         )
         .await?;
-    // Events go somewhere, as the worker's do (to the bench's event queue):
-    // an unroutable message would be confirmed without being stored.
-    let sink = admin
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    admin
-        .queue_bind(
-            sink.name().as_str().into(),
-            exchange.into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    let sink_channel = amqp.create_channel().await?;
-    let mut sink_consumer = sink_channel
-        .basic_consume(
-            sink.name().as_str().into(),
-            "bench-reference-sink".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    // The events' arrival, by message: the end of each one's latency.
-    let ids: std::collections::HashMap<String, usize> = bodies
-        .iter()
-        .enumerate()
-        .filter_map(|(i, body)| Some((message_id(body)?, i)))
-        .collect();
-    let (arrived_tx, mut arrived_rx) = tokio::sync::mpsc::unbounded_channel();
-    let drain = tokio::spawn(async move {
-        while let Some(Ok(delivery)) = sink_consumer.next().await {
-            if let Some(&i) = message_id(&delivery.data).and_then(|id| ids.get(&id)) {
-                let _ = arrived_tx.send((i, Instant::now()));
+    Ok(())
+}
+
+/// Where the loop's events go, as the worker's do (to the bench's event
+/// queue): an unroutable message would be confirmed without being stored.
+/// It notes when each message's event arrived: the end of its latency.
+struct Sink {
+    channel: Channel,
+    drain: tokio::task::JoinHandle<()>,
+    arrived: tokio::sync::mpsc::UnboundedReceiver<(usize, Instant)>,
+}
+
+impl Sink {
+    async fn start(amqp: &Connection, exchange: &str, bodies: &[Vec<u8>]) -> anyhow::Result<Sink> {
+        let channel = amqp.create_channel().await?;
+        let mut consumer = consume_all(&channel, exchange, "bench-reference-sink").await?;
+        let ids: std::collections::HashMap<String, usize> = bodies
+            .iter()
+            .enumerate()
+            .filter_map(|(i, body)| Some((message_id(body)?, i)))
+            .collect();
+        let (arrived_tx, arrived) = tokio::sync::mpsc::unbounded_channel();
+        let drain = tokio::spawn(async move {
+            while let Some(Ok(delivery)) = consumer.next().await {
+                if let Some(&i) = message_id(&delivery.data).and_then(|id| ids.get(&id)) {
+                    let _ = arrived_tx.send((i, Instant::now()));
+                }
+            }
+        });
+        Ok(Sink {
+            channel,
+            drain,
+            arrived,
+        })
+    }
+
+    /// Every event was confirmed, so it is in the sink queue: wait for its
+    /// consumer to have seen each one (bounded, in case of a foreign body).
+    async fn arrivals(&mut self, published: &[Option<Instant>], n: usize) -> Vec<Option<Instant>> {
+        let mut arrived: Vec<Option<Instant>> = vec![None; n];
+        let mut seen = 0;
+        while seen < ids_count(published) {
+            match tokio::time::timeout(Duration::from_secs(5), self.arrived.recv()).await {
+                Ok(Some((i, at))) => {
+                    if arrived[i].is_none() {
+                        seen += 1;
+                    }
+                    arrived[i].get_or_insert(at);
+                }
+                _ => break,
             }
         }
-    });
+        arrived
+    }
 
+    async fn stop(self) {
+        let _ = self.channel.close(200, "reference done".into()).await;
+        self.drain.abort();
+    }
+}
+
+type Publishing = tokio::task::JoinHandle<anyhow::Result<Vec<Option<Instant>>>>;
+
+/// Publishes one message per body on a task of its own; it answers when
+/// each one went out.
+async fn start_publishing(
+    amqp: &Connection,
+    queue: &str,
+    bodies: &[Vec<u8>],
+    rate: Option<f64>,
+) -> anyhow::Result<Publishing> {
     let publisher = amqp.create_channel().await?;
     publisher
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
-    let publishing = {
-        let bodies = bodies.to_vec();
-        let queue = queue.to_string();
-        let pace = match settings.rate {
-            Some(rate) => Pace::Rate(rate),
-            None => Pace::Windows(CONFIRM_WINDOW),
-        };
-        tokio::spawn(async move {
-            let mut published: Vec<Option<Instant>> = vec![None; bodies.len()];
-            let refs: Vec<&[u8]> = bodies.iter().map(|b| b.as_slice()).collect();
-            publish(&publisher, "", &queue, refs, pace, |i, at| {
-                published[i].get_or_insert(at);
-            })
-            .await?;
-            let _ = publisher.close(200, "reference published".into()).await;
-            Ok::<_, anyhow::Error>(published)
-        })
+    let bodies = bodies.to_vec();
+    let queue = queue.to_string();
+    let pace = match rate {
+        Some(rate) => Pace::Rate(rate),
+        None => Pace::Windows(CONFIRM_WINDOW),
     };
-    // Unpaced: published first, as fast as confirms allow, then consumed
-    // (throughput). Paced: consumed while they are published (latency).
-    let mut publishing = Some(publishing);
-    let mut published = None;
-    if settings.rate.is_none() {
-        let done = publishing.take().expect("not taken yet").await;
-        published = Some(
-            done.context("the reference publisher panicked")?
-                .context("publishing the reference messages")?,
-        );
-    }
+    Ok(tokio::spawn(async move {
+        let mut published: Vec<Option<Instant>> = vec![None; bodies.len()];
+        let refs: Vec<&[u8]> = bodies.iter().map(|b| b.as_slice()).collect();
+        publish(&publisher, "", &queue, refs, pace, |i, at| {
+            published[i].get_or_insert(at);
+        })
+        .await?;
+        let _ = publisher.close(200, "reference published".into()).await;
+        Ok::<_, anyhow::Error>(published)
+    }))
+}
 
+async fn published_by(publishing: Publishing) -> anyhow::Result<Vec<Option<Instant>>> {
+    publishing
+        .await
+        .context("the reference publisher panicked")?
+        .context("publishing the reference messages")
+}
+
+/// A pool of the worker's size, and the loop's table.
+async fn open_pool(settings: &ReferenceSettings<'_>) -> anyhow::Result<sqlx::PgPool> {
     let pool = PgPoolOptions::new()
         .max_connections(settings.pool)
         .acquire_timeout(Duration::from_secs(30))
@@ -217,131 +306,99 @@ async fn run_on(
     .execute(&pool)
     .await
     .context("creating the reference table")?;
+    Ok(pool)
+}
 
-    let consume_channel = amqp.create_channel().await?;
-    consume_channel
-        .basic_qos(settings.prefetch, BasicQosOptions::default())
-        .await?;
-    let events = amqp.create_channel().await?;
-    events
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    let permits = Arc::new(Semaphore::new(settings.concurrency.max(1)));
+/// The loop itself: what each message's task needs.
+struct Looped<'a> {
+    pool: &'a sqlx::PgPool,
+    events: &'a Channel,
+    exchange: &'a str,
+    concurrency: usize,
+    total: usize,
+}
 
-    let started = Instant::now();
-    let mut consumer = consume_channel
-        .basic_consume(
-            queue.into(),
-            "bench-reference".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    let mut tasks = JoinSet::new();
-    let mut received = 0usize;
-    while received < bodies.len() {
-        // As the worker does: a permit first, then the next delivery.
-        let permit = permits.clone().acquire_owned().await?;
-        let delivery = match tokio::time::timeout(Duration::from_secs(60), consumer.next()).await {
-            Ok(Some(delivery)) => delivery?,
-            Ok(None) => anyhow::bail!("the reference consumer was cancelled"),
-            Err(_) => anyhow::bail!(
-                "no reference message for 60 s after {received} of {}",
-                bodies.len()
-            ),
-        };
-        received += 1;
-        let (pool, events, exchange) = (pool.clone(), events.clone(), exchange.to_string());
-        tasks.spawn(async move {
-            let _permit = permit;
-            let body: serde_json::Value = serde_json::from_slice(&delivery.data)?;
-            let id = body["id"].as_str().context("reference message without id")?;
-            sqlx::query("INSERT INTO bench_reference (id, body) VALUES ($1, $2)")
-                .bind(id)
-                .bind(&body)
-                .execute(&pool)
-                .await?;
-            sqlx::query(
-                "UPDATE bench_reference SET outcome = 'succeeded', updated_at = now() WHERE id = $1",
-            )
-            .bind(id)
-            .execute(&pool)
-            .await?;
-            let event = serde_json::to_vec(&serde_json::json!({
-                "command_id": id, "outcome": "succeeded", "replayed": false,
-            }))?;
-            let confirm = events
-                .basic_publish(
-                    exchange.as_str().into(),
-                    "reference.event.succeeded".into(),
-                    BasicPublishOptions::default(),
-                    &event,
-                    BasicProperties::default()
-                        .with_delivery_mode(2)
-                        .with_content_type("application/json".into()),
-                )
-                .await?
-                .await?;
-            anyhow::ensure!(confirm.is_ack(), "the broker refused a reference event");
-            delivery.ack(BasicAckOptions::default()).await?;
-            Ok::<(), anyhow::Error>(())
-        });
-        // Reap finished tasks as we go, so an error stops the loop early.
-        while let Some(done) = tasks.try_join_next() {
+impl Looped<'_> {
+    /// Consumes `total` messages, each in a task of its own under the
+    /// concurrency cap, and waits for every task.
+    async fn run(&self, mut consumer: lapin::Consumer) -> anyhow::Result<()> {
+        let permits = Arc::new(Semaphore::new(self.concurrency.max(1)));
+        let mut tasks = JoinSet::new();
+        let mut received = 0usize;
+        while received < self.total {
+            // As the worker does: a permit first, then the next delivery.
+            let permit = permits.clone().acquire_owned().await?;
+            let delivery =
+                match tokio::time::timeout(Duration::from_secs(60), consumer.next()).await {
+                    Ok(Some(delivery)) => delivery?,
+                    Ok(None) => anyhow::bail!("the reference consumer was cancelled"),
+                    Err(_) => anyhow::bail!(
+                        "no reference message for 60 s after {received} of {}",
+                        self.total
+                    ),
+                };
+            received += 1;
+            let (pool, events, exchange) = (
+                self.pool.clone(),
+                self.events.clone(),
+                self.exchange.to_string(),
+            );
+            tasks.spawn(async move {
+                let _permit = permit;
+                one(delivery, &pool, &events, &exchange).await
+            });
+            // Reap finished tasks as we go, so an error stops the loop early.
+            while let Some(done) = tasks.try_join_next() {
+                done.context("reference task panicked")??;
+            }
+        }
+        while let Some(done) = tasks.join_next().await {
             done.context("reference task panicked")??;
         }
+        Ok(())
     }
-    while let Some(done) = tasks.join_next().await {
-        done.context("reference task panicked")??;
-    }
-    let elapsed = started.elapsed();
-    if let Some(publishing) = publishing {
-        published = Some(
-            publishing
-                .await
-                .context("the reference publisher panicked")?
-                .context("publishing the reference messages")?,
-        );
-    }
-    let published = published.expect("awaited above");
-    // Every event was confirmed, so it is in the sink queue: wait for its
-    // consumer to have seen each one (bounded, in case of a foreign body).
-    let mut arrived: Vec<Option<Instant>> = vec![None; bodies.len()];
-    let mut seen = 0;
-    while seen < ids_count(&published) {
-        match tokio::time::timeout(Duration::from_secs(5), arrived_rx.recv()).await {
-            Ok(Some((i, at))) => {
-                if arrived[i].is_none() {
-                    seen += 1;
-                }
-                arrived[i].get_or_insert(at);
-            }
-            _ => break,
-        }
-    }
-    let _ = consume_channel.close(200, "reference done".into()).await;
-    let _ = sink_channel.close(200, "reference done".into()).await;
-    drain.abort();
-    pool.close().await;
-    let seconds = elapsed.as_secs_f64();
-    let latency = settings.rate.and_then(|_| {
-        LatencySummary::from_samples(
-            published
-                .iter()
-                .zip(&arrived)
-                .filter_map(|(p, a)| Some(a.as_ref()?.saturating_duration_since(*p.as_ref()?)))
-                .collect(),
+}
+
+/// One message: INSERT, UPDATE, a confirmed event, then the ack.
+async fn one(
+    delivery: lapin::message::Delivery,
+    pool: &sqlx::PgPool,
+    events: &Channel,
+    exchange: &str,
+) -> anyhow::Result<()> {
+    let body: serde_json::Value = serde_json::from_slice(&delivery.data)?;
+    let id = body["id"]
+        .as_str()
+        .context("reference message without id")?;
+    sqlx::query("INSERT INTO bench_reference (id, body) VALUES ($1, $2)")
+        .bind(id)
+        .bind(&body)
+        .execute(pool)
+        .await?;
+    sqlx::query(
+        "UPDATE bench_reference SET outcome = 'succeeded', updated_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .execute(pool)
+    .await?;
+    let event = serde_json::to_vec(&serde_json::json!({
+        "command_id": id, "outcome": "succeeded", "replayed": false,
+    }))?;
+    let confirm = events
+        .basic_publish(
+            exchange.into(),
+            "reference.event.succeeded".into(),
+            BasicPublishOptions::default(),
+            &event,
+            BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into()),
         )
-    });
-    Ok(ReferenceResult {
-        commands: bodies.len(),
-        seconds,
-        commands_per_sec: bodies.len() as f64 / seconds.max(f64::EPSILON),
-        concurrency: settings.concurrency,
-        pool: settings.pool,
-        rate: settings.rate,
-        latency,
-    })
+        .await?
+        .await?;
+    anyhow::ensure!(confirm.is_ack(), "the broker refused a reference event");
+    delivery.ack(BasicAckOptions::default()).await?;
+    Ok(())
 }
 
 /// The id a reference message or event carries (`id` in a command,

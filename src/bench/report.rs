@@ -75,6 +75,19 @@ pub struct Report {
 impl Report {
     pub fn to_text(&self) -> String {
         let mut t = String::new();
+        self.write_run(&mut t);
+        self.write_timing(&mut t);
+        self.write_costs(&mut t);
+        self.write_reference(&mut t);
+        let _ = writeln!(t, "database:      {}", self.database);
+        for note in &self.notes {
+            let _ = writeln!(t, "note: {note}");
+        }
+        t
+    }
+
+    /// Which run, with which settings, and what came back.
+    fn write_run(&self, t: &mut String) {
         let s = &self.settings;
         let rate = s
             .rate
@@ -99,6 +112,10 @@ impl Report {
             .collect::<Vec<_>>()
             .join(", ");
         let _ = writeln!(t, "outcomes:      {outcomes}");
+    }
+
+    /// How long it took, how fast it went, and each command's latency.
+    fn write_timing(&self, t: &mut String) {
         let _ = writeln!(
             t,
             "wall time:     {:.3} s (first publish to last terminal event)",
@@ -130,6 +147,10 @@ impl Report {
                 l.p50_ms, l.p95_ms, l.p99_ms
             );
         }
+    }
+
+    /// What it cost: CPU, memory, attempts, commits, round trips.
+    fn write_costs(&self, t: &mut String) {
         let _ = writeln!(
             t,
             "worker CPU:    {:.2} s during the run, {:.3} ms per command ({:.2} s including start-up)",
@@ -158,6 +179,10 @@ impl Report {
         if let (Some(total), Some(per)) = (self.round_trips, self.round_trips_per_command) {
             let _ = writeln!(t, "round trips:   {total} ({per:.2} per command)");
         }
+    }
+
+    /// The floor the run is compared with (`--reference`).
+    fn write_reference(&self, t: &mut String) {
         if let Some(r) = &self.reference {
             let _ = writeln!(
                 t,
@@ -187,11 +212,6 @@ impl Report {
                 ratio
             );
         }
-        let _ = writeln!(t, "database:      {}", self.database);
-        for note in &self.notes {
-            let _ = writeln!(t, "note: {note}");
-        }
-        t
     }
 }
 

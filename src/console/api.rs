@@ -103,144 +103,46 @@ async fn route(
 ) -> Result<Response<Body>, ConsoleError> {
     let segments: Vec<&str> = rest.split('/').collect();
     let method = request.method().clone();
-    let ok = |value: Value| Ok(answer(StatusCode::OK, &value));
-    match (method, segments.as_slice()) {
-        (Method::GET, ["overview"]) => {
-            let figures = console.overview().await.ok_or(ConsoleError::Timeout)?;
-            ok(json!({
-                "age_ms": figures.age.as_millis() as u64,
-                "held_authorizations": figures.value.holds_open,
-                "figures": figures.value,
-            }))
-        }
-        (Method::GET, ["commands"]) => {
-            let query = query_pairs(&request);
-            let (filter, after) = filter_from_query(&query)?;
-            let mut conn = console.conn().await?;
-            let page = CommandsPage::load(&mut conn, &filter, after.as_ref()).await?;
-            ok(json!({
-                "commands": page.rows,
-                "next": page.next_cursor(),
-            }))
-        }
-        (Method::GET, ["commands", id]) => {
-            let id = segment(id)?;
-            let mut conn = console.conn().await?;
-            let report = crate::ops::show::report(&mut conn, &id).await?;
-            let events = crate::store::console::command_events(&mut conn, &id).await?;
-            let mut value = serde_json::to_value(&report).expect("JSON serializes");
-            // The events with their routing keys and publication state.
-            value["events"] = serde_json::to_value(&events).expect("JSON serializes");
-            // The notifications that made or settled it, as `/api/notifications/{id}`.
-            let touched = match (&report.command.gateway, &report.command.payment_id) {
-                (Some(g), Some(p)) => {
-                    crate::store::notifications::for_payment(&mut conn, g, p, Some(&id), 100)
-                        .await?
-                }
-                _ => Vec::new(),
-            };
-            value["notifications"] = notifications_json(&touched);
-            ok(value)
-        }
+    let query = query_pairs(&request);
+    let value = match (method, segments.as_slice()) {
+        (Method::GET, ["overview"]) => overview(console).await?,
+        (Method::GET, ["commands"]) => commands(console, &query).await?,
+        (Method::GET, ["commands", id]) => command(console, &segment(id)?).await?,
         (Method::POST, ["commands", id, "reconcile"]) => {
             let id = segment(id)?;
             let body: ActionBody = body(request).await?;
-            let done = actions::reconcile(
-                console,
-                caller,
-                &id,
-                actions::reason(body.reason.as_deref()),
-            )
-            .await?;
-            Ok(done_answer(&done))
+            let reason = actions::reason(body.reason.as_deref());
+            return Ok(done_answer(
+                &actions::reconcile(console, caller, &id, reason).await?,
+            ));
         }
         (Method::GET, ["payments", gateway, payment_id]) => {
-            let (gateway, payment_id) = (segment(gateway)?, segment(payment_id)?);
-            let mut conn = console.conn().await?;
-            let commands =
-                crate::store::console::payment_commands(&mut conn, &gateway, &payment_id, 1000)
-                    .await?;
-            let touched = crate::store::notifications::for_payment(
-                &mut conn,
-                &gateway,
-                &payment_id,
-                None,
-                1000,
-            )
-            .await?;
-            let totals = super::pages::PaymentTotals::of(&commands);
-            ok(json!({
-                "gateway": gateway,
-                "payment_id": payment_id,
-                "totals": totals,
-                "commands": commands,
-                "notifications": notifications_json(&touched),
-            }))
+            payment(console, &segment(gateway)?, &segment(payment_id)?).await?
         }
         (Method::GET, ["holds"]) => {
             let mut conn = console.conn().await?;
             let rows = crate::store::notifications::open_hold_rows(&mut conn, 1000).await?;
-            ok(Value::Array(rows.iter().map(hold_json).collect()))
+            Value::Array(rows.iter().map(hold_json).collect())
         }
-        (Method::GET, ["notifications", id]) => {
-            let id = number(id)?;
-            let mut conn = console.conn().await?;
-            let row = crate::store::notifications::get(&mut conn, id)
-                .await?
-                .ok_or_else(|| ConsoleError::NotFound(format!("no notification {id}")))?;
-            // As `notifications show --json`, without the raw body.
-            ok(
-                serde_json::to_value(crate::ops::notifications::shown(&row, None, false))
-                    .expect("JSON serializes"),
-            )
-        }
+        (Method::GET, ["notifications", id]) => notification(console, number(id)?).await?,
         (Method::POST, ["holds", id, "release"]) => {
             let id = number(id)?;
             let body: ActionBody = body(request).await?;
-            let done = actions::release(
-                console,
-                caller,
-                id,
-                body.action.as_deref().unwrap_or(""),
-                actions::reason(body.reason.as_deref()),
-            )
-            .await?;
-            Ok(done_answer(&done))
+            let action = body.action.as_deref().unwrap_or("");
+            let reason = actions::reason(body.reason.as_deref());
+            return Ok(done_answer(
+                &actions::release(console, caller, id, action, reason).await?,
+            ));
         }
-        (Method::GET, ["dead-letters"]) => {
-            let query = query_pairs(&request);
-            let all = query.iter().any(|(k, v)| k == "all" && v != "0");
-            let before = query
-                .iter()
-                .find(|(k, _)| k == "before")
-                .and_then(|(_, v)| v.parse().ok());
-            let mut conn = console.conn().await?;
-            let rows =
-                crate::store::dead_letters::list(&mut conn, all, before, PAGE_SIZE, 1024).await?;
-            let listed: Vec<_> = rows
-                .iter()
-                .map(crate::ops::dead_letters::Listed::of_summary)
-                .collect();
-            ok(serde_json::to_value(listed).expect("JSON serializes"))
-        }
-        (Method::GET, ["dead-letters", id]) => {
-            let id = number(id)?;
-            let mut conn = console.conn().await?;
-            let row = crate::store::dead_letters::get(&mut conn, id)
-                .await?
-                .ok_or_else(|| ConsoleError::NotFound(format!("no dead letter with id {id}")))?;
-            ok(
-                serde_json::to_value(crate::ops::dead_letters::Listed::of_row(&row))
-                    .expect("JSON serializes"),
-            )
-        }
+        (Method::GET, ["dead-letters"]) => dead_letters(console, &query).await?,
+        (Method::GET, ["dead-letters", id]) => dead_letter(console, number(id)?).await?,
         (Method::POST, ["dead-letters", id, "requeue"]) => {
             let id = number(id)?;
             let body: ActionBody = body(request).await?;
-            let done =
-                actions::requeue(console, caller, id, actions::reason(body.reason.as_deref()))
-                    .await?;
-            Ok(done_answer(&done))
+            let reason = actions::reason(body.reason.as_deref());
+            return Ok(done_answer(
+                &actions::requeue(console, caller, id, reason).await?,
+            ));
         }
         (Method::POST, ["dead-letters", "requeue"]) => {
             let body: ActionBody = body(request).await?;
@@ -251,25 +153,125 @@ async fn route(
                 actions::reason(body.reason.as_deref()),
             )
             .await?;
-            ok(serde_json::to_value(bulk).expect("JSON serializes"))
+            json_of(bulk)
         }
-        (Method::GET, ["audit"]) => {
-            let query = query_pairs(&request);
-            let before = query
-                .iter()
-                .find(|(k, _)| k == "before")
-                .and_then(|(_, v)| v.parse().ok());
-            let target = query
-                .iter()
-                .find(|(k, _)| k == "target")
-                .map(|(_, v)| v.as_str());
-            let mut conn = console.conn().await?;
-            let rows =
-                crate::store::console::audit_page(&mut conn, target, before, PAGE_SIZE).await?;
-            ok(serde_json::to_value(rows).expect("JSON serializes"))
+        (Method::GET, ["audit"]) => audit(console, &query).await?,
+        _ => return Err(ConsoleError::NotFound("no such API path".into())),
+    };
+    Ok(answer(StatusCode::OK, &value))
+}
+
+fn json_of(value: impl serde::Serialize) -> Value {
+    serde_json::to_value(value).expect("JSON serializes")
+}
+
+/// `?name=<number>` (a page's `before`), when present and a number.
+fn query_number(query: &[(String, String)], name: &str) -> Option<i64> {
+    query
+        .iter()
+        .find(|(k, _)| k == name)
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+async fn overview(console: &Console) -> Result<Value, ConsoleError> {
+    let figures = console.overview().await.ok_or(ConsoleError::Timeout)?;
+    Ok(json!({
+        "age_ms": figures.age.as_millis() as u64,
+        "held_authorizations": figures.value.holds_open,
+        "figures": figures.value,
+    }))
+}
+
+async fn commands(console: &Console, query: &[(String, String)]) -> Result<Value, ConsoleError> {
+    let (filter, after) = filter_from_query(query)?;
+    let mut conn = console.conn().await?;
+    let page = CommandsPage::load(&mut conn, &filter, after.as_ref()).await?;
+    Ok(json!({
+        "commands": page.rows,
+        "next": page.next_cursor(),
+    }))
+}
+
+async fn command(console: &Console, id: &str) -> Result<Value, ConsoleError> {
+    let mut conn = console.conn().await?;
+    let report = crate::ops::show::report(&mut conn, id).await?;
+    let events = crate::store::console::command_events(&mut conn, id).await?;
+    let mut value = json_of(&report);
+    // The events with their routing keys and publication state.
+    value["events"] = json_of(&events);
+    // The notifications that made or settled it, as `/api/notifications/{id}`.
+    let touched = match (&report.command.gateway, &report.command.payment_id) {
+        (Some(g), Some(p)) => {
+            crate::store::notifications::for_payment(&mut conn, g, p, Some(id), 100).await?
         }
-        _ => Err(ConsoleError::NotFound("no such API path".into())),
-    }
+        _ => Vec::new(),
+    };
+    value["notifications"] = notifications_json(&touched);
+    Ok(value)
+}
+
+async fn payment(
+    console: &Console,
+    gateway: &str,
+    payment_id: &str,
+) -> Result<Value, ConsoleError> {
+    let mut conn = console.conn().await?;
+    let commands =
+        crate::store::console::payment_commands(&mut conn, gateway, payment_id, 1000).await?;
+    let touched =
+        crate::store::notifications::for_payment(&mut conn, gateway, payment_id, None, 1000)
+            .await?;
+    let totals = super::pages::PaymentTotals::of(&commands);
+    Ok(json!({
+        "gateway": gateway,
+        "payment_id": payment_id,
+        "totals": totals,
+        "commands": commands,
+        "notifications": notifications_json(&touched),
+    }))
+}
+
+async fn notification(console: &Console, id: i64) -> Result<Value, ConsoleError> {
+    let mut conn = console.conn().await?;
+    let row = crate::store::notifications::get(&mut conn, id)
+        .await?
+        .ok_or_else(|| ConsoleError::NotFound(format!("no notification {id}")))?;
+    // As `notifications show --json`, without the raw body.
+    Ok(json_of(crate::ops::notifications::shown(&row, None, false)))
+}
+
+async fn dead_letters(
+    console: &Console,
+    query: &[(String, String)],
+) -> Result<Value, ConsoleError> {
+    let all = query.iter().any(|(k, v)| k == "all" && v != "0");
+    let before = query_number(query, "before");
+    let mut conn = console.conn().await?;
+    let rows = crate::store::dead_letters::list(&mut conn, all, before, PAGE_SIZE, 1024).await?;
+    let listed: Vec<_> = rows
+        .iter()
+        .map(crate::ops::dead_letters::Listed::of_summary)
+        .collect();
+    Ok(json_of(listed))
+}
+
+async fn dead_letter(console: &Console, id: i64) -> Result<Value, ConsoleError> {
+    let mut conn = console.conn().await?;
+    let row = crate::store::dead_letters::get(&mut conn, id)
+        .await?
+        .ok_or_else(|| ConsoleError::NotFound(format!("no dead letter with id {id}")))?;
+    Ok(json_of(crate::ops::dead_letters::Listed::of_row(&row)))
+}
+
+async fn audit(console: &Console, query: &[(String, String)]) -> Result<Value, ConsoleError> {
+    let before = query_number(query, "before");
+    let target = query
+        .iter()
+        .find(|(k, _)| k == "target")
+        .map(|(_, v)| v.as_str());
+    let mut conn = console.conn().await?;
+    let rows = crate::store::console::audit_page(&mut conn, target, before, PAGE_SIZE).await?;
+    Ok(json_of(rows))
 }
 
 fn done_answer(done: &actions::Done) -> Response<Body> {

@@ -105,70 +105,7 @@ async fn seed(conn: &mut PgConnection, commands: i64) -> anyhow::Result<()> {
     while from <= commands {
         let to = (from + CHUNK - 1).min(commands);
         let mut tx = conn.begin().await?;
-        sqlx::query(
-            "INSERT INTO commands (id, payload, fingerprint, gateway, account, operation, payment_id,
-                                   amount_minor, currency, state, outcome, reason, result,
-                                   attempts, received_at, decided_at, updated_at)
-             SELECT 'cmd-' || lpad(g::text, 8, '0'),
-                    jsonb_build_object('id', 'cmd-' || lpad(g::text, 8, '0'),
-                        'gateway', gw, 'operation', op, 'payment_id', 'p' || (g / 3),
-                        'amount', '10.00', 'metadata', jsonb_build_object('order_ref', 'ord-' || (g / 3), 'n', g % 100)),
-                    md5(g::text), gw, 'default', op, 'p' || (g / 3), 1000, 'EUR',
-                    CASE WHEN oc IS NULL THEN 'queued' WHEN oc = 'unknown' THEN 'unsettled' ELSE 'done' END,
-                    oc,
-                    CASE WHEN oc = 'rejected' THEN 'invalid_field' END,
-                    CASE WHEN oc IS NOT NULL THEN jsonb_build_object('outcome', oc, 'description', 'seeded ' || oc) END,
-                    1, at, CASE WHEN oc IS NOT NULL THEN at + interval '200 ms' END, at
-               FROM (SELECT g,
-                            CASE WHEN g % 2 = 0 THEN 'paymentz' ELSE 'praxis' END AS gw,
-                            (ARRAY['capture', 'refund', 'cancel', 'refund', 'capture'])[g % 5 + 1] AS op,
-                            CASE WHEN g % 100 < 90 THEN 'succeeded' WHEN g % 100 < 95 THEN 'declined'
-                                 WHEN g % 100 < 97 THEN 'failed' WHEN g % 100 = 97 THEN 'unknown'
-                                 WHEN g % 100 = 98 THEN 'rejected' ELSE NULL END AS oc,
-                            now() - make_interval(secs => ($2 - g) * 604800.0 / $2) AS at
-                       FROM generate_series($1::bigint, $3::bigint) g) s",
-        )
-        .bind(from)
-        .bind(commands)
-        .bind(to)
-        .execute(&mut *tx)
-        .await
-        .context("seeding commands")?;
-        sqlx::query(
-            "INSERT INTO attempts (command_id, attempt_no, kind, status, purpose, method, url, request,
-                                   signature_sent, http_status, response_body, signature_received,
-                                   signature_verified, latency_ms, classification, started_at, finished_at)
-             SELECT c.id, 1, k.kind, 'completed', k.purpose, 'POST', 'https://gateway.example/' || k.purpose,
-                    jsonb_build_object('paymentId', c.payment_id, 'amount', '10.00', 'secret', '[redacted]'),
-                    md5(c.id || k.kind), 200,
-                    '{\"status\":\"ok\",\"paymentId\":\"' || c.payment_id || '\",\"description\":\"seeded answer\"}',
-                    md5(c.id), true, 20 + (hashtext(c.id || k.kind) & 255), 'succeeded',
-                    c.received_at + k.offs, c.received_at + k.offs + interval '30 ms'
-               FROM commands c
-              CROSS JOIN (VALUES ('inquiry', 'IN', interval '10 ms'), ('operation', 'OP', interval '100 ms'))
-                         AS k(kind, purpose, offs)
-              WHERE c.id BETWEEN 'cmd-' || lpad($1::text, 8, '0') AND 'cmd-' || lpad($2::text, 8, '0')
-              ORDER BY c.received_at, k.offs",
-        )
-        .bind(from)
-        .bind(to)
-        .execute(&mut *tx)
-        .await
-        .context("seeding attempts")?;
-        sqlx::query(
-            "INSERT INTO outbox (message_id, command_id, exchange, routing_key, body, created_at, published_at)
-             SELECT gen_random_uuid(), c.id, 'backoffice.events', c.gateway || '.' || c.operation || '.' || c.outcome,
-                    jsonb_build_object('command_id', c.id, 'outcome', c.outcome, 'replayed', false, 'reconciled', false),
-                    c.decided_at, c.decided_at + interval '5 ms'
-               FROM commands c
-              WHERE c.id BETWEEN 'cmd-' || lpad($1::text, 8, '0') AND 'cmd-' || lpad($2::text, 8, '0')
-                AND c.outcome IS NOT NULL",
-        )
-        .bind(from)
-        .bind(to)
-        .execute(&mut *tx)
-        .await
-        .context("seeding events")?;
+        seed_chunk(&mut tx, from, to, commands).await?;
         tx.commit().await?;
         println!("  {to} commands ({:.0} s)", started.elapsed().as_secs_f64());
         from = to + 1;
@@ -195,12 +132,92 @@ async fn seed(conn: &mut PgConnection, commands: i64) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn measure(
-    url: &str,
-    conn: &mut PgConnection,
+/// Commands `from..=to` of `commands`, with their attempts and events, in `tx`.
+async fn seed_chunk(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    from: i64,
+    to: i64,
     commands: i64,
-    samples: usize,
 ) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO commands (id, payload, fingerprint, gateway, account, operation, payment_id,
+                               amount_minor, currency, state, outcome, reason, result,
+                               attempts, received_at, decided_at, updated_at)
+         SELECT 'cmd-' || lpad(g::text, 8, '0'),
+                jsonb_build_object('id', 'cmd-' || lpad(g::text, 8, '0'),
+                    'gateway', gw, 'operation', op, 'payment_id', 'p' || (g / 3),
+                    'amount', '10.00', 'metadata', jsonb_build_object('order_ref', 'ord-' || (g / 3), 'n', g % 100)),
+                md5(g::text), gw, 'default', op, 'p' || (g / 3), 1000, 'EUR',
+                CASE WHEN oc IS NULL THEN 'queued' WHEN oc = 'unknown' THEN 'unsettled' ELSE 'done' END,
+                oc,
+                CASE WHEN oc = 'rejected' THEN 'invalid_field' END,
+                CASE WHEN oc IS NOT NULL THEN jsonb_build_object('outcome', oc, 'description', 'seeded ' || oc) END,
+                1, at, CASE WHEN oc IS NOT NULL THEN at + interval '200 ms' END, at
+           FROM (SELECT g,
+                        CASE WHEN g % 2 = 0 THEN 'paymentz' ELSE 'praxis' END AS gw,
+                        (ARRAY['capture', 'refund', 'cancel', 'refund', 'capture'])[g % 5 + 1] AS op,
+                        CASE WHEN g % 100 < 90 THEN 'succeeded' WHEN g % 100 < 95 THEN 'declined'
+                             WHEN g % 100 < 97 THEN 'failed' WHEN g % 100 = 97 THEN 'unknown'
+                             WHEN g % 100 = 98 THEN 'rejected' ELSE NULL END AS oc,
+                        now() - make_interval(secs => ($2 - g) * 604800.0 / $2) AS at
+                   FROM generate_series($1::bigint, $3::bigint) g) s",
+    )
+    .bind(from)
+    .bind(commands)
+    .bind(to)
+    .execute(&mut **tx)
+    .await
+    .context("seeding commands")?;
+    sqlx::query(
+        "INSERT INTO attempts (command_id, attempt_no, kind, status, purpose, method, url, request,
+                               signature_sent, http_status, response_body, signature_received,
+                               signature_verified, latency_ms, classification, started_at, finished_at)
+         SELECT c.id, 1, k.kind, 'completed', k.purpose, 'POST', 'https://gateway.example/' || k.purpose,
+                jsonb_build_object('paymentId', c.payment_id, 'amount', '10.00', 'secret', '[redacted]'),
+                md5(c.id || k.kind), 200,
+                '{\"status\":\"ok\",\"paymentId\":\"' || c.payment_id || '\",\"description\":\"seeded answer\"}',
+                md5(c.id), true, 20 + (hashtext(c.id || k.kind) & 255), 'succeeded',
+                c.received_at + k.offs, c.received_at + k.offs + interval '30 ms'
+           FROM commands c
+          CROSS JOIN (VALUES ('inquiry', 'IN', interval '10 ms'), ('operation', 'OP', interval '100 ms'))
+                     AS k(kind, purpose, offs)
+          WHERE c.id BETWEEN 'cmd-' || lpad($1::text, 8, '0') AND 'cmd-' || lpad($2::text, 8, '0')
+          ORDER BY c.received_at, k.offs",
+    )
+    .bind(from)
+    .bind(to)
+    .execute(&mut **tx)
+    .await
+    .context("seeding attempts")?;
+    sqlx::query(
+        "INSERT INTO outbox (message_id, command_id, exchange, routing_key, body, created_at, published_at)
+         SELECT gen_random_uuid(), c.id, 'backoffice.events', c.gateway || '.' || c.operation || '.' || c.outcome,
+                jsonb_build_object('command_id', c.id, 'outcome', c.outcome, 'replayed', false, 'reconciled', false),
+                c.decided_at, c.decided_at + interval '5 ms'
+           FROM commands c
+          WHERE c.id BETWEEN 'cmd-' || lpad($1::text, 8, '0') AND 'cmd-' || lpad($2::text, 8, '0')
+            AND c.outcome IS NOT NULL",
+    )
+    .bind(from)
+    .bind(to)
+    .execute(&mut **tx)
+    .await
+    .context("seeding events")?;
+    Ok(())
+}
+
+/// What [`serve`] started: the console on the admin listener, as a
+/// worker serves it, and how to stop it.
+struct Served {
+    addr: std::net::SocketAddr,
+    token: String,
+    console: std::sync::Arc<super::Console>,
+    store: crate::store::Store,
+    stop: tokio_util::sync::CancellationToken,
+    served: tokio::task::JoinHandle<()>,
+}
+
+async fn serve(url: &str) -> anyhow::Result<Served> {
     let token = format!("bench-{}", uuid::Uuid::new_v4().simple());
     let text = format!(
         "[database]\nurl = \"{url}\"\nmax_connections = 8\n[console]\noperator_token = \"{token}\"\n"
@@ -225,62 +242,59 @@ async fn measure(
         stop.clone(),
     )
     .await?;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?;
-    let mut rng = rand::rngs::SmallRng::seed_from_u64(13);
+    Ok(Served {
+        addr,
+        token,
+        console,
+        store,
+        stop,
+        served,
+    })
+}
+
+type PathFn<'a> = Box<dyn FnMut(&mut rand::rngs::SmallRng) -> String + 'a>;
+
+/// A page asked always at the same path.
+fn fixed<'a>(path: &'static str) -> PathFn<'a> {
+    Box::new(move |_| path.into())
+}
+
+/// The pages timed, each with the path of its next request.
+fn pages(commands: i64, middle_cursor: &str) -> Vec<(&'static str, PathFn<'_>)> {
     let id = |n: i64| format!("cmd-{n:08}");
-    let middle_cursor = {
-        let (at, id): (time::OffsetDateTime, String) = sqlx::query_as(
-            "SELECT received_at, id FROM commands ORDER BY received_at DESC, id DESC OFFSET 5000 LIMIT 1",
-        )
-        .fetch_one(&mut *conn)
-        .await?;
-        format!(
-            "{}|{id}",
-            at.format(&time::format_description::well_known::Rfc3339)?
-        )
-    };
-    type PathFn<'a> = Box<dyn FnMut(&mut rand::rngs::SmallRng) -> String + 'a>;
-    let pages: Vec<(&str, PathFn)> = vec![
-        (
-            "overview (page; figures shared)",
-            Box::new(|_| "/console".into()),
-        ),
-        (
-            "commands, first page",
-            Box::new(|_| "/console/commands".into()),
-        ),
+    vec![
+        ("overview (page; figures shared)", fixed("/console")),
+        ("commands, first page", fixed("/console/commands")),
         (
             "commands, page 101 (keyset)",
-            Box::new(|_| format!("/console/commands?after={}", super::encode(&middle_cursor))),
+            Box::new(|_| format!("/console/commands?after={}", super::encode(middle_cursor))),
         ),
         (
             "commands, outcome=failed",
-            Box::new(|_| "/console/commands?outcome=failed".into()),
+            fixed("/console/commands?outcome=failed"),
         ),
         (
             "commands, outcome=unknown",
-            Box::new(|_| "/console/commands?outcome=unknown".into()),
+            fixed("/console/commands?outcome=unknown"),
         ),
         (
             "commands, gateway+operation+state",
-            Box::new(|_| "/console/commands?gateway=praxis&operation=cancel&state=done".into()),
+            fixed("/console/commands?gateway=praxis&operation=cancel&state=done"),
         ),
         (
             "commands, time range (1 h, 3 days ago)",
-            Box::new(|r| {
+            Box::new(move |r| {
                 let h = r.gen_range(48..120);
                 format!("/console/commands?from={}h&to={}h", h + 1, h)
             }),
         ),
         (
             "commands, id prefix",
-            Box::new(|r| format!("/console/commands?id=cmd-00{:02}", r.gen_range(0..99))),
+            Box::new(move |r| format!("/console/commands?id=cmd-00{:02}", r.gen_range(0..99))),
         ),
         (
             "commands, payment id",
-            Box::new(|r| {
+            Box::new(move |r| {
                 format!(
                     "/console/commands?payment_id=p{}",
                     r.gen_range(1..commands / 3)
@@ -289,7 +303,7 @@ async fn measure(
         ),
         (
             "commands, metadata value",
-            Box::new(|r| {
+            Box::new(move |r| {
                 format!(
                     "/console/commands?metadata=order_ref%3Dord-{}",
                     r.gen_range(1..commands / 3)
@@ -298,52 +312,87 @@ async fn measure(
         ),
         (
             "a command (timeline)",
-            Box::new(|r| format!("/console/commands/{}", id(r.gen_range(1..=commands)))),
+            Box::new(move |r| format!("/console/commands/{}", id(r.gen_range(1..=commands)))),
         ),
         (
             "a payment",
-            Box::new(|r| {
+            Box::new(move |r| {
                 format!(
                     "/console/payments/paymentz/p{}",
                     r.gen_range(1..commands / 3) | 1
                 )
             }),
         ),
-        ("needs a person", Box::new(|_| "/console/attention".into())),
-        ("audit", Box::new(|_| "/console/audit".into())),
+        ("needs a person", fixed("/console/attention")),
+        ("audit", fixed("/console/audit")),
         (
             "api: a command",
-            Box::new(|r| format!("/api/commands/{}", id(r.gen_range(1..=commands)))),
+            Box::new(move |r| format!("/api/commands/{}", id(r.gen_range(1..=commands)))),
         ),
-        (
-            "api: dead letters",
-            Box::new(|_| "/api/dead-letters".into()),
-        ),
-    ];
+        ("api: dead letters", fixed("/api/dead-letters")),
+    ]
+}
+
+/// The `after` cursor 5,000 commands down the list: page 101.
+async fn middle_cursor(conn: &mut PgConnection) -> anyhow::Result<String> {
+    let (at, id): (time::OffsetDateTime, String) = sqlx::query_as(
+        "SELECT received_at, id FROM commands ORDER BY received_at DESC, id DESC OFFSET 5000 LIMIT 1",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(format!(
+        "{}|{id}",
+        at.format(&time::format_description::well_known::Rfc3339)?
+    ))
+}
+
+/// `samples` requests to one page, after two warm-up requests.
+async fn time_page(
+    http: &reqwest::Client,
+    served: &Served,
+    path: &mut PathFn<'_>,
+    samples: usize,
+    rng: &mut rand::rngs::SmallRng,
+) -> anyhow::Result<LatencySummary> {
+    let mut took = Vec::with_capacity(samples);
+    for n in 0..samples + 2 {
+        let p = path(rng);
+        let started = Instant::now();
+        let r = http
+            .get(format!("http://{}{p}", served.addr))
+            .bearer_auth(&served.token)
+            .send()
+            .await?;
+        let status = r.status();
+        let _ = r.bytes().await?;
+        if !status.is_success() {
+            anyhow::bail!("{p}: {status}");
+        }
+        if n >= 2 {
+            took.push(started.elapsed());
+        }
+    }
+    LatencySummary::from_samples(took).context("no samples")
+}
+
+async fn measure(
+    url: &str,
+    conn: &mut PgConnection,
+    commands: i64,
+    samples: usize,
+) -> anyhow::Result<()> {
+    let served = serve(url).await?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(13);
+    let middle_cursor = middle_cursor(conn).await?;
     println!(
         "\n{:<40} {:>9} {:>9} {:>9}   ({samples} requests each, over HTTP)",
         "page", "p50 ms", "p95 ms", "max ms"
     );
-    for (name, mut path) in pages {
-        let mut took = Vec::with_capacity(samples);
-        for n in 0..samples + 2 {
-            let p = path(&mut rng);
-            let started = Instant::now();
-            let r = http
-                .get(format!("http://{addr}{p}"))
-                .bearer_auth(&token)
-                .send()
-                .await?;
-            let status = r.status();
-            let _ = r.bytes().await?;
-            if !status.is_success() {
-                anyhow::bail!("{p}: {status}");
-            }
-            if n >= 2 {
-                took.push(started.elapsed());
-            }
-        }
-        let s = LatencySummary::from_samples(took).context("no samples")?;
+    for (name, mut path) in pages(commands, &middle_cursor) {
+        let s = time_page(&http, &served, &mut path, samples, &mut rng).await?;
         println!(
             "{name:<40} {:>9.1} {:>9.1} {:>9.1}",
             s.p50_ms, s.p95_ms, s.max_ms
@@ -351,6 +400,7 @@ async fn measure(
     }
     // The overview's figures themselves (what one refresh costs the
     // database, whatever the number of viewers).
+    let console = &served.console;
     let mut took = Vec::new();
     for _ in 0..samples.min(20) {
         let mut c = console.conn().await?;
@@ -368,8 +418,8 @@ async fn measure(
         console.overview_loads(),
         samples + 2
     );
-    stop.cancel();
-    let _ = served.await;
-    store.close().await;
+    served.stop.cancel();
+    let _ = served.served.await;
+    served.store.close().await;
     Ok(())
 }

@@ -73,26 +73,13 @@ fn route(
     match (segments.as_slice(), method) {
         (["health"], &Method::GET) => ok(json!({"status": "ok"})),
         (["stats"], &Method::GET) => ok(to_json(&sim.stats())),
-        (["ledger"], &Method::GET) => {
-            let query: LedgerQuery = serde_urlencoded::from_str(query.unwrap_or(""))
-                .map_err(|e| AdminError::BadRequest(format!("ledger query: {e}")))?;
-            let entries = sim.ledger(&query);
-            ok(json!({"count": entries.len(), "entries": entries}))
-        }
+        (["ledger"], &Method::GET) => ok(ledger(sim, query)?),
         (["payments"], &Method::POST) => {
             let new: NewPayment = parse(body)?;
             let view = sim.create_payment(new)?;
             Ok((StatusCode::CREATED, to_json(&view)))
         }
-        (["payments", gateway, id], &Method::GET) => {
-            let gateway = GatewayId::parse(gateway).ok_or_else(|| {
-                AdminError::NotFound(format!("unknown gateway `{gateway}` (paymentz, praxis)"))
-            })?;
-            let view = sim.payment(gateway, id).ok_or_else(|| {
-                AdminError::NotFound(format!("no {} payment {id}", gateway.as_str()))
-            })?;
-            ok(to_json(&view))
-        }
+        (["payments", gateway, id], &Method::GET) => ok(payment(sim, gateway, id)?),
         (["faults"], &Method::GET) => ok(faults_view(sim)),
         (["faults"], &Method::PUT) => {
             let update: FaultSettingsView = parse(body)?;
@@ -114,16 +101,7 @@ fn route(
             let next = sim.update_answers(&update)?;
             ok(to_json(&next.view()))
         }
-        (["auto-payments"], &Method::PUT) => {
-            #[derive(Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct Toggle {
-                enabled: bool,
-            }
-            let toggle: Toggle = parse(body)?;
-            sim.set_auto_payments(toggle.enabled);
-            ok(json!({"enabled": sim.auto_payments()}))
-        }
+        (["auto-payments"], &Method::PUT) => ok(auto_payments(sim, body)?),
         (["reset"], &Method::POST) => {
             sim.reset();
             ok(json!({"reset": true}))
@@ -143,8 +121,16 @@ fn route(
             let view = sim.send_notification(&request)?;
             Ok((StatusCode::ACCEPTED, to_json(&view)))
         }
-        (
-            ["health"]
+        (path, _) if known(path) => Err(Refused::Method),
+        _ => Err(AdminError::NotFound(format!("no admin endpoint at {path}")).into()),
+    }
+}
+
+/// The paths that exist (with other methods than the one asked).
+fn known(path: &[&str]) -> bool {
+    matches!(
+        path,
+        ["health"]
             | ["stats"]
             | ["ledger"]
             | ["payments"]
@@ -156,11 +142,36 @@ fn route(
             | ["notifications", "send"]
             | ["auto-payments"]
             | ["reset"]
-            | ["tokens", "expire"],
-            _,
-        ) => Err(Refused::Method),
-        _ => Err(AdminError::NotFound(format!("no admin endpoint at {path}")).into()),
+            | ["tokens", "expire"]
+    )
+}
+
+fn ledger(sim: &Simulation, query: Option<&str>) -> Result<serde_json::Value, AdminError> {
+    let query: LedgerQuery = serde_urlencoded::from_str(query.unwrap_or(""))
+        .map_err(|e| AdminError::BadRequest(format!("ledger query: {e}")))?;
+    let entries = sim.ledger(&query);
+    Ok(json!({"count": entries.len(), "entries": entries}))
+}
+
+fn payment(sim: &Simulation, gateway: &str, id: &str) -> Result<serde_json::Value, AdminError> {
+    let gateway = GatewayId::parse(gateway).ok_or_else(|| {
+        AdminError::NotFound(format!("unknown gateway `{gateway}` (paymentz, praxis)"))
+    })?;
+    let view = sim
+        .payment(gateway, id)
+        .ok_or_else(|| AdminError::NotFound(format!("no {} payment {id}", gateway.as_str())))?;
+    Ok(to_json(&view))
+}
+
+fn auto_payments(sim: &Simulation, body: &[u8]) -> Result<serde_json::Value, AdminError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Toggle {
+        enabled: bool,
     }
+    let toggle: Toggle = parse(body)?;
+    sim.set_auto_payments(toggle.enabled);
+    Ok(json!({"enabled": sim.auto_payments()}))
 }
 
 fn faults_view(sim: &Simulation) -> serde_json::Value {

@@ -157,27 +157,10 @@ impl Call {
 pub async fn handle(sim: &Simulation, request: Request<Incoming>) -> Result<Response<Body>, Abort> {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_string();
-    let body = match Limited::new(body, MAX_BODY).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) => {
-            let too_large = error
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some();
-            return Ok(if too_large {
-                json_response(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &serde_json::json!({"error": "request body too large"}),
-                )
-            } else {
-                // The client went away mid-body; nobody reads this.
-                json_response(
-                    StatusCode::BAD_REQUEST,
-                    &serde_json::json!({"error": "incomplete request body"}),
-                )
-            });
-        }
+    let body = match read_body(body).await {
+        Ok(body) => body,
+        Err(refused) => return Ok(refused),
     };
-
     if path == "/admin" || path.starts_with("/admin/") {
         sim.stats.admin();
         return Ok(admin::handle(
@@ -188,23 +171,7 @@ pub async fn handle(sim: &Simulation, request: Request<Incoming>) -> Result<Resp
             &body,
         ));
     }
-
-    let call = if let Some(rest) = path.strip_prefix(paymentz::BASE_PATH) {
-        paymentz::route(rest).map(|endpoint| {
-            (
-                GatewayId::Paymentz,
-                Call::Paymentz(paymentz::Call::parse(endpoint, &parts.headers, &body)),
-            )
-        })
-    } else {
-        praxis::route(&path).map(|endpoint| {
-            (
-                GatewayId::Praxis,
-                Call::Praxis(praxis::Call::parse(endpoint, &body)),
-            )
-        })
-    };
-    let Some((gateway, call)) = call else {
+    let Some((gateway, call)) = gateway_call(&path, &parts.headers, &body) else {
         sim.stats.request("other", "not_found");
         return Ok(json_response(
             StatusCode::NOT_FOUND,
@@ -218,7 +185,67 @@ pub async fn handle(sim: &Simulation, request: Request<Incoming>) -> Result<Resp
             &serde_json::json!({"error": "gateway endpoints take POST only"}),
         ));
     }
+    let reply = answer(sim, gateway, &call, &path).await?;
+    sim.stats.answer(
+        gateway.as_str(),
+        reply.status.as_u16(),
+        reply.code.as_deref(),
+    );
+    Ok(reply.into_response())
+}
 
+/// The request's body, at most [`MAX_BODY`]; or the answer that refuses it.
+async fn read_body(body: Incoming) -> Result<Bytes, Response<Body>> {
+    match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) => {
+            let too_large = error
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some();
+            Err(if too_large {
+                json_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &serde_json::json!({"error": "request body too large"}),
+                )
+            } else {
+                // The client went away mid-body; nobody reads this.
+                json_response(
+                    StatusCode::BAD_REQUEST,
+                    &serde_json::json!({"error": "incomplete request body"}),
+                )
+            })
+        }
+    }
+}
+
+/// The gateway endpoint at `path`, with its call parsed; `None` when no
+/// gateway has one there.
+fn gateway_call(path: &str, headers: &hyper::HeaderMap, body: &[u8]) -> Option<(GatewayId, Call)> {
+    if let Some(rest) = path.strip_prefix(paymentz::BASE_PATH) {
+        paymentz::route(rest).map(|endpoint| {
+            (
+                GatewayId::Paymentz,
+                Call::Paymentz(paymentz::Call::parse(endpoint, headers, body)),
+            )
+        })
+    } else {
+        praxis::route(path).map(|endpoint| {
+            (
+                GatewayId::Praxis,
+                Call::Praxis(praxis::Call::parse(endpoint, body)),
+            )
+        })
+    }
+}
+
+/// The call's reply, with the fault the configuration decides for it: some
+/// instead of answering, some after the simulation did what was asked.
+async fn answer(
+    sim: &Simulation,
+    gateway: GatewayId,
+    call: &Call,
+    path: &str,
+) -> Result<Reply, Abort> {
     let request_no = sim.next_request_no();
     let target = call.target();
     sim.stats.request(gateway.as_str(), target.wire_op);
@@ -237,7 +264,7 @@ pub async fn handle(sim: &Simulation, request: Request<Incoming>) -> Result<Resp
             "injecting fault"
         );
     }
-    let reply = match fault {
+    Ok(match fault {
         Some(FaultKind::ResetBefore) => return Err(Abort { reset: true }),
         Some(FaultKind::ErrorBefore) => {
             Reply::plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
@@ -245,7 +272,7 @@ pub async fn handle(sim: &Simulation, request: Request<Incoming>) -> Result<Resp
         Some(FaultKind::RateLimit) => {
             Reply::plain(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests")
         }
-        Some(FaultKind::Redirect) => Reply::redirect(&sim.answer_settings().location_for(&path)),
+        Some(FaultKind::Redirect) => Reply::redirect(&sim.answer_settings().location_for(path)),
         _ => {
             let reply = call.handle(sim, request_no);
             match fault {
@@ -265,13 +292,7 @@ pub async fn handle(sim: &Simulation, request: Request<Incoming>) -> Result<Resp
                 _ => reply,
             }
         }
-    };
-    sim.stats.answer(
-        gateway.as_str(),
-        reply.status.as_u16(),
-        reply.code.as_deref(),
-    );
-    Ok(reply.into_response())
+    })
 }
 
 /// Holds a connection without answering, until the hang time is up or the

@@ -140,6 +140,7 @@ mod answers;
 mod config;
 mod dispatch;
 mod faults;
+mod new_payment;
 pub mod notify;
 mod paymentz;
 mod praxis;

@@ -336,82 +336,95 @@ pub fn body(payment: &PaymentView, signer: &Signer, corrupt: bool, charge: Optio
             merchant_id,
             frontend,
             secret,
-        } => {
-            let minor = payment.amount.minor();
-            let mut map = Map::new();
-            map.insert("merchant_id".into(), json!(merchant_id));
-            map.insert(
-                "frontend".into(),
-                json!(payment.frontend.as_deref().unwrap_or(frontend)),
-            );
-            map.insert("transaction_type".into(), json!("authorize"));
-            map.insert("transaction_status".into(), json!(payment.status));
-            map.insert(
-                "transaction_id".into(),
-                json!(payment
-                    .transaction_id
-                    .as_deref()
-                    .and_then(|t| t.parse::<u64>().ok())),
-            );
-            map.insert(
-                "trace_id".into(),
-                json!(payment.id.parse::<u64>().unwrap_or_default()),
-            );
-            map.insert("order_id".into(), json!(payment.reference));
-            map.insert("pin".into(), json!(format!("customer-{}", payment.id)));
-            map.insert("amount".into(), json!(minor));
-            map.insert("currency".into(), json!(payment.currency));
-            map.insert("charge_amount".into(), json!(charge.unwrap_or(minor)));
-            map.insert("charge_currency".into(), json!(payment.currency));
-            map.insert("payment_method".into(), json!("Credit Card"));
-            map.insert("payment_processor".into(), json!("SimulatorProcessor"));
-            map.insert(
-                "timestamp".into(),
-                json!(time::OffsetDateTime::now_utc().unix_timestamp()),
-            );
-            map.insert("version".into(), json!("1.1"));
-            let mut signature = praxis_signature(&map, Fields::Scalars, secret);
-            if corrupt {
-                signature = md5_hex(&signature) + &signature[32..];
-            }
-            map.insert("signature".into(), json!(signature));
-            Value::Object(map).to_string()
-        }
-        Signer::Paymentz { secure_key } => {
-            use secrecy::ExposeSecret;
-            let (status, short) = paymentz_status(&payment.status);
-            let amount = payment.amount.to_string();
-            let mut checksum = md5_hex(&format!(
-                "{}|{}|{}|{}|{}",
-                payment.id,
-                payment.reference,
-                amount,
-                short,
-                secure_key.expose_secret()
-            ));
-            if corrupt {
-                checksum = md5_hex(&checksum);
-            }
-            json!({
-                "paymentId": payment.id,
-                "status": status,
-                "transactionStatus": short,
-                "amount": amount,
-                "currency": payment.currency,
-                "merchantTransactionId": payment.reference,
-                "descriptor": "SIMULATOR",
-                "remark": "",
-                "timestamp": time::OffsetDateTime::now_utc()
-                    .format(time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]"))
-                    .unwrap_or_default(),
-                "result": {"code": "00001", "description": "Transaction succeeded"},
-                "customer": {"email": "customer@example.com"},
-                "card": {"bin": "411111", "last4": "1111"},
-                "checksum": checksum,
-            })
-            .to_string()
-        }
+        } => praxis_body(payment, merchant_id, frontend, secret, corrupt, charge),
+        Signer::Paymentz { secure_key } => paymentz_body(payment, secure_key, corrupt),
     }
+}
+
+/// Praxis's callback: every transaction field, signed over its scalars.
+fn praxis_body(
+    payment: &PaymentView,
+    merchant_id: &str,
+    frontend: &str,
+    secret: &SecretString,
+    corrupt: bool,
+    charge: Option<u64>,
+) -> String {
+    let minor = payment.amount.minor();
+    let mut map = Map::new();
+    map.insert("merchant_id".into(), json!(merchant_id));
+    map.insert(
+        "frontend".into(),
+        json!(payment.frontend.as_deref().unwrap_or(frontend)),
+    );
+    map.insert("transaction_type".into(), json!("authorize"));
+    map.insert("transaction_status".into(), json!(payment.status));
+    map.insert(
+        "transaction_id".into(),
+        json!(payment
+            .transaction_id
+            .as_deref()
+            .and_then(|t| t.parse::<u64>().ok())),
+    );
+    map.insert(
+        "trace_id".into(),
+        json!(payment.id.parse::<u64>().unwrap_or_default()),
+    );
+    map.insert("order_id".into(), json!(payment.reference));
+    map.insert("pin".into(), json!(format!("customer-{}", payment.id)));
+    map.insert("amount".into(), json!(minor));
+    map.insert("currency".into(), json!(payment.currency));
+    map.insert("charge_amount".into(), json!(charge.unwrap_or(minor)));
+    map.insert("charge_currency".into(), json!(payment.currency));
+    map.insert("payment_method".into(), json!("Credit Card"));
+    map.insert("payment_processor".into(), json!("SimulatorProcessor"));
+    map.insert(
+        "timestamp".into(),
+        json!(time::OffsetDateTime::now_utc().unix_timestamp()),
+    );
+    map.insert("version".into(), json!("1.1"));
+    let mut signature = praxis_signature(&map, Fields::Scalars, secret);
+    if corrupt {
+        signature = md5_hex(&signature) + &signature[32..];
+    }
+    map.insert("signature".into(), json!(signature));
+    Value::Object(map).to_string()
+}
+
+/// Paymentz's notification, with its checksum.
+fn paymentz_body(payment: &PaymentView, secure_key: &SecretString, corrupt: bool) -> String {
+    use secrecy::ExposeSecret;
+    let (status, short) = paymentz_status(&payment.status);
+    let amount = payment.amount.to_string();
+    let mut checksum = md5_hex(&format!(
+        "{}|{}|{}|{}|{}",
+        payment.id,
+        payment.reference,
+        amount,
+        short,
+        secure_key.expose_secret()
+    ));
+    if corrupt {
+        checksum = md5_hex(&checksum);
+    }
+    json!({
+        "paymentId": payment.id,
+        "status": status,
+        "transactionStatus": short,
+        "amount": amount,
+        "currency": payment.currency,
+        "merchantTransactionId": payment.reference,
+        "descriptor": "SIMULATOR",
+        "remark": "",
+        "timestamp": time::OffsetDateTime::now_utc()
+            .format(time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]"))
+            .unwrap_or_default(),
+        "result": {"code": "00001", "description": "Transaction succeeded"},
+        "customer": {"email": "customer@example.com"},
+        "card": {"bin": "411111", "last4": "1111"},
+        "checksum": checksum,
+    })
+    .to_string()
 }
 
 /// The long status and the short one a notification carries (the short

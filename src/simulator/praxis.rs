@@ -156,60 +156,7 @@ impl Call {
         map: &Map<String, Value>,
         request_no: u64,
     ) -> Result<(String, Value), Refusal> {
-        let signature = map
-            .get("signature")
-            .and_then(Value::as_str)
-            .ok_or_else(|| refuse(codes::MALFORMED, "signature must be a string"))?;
-        let expected = praxis_signature(map, Fields::All, &merchant.merchant_secret);
-        if !ct_eq(&expected, signature) {
-            return Err(refuse(codes::BAD_SIGNATURE, "Invalid signature"));
-        }
-        let version = map
-            .get("version")
-            .and_then(Value::as_str)
-            .ok_or_else(|| refuse(codes::MALFORMED, "version must be a string"))?;
-        if version != VERSION {
-            return Err(refuse(
-                codes::UNSUPPORTED_VERSION,
-                format!("Unsupported API version `{version}` (this endpoint speaks 1.1)"),
-            ));
-        }
-        let frontend = map
-            .get("frontend")
-            .and_then(Value::as_str)
-            .ok_or_else(|| refuse(codes::MALFORMED, "frontend must be a string"))?;
-        let trace_id = map
-            .get("trace_id")
-            .and_then(Value::as_i64)
-            .filter(|t| *t > 0)
-            .ok_or_else(|| refuse(codes::MALFORMED, "trace_id must be a positive integer"))?;
-        let timestamp = map
-            .get("timestamp")
-            .and_then(Value::as_i64)
-            .ok_or_else(|| {
-                refuse(
-                    codes::MALFORMED,
-                    "timestamp must be an integer (unix seconds)",
-                )
-            })?;
-        let now = OffsetDateTime::now_utc().unix_timestamp();
-        let max_age = sim.config.praxis_max_age.as_secs() as i64;
-        let skew = sim.config.praxis_future_skew.as_secs() as i64;
-        if timestamp < now - max_age {
-            return Err(refuse(
-                codes::BAD_TIMESTAMP,
-                "Request expired: timestamp too old",
-            ));
-        }
-        if timestamp > now + skew {
-            return Err(refuse(
-                codes::BAD_TIMESTAMP,
-                "Invalid timestamp: in the future",
-            ));
-        }
-        if !merchant.frontends.iter().any(|f| f == frontend) {
-            return Err(refuse(codes::UNKNOWN_FRONTEND, "Unknown frontend"));
-        }
+        let (frontend, trace_id) = authentic(sim, merchant, map)?;
         let trace = trace_id.to_string();
         sim.with_praxis(&trace, &merchant.merchant_id, frontend, |payment| {
             let payment =
@@ -240,6 +187,71 @@ impl Call {
             Ok((description.to_string(), transaction(payment, frontend)))
         })
     }
+}
+
+/// A request the merchant signed, in this API's version, fresh, from one of
+/// its frontends: its frontend and trace id. Checked in this order; the
+/// first failure is the answer.
+fn authentic<'m>(
+    sim: &Simulation,
+    merchant: &PraxisMerchant,
+    map: &'m Map<String, Value>,
+) -> Result<(&'m str, i64), Refusal> {
+    let signature = map
+        .get("signature")
+        .and_then(Value::as_str)
+        .ok_or_else(|| refuse(codes::MALFORMED, "signature must be a string"))?;
+    let expected = praxis_signature(map, Fields::All, &merchant.merchant_secret);
+    if !ct_eq(&expected, signature) {
+        return Err(refuse(codes::BAD_SIGNATURE, "Invalid signature"));
+    }
+    let version = map
+        .get("version")
+        .and_then(Value::as_str)
+        .ok_or_else(|| refuse(codes::MALFORMED, "version must be a string"))?;
+    if version != VERSION {
+        return Err(refuse(
+            codes::UNSUPPORTED_VERSION,
+            format!("Unsupported API version `{version}` (this endpoint speaks 1.1)"),
+        ));
+    }
+    let frontend = map
+        .get("frontend")
+        .and_then(Value::as_str)
+        .ok_or_else(|| refuse(codes::MALFORMED, "frontend must be a string"))?;
+    let trace_id = map
+        .get("trace_id")
+        .and_then(Value::as_i64)
+        .filter(|t| *t > 0)
+        .ok_or_else(|| refuse(codes::MALFORMED, "trace_id must be a positive integer"))?;
+    let timestamp = map
+        .get("timestamp")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| {
+            refuse(
+                codes::MALFORMED,
+                "timestamp must be an integer (unix seconds)",
+            )
+        })?;
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let max_age = sim.config.praxis_max_age.as_secs() as i64;
+    let skew = sim.config.praxis_future_skew.as_secs() as i64;
+    if timestamp < now - max_age {
+        return Err(refuse(
+            codes::BAD_TIMESTAMP,
+            "Request expired: timestamp too old",
+        ));
+    }
+    if timestamp > now + skew {
+        return Err(refuse(
+            codes::BAD_TIMESTAMP,
+            "Invalid timestamp: in the future",
+        ));
+    }
+    if !merchant.frontends.iter().any(|f| f == frontend) {
+        return Err(refuse(codes::UNKNOWN_FRONTEND, "Unknown frontend"));
+    }
+    Ok((frontend, trace_id))
 }
 
 /// Capture and cancel act only on an `authorized` transaction, in full.
