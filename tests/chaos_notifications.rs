@@ -237,6 +237,35 @@ async fn authorizations_notified_with_duplicates_forgeries_faults_and_two_crashe
     .await
     .unwrap();
     let commands_auto = scalar(&env, "SELECT count(*) FROM commands WHERE id LIKE 'auto.%'").await;
+    // Commands a verified notification settled (an `unknown`, or one still
+    // verifying an ambiguous attempt): one record of why each, and never a
+    // second first outcome beside the executor's.
+    let settled_by_notification = scalar(
+        &env,
+        "SELECT count(DISTINCT command_id) FROM attempts WHERE purpose LIKE 'notification #%'",
+    )
+    .await;
+    let settled_while_verifying = scalar(
+        &env,
+        "SELECT count(*) FROM commands c WHERE c.settled_outcome IS NULL AND EXISTS (
+            SELECT 1 FROM attempts a WHERE a.command_id = c.id AND a.purpose LIKE 'notification #%')",
+    )
+    .await;
+    let settled_twice = scalar(
+        &env,
+        "SELECT count(*) FROM (SELECT command_id FROM attempts WHERE purpose LIKE 'notification #%'
+                                GROUP BY 1 HAVING count(*) > 1) t",
+    )
+    .await;
+    let first_outcomes_doubled = scalar(
+        &env,
+        "SELECT count(*) FROM (SELECT command_id FROM outbox
+                                WHERE command_id IS NOT NULL
+                                  AND NOT COALESCE((body->>'replayed')::boolean, false)
+                                  AND NOT COALESCE((body->>'reconciled')::boolean, false)
+                                GROUP BY 1 HAVING count(*) > 1) t",
+    )
+    .await;
     let stats = sim.notify_stats();
     println!("authorizations: {total} in {elapsed:?}, worker killed {kills} times");
     println!(
@@ -248,6 +277,13 @@ async fn authorizations_notified_with_duplicates_forgeries_faults_and_two_crashe
         println!("  {decision:<10} verified={verified:<5} {n}");
     }
     println!("automated commands: {commands_auto}");
+    println!(
+        "settled by a verified notification: {settled_by_notification} command(s) \
+         ({settled_while_verifying} while still verifying, the others unknown); \
+         settled twice: {settled_twice}; first outcomes published twice: {first_outcomes_doubled}"
+    );
+    assert_eq!(settled_twice, 0, "one settlement per command");
+    assert_eq!(first_outcomes_doubled, 0, "one first outcome per command");
     assert_eq!(
         unverified_left, 0,
         "every unverified notification was concluded"

@@ -62,7 +62,13 @@ impl Context {
         let Some(w) = &self.worker else { return };
         match decision {
             "acted" => w.wake_scheduler.notify_one(),
-            "held" | "settled" => w.wake_outbox.notify_one(),
+            "held" => w.wake_outbox.notify_one(),
+            "settled" => {
+                // Its event is staged, and its payment released for the
+                // commands waiting on it.
+                w.wake_outbox.notify_one();
+                w.wake_scheduler.notify_one();
+            }
             _ => {}
         }
     }
@@ -455,10 +461,12 @@ async fn create_command(
 }
 
 /// A verified notification saying the payment was captured or cancelled:
-/// it settles an `unknown` command of ours on that payment (captured for a
-/// capture, cancelled for a cancel), with an attempt-like record of why.
-/// Our own calls cause such notifications too: they find nothing unknown
-/// and are only recorded.
+/// it settles a command of ours on that payment whose effect is still in
+/// question (an `unknown`, or one whose executor is still verifying an
+/// ambiguous attempt), captured for a capture, cancelled for a cancel, with
+/// an attempt-like record of why. Our own calls cause such notifications
+/// too: they find nothing in question and are only recorded, as evidence an
+/// executor still verifying looks for before each inquiry.
 async fn evidence(
     ctx: &Context,
     tx: &mut PgConnection,
@@ -472,21 +480,23 @@ async fn evidence(
         Meaning::Captured => "capture",
         _ => "cancel",
     };
-    let settled = crate::store::notifications::settle_unknown(
+    let settled = store::settle_by_notification(
         tx,
         gateway,
         &notice.payment_id,
         operation,
-        id,
-        &notice.status,
-        reading.fields.as_ref(),
+        store::Evidence {
+            notification: id,
+            status: &notice.status,
+            fields: reading.fields.as_ref(),
+        },
         &ctx.result_exchange,
     )
     .await?;
     let reason = match &settled {
         Some(command) => format!("evidence: settled {command} as succeeded"),
         None => format!(
-            "evidence: the payment is {}; no unknown {operation} of ours to settle",
+            "evidence: the payment is {}; no {operation} of ours in question to settle",
             Escaped::at_most(&notice.status, 64)
         ),
     };
@@ -497,6 +507,7 @@ async fn evidence(
             decision: "ignored",
             reason: Some(&reason),
             settled_command: settled.as_deref(),
+            evidence: Some(operation),
             ..Outcome::default()
         },
     )

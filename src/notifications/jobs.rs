@@ -5,13 +5,13 @@
 //! Both are rows in PostgreSQL, claimed with `FOR UPDATE SKIP LOCKED` and
 //! pushed forward while being worked on, so any number of instances can run
 //! these loops and a crash only delays them. Inquiries are rate-limited per
-//! account (`[notifications] inquiries_per_minute`): unverified traffic is
+//! account (`[notifications] inquiries_per_minute`), by one token bucket per
+//! account in PostgreSQL shared by every instance: unverified traffic is
 //! whatever anyone on the internet sends, and must not turn into a flood of
-//! calls to the gateway.
+//! calls to the gateway, however many workers receive it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -32,13 +32,12 @@ const MAX_INQUIRIES: i32 = 8;
 
 /// Runs both loops until `stop`.
 pub async fn run(ctx: Arc<Context>, inquiries_per_minute: u32, stop: CancellationToken) {
-    let mut limiter = Limiter::new(inquiries_per_minute);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(PERIOD) => {}
         }
-        if let Err(error) = inquiries(&ctx, &mut limiter).await {
+        if let Err(error) = inquiries(&ctx, inquiries_per_minute).await {
             tracing::warn!(%error, "notification inquiries: database unavailable; trying again");
         }
         if let Err(error) = deadlines(&ctx).await {
@@ -52,39 +51,11 @@ pub async fn run(ctx: Arc<Context>, inquiries_per_minute: u32, stop: Cancellatio
     }
 }
 
-/// A token bucket per account: `per_minute` inquiries, refilled smoothly.
-pub struct Limiter {
-    per_minute: f64,
-    buckets: HashMap<(String, String), (f64, Instant)>,
-}
+/// How long an inquiry refused by the rate limit waits before it is claimed
+/// again.
+const RATE_LIMITED_WAIT: Duration = Duration::from_secs(5);
 
-impl Limiter {
-    pub fn new(per_minute: u32) -> Limiter {
-        Limiter {
-            per_minute: f64::from(per_minute.max(1)),
-            buckets: HashMap::new(),
-        }
-    }
-
-    /// Whether one more inquiry for this account may go now.
-    pub fn allow(&mut self, gateway: &str, account: &str, now: Instant) -> bool {
-        let cap = self.per_minute;
-        let (tokens, at) = self
-            .buckets
-            .entry((gateway.to_string(), account.to_string()))
-            .or_insert((cap, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * cap / 60.0).min(cap);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
-async fn inquiries(ctx: &Context, limiter: &mut Limiter) -> Result<(), StoreError> {
+async fn inquiries(ctx: &Context, per_minute: u32) -> Result<(), StoreError> {
     let claimed: Vec<NotificationRow> = {
         let mut tx = ctx.store.pool().begin().await?;
         let rows = store::due_inquiries(&mut tx, 32).await?;
@@ -95,10 +66,19 @@ async fn inquiries(ctx: &Context, limiter: &mut Limiter) -> Result<(), StoreErro
         rows
     };
     for row in claimed {
-        if !limiter.allow(&row.gateway, &row.account, Instant::now()) {
-            ctx.metrics.notifications.inquiry("rate_limited");
+        let allowed = {
             let mut conn = ctx.store.pool().acquire().await?;
-            store::inquire_later(&mut conn, row.id, Duration::from_secs(5), false).await?;
+            let allowed =
+                store::take_inquiry_token(&mut conn, &row.gateway, &row.account, per_minute, None)
+                    .await?;
+            if !allowed {
+                store::rate_limited(&mut conn, row.id, RATE_LIMITED_WAIT).await?;
+            }
+            allowed
+        };
+        if !allowed {
+            ctx.metrics.notifications.inquiry("rate_limited");
+            tracing::debug!(notification = row.id, gateway = %row.gateway, account = %Escaped::at_most(&row.account, 64), "inquiry put off: the account's inquiries are at their rate limit");
             continue;
         }
         inquire(ctx, row).await?;
@@ -338,21 +318,4 @@ pub async fn release(
     // The hold is closed, and says by whom.
     store::close_hold(tx, row.id, by, None).await?;
     Ok(Ok(command))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_limiter_allows_the_rate_and_refills() {
-        let mut limiter = Limiter::new(2);
-        let t0 = Instant::now();
-        assert!(limiter.allow("praxis", "default", t0));
-        assert!(limiter.allow("praxis", "default", t0));
-        assert!(!limiter.allow("praxis", "default", t0));
-        assert!(limiter.allow("praxis", "other", t0), "per account");
-        assert!(limiter.allow("praxis", "default", t0 + Duration::from_secs(30)));
-        assert!(!limiter.allow("praxis", "default", t0 + Duration::from_secs(30)));
-    }
 }

@@ -39,7 +39,9 @@ pub struct NotificationSettings {
     pub listen: Option<std::net::SocketAddr>,
     /// Larger bodies get 413 and are not read.
     pub max_body: usize,
-    /// Inquiries about unverified notifications, per account and minute.
+    /// Inquiries about unverified notifications, per account and minute,
+    /// shared by every instance on the database (a token bucket per account
+    /// in PostgreSQL, see [`jobs`]).
     pub inquiries_per_minute: u32,
     /// The listener's own limits (tighter than the admin listener's: it
     /// faces the internet).

@@ -130,7 +130,11 @@ async fn run(worker: &Worker, job: &Job) -> Result<(), StoreError> {
                 };
                 call(&mut run, attempt_no, row).await
             }
-            Step::Inquire(uncertain) => inquire(worker, &mut run, uncertain).await?,
+            Step::Inquire(uncertain) => match inquire(worker, &mut run, uncertain).await? {
+                Some(known) => known,
+                // Concluded by a notification meanwhile: nothing left to do.
+                None => return Ok(()),
+            },
             Step::Retry { delay } => return schedule_retry(worker, run, delay).await,
             Step::Conclude(ruling) => {
                 let reported = report(&run, ruling.why, &budget);
@@ -231,12 +235,14 @@ async fn call(run: &mut Run<'_>, attempt_no: i32, row: i64) -> Known {
 }
 
 /// Finds out whether an uncertain attempt took effect. A `not applied`
-/// clears the recovery point, since nothing is in flight any more.
+/// clears the recovery point, since nothing is in flight any more. `None`:
+/// a verified notification concluded the command meanwhile (or it is no
+/// longer this run's), and the run ends.
 async fn inquire(
     worker: &Worker,
     run: &mut Run<'_>,
     uncertain: Uncertain,
-) -> Result<Known, StoreError> {
+) -> Result<Option<Known>, StoreError> {
     let id = run.job.row.id.as_str();
     match uncertain {
         Uncertain::Interrupted => {
@@ -264,17 +270,21 @@ async fn inquire(
             );
         }
     }
-    let (settlement, after) = verify(worker, run.job, run.before.as_ref(), run.attempts).await?;
+    let Some((settlement, after)) =
+        verify(worker, run.job, run.before.as_ref(), run.attempts).await?
+    else {
+        return Ok(None);
+    };
     if settlement == Settlement::NotApplied {
         let mut conn = worker.store.pool().acquire().await?;
         commands::clear_intent(&mut conn, id, worker.owner).await?;
     }
     run.after = after;
-    Ok(Known::Verified {
+    Ok(Some(Known::Verified {
         settlement,
         uncertain,
         has_snapshot: run.before.is_some(),
-    })
+    }))
 }
 
 /// Schedules the next attempt durably and gives the leases up.

@@ -144,16 +144,19 @@ fn settle_found(
 }
 
 /// Inquires (a few times, with backoff) until the payment shows whether the
-/// command's operation took effect. Every inquiry is recorded.
+/// command's operation took effect. Every inquiry is recorded. `None`: the
+/// command was concluded meanwhile by a verified notification (recorded
+/// evidence, see [`evidence_first`]), or is no longer this run's; the run
+/// ends there.
 pub(super) async fn verify(
     worker: &Worker,
     job: &Job,
     before: Option<&PaymentSnapshot>,
     attempt_no: i32,
-) -> Result<(Settlement, Option<PaymentSnapshot>), StoreError> {
+) -> Result<Option<(Settlement, Option<PaymentSnapshot>)>, StoreError> {
     let request = &job.valid.request;
     let Some(inquiry) = request.inquiry() else {
-        return Ok((Settlement::NotApplied, None));
+        return Ok(Some((Settlement::NotApplied, None)));
     };
     let mut last = None;
     for check in 0..worker.settings.reconcile_attempts.max(1) {
@@ -164,6 +167,9 @@ pub(super) async fn verify(
             check + 1,
         ))
         .await;
+        if !evidence_first(worker, job).await? {
+            return Ok(None);
+        }
         let call = job.valid.gateway.execute(&inquiry).await;
         let (record, answer) = Record::split(job, call, attempt_no, AttemptKind::Inquiry, None);
         write_record(worker, &job.row.id, &record).await?;
@@ -179,12 +185,55 @@ pub(super) async fn verify(
                 "inquiry after an uncertain attempt"
             );
             if settlement != Settlement::Undecided {
-                return Ok((settlement, after));
+                return Ok(Some((settlement, after)));
             }
             last = after.or(last);
         }
     }
-    Ok((Settlement::Undecided, last))
+    Ok(Some((Settlement::Undecided, last)))
+}
+
+/// Before each inquiry of the verify loop: whether the command is still
+/// this run's to verify. A verified notification received since the attempt
+/// began (one that arrived while the call was in flight, say) settles it
+/// here, in one transaction with the command locked; one arriving later
+/// settles it on its own (`store::notifications::settle_by_notification`).
+/// Either way exactly one conclusion is written: this run's own conclusion
+/// is guarded by its lease, which the settlement ends.
+async fn evidence_first(worker: &Worker, job: &Job) -> Result<bool, StoreError> {
+    use crate::store::notifications::{settle_from_recorded, Verifying};
+    let mut tx = worker.store.pool().begin().await?;
+    let found = settle_from_recorded(
+        &mut tx,
+        &job.row.id,
+        worker.owner,
+        &worker.topology.result_exchange,
+    )
+    .await?;
+    tx.commit().await?;
+    match found {
+        Verifying::Inquire => Ok(true),
+        Verifying::Settled(notification) => {
+            worker.metrics.command_decided(
+                job.valid.gateway.name(),
+                job.valid.request.operation.as_str(),
+                Outcome::Succeeded.as_str(),
+            );
+            worker.wake_outbox.notify_one();
+            worker.wake_scheduler.notify_one();
+            tracing::info!(
+                notification,
+                "settled by a verified notification received during the attempt"
+            );
+            Ok(false)
+        }
+        Verifying::NotOurs => {
+            tracing::info!(
+                "no longer this run's to verify (settled by a notification, or taken over)"
+            );
+            Ok(false)
+        }
+    }
 }
 
 /// What a console's "reconcile now" came to (`Err`: nothing was asked of
