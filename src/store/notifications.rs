@@ -490,7 +490,7 @@ pub async fn settle_from_recorded(
     let Some(row) = super::commands::lock(&mut *conn, command_id).await? else {
         return Ok(Verifying::NotOurs);
     };
-    if row.state != "running" || row.lease_owner != Some(owner) {
+    if row.state.as_str() != "running" || row.lease_owner != Some(owner) {
         return Ok(Verifying::NotOurs);
     }
     let (Some(gateway), Some(payment_id), Some(operation)) =
@@ -598,7 +598,7 @@ async fn verifying(
     conn: &mut PgConnection,
     row: &super::commands::CommandRow,
 ) -> Result<bool, StoreError> {
-    if row.phase != "calling" {
+    if row.phase.as_str() != "calling" {
         return Ok(false);
     }
     let in_flight: bool = sqlx::query_scalar(
