@@ -153,6 +153,10 @@ pub struct NotificationRow {
     pub hold_closed_at: Option<OffsetDateTime>,
     pub hold_closed_by: Option<String>,
     pub inquiries: i32,
+    /// How many times its inquiry was put off by the account's rate limit.
+    pub rate_limited: i32,
+    /// What a verified notification proves (`capture`, `cancel`).
+    pub evidence: Option<String>,
     pub settled_command: Option<String>,
     pub repeats: i32,
     pub received_at: OffsetDateTime,
@@ -161,8 +165,8 @@ pub struct NotificationRow {
 
 const COLUMNS: &str = "id, gateway, account, body, verified, problem, payment_id, status,
     amount_minor, currency, answer_status, answer_body, decision, reason, rule, matched,
-    command_id, hold_deadline, hold_closed_at, hold_closed_by, inquiries, settled_command,
-    repeats, received_at, decided_at";
+    command_id, hold_deadline, hold_closed_at, hold_closed_by, inquiries, rate_limited, evidence,
+    settled_command, repeats, received_at, decided_at";
 
 pub async fn get(conn: &mut PgConnection, id: i64) -> Result<Option<NotificationRow>, StoreError> {
     sqlx::query_as(&format!(
