@@ -15,7 +15,7 @@ mod inquiries;
 mod settlement;
 
 pub use inquiries::{due_inquiries, inquire_later, rate_limited, take_inquiry_token};
-pub use settlement::{settle_by_notification, settle_from_recorded, Evidence, Verifying};
+pub use settlement::{settle_by_notification, settle_from_recorded, Evidence, Settled, Verifying};
 
 /// A notification as first recorded.
 #[derive(Debug, Clone)]
@@ -95,7 +95,6 @@ pub struct Outcome<'a> {
     pub hold_for: Option<Duration>,
     /// For an unverified notification: when to ask the gateway.
     pub inquire_in: Option<Duration>,
-    pub settled_command: Option<&'a str>,
     /// For a verified notification saying the payment was captured
     /// (`capture`) or cancelled (`cancel`): what it is evidence of.
     pub evidence: Option<&'a str>,
@@ -109,8 +108,7 @@ pub async fn decide(conn: &mut PgConnection, id: i64, o: &Outcome<'_>) -> Result
                                  ELSE now() + make_interval(secs => $7::float8) END,
             inquire_at = CASE WHEN $8::float8 IS NULL THEN NULL
                               ELSE now() + make_interval(secs => $8::float8) END,
-            settled_command = COALESCE($9, settled_command),
-            evidence = COALESCE($10, evidence),
+            evidence = COALESCE($9, evidence),
             decided_at = now()
          WHERE id = $1",
     )
@@ -122,7 +120,6 @@ pub async fn decide(conn: &mut PgConnection, id: i64, o: &Outcome<'_>) -> Result
     .bind(o.command_id)
     .bind(o.hold_for.map(|d| d.as_secs_f64()))
     .bind(o.inquire_in.map(|d| d.as_secs_f64()))
-    .bind(o.settled_command)
     .bind(o.evidence)
     .execute(conn)
     .await?;

@@ -7,6 +7,8 @@
 
 use sqlx::PgConnection;
 
+use crate::events::ResultEvent;
+use crate::store::commands::CommandRow;
 use crate::store::StoreError;
 
 /// One verified notification, as evidence that its payment was captured or
@@ -20,6 +22,19 @@ pub struct Evidence<'a> {
     pub fields: Option<&'a serde_json::Value>,
 }
 
+/// A command a verified notification settled, as the metrics count it:
+/// its first decision when it was still verifying, or an `unknown`'s
+/// settlement (counted again under its settled outcome, as a
+/// reconciliation's is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settled {
+    pub command_id: String,
+    pub gateway: String,
+    pub operation: String,
+    /// Always `succeeded`: a notification is evidence of an effect only.
+    pub outcome: crate::outcome::Outcome,
+}
+
 /// Settles a command of ours on this payment whose operation is `operation`
 /// and whose effect is still in question, as `succeeded`, on `evidence`:
 /// an `unknown` (`unsettled`, reconciled now or later), or one still
@@ -28,7 +43,8 @@ pub struct Evidence<'a> {
 /// command's row is locked, and its state read again under the lock, so
 /// exactly one of the notification, the executor's own inquiry and the
 /// reconciliation concludes it: the others find it no longer theirs (their
-/// writes are guarded by the lease). Returns the command's id.
+/// writes are guarded by the lease). The caller counts what it returns once
+/// its transaction has committed.
 pub async fn settle_by_notification(
     conn: &mut PgConnection,
     gateway: &str,
@@ -36,7 +52,7 @@ pub async fn settle_by_notification(
     operation: &str,
     evidence: Evidence<'_>,
     exchange: &str,
-) -> Result<Option<String>, StoreError> {
+) -> Result<Option<Settled>, StoreError> {
     // In id order, as every writer that locks several commands does.
     let candidates: Vec<String> = sqlx::query_scalar(
         "SELECT id FROM commands
@@ -50,8 +66,8 @@ pub async fn settle_by_notification(
     .fetch_all(&mut *conn)
     .await?;
     for id in candidates {
-        if settle_locked(conn, &id, evidence, exchange).await? {
-            return Ok(Some(id));
+        if let Some(settled) = settle_locked(conn, &id, evidence, exchange, None).await? {
+            return Ok(Some(settled));
         }
     }
     Ok(None)
@@ -118,38 +134,31 @@ pub async fn settle_from_recorded(
         status: &status,
         fields: fields.as_ref(),
     };
-    if !settle_locked(conn, command_id, evidence, exchange).await? {
-        return Ok(Verifying::Inquire);
+    let note =
+        format!("then settled {command_id} as succeeded (it was verifying an ambiguous attempt)");
+    match settle_locked(conn, command_id, evidence, exchange, Some(&note)).await? {
+        Some(_) => Ok(Verifying::Settled(notification)),
+        None => Ok(Verifying::Inquire),
     }
-    sqlx::query(
-        "UPDATE notifications SET settled_command = $2,
-            reason = COALESCE(reason || '; ', '') || $3
-          WHERE id = $1",
-    )
-    .bind(notification)
-    .bind(command_id)
-    .bind(format!(
-        "then settled {command_id} as succeeded (it was verifying an ambiguous attempt)"
-    ))
-    .execute(&mut *conn)
-    .await?;
-    Ok(Verifying::Settled(notification))
 }
 
 /// Settles one command locked by this transaction, if its effect is still
-/// in question (see [`settle_by_notification`]): its outcome and event, the
-/// attempt-like record of why (kind `inquiry`, purpose `notification #id`,
-/// the notification's fields as the body received), its payment released.
+/// in question (see [`settle_by_notification`]); the one place both ways
+/// of settling write: its outcome and event, the attempt-like record of why
+/// (kind `inquiry`, purpose `notification #id`, the notification's fields
+/// as the body received), the notification naming the command (`note`
+/// added to its reason), its payment released.
 async fn settle_locked(
     conn: &mut PgConnection,
     id: &str,
     evidence: Evidence<'_>,
     exchange: &str,
-) -> Result<bool, StoreError> {
+    note: Option<&str>,
+) -> Result<Option<Settled>, StoreError> {
     // Read again now that it is locked: a statement of its own sees what
     // committed while the lock was awaited.
     let Some(row) = crate::store::commands::get(&mut *conn, id).await? else {
-        return Ok(false);
+        return Ok(None);
     };
     let Evidence {
         notification,
@@ -164,7 +173,7 @@ async fn settle_locked(
         _ => false,
     };
     if !settled {
-        return Ok(false);
+        return Ok(None);
     }
     sqlx::query(
         "INSERT INTO attempts (command_id, attempt_no, kind, status, purpose, response_body,
@@ -177,21 +186,34 @@ async fn settle_locked(
     .bind(fields.map(|f| f.to_string()))
     .execute(&mut *conn)
     .await?;
+    sqlx::query(
+        "UPDATE notifications SET settled_command = $2,
+            reason = CASE WHEN $3::text IS NULL THEN reason
+                          ELSE COALESCE(reason || '; ', '') || $3 END
+          WHERE id = $1",
+    )
+    .bind(notification)
+    .bind(id)
+    .bind(note)
+    .execute(&mut *conn)
+    .await?;
+    let gateway = row.gateway.clone().unwrap_or_default();
     if let Some(payment_id) = row.payment_id.as_deref() {
-        let gateway = row.gateway.as_deref().unwrap_or("");
-        crate::store::commands::release_payment(conn, gateway, payment_id, id).await?;
+        crate::store::commands::release_payment(conn, &gateway, payment_id, id).await?;
     }
-    Ok(true)
+    Ok(Some(Settled {
+        command_id: row.id,
+        gateway,
+        operation: row.operation.unwrap_or_default(),
+        outcome: crate::outcome::Outcome::Succeeded,
+    }))
 }
 
 /// Whether a `running` command is between an uncertain attempt and its
 /// conclusion: recovery point `calling` and no call in flight (its answer
 /// was ambiguous, or it was found interrupted), so its executor is only
 /// inquiring.
-async fn verifying(
-    conn: &mut PgConnection,
-    row: &crate::store::commands::CommandRow,
-) -> Result<bool, StoreError> {
+async fn verifying(conn: &mut PgConnection, row: &CommandRow) -> Result<bool, StoreError> {
     if row.phase.as_str() != "calling" {
         return Ok(false);
     }
@@ -208,7 +230,7 @@ async fn verifying(
 /// was reconciling it losing its lease.
 async fn settle_unknown(
     conn: &mut PgConnection,
-    row: &crate::store::commands::CommandRow,
+    row: &CommandRow,
     notification: i64,
     status: &str,
     exchange: &str,
@@ -217,7 +239,7 @@ async fn settle_unknown(
     // it echoes could be rounded.
     let Some(mut event) = crate::store::commands::current_result(&mut *conn, &row.id)
         .await?
-        .and_then(|r| serde_json::from_str::<crate::events::ResultEvent>(&r).ok())
+        .and_then(|r| serde_json::from_str::<ResultEvent>(&r).ok())
     else {
         return Ok(false);
     };
@@ -229,22 +251,16 @@ async fn settle_unknown(
         "settled by verified notification #{notification}: the payment is {status}"
     ));
     event.occurred_at = crate::events::now_rfc3339();
-    let body = serde_json::to_string(&event).expect("events serialize");
-    let done = sqlx::query(
+    conclude(
+        conn,
+        row,
         "UPDATE commands SET state = 'done', settled_outcome = 'succeeded', settled_result = $2::jsonb,
             settled_at = now(), lease_owner = NULL, lease_until = NULL, next_run_at = NULL, updated_at = now()
          WHERE id = $1 AND state = 'unsettled'",
+        &event,
+        exchange,
     )
-    .bind(&row.id)
-    .bind(&body)
-    .execute(&mut *conn)
-    .await?;
-    if done.rows_affected() != 1 {
-        return Ok(false);
-    }
-    let correlation = row.correlation_id.as_deref().or(Some(row.id.as_str()));
-    crate::store::outbox::enqueue(conn, exchange, &event, row.reply_to.as_deref(), correlation).await?;
-    Ok(true)
+    .await
 }
 
 /// A command still verifying its attempt, decided: its one result event
@@ -252,7 +268,7 @@ async fn settle_unknown(
 /// duplicates wait for. Its executor finds it no longer its own.
 async fn settle_verifying(
     conn: &mut PgConnection,
-    row: &crate::store::commands::CommandRow,
+    row: &CommandRow,
     notification: i64,
     status: &str,
     exchange: &str,
@@ -276,22 +292,20 @@ async fn settle_verifying(
             ..crate::events::Reported::default()
         },
     );
-    let body = serde_json::to_string(&event).expect("events serialize");
-    let done = sqlx::query(
+    let concluded = conclude(
+        conn,
+        row,
         "UPDATE commands SET state = 'done', phase = 'ready', outcome = 'succeeded', result = $2::jsonb,
             decided_at = now(), updated_at = now(), lease_owner = NULL, lease_until = NULL,
             pending_replays = 0, next_run_at = NULL
          WHERE id = $1 AND state = 'running' AND outcome IS NULL",
+        &event,
+        exchange,
     )
-    .bind(&row.id)
-    .bind(&body)
-    .execute(&mut *conn)
     .await?;
-    if done.rows_affected() != 1 {
+    if !concluded {
         return Ok(false);
     }
-    let correlation = row.correlation_id.as_deref().or(Some(row.id.as_str()));
-    crate::store::outbox::enqueue(conn, exchange, &event, row.reply_to.as_deref(), correlation).await?;
     let replays = crate::store::commands::take_pending_replays(conn, &[row.id.as_str()]).await?;
     for replay in replays {
         crate::store::outbox::enqueue(
@@ -303,5 +317,31 @@ async fn settle_verifying(
         )
         .await?;
     }
+    Ok(true)
+}
+
+/// Writes a settlement's conclusion: `update` (`$1` the command, `$2` the
+/// event's body), guarded by the state the command was read in, then its
+/// event staged for the relay. False, and nothing staged, when the guard
+/// found it concluded meanwhile.
+async fn conclude(
+    conn: &mut PgConnection,
+    row: &CommandRow,
+    update: &str,
+    event: &ResultEvent,
+    exchange: &str,
+) -> Result<bool, StoreError> {
+    let body = serde_json::to_string(event).expect("events serialize");
+    let done = sqlx::query(update)
+        .bind(&row.id)
+        .bind(&body)
+        .execute(&mut *conn)
+        .await?;
+    if done.rows_affected() != 1 {
+        return Ok(false);
+    }
+    let correlation = row.correlation_id.as_deref().or(Some(row.id.as_str()));
+    crate::store::outbox::enqueue(conn, exchange, event, row.reply_to.as_deref(), correlation)
+        .await?;
     Ok(true)
 }
