@@ -6,6 +6,8 @@
 //! the worker talks to the real RabbitMQ and PostgreSQL on this machine.
 #![allow(dead_code)]
 
+pub mod notify;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
