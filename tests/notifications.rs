@@ -57,6 +57,9 @@ fn captures(outcome: &str, n: u64) -> String {
     )
 }
 
+const CANCELLED_ONCE: &str =
+    r#"backoffice_commands_total{gateway="praxis",operation="cancel",outcome="succeeded"} 1"#;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_authorized_praxis_payment_is_captured_once_with_no_command_published() {
     let mut w = World::notified("notify_praxis_capture", RULES).await;
@@ -133,6 +136,7 @@ async fn a_cancel_rule_cancels() {
     assert_eq!(event.operation.as_deref(), Some("cancel"));
     assert_eq!(event.origin.unwrap().rule, "cancel-eur");
     assert_eq!(w.effects(GatewayId::Praxis, "700003"), [Effect::Cancel]);
+    w.metrics_with(&[CANCELLED_ONCE]).await;
     w.finish().await;
 }
 
@@ -287,6 +291,8 @@ async fn a_hold_past_its_deadline_is_cancelled() {
     .await
     .unwrap();
     assert_eq!(closed_by, "deadline");
+    // The deadline's command is concluded by its executor, and counted once.
+    w.metrics_with(&[CANCELLED_ONCE]).await;
     w.finish().await;
 }
 
@@ -999,5 +1005,16 @@ async fn show_and_list_say_what_a_notification_proves_and_how_often_it_was_rate_
     let of = |id: i64| listed.iter().find(|r| r["id"] == id).unwrap().clone();
     assert_eq!(of(evidence)["evidence"], "capture");
     assert!(of(limited)["rate_limited"].as_i64().unwrap() >= 1);
+    // The filters as the spec writes them.
+    let waiting: Vec<serde_json::Value> = serde_json::from_str(&notifications_cli(
+        &w,
+        &["list", "--since", "1h", "--status", "unverified", "--json"],
+    ))
+    .unwrap();
+    assert!(
+        waiting.iter().all(|r| r["decision"] == "unverified"),
+        "{waiting:?}"
+    );
+    assert!(waiting.iter().any(|r| r["id"] == limited), "{waiting:?}");
     w.finish().await;
 }
