@@ -16,13 +16,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use backoffice_worker::money::Amount;
 use backoffice_worker::simulator::notify::NotifySettings;
 use backoffice_worker::simulator::{Effect, FaultKind, FaultSettingsView, GatewayId, NewPayment};
-use common::{free_port, TestEnv};
+use common::notify::{listening_section, notify_url, spawn_worker_process};
+use common::{free_port, ChildGuard, TestEnv};
 
 const CHAOS_WORKER: &str = r#"
 [worker]
@@ -60,18 +60,8 @@ gateway = "paymentz"
 action = "capture"
 "#;
 
-fn spawn_worker(env: &TestEnv, name: &str) -> Child {
-    let log = std::fs::File::create(env.dir.path().join(name)).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_backoffice-worker"))
-        .args(["run", "--config"])
-        .arg(env.config_file())
-        .env_remove("AMQP_URL")
-        .env_remove("DATABASE_URL")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap()
+fn spawn_worker(env: &TestEnv, name: &str) -> ChildGuard {
+    spawn_worker_process(env, name, "warn")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -94,8 +84,7 @@ async fn authorizations_notified_with_duplicates_forgeries_faults_and_two_crashe
         .unwrap_or(2_000);
     let mut env = TestEnv::new("chaos_notify").await;
     let port = free_port();
-    env.worker_section =
-        format!("{CHAOS_WORKER}\n[notifications]\nlisten = \"127.0.0.1:{port}\"\n{RULES}\n");
+    env.worker_section = listening_section(CHAOS_WORKER, port, RULES);
     let rates: BTreeMap<FaultKind, f64> = [
         (FaultKind::ErrorBefore, 0.01),
         (FaultKind::ErrorAfter, 0.01),
@@ -115,9 +104,7 @@ async fn authorizations_notified_with_duplicates_forgeries_faults_and_two_crashe
     })
     .unwrap();
     sim.set_notify_settings(NotifySettings {
-        url: Some(format!(
-            "http://127.0.0.1:{port}/notifications/{{gateway}}/default"
-        )),
+        url: Some(notify_url(port)),
         resend_after_ms: 500,
         max_sends: 200,
         duplicate: 0.2,

@@ -6,47 +6,19 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{free_port, http_get, wait_for_status, ChildGuard, SandboxPlace};
+use common::{free_port, http_get, SandboxPlace};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_notification_session_works_as_typed() {
     let place = SandboxPlace::new("notify-session").await;
     let dir = tempfile::tempdir().unwrap();
-    let binary = env!("CARGO_BIN_EXE_backoffice-worker");
-    let command = |args: &[&str]| {
-        let mut c = Command::new(binary);
-        c.args(args)
-            .current_dir(dir.path())
-            .env_remove("BACKOFFICE_CONFIG")
-            .env("AMQP_URL", &place.amqp_url)
-            .env("DATABASE_URL", &place.db_url);
-        c
-    };
+    let command = |args: &[&str]| place.command(dir.path(), args);
     let admin = format!("127.0.0.1:{}", free_port());
     let simulator = format!("127.0.0.1:{}", free_port());
-    let mut worker = ChildGuard(
-        command(&[
-            "run",
-            "--sandbox",
-            "--sandbox-listen",
-            &simulator,
-            "--admin-listen",
-            &admin,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap(),
-    );
-    wait_for_status(
-        &format!("http://{admin}/readyz"),
-        200,
-        Duration::from_secs(60),
-    )
-    .await;
+    let mut worker = place.start_sandbox(dir.path(), &simulator, &admin).await;
 
     let list = |status: Option<&str>| {
         let mut args = vec!["notifications", "list", "--sandbox", "--json"];

@@ -8,48 +8,21 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
-use common::{free_port, http_get, wait_for_status, ChildGuard, SandboxPlace};
+use common::{free_port, http_get, SandboxPlace};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_sandbox_session_works_without_a_config_file() {
     let place = SandboxPlace::new("readme").await;
     let dir = tempfile::tempdir().unwrap();
-    let binary = env!("CARGO_BIN_EXE_backoffice-worker");
-    let command = |args: &[&str]| {
-        let mut c = Command::new(binary);
-        c.args(args)
-            .current_dir(dir.path())
-            .env_remove("BACKOFFICE_CONFIG")
-            .env("AMQP_URL", &place.amqp_url)
-            .env("DATABASE_URL", &place.db_url);
-        c
-    };
+    let command = |args: &[&str]| place.command(dir.path(), args);
 
     let admin = free_port();
     let admin_addr = format!("127.0.0.1:{admin}");
-    let mut worker = ChildGuard(
-        command(&[
-            "run",
-            "--sandbox",
-            "--sandbox-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            &admin_addr,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap(),
-    );
-    wait_for_status(
-        &format!("http://{admin_addr}/readyz"),
-        200,
-        Duration::from_secs(60),
-    )
-    .await;
+    let mut worker = place
+        .start_sandbox(dir.path(), "127.0.0.1:0", &admin_addr)
+        .await;
 
     let enqueue = command(&[
         "enqueue",

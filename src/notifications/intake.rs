@@ -193,8 +193,18 @@ async fn record_and_act(
         );
         return Ok((recorded.answer_status, recorded.answer_body, "repeat"));
     }
-    let decision = act(ctx, &mut tx, recorded.id, gateway, account, reading).await?;
+    let Decided { decision, settled } =
+        act(ctx, &mut tx, recorded.id, gateway, account, reading).await?;
     tx.commit().await?;
+    if let Some(settled) = &settled {
+        // Concluded in this transaction, not by an executor: counted here,
+        // once, now that it is committed.
+        ctx.metrics.command_decided(
+            &settled.gateway,
+            &settled.operation,
+            settled.outcome.as_str(),
+        );
+    }
     ctx.after_commit(decision);
     tracing::info!(
         notification = recorded.id,
@@ -207,6 +217,22 @@ async fn record_and_act(
     Ok((recorded.answer_status, recorded.answer_body, decision))
 }
 
+/// What was decided about a notification, and the command it settled in
+/// its transaction (as evidence), to be counted once that has committed.
+struct Decided {
+    decision: &'static str,
+    settled: Option<store::Settled>,
+}
+
+impl From<&'static str> for Decided {
+    fn from(decision: &'static str) -> Decided {
+        Decided {
+            decision,
+            settled: None,
+        }
+    }
+}
+
 /// What to do about a notification just recorded, inside its transaction.
 async fn act(
     ctx: &Context,
@@ -215,7 +241,7 @@ async fn act(
     gateway: &'static str,
     account: &str,
     reading: &Reading,
-) -> Result<&'static str, StoreError> {
+) -> Result<Decided, StoreError> {
     let Some(notice) = reading.notice.as_ref() else {
         let why = reading
             .verification
@@ -232,12 +258,14 @@ async fn act(
             },
         )
         .await?;
-        return Ok("ignored");
+        return Ok("ignored".into());
     };
     match (&reading.verification, notice.meaning) {
         (Verification::Verified, Meaning::Authorized) => {
             let decision = ctx.automation.decide(gateway, account, notice);
-            apply(ctx, tx, id, gateway, account, notice, &decision).await
+            apply(ctx, tx, id, gateway, account, notice, &decision)
+                .await
+                .map(Decided::from)
         }
         (Verification::Verified, Meaning::Captured | Meaning::Cancelled) => {
             evidence(ctx, tx, id, gateway, account, notice, reading).await
@@ -255,7 +283,7 @@ async fn act(
                 },
             )
             .await?;
-            Ok("unverified")
+            Ok("unverified".into())
         }
         (verification, meaning) => {
             let reason = match (verification.problem(), meaning) {
@@ -275,7 +303,7 @@ async fn act(
                 },
             )
             .await?;
-            Ok("ignored")
+            Ok("ignored".into())
         }
     }
 }
@@ -475,7 +503,7 @@ async fn evidence(
     _account: &str,
     notice: &Notice,
     reading: &Reading,
-) -> Result<&'static str, StoreError> {
+) -> Result<Decided, StoreError> {
     let operation = match notice.meaning {
         Meaning::Captured => "capture",
         _ => "cancel",
@@ -494,7 +522,7 @@ async fn evidence(
     )
     .await?;
     let reason = match &settled {
-        Some(command) => format!("evidence: settled {command} as succeeded"),
+        Some(settled) => format!("evidence: settled {} as succeeded", settled.command_id),
         None => format!(
             "evidence: the payment is {}; no {operation} of ours in question to settle",
             Escaped::at_most(&notice.status, 64)
@@ -506,15 +534,17 @@ async fn evidence(
         &Outcome {
             decision: "ignored",
             reason: Some(&reason),
-            settled_command: settled.as_deref(),
             evidence: Some(operation),
             ..Outcome::default()
         },
     )
     .await?;
-    Ok(if settled.is_some() {
-        "settled"
-    } else {
-        "ignored"
+    Ok(Decided {
+        decision: if settled.is_some() {
+            "settled"
+        } else {
+            "ignored"
+        },
+        settled,
     })
 }

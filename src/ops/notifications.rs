@@ -117,6 +117,12 @@ pub struct Shown {
     pub command_outcome: Option<String>,
     pub hold_deadline: Option<String>,
     pub hold_closed_by: Option<String>,
+    /// Inquiries of the gateway made about it (an unverified notification).
+    pub inquiries: i32,
+    /// Times its inquiry was put off by the account's rate limit.
+    pub rate_limited: i32,
+    /// What a verified notification proves: `capture` or `cancel`.
+    pub evidence: Option<String>,
     pub settled_command: Option<String>,
     pub repeats: i32,
     pub answer_status: i32,
@@ -146,6 +152,9 @@ pub(crate) fn shown(row: &NotificationRow, outcome: Option<String>, with_body: b
         command_outcome: outcome,
         hold_deadline: row.hold_deadline.map(crate::events::format_timestamp),
         hold_closed_by: row.hold_closed_by.clone(),
+        inquiries: row.inquiries,
+        rate_limited: row.rate_limited,
+        evidence: row.evidence.clone(),
         settled_command: row.settled_command.clone(),
         repeats: row.repeats,
         answer_status: row.answer_status,
@@ -246,11 +255,7 @@ async fn list(
             clip.clip(r.payment_id.as_deref().unwrap_or("-"), 20),
             clip.clip(r.status.as_deref().unwrap_or("-"), 16),
             if r.verified { "yes" } else { "no" }.into(),
-            if r.decision == "held" && r.hold_closed_at.is_some() {
-                "held (closed)".into()
-            } else {
-                r.decision.clone()
-            },
+            decision_text(r),
             or_dash(r.rule.as_deref()),
             clip.clip(r.command_id.as_deref().unwrap_or("-"), 48),
             clip.clip(r.reason.as_deref().unwrap_or(""), 60),
@@ -261,6 +266,23 @@ async fn list(
         println!("(cut short: --json has every value whole)");
     }
     Ok(0)
+}
+
+/// The DECISION column of `notifications list`: the decision, and what
+/// an operator reads next to it: a hold closed, what a notification was
+/// evidence of, how often an unverified one's inquiry was rate-limited.
+fn decision_text(r: &NotificationRow) -> String {
+    let mut text = r.decision.clone();
+    if r.decision == "held" && r.hold_closed_at.is_some() {
+        text.push_str(" (closed)");
+    }
+    if let Some(evidence) = &r.evidence {
+        text.push_str(&format!(" (evidence: {evidence})"));
+    }
+    if r.rate_limited > 0 {
+        text.push_str(&format!(" (rate-limited {}x)", r.rate_limited));
+    }
+    text
 }
 
 /// `notifications show`.
@@ -312,6 +334,12 @@ fn print_shown(s: &Shown) {
             .unwrap_or_default()
     );
     println!("  answered     HTTP {} {}", s.answer_status, s.answer_body);
+    if s.inquiries > 0 || s.rate_limited > 0 {
+        println!(
+            "  inquiries    {} made, {} put off by the rate limit",
+            s.inquiries, s.rate_limited
+        );
+    }
     println!("  repeats      {}", s.repeats);
     println!("  decision     {}", s.decision);
     println!("  rule         {}", or_dash(s.rule.as_deref()));
@@ -333,6 +361,9 @@ fn print_shown(s: &Shown) {
             .map(|o| format!(" ({o})"))
             .unwrap_or_default()
     );
+    if let Some(evidence) = &s.evidence {
+        println!("  evidence     of a {evidence}");
+    }
     if let Some(settled) = &s.settled_command {
         println!("  settled      {settled}");
     }

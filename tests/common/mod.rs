@@ -6,6 +6,8 @@
 //! the worker talks to the real RabbitMQ and PostgreSQL on this machine.
 #![allow(dead_code)]
 
+pub mod notify;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -694,6 +696,53 @@ impl SandboxPlace {
             vhost,
             schema,
         }
+    }
+
+    /// The binary as a new user runs it in this place: in `dir`, with no
+    /// config file, on this place's server URLs.
+    pub fn command(&self, dir: &std::path::Path, args: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_backoffice-worker"));
+        c.args(args)
+            .current_dir(dir)
+            .env_remove("BACKOFFICE_CONFIG")
+            .env("AMQP_URL", &self.amqp_url)
+            .env("DATABASE_URL", &self.db_url);
+        c
+    }
+
+    /// `run --sandbox` in this place (its simulator on `simulator`, its
+    /// admin listener on `admin`, its output discarded), once `/readyz`
+    /// answers 200.
+    pub async fn start_sandbox(
+        &self,
+        dir: &std::path::Path,
+        simulator: &str,
+        admin: &str,
+    ) -> ChildGuard {
+        let worker = ChildGuard(
+            self.command(
+                dir,
+                &[
+                    "run",
+                    "--sandbox",
+                    "--sandbox-listen",
+                    simulator,
+                    "--admin-listen",
+                    admin,
+                ],
+            )
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+        );
+        wait_for_status(
+            &format!("http://{admin}/readyz"),
+            200,
+            Duration::from_secs(60),
+        )
+        .await;
+        worker
     }
 
     pub async fn cleanup(self) {
