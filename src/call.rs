@@ -141,11 +141,11 @@ pub async fn execute(args: &CallArgs, accounts: &Accounts) -> CallResult {
             return result;
         }
     };
-    result.amount = valid.request.amount.map(|a| a.to_string());
+    result.amount = valid.request.amount().map(|a| a.to_string());
     let call = valid.gateway.execute(&valid.request).await;
     result.outcome = Outcome::when_budget_spent(call.answer.classification);
     // The gateway's fields exactly as a result event reports them.
-    let reported = Reported::from_answer(&call.answer, valid.request.operation);
+    let reported = Reported::from_answer(&call.answer, valid.request.operation());
     result.gateway_status = reported.gateway_status;
     result.gateway_code = reported.gateway_code;
     result.description = reported.description;

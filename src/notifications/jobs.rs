@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::intake::{apply, Context};
 use super::rules::{Action, Decision, OnDeadline, DEADLINE};
 use super::{Meaning, Notice};
-use crate::gateways::{Classification, Operation, OperationRequest, PaymentState};
+use crate::gateways::{Classification, OperationRequest, PaymentOperation, PaymentState};
 use crate::store::notifications::{self as store, NotificationRow, Outcome};
 use crate::store::StoreError;
 use crate::telemetry::Escaped;
@@ -103,7 +103,7 @@ async fn inquire(ctx: &Context, row: NotificationRow) -> Result<(), StoreError> 
     };
     let call = client
         .execute(&OperationRequest::new(
-            Operation::Inquiry,
+            PaymentOperation::Inquiry,
             notice.payment_id.clone(),
         ))
         .await;

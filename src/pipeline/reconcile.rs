@@ -174,7 +174,7 @@ pub(super) async fn verify(
         let (record, answer) = Record::split(job, call, attempt_no, AttemptKind::Inquiry, None);
         write_record(worker, &job.row.id, &record).await?;
         if let Some(evidence) = Evidence::of(&answer) {
-            let settlement = settle(request.operation, request.amount, before, evidence);
+            let settlement = settle(request.operation(), request.amount(), before, evidence);
             let after = evidence.snapshot().cloned();
             tracing::info!(
                 status = after
@@ -216,7 +216,7 @@ async fn evidence_first(worker: &Worker, job: &Job) -> Result<bool, StoreError> 
         Verifying::Settled(notification) => {
             worker.metrics.command_decided(
                 job.valid.gateway.name(),
-                job.valid.request.operation.as_str(),
+                job.valid.request.operation().as_str(),
                 Outcome::Succeeded.as_str(),
             );
             worker.wake_outbox.notify_one();
@@ -344,7 +344,7 @@ pub(super) async fn reconcile_unknown(
                     &job.row.payload,
                     Outcome::Unknown,
                     None,
-                    request.amount,
+                    request.amount(),
                     job.row.attempts,
                     Reported::default(),
                 )
@@ -382,7 +382,7 @@ pub(super) async fn reconcile_unknown(
             match request.inquiry() {
                 None => format!(
                     "still unknown: a {} cannot be inquired about; next check in {delay:?}",
-                    request.operation
+                    request.operation()
                 ),
                 Some(_) => {
                     format!("still unknown: the inquiry did not settle it; next check in {delay:?}")
@@ -422,7 +422,12 @@ async fn inquire_once(
     write_record(worker, &job.row.id, &record).await?;
     Ok(Evidence::of(&answer).map(|evidence| {
         (
-            settle(request.operation, request.amount, before.as_ref(), evidence),
+            settle(
+                request.operation(),
+                request.amount(),
+                before.as_ref(),
+                evidence,
+            ),
             evidence.snapshot().cloned(),
         )
     }))
@@ -455,11 +460,11 @@ fn settled_event(
     event.description = Some(match (status, applied) {
         (Some(status), true) => format!(
             "settled by inquiry: the payment shows the {} took effect ({status})",
-            request.operation
+            request.operation()
         ),
         (Some(status), false) => format!(
             "settled by inquiry: the payment shows the {} did not take effect ({status})",
-            request.operation
+            request.operation()
         ),
         (None, _) => no_such_payment(request),
     });
@@ -471,8 +476,8 @@ fn settled_event(
 pub(super) fn no_such_payment(request: &OperationRequest) -> String {
     format!(
         "the gateway does not know payment {}: the {} did not take effect and cannot",
-        request.payment_id.as_deref().unwrap_or("-"),
-        request.operation
+        request.payment_id().unwrap_or("-"),
+        request.operation()
     )
 }
 
@@ -675,7 +680,10 @@ mod tests {
         );
         assert_eq!(settled_outcome(Settlement::Undecided), None);
 
-        let request = crate::gateways::OperationRequest::new(Operation::Capture, "55361");
+        let request = crate::gateways::OperationRequest::new(
+            crate::gateways::PaymentOperation::Capture,
+            "55361",
+        );
         let unknown = event_for(
             "c1",
             r#"{"id":"c1","gateway":"paymentz","operation":"capture"}"#,
