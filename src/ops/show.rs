@@ -315,7 +315,7 @@ fn attempts_table(attempts: &[AttemptRow]) -> Table {
             (n + 1).to_string(),
             format_timestamp(a.started_at),
             a.attempt_no.to_string(),
-            a.kind.clone(),
+            a.kind.to_string(),
             or_dash(a.purpose.as_deref()),
             a.status.to_string(),
             a.http_status.map_or("-".into(), |s| s.to_string()),
@@ -329,7 +329,7 @@ fn attempts_table(attempts: &[AttemptRow]) -> Table {
                 None => "-".into(),
             },
             a.latency_ms.map_or("-".into(), |ms| format!("{ms:.0} ms")),
-            or_dash(a.classification.as_deref()),
+            or_dash(a.classification.map(|c| c.as_str())),
             // Also repeated in the detail below, where a cut is noted.
             a.error
                 .as_deref()
@@ -411,7 +411,8 @@ fn events_table(events: &[EventView]) -> Table {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::lifecycle::AttemptStatus;
+    use crate::gateways::Classification;
+    use crate::store::lifecycle::{AttemptKind, AttemptStatus};
 
     fn command(result: Option<Value>) -> CommandView {
         CommandView {
@@ -450,7 +451,7 @@ mod tests {
         AttemptRow {
             id: 1,
             attempt_no: 1,
-            kind: "operation".into(),
+            kind: AttemptKind::Operation,
             status: AttemptStatus::Completed,
             purpose: Some(purpose.into()),
             method: Some("POST".into()),
@@ -463,7 +464,7 @@ mod tests {
             signature_verified: None,
             latency_ms: Some(12.4),
             error: None,
-            classification: Some("succeeded".into()),
+            classification: Some(Classification::Succeeded),
             started_at: time::macros::datetime!(2026-11-22 10:15:03.200 UTC),
         }
     }
