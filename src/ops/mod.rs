@@ -13,6 +13,7 @@
 
 pub mod dead_letters;
 pub mod enqueue;
+pub mod flags;
 pub mod list;
 pub mod migrate;
 pub mod notifications;
