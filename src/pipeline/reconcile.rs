@@ -333,44 +333,7 @@ pub(super) async fn reconcile_unknown(
     let mut tx = worker.store.pool().begin().await?;
     let decided = match settled {
         Some((outcome, settlement, after)) => {
-            // Read as text: through a serde_json::Value the numbers of the
-            // metadata it echoes could be rounded.
-            let original: Option<ResultEvent> = commands::current_result(&mut tx, id)
-                .await?
-                .and_then(|text| serde_json::from_str(&text).ok());
-            let original = original.unwrap_or_else(|| {
-                event_for(
-                    id,
-                    &job.row.payload,
-                    Outcome::Unknown,
-                    None,
-                    request.amount(),
-                    job.row.attempts,
-                    Reported::default(),
-                )
-            });
-            let applied = settlement == Settlement::Applied;
-            let event = settled_event(original, outcome, applied, after.as_ref(), request);
-            let body = serde_json::to_string(&event).expect("serializable");
-            if commands::settle(&mut tx, id, worker.owner, outcome.as_str(), &body).await? {
-                outbox::enqueue(
-                    &mut tx,
-                    &worker.topology.result_exchange,
-                    &event,
-                    job.row.reply_to.as_deref(),
-                    job.reply_correlation(),
-                )
-                .await?;
-                tracing::info!(outcome = %outcome, "unknown outcome settled");
-                format!(
-                    "settled as {outcome}: {}",
-                    event.description.as_deref().unwrap_or("")
-                )
-            } else {
-                // Its lease was lost meanwhile; whoever holds it decides.
-                "the inquiry was recorded, but the command was no longer this worker's to settle"
-                    .into()
-            }
+            settle_in(worker, &mut tx, job, outcome, settlement, after.as_ref()).await?
         }
         None => {
             let delay = retry::reconcile_delay(
@@ -401,6 +364,59 @@ pub(super) async fn reconcile_unknown(
     tx.commit().await?;
     worker.wake_outbox.notify_one();
     Ok(audited)
+}
+
+/// Settles the command as `outcome` in `tx`, with its event rewritten and
+/// put in the outbox; what came of it, in words.
+async fn settle_in(
+    worker: &Worker,
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    job: &Job,
+    outcome: Outcome,
+    settlement: Settlement,
+    after: Option<&PaymentSnapshot>,
+) -> Result<String, StoreError> {
+    let id = job.row.id.as_str();
+    let request = &job.valid.request;
+    // Read as text: through a serde_json::Value the numbers of the
+    // metadata it echoes could be rounded.
+    let original: Option<ResultEvent> = commands::current_result(tx, id)
+        .await?
+        .and_then(|text| serde_json::from_str(&text).ok());
+    let original = original.unwrap_or_else(|| {
+        event_for(
+            id,
+            &job.row.payload,
+            Outcome::Unknown,
+            None,
+            request.amount(),
+            job.row.attempts,
+            Reported::default(),
+        )
+    });
+    let applied = settlement == Settlement::Applied;
+    let event = settled_event(original, outcome, applied, after, request);
+    let body = serde_json::to_string(&event).expect("serializable");
+    if !commands::settle(tx, id, worker.owner, outcome.as_str(), &body).await? {
+        // Its lease was lost meanwhile; whoever holds it decides.
+        return Ok(
+            "the inquiry was recorded, but the command was no longer this worker's to settle"
+                .into(),
+        );
+    }
+    outbox::enqueue(
+        tx,
+        &worker.topology.result_exchange,
+        &event,
+        job.row.reply_to.as_deref(),
+        job.reply_correlation(),
+    )
+    .await?;
+    tracing::info!(outcome = %outcome, "unknown outcome settled");
+    Ok(format!(
+        "settled as {outcome}: {}",
+        event.description.as_deref().unwrap_or("")
+    ))
 }
 
 /// One recorded inquiry, and what it settles (`None`: it proved nothing).
