@@ -10,7 +10,7 @@
 //! is covered by `tests/simulator_praxis.rs`; here the client's side of it is
 //! checked: every request carries a fresh timestamp.
 
-mod gateway_support;
+use crate::gateway_support;
 
 use std::time::Duration;
 

@@ -7,7 +7,7 @@
 //! A [`Bystander`] is a second real listener standing where a redirect or a
 //! proxy would send a request; it counts what reaches it.
 
-mod gateway_support;
+use crate::gateway_support;
 
 use std::path::Path;
 use std::process::Stdio;
