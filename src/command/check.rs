@@ -66,7 +66,8 @@ impl Command {
         Ok(())
     }
 
-    fn check_id_and_gateway(&self) -> Result<(), Rejected> {
+    /// The command's id and gateway name, both well-formed.
+    fn check_id_and_gateway(&self) -> Result<(&str, &str), Rejected> {
         let id = self
             .id
             .as_deref()
@@ -92,7 +93,7 @@ impl Command {
                 ),
             ));
         }
-        Ok(())
+        Ok((id, gateway_name))
     }
 
     fn check_account(&self) -> Result<(), Rejected> {
@@ -236,8 +237,7 @@ impl Command {
     /// Checks every field; the first problem found is the one reported.
     pub fn validate(&self, accounts: &Accounts) -> Result<ValidCommand, Rejected> {
         self.check()?;
-        let id = self.id.as_deref().expect("checked");
-        let gateway_name = self.gateway.as_deref().expect("checked");
+        let (id, gateway_name) = self.check_id_and_gateway()?;
         let operation = self.operation()?;
         let account = self.account_name();
         let amount = self
