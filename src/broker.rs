@@ -17,12 +17,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures::future::join_all;
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
-    ExchangeDeclareOptions, QueueDeclareOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::protocol::{AMQPErrorKind, AMQPHardError};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::ErrorKind;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
+use lapin::{
+    BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind, Queue,
+};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::AmqpSettings;
@@ -180,9 +182,14 @@ pub async fn declare(channel: &Channel, topology: &Topology) -> lapin::Result<()
     channel
         .queue_declare(topology.dead_letter_queue.as_str().into(), durable, quorum)
         .await?;
+    declare_result_exchange(channel, &topology.result_exchange).await
+}
+
+/// A durable topic exchange, as the result exchange is declared.
+pub async fn declare_result_exchange(channel: &Channel, exchange: &str) -> lapin::Result<()> {
     channel
         .exchange_declare(
-            topology.result_exchange.as_str().into(),
+            exchange.into(),
             ExchangeKind::Topic,
             ExchangeDeclareOptions {
                 durable: true,
@@ -190,8 +197,59 @@ pub async fn declare(channel: &Channel, topology: &Topology) -> lapin::Result<()
             },
             FieldTable::default(),
         )
+        .await
+}
+
+/// A queue of this connection's own: named by the server, exclusive, and
+/// gone with the connection. Where a process reads answers meant for it.
+pub async fn private_queue(channel: &Channel) -> lapin::Result<Queue> {
+    channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+}
+
+/// Reads `queue` without acknowledgements: a private queue has no other
+/// reader to hand a message back to.
+pub async fn consume_unacked(
+    channel: &Channel,
+    queue: &Queue,
+    tag: &str,
+) -> lapin::Result<Consumer> {
+    channel
+        .basic_consume(
+            queue.name().as_str().into(),
+            tag.into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+}
+
+/// Every message `exchange` routes from now on: a [`private_queue`] bound
+/// to every routing key, read without acknowledgements.
+pub async fn consume_all(channel: &Channel, exchange: &str, tag: &str) -> lapin::Result<Consumer> {
+    let queue = private_queue(channel).await?;
+    channel
+        .queue_bind(
+            queue.name().as_str().into(),
+            exchange.into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
-    Ok(())
+    consume_unacked(channel, &queue, tag).await
 }
 
 /// A message to publish persistently.

@@ -17,6 +17,7 @@ use crate::events::Reported;
 use crate::gateways::http::HttpTransport;
 use crate::gateways::registry::Accounts;
 use crate::gateways::Exchange;
+use crate::ops::flags::CommandFlags;
 use crate::outcome::{Outcome, RejectReason, Rejected};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -30,29 +31,11 @@ pub struct CallArgs {
     /// The configuration file (default: $BACKOFFICE_CONFIG, then ./backoffice.toml).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// `paymentz` or `praxis`.
-    #[arg(long)]
-    pub gateway: String,
-    /// capture, refund, cancel, inquiry or transaction_list.
-    #[arg(long)]
-    pub operation: String,
-    /// The gateway's id of the payment (Paymentz paymentId, Praxis trace_id).
-    #[arg(long)]
-    pub payment_id: Option<String>,
-    /// Decimal amount, at most 2 decimals (Paymentz capture and refund).
-    #[arg(long)]
-    pub amount: Option<String>,
+    #[command(flatten)]
+    pub command: CommandFlags,
     /// Which configured account to use.
     #[arg(long, default_value = "default")]
     pub account: String,
-    #[arg(long)]
-    pub currency: Option<String>,
-    /// First day for transaction_list, YYYY-MM-DD.
-    #[arg(long)]
-    pub from: Option<String>,
-    /// Last day for transaction_list, YYYY-MM-DD (inclusive).
-    #[arg(long)]
-    pub to: Option<String>,
     /// Also print every HTTP exchange (secrets removed).
     #[arg(long)]
     pub verbose: bool,
@@ -102,26 +85,26 @@ pub async fn run(args: &CallArgs) -> anyhow::Result<CallResult> {
 pub async fn execute(args: &CallArgs, accounts: &Accounts) -> CallResult {
     let command = Command {
         id: Some("operator-call".into()),
-        gateway: Some(args.gateway.clone()),
+        gateway: Some(args.command.gateway.clone()),
         account: Some(args.account.clone()),
-        operation: Some(args.operation.clone()),
-        payment_id: args.payment_id.clone(),
-        amount: args.amount.clone(),
-        currency: args.currency.clone(),
-        from: args.from.clone(),
-        to: args.to.clone(),
+        operation: Some(args.command.operation.clone()),
+        payment_id: args.command.payment_id.clone(),
+        amount: args.command.amount.clone(),
+        currency: args.command.currency.clone(),
+        from: args.command.from.clone(),
+        to: args.command.to.clone(),
         metadata: None,
         origin: None,
     };
     let mut result = CallResult {
-        gateway: args.gateway.clone(),
+        gateway: args.command.gateway.clone(),
         account: args.account.clone(),
-        operation: args.operation.clone(),
-        payment_id: args.payment_id.clone(),
+        operation: args.command.operation.clone(),
+        payment_id: args.command.payment_id.clone(),
         outcome: Outcome::Rejected,
         reason: None,
-        amount: args.amount.clone(),
-        currency: args.currency.clone(),
+        amount: args.command.amount.clone(),
+        currency: args.command.currency.clone(),
         gateway_status: None,
         gateway_code: None,
         description: None,
@@ -141,11 +124,11 @@ pub async fn execute(args: &CallArgs, accounts: &Accounts) -> CallResult {
             return result;
         }
     };
-    result.amount = valid.request.amount.map(|a| a.to_string());
+    result.amount = valid.request.amount().map(|a| a.to_string());
     let call = valid.gateway.execute(&valid.request).await;
     result.outcome = Outcome::when_budget_spent(call.answer.classification);
     // The gateway's fields exactly as a result event reports them.
-    let reported = Reported::from_answer(&call.answer, valid.request.operation);
+    let reported = Reported::from_answer(&call.answer, valid.request.operation());
     result.gateway_status = reported.gateway_status;
     result.gateway_code = reported.gateway_code;
     result.description = reported.description;

@@ -6,7 +6,7 @@
 //! ephemeral port, so tests are independent and run in parallel. The config
 //! has no `[amqp]` or `[database]` table: `call` never connects to either.
 
-mod gateway_support;
+use crate::gateway_support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};

@@ -7,8 +7,8 @@
 //!
 //! The same flows in a real browser are in `tests/console_browser.rs`.
 
-mod common;
-mod console_support;
+use crate::common;
+use crate::console_support;
 
 use std::collections::HashSet;
 use std::time::Duration;

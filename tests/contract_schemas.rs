@@ -5,7 +5,7 @@
 //! real worker emits, for every outcome it can reach, satisfies the result
 //! schema and travels with the AMQP properties the contract promises.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -10,14 +10,14 @@
 //! is covered by `tests/simulator_praxis.rs`; here the client's side of it is
 //! checked: every request carries a fresh timestamp.
 
-mod gateway_support;
+use crate::gateway_support;
 
 use std::time::Duration;
 
 use backoffice_worker::gateways::exchange::REDACTED;
 use backoffice_worker::gateways::{
-    Answer, Classification, Exchange, GatewayCall, GatewayError, Operation, OperationRequest,
-    PaymentSnapshot, PaymentState,
+    Answer, Classification, Exchange, GatewayCall, GatewayError, ListRequest, OperationRequest,
+    PaymentOperation, PaymentSnapshot, PaymentState,
 };
 use backoffice_worker::money::Amount;
 use backoffice_worker::simulator::{
@@ -32,23 +32,16 @@ fn amount(text: &str) -> Amount {
     Amount::parse(text).expect("test amounts are valid")
 }
 
-fn request(operation: Operation, payment_id: &str) -> OperationRequest {
+fn request(operation: PaymentOperation, payment_id: &str) -> OperationRequest {
     OperationRequest::new(operation, payment_id)
 }
 
-fn money(operation: Operation, payment_id: &str, value: &str) -> OperationRequest {
+fn money(operation: PaymentOperation, payment_id: &str, value: &str) -> OperationRequest {
     OperationRequest::new(operation, payment_id).with_amount(amount(value))
 }
 
 fn list(from: time::Date, to: time::Date) -> OperationRequest {
-    OperationRequest {
-        operation: Operation::TransactionList,
-        payment_id: None,
-        amount: None,
-        currency: None,
-        from: Some(from),
-        to: Some(to),
-    }
+    OperationRequest::List(ListRequest::new(from, to).unwrap())
 }
 
 /// A Paymentz payment created through the simulator's in-process admin API.
@@ -117,7 +110,9 @@ async fn paymentz_partial_capture_then_refunds_bounded_by_the_captured_amount() 
     let pz = client(&accounts, "paymentz");
     let id = authorized(&sim, "50.00");
 
-    let call = pz.execute(&money(Operation::Capture, &id, "30.00")).await;
+    let call = pz
+        .execute(&money(PaymentOperation::Capture, &id, "30.00"))
+        .await;
     assert_no_secrets(&call, &secrets());
     assert_eq!(
         summary(&call.answer),
@@ -176,7 +171,9 @@ async fn paymentz_partial_capture_then_refunds_bounded_by_the_captured_amount() 
     assert_eq!(cp.classification, Classification::Succeeded);
 
     // Refunds are bounded by what was captured (30.00), not authorised (50.00).
-    let over = pz.execute(&money(Operation::Refund, &id, "30.01")).await;
+    let over = pz
+        .execute(&money(PaymentOperation::Refund, &id, "30.01"))
+        .await;
     assert_no_secrets(&over, &secrets());
     assert_eq!(
         summary(&over.answer),
@@ -190,7 +187,9 @@ async fn paymentz_partial_capture_then_refunds_bounded_by_the_captured_amount() 
     assert_eq!(over.answer.reference, None);
     assert_eq!(ledger(&sim, GatewayId::Paymentz, &id).len(), 1);
 
-    let full = pz.execute(&money(Operation::Refund, &id, "30.00")).await;
+    let full = pz
+        .execute(&money(PaymentOperation::Refund, &id, "30.00"))
+        .await;
     assert_no_secrets(&full, &secrets());
     assert_eq!(full.answer.classification, Classification::Succeeded);
     assert_eq!(purposes(&full), ["RF"], "the cached token is reused");
@@ -200,7 +199,9 @@ async fn paymentz_partial_capture_then_refunds_bounded_by_the_captured_amount() 
     assert_eq!(entries[1].amount, amount("30.00"));
 
     // A second capture finds the payment no longer authorised.
-    let again = pz.execute(&money(Operation::Capture, &id, "10.00")).await;
+    let again = pz
+        .execute(&money(PaymentOperation::Capture, &id, "10.00"))
+        .await;
     assert_eq!(again.answer.classification, Classification::Declined);
     assert_eq!(again.answer.gateway_code.as_deref(), Some("10005"));
     assert_eq!(ledger(&sim, GatewayId::Paymentz, &id).len(), 2);
@@ -220,7 +221,9 @@ async fn paymentz_refunds_repeat_until_the_captured_amount_is_used_up() {
 
     let mut references = Vec::new();
     for part in ["20.00", "20.00", "10.00"] {
-        let call = pz.execute(&money(Operation::Refund, &id, part)).await;
+        let call = pz
+            .execute(&money(PaymentOperation::Refund, &id, part))
+            .await;
         assert_no_secrets(&call, &secrets());
         assert_eq!(
             summary(&call.answer),
@@ -255,7 +258,9 @@ async fn paymentz_refunds_repeat_until_the_captured_amount_is_used_up() {
         "each refund is its own operation with its own reference"
     );
 
-    let over = pz.execute(&money(Operation::Refund, &id, "0.01")).await;
+    let over = pz
+        .execute(&money(PaymentOperation::Refund, &id, "0.01"))
+        .await;
     assert_no_secrets(&over, &secrets());
     assert_eq!(over.answer.classification, Classification::Declined);
     assert_eq!(over.answer.gateway_code.as_deref(), Some("10906"));
@@ -264,7 +269,7 @@ async fn paymentz_refunds_repeat_until_the_captured_amount_is_used_up() {
     assert_eq!(payment.refunded, amount("50.00"));
     assert_eq!(payment.status, "reversed");
 
-    let inquiry = pz.execute(&request(Operation::Inquiry, &id)).await;
+    let inquiry = pz.execute(&request(PaymentOperation::Inquiry, &id)).await;
     assert_no_secrets(&inquiry, &secrets());
     assert_eq!(inquiry.answer.classification, Classification::Succeeded);
     assert_eq!(
@@ -291,7 +296,7 @@ async fn paymentz_cancel_then_capture_of_the_cancelled_payment_is_declined() {
     let pz = client(&accounts, "paymentz");
     let id = authorized(&sim, "42.10");
 
-    let call = pz.execute(&request(Operation::Cancel, &id)).await;
+    let call = pz.execute(&request(PaymentOperation::Cancel, &id)).await;
     assert_no_secrets(&call, &secrets());
     assert_eq!(
         summary(&call.answer),
@@ -326,7 +331,9 @@ async fn paymentz_cancel_then_capture_of_the_cancelled_payment_is_declined() {
         "authcancelled"
     );
 
-    let capture = pz.execute(&money(Operation::Capture, &id, "42.10")).await;
+    let capture = pz
+        .execute(&money(PaymentOperation::Capture, &id, "42.10"))
+        .await;
     assert_no_secrets(&capture, &secrets());
     assert_eq!(capture.answer.classification, Classification::Declined);
     assert_eq!(capture.answer.gateway_code.as_deref(), Some("10005"));
@@ -336,7 +343,7 @@ async fn paymentz_cancel_then_capture_of_the_cancelled_payment_is_declined() {
     assert!(description.contains("authcancelled"), "{description}");
     assert_eq!(ledger(&sim, GatewayId::Paymentz, &id).len(), 1);
 
-    let inquiry = pz.execute(&request(Operation::Inquiry, &id)).await;
+    let inquiry = pz.execute(&request(PaymentOperation::Inquiry, &id)).await;
     let snapshot = inquiry.answer.snapshot.expect("a snapshot");
     assert_eq!(snapshot.state, PaymentState::Cancelled);
     assert_eq!(snapshot.refunded, Some(Amount::ZERO));
@@ -351,7 +358,9 @@ async fn paymentz_capture_of_a_payment_created_cancelled_is_declined() {
         &sim,
         NewPayment::new(GatewayId::Paymentz, amount("10.00")).state("cancelled"),
     );
-    let call = pz.execute(&money(Operation::Capture, &id, "10.00")).await;
+    let call = pz
+        .execute(&money(PaymentOperation::Capture, &id, "10.00"))
+        .await;
     assert_eq!(call.answer.classification, Classification::Declined);
     assert_eq!(call.answer.gateway_code.as_deref(), Some("10005"));
     assert!(whole_ledger(&sim).is_empty());
@@ -373,7 +382,7 @@ async fn paymentz_inquiry_reports_a_snapshot_and_the_answer() {
             .reference("ORDER-77"),
     );
 
-    let call = pz.execute(&request(Operation::Inquiry, &id)).await;
+    let call = pz.execute(&request(PaymentOperation::Inquiry, &id)).await;
     assert_no_secrets(&call, &secrets());
     assert_eq!(
         summary(&call.answer),
@@ -423,7 +432,9 @@ async fn paymentz_inquiry_reports_a_snapshot_and_the_answer() {
             .captured(amount("50.00"))
             .refunded(amount("20.00")),
     );
-    let call = pz.execute(&request(Operation::Inquiry, &partly)).await;
+    let call = pz
+        .execute(&request(PaymentOperation::Inquiry, &partly))
+        .await;
     assert_no_secrets(&call, &secrets());
     let snapshot = call.answer.snapshot.expect("a snapshot");
     assert_eq!(snapshot.state, PaymentState::Refunded);
@@ -431,7 +442,9 @@ async fn paymentz_inquiry_reports_a_snapshot_and_the_answer() {
     assert_eq!(snapshot.amount, Some(amount("50.00")));
 
     // On-demand payments (8 digits): even is authorised, odd is captured.
-    let on_demand = pz.execute(&request(Operation::Inquiry, "12345679")).await;
+    let on_demand = pz
+        .execute(&request(PaymentOperation::Inquiry, "12345679"))
+        .await;
     let snapshot = on_demand.answer.snapshot.expect("a snapshot");
     assert_eq!(snapshot.state, PaymentState::Captured);
     assert_eq!(snapshot.amount, Some(amount("1000.00")));
@@ -492,9 +505,9 @@ async fn paymentz_transaction_list_sends_day_month_year_and_reads_rows() {
     assert_eq!(page.request["authentication.checksum"], expected.as_str());
 
     // A currency filter reaches the gateway.
-    let mut usd = list(date!(2024 - 03 - 01), date!(2024 - 03 - 10));
+    let mut usd = ListRequest::new(date!(2024 - 03 - 01), date!(2024 - 03 - 10)).unwrap();
     usd.currency = Some("USD".into());
-    let call = pz.execute(&usd).await;
+    let call = pz.execute(&OperationRequest::List(usd)).await;
     assert_eq!(last(&call).request["currency"], "USD");
     let rows = call.answer.response.as_ref().unwrap()["transactions"]
         .as_array()
@@ -560,9 +573,9 @@ async fn paymentz_refusals_are_declined_and_apply_nothing() {
 
     // Unknown payment (7 digits: not created on demand).
     for op in [
-        money(Operation::Capture, "1234567", "5.00"),
-        money(Operation::Refund, "1234567", "5.00"),
-        request(Operation::Cancel, "1234567"),
+        money(PaymentOperation::Capture, "1234567", "5.00"),
+        money(PaymentOperation::Refund, "1234567", "5.00"),
+        request(PaymentOperation::Cancel, "1234567"),
     ] {
         let call = pz.execute(&op).await;
         assert_no_secrets(&call, &secrets());
@@ -575,11 +588,13 @@ async fn paymentz_refusals_are_declined_and_apply_nothing() {
                 Some("Record not found")
             ),
             "{:?}",
-            op.operation
+            op.operation()
         );
         assert_eq!(call.answer.reference, None);
     }
-    let inquiry = pz.execute(&request(Operation::Inquiry, "1234567")).await;
+    let inquiry = pz
+        .execute(&request(PaymentOperation::Inquiry, "1234567"))
+        .await;
     assert_eq!(inquiry.answer.classification, Classification::Declined);
     assert_eq!(inquiry.answer.gateway_code.as_deref(), Some("10026"));
     assert_eq!(inquiry.answer.snapshot, None);
@@ -587,15 +602,19 @@ async fn paymentz_refusals_are_declined_and_apply_nothing() {
 
     // Refund before capture; capture above the authorised amount.
     let id = authorized(&sim, "20.00");
-    let refund = pz.execute(&money(Operation::Refund, &id, "5.00")).await;
+    let refund = pz
+        .execute(&money(PaymentOperation::Refund, &id, "5.00"))
+        .await;
     assert_eq!(refund.answer.classification, Classification::Declined);
     assert_eq!(refund.answer.gateway_code.as_deref(), Some("10006"));
-    let over = pz.execute(&money(Operation::Capture, &id, "20.01")).await;
+    let over = pz
+        .execute(&money(PaymentOperation::Capture, &id, "20.01"))
+        .await;
     assert_eq!(over.answer.classification, Classification::Declined);
     assert_eq!(over.answer.gateway_code.as_deref(), Some("10907"));
     // Cancel after a capture.
     let done = captured(&sim, "20.00");
-    let cancel = pz.execute(&request(Operation::Cancel, &done)).await;
+    let cancel = pz.execute(&request(PaymentOperation::Cancel, &done)).await;
     assert_eq!(cancel.answer.classification, Classification::Declined);
     assert_eq!(cancel.answer.gateway_code.as_deref(), Some("10007"));
 
@@ -616,7 +635,9 @@ async fn paymentz_wrong_secure_key_is_declined_without_sending_the_operation() {
     let pz = client(&accounts, "paymentz");
     let id = captured(&sim, "50.00");
 
-    let call = pz.execute(&money(Operation::Refund, &id, "10.00")).await;
+    let call = pz
+        .execute(&money(PaymentOperation::Refund, &id, "10.00"))
+        .await;
     assert_no_secrets(&call, &[wrong_key.to_string(), SECURE_KEY.to_string()]);
     assert_eq!(call.answer.classification, Classification::Declined);
     assert!(
@@ -652,11 +673,15 @@ async fn paymentz_expired_token_is_replaced_once_and_the_call_resent() {
     let pz = client(&accounts, "paymentz");
     let id = captured(&sim, "50.00");
 
-    let first = pz.execute(&money(Operation::Refund, &id, "10.00")).await;
+    let first = pz
+        .execute(&money(PaymentOperation::Refund, &id, "10.00"))
+        .await;
     assert_eq!(first.answer.classification, Classification::Succeeded);
     assert_eq!(sim.sim().expire_tokens(), 1, "the client's token was live");
 
-    let second = pz.execute(&money(Operation::Refund, &id, "15.00")).await;
+    let second = pz
+        .execute(&money(PaymentOperation::Refund, &id, "15.00"))
+        .await;
     assert_no_secrets(&second, &secrets());
     assert_eq!(
         summary(&second.answer),
@@ -718,11 +743,11 @@ async fn paymentz_reads_reauthenticate_too() {
     let accounts = accounts_from(&config_text(&sim.base_url()));
     let pz = client(&accounts, "paymentz");
     let id = captured(&sim, "50.00");
-    let warm = pz.execute(&request(Operation::Inquiry, &id)).await;
+    let warm = pz.execute(&request(PaymentOperation::Inquiry, &id)).await;
     assert_eq!(purposes(&warm), ["authToken", "IN"]);
 
     assert_eq!(sim.sim().expire_tokens(), 1);
-    let inquiry = pz.execute(&request(Operation::Inquiry, &id)).await;
+    let inquiry = pz.execute(&request(PaymentOperation::Inquiry, &id)).await;
     assert_no_secrets(&inquiry, &secrets());
     assert_eq!(inquiry.answer.classification, Classification::Succeeded);
     assert_eq!(purposes(&inquiry), ["IN", "authToken", "IN"]);
@@ -749,7 +774,7 @@ async fn concurrent_calls_share_one_token_and_one_reauthentication() {
     let ids: Vec<String> = (0..20).map(|_| captured(&sim, "10.00")).collect();
     let requests: Vec<OperationRequest> = ids
         .iter()
-        .map(|id| money(Operation::Refund, id, "1.00"))
+        .map(|id| money(PaymentOperation::Refund, id, "1.00"))
         .collect();
     let refund_all = || futures::future::join_all(requests.iter().map(|r| pz.execute(r)));
 
@@ -797,7 +822,9 @@ async fn a_token_refused_twice_ends_the_call_as_not_applied() {
     let pz = client(&accounts, "paymentz");
     let id = captured(&sim, "50.00");
 
-    let call = pz.execute(&money(Operation::Refund, &id, "10.00")).await;
+    let call = pz
+        .execute(&money(PaymentOperation::Refund, &id, "10.00"))
+        .await;
     assert_no_secrets(&call, &secrets());
     assert_eq!(
         call.answer.classification,
@@ -833,7 +860,9 @@ async fn a_failed_token_fetch_sends_nothing_and_is_not_applied() {
         sim.sim()
             .script_fault(FaultScript::new(kind, 1).operation("authToken"))
             .expect("script accepted");
-        let call = pz.execute(&money(Operation::Refund, &id, "10.00")).await;
+        let call = pz
+            .execute(&money(PaymentOperation::Refund, &id, "10.00"))
+            .await;
         assert_no_secrets(&call, &secrets());
         assert_eq!(
             call.answer.classification,
@@ -849,7 +878,9 @@ async fn a_failed_token_fetch_sends_nothing_and_is_not_applied() {
     assert!(whole_ledger(&sim).is_empty());
 
     // A failed fetch is not remembered: the next call fetches afresh and works.
-    let call = pz.execute(&money(Operation::Refund, &id, "10.00")).await;
+    let call = pz
+        .execute(&money(PaymentOperation::Refund, &id, "10.00"))
+        .await;
     assert_eq!(call.answer.classification, Classification::Succeeded);
     assert_eq!(purposes(&call), ["authToken", "RF"]);
     assert_eq!(ledger(&sim, GatewayId::Paymentz, &id).len(), 1);
@@ -868,7 +899,9 @@ async fn base_urls_with_a_trailing_slash_or_the_api_path_reach_the_same_endpoint
             .replacen(&format!("\"{base}\""), &format!("\"{praxis_base}\""), 1);
         let accounts = accounts_from(&text);
         let pz = client(&accounts, "paymentz");
-        let call = pz.execute(&request(Operation::Inquiry, "22345678")).await;
+        let call = pz
+            .execute(&request(PaymentOperation::Inquiry, "22345678"))
+            .await;
         assert_eq!(
             call.answer.classification,
             Classification::Succeeded,
@@ -879,7 +912,9 @@ async fn base_urls_with_a_trailing_slash_or_the_api_path_reach_the_same_endpoint
             format!("{base}/transactionServices/REST/v1/payments/22345678")
         );
         let px = client(&accounts, "praxis");
-        let call = px.execute(&request(Operation::Inquiry, "22345678")).await;
+        let call = px
+            .execute(&request(PaymentOperation::Inquiry, "22345678"))
+            .await;
         assert_eq!(
             call.answer.classification,
             Classification::Succeeded,
@@ -928,7 +963,9 @@ async fn praxis_capture_then_find_transaction() {
         .transaction_id
         .expect("an authorization has a transaction id");
 
-    let call = px.execute(&request(Operation::Capture, &trace)).await;
+    let call = px
+        .execute(&request(PaymentOperation::Capture, &trace))
+        .await;
     assert_no_secrets(&call, &secrets());
     assert_eq!(
         summary(&call.answer),
@@ -971,7 +1008,9 @@ async fn praxis_capture_then_find_transaction() {
         "approved"
     );
 
-    let find = px.execute(&request(Operation::Inquiry, &trace)).await;
+    let find = px
+        .execute(&request(PaymentOperation::Inquiry, &trace))
+        .await;
     assert_no_secrets(&find, &secrets());
     assert_eq!(
         summary(&find.answer),
@@ -1015,7 +1054,7 @@ async fn praxis_cancel_then_capture_of_the_cancelled_authorization_is_declined()
     let px = client(&accounts, "praxis");
     let trace = praxis_authorized(&sim, "99.99");
 
-    let call = px.execute(&request(Operation::Cancel, &trace)).await;
+    let call = px.execute(&request(PaymentOperation::Cancel, &trace)).await;
     assert_no_secrets(&call, &secrets());
     assert_eq!(
         summary(&call.answer),
@@ -1035,7 +1074,9 @@ async fn praxis_cancel_then_capture_of_the_cancelled_authorization_is_declined()
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].operation, Effect::Cancel);
 
-    let capture = px.execute(&request(Operation::Capture, &trace)).await;
+    let capture = px
+        .execute(&request(PaymentOperation::Capture, &trace))
+        .await;
     assert_no_secrets(&capture, &secrets());
     assert_eq!(capture.answer.classification, Classification::Declined);
     assert_eq!(capture.answer.gateway_code.as_deref(), Some("1008"));
@@ -1048,7 +1089,9 @@ async fn praxis_cancel_then_capture_of_the_cancelled_authorization_is_declined()
         "cancelled"
     );
 
-    let find = px.execute(&request(Operation::Inquiry, &trace)).await;
+    let find = px
+        .execute(&request(PaymentOperation::Inquiry, &trace))
+        .await;
     assert_eq!(
         find.answer.snapshot.map(|s| s.state),
         Some(PaymentState::Cancelled)
@@ -1060,7 +1103,11 @@ async fn praxis_unknown_transaction_is_declined() {
     let sim = start().await;
     let accounts = accounts_from(&config_text(&sim.base_url()));
     let px = client(&accounts, "praxis");
-    for op in [Operation::Capture, Operation::Cancel, Operation::Inquiry] {
+    for op in [
+        PaymentOperation::Capture,
+        PaymentOperation::Cancel,
+        PaymentOperation::Inquiry,
+    ] {
         let call = px.execute(&request(op, "7654321")).await;
         assert_no_secrets(&call, &secrets());
         assert_eq!(
@@ -1087,7 +1134,9 @@ async fn praxis_frontend_of_another_account_is_declined() {
     let accounts = accounts_from(&credentials.tables("default", &sim.base_url()));
     let px = client(&accounts, "praxis");
     let trace = praxis_authorized(&sim, "10.00");
-    let call = px.execute(&request(Operation::Capture, &trace)).await;
+    let call = px
+        .execute(&request(PaymentOperation::Capture, &trace))
+        .await;
     assert_eq!(
         summary(&call.answer),
         (
@@ -1116,7 +1165,9 @@ async fn praxis_wrong_secret_is_declined_and_the_answer_does_not_verify() {
     let px = client(&accounts, "praxis");
     let trace = praxis_authorized(&sim, "10.00");
 
-    let call = px.execute(&request(Operation::Capture, &trace)).await;
+    let call = px
+        .execute(&request(PaymentOperation::Capture, &trace))
+        .await;
     assert_no_secrets(&call, &[wrong_secret.into(), MERCHANT_SECRET.into()]);
     assert_eq!(
         summary(&call.answer),
@@ -1179,7 +1230,7 @@ async fn a_password_in_a_base_url_never_reaches_the_records() {
             Ok(_) => {
                 let accounts = accounts_from(&text);
                 let call = client(&accounts, gateway)
-                    .execute(&request(Operation::Inquiry, "22345678"))
+                    .execute(&request(PaymentOperation::Inquiry, "22345678"))
                     .await;
                 let mut secrets = secrets();
                 secrets.push(password.into());
@@ -1299,7 +1350,9 @@ async fn paymentz_fault(kind: FaultKind) {
         .script_fault(FaultScript::new(kind, 1).operation("RF"))
         .expect("script accepted");
 
-    let call = pz.execute(&money(Operation::Refund, &id, "10.00")).await;
+    let call = pz
+        .execute(&money(PaymentOperation::Refund, &id, "10.00"))
+        .await;
     assert_no_secrets(&call, &secrets());
     assert_fault_answer(kind, &call);
     assert_eq!(
@@ -1323,7 +1376,7 @@ async fn paymentz_fault(kind: FaultKind) {
     }
 
     // The script is spent: an inquiry tells what happened.
-    let inquiry = pz.execute(&request(Operation::Inquiry, &id)).await;
+    let inquiry = pz.execute(&request(PaymentOperation::Inquiry, &id)).await;
     assert_eq!(inquiry.answer.classification, Classification::Succeeded);
     let refunded = inquiry.answer.snapshot.unwrap().refunded;
     let expected_refund = if expected(kind).applied {
@@ -1344,7 +1397,9 @@ async fn praxis_fault(kind: FaultKind) {
         .script_fault(FaultScript::new(kind, 1).operation("deposit-capture"))
         .expect("script accepted");
 
-    let call = px.execute(&request(Operation::Capture, &trace)).await;
+    let call = px
+        .execute(&request(PaymentOperation::Capture, &trace))
+        .await;
     assert_no_secrets(&call, &secrets());
     assert_fault_answer(kind, &call);
     assert_eq!(call.exchanges.len(), 1, "{kind:?}");
@@ -1459,7 +1514,7 @@ async fn a_closed_port_is_not_applied() {
 
     let pz = client(&accounts, "paymentz");
     let call = pz
-        .execute(&money(Operation::Refund, "55361", "10.00"))
+        .execute(&money(PaymentOperation::Refund, "55361", "10.00"))
         .await;
     assert_no_secrets(&call, &secrets());
     assert_eq!(
@@ -1477,7 +1532,9 @@ async fn a_closed_port_is_not_applied() {
     assert_eq!(call.exchanges[0].classification, Classification::NotApplied);
 
     let px = client(&accounts, "praxis");
-    let call = px.execute(&request(Operation::Capture, "752856")).await;
+    let call = px
+        .execute(&request(PaymentOperation::Capture, "752856"))
+        .await;
     assert_no_secrets(&call, &secrets());
     assert_eq!(
         call.answer.classification,
@@ -1509,7 +1566,9 @@ async fn latency_slows_calls_down_without_changing_their_meaning() {
 
     let pz = client(&accounts, "paymentz");
     let id = captured(&sim, "50.00");
-    let call = pz.execute(&money(Operation::Refund, &id, "5.00")).await;
+    let call = pz
+        .execute(&money(PaymentOperation::Refund, &id, "5.00"))
+        .await;
     assert_eq!(call.answer.classification, Classification::Succeeded);
     let rf = last(&call);
     assert_eq!(rf.purpose, "RF");
@@ -1523,7 +1582,9 @@ async fn latency_slows_calls_down_without_changing_their_meaning() {
 
     let px = client(&accounts, "praxis");
     let trace = praxis_authorized(&sim, "5.00");
-    let call = px.execute(&request(Operation::Inquiry, &trace)).await;
+    let call = px
+        .execute(&request(PaymentOperation::Inquiry, &trace))
+        .await;
     assert_eq!(call.answer.classification, Classification::Succeeded);
     assert!(
         call.exchanges[0].latency >= floor,

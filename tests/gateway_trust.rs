@@ -7,7 +7,7 @@
 //! A [`Bystander`] is a second real listener standing where a redirect or a
 //! proxy would send a request; it counts what reaches it.
 
-mod gateway_support;
+use crate::gateway_support;
 
 use std::path::Path;
 use std::process::Stdio;
@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use backoffice_worker::gateways::http::truncation_marker;
 use backoffice_worker::gateways::{
-    Classification, GatewayCall, GatewayError, Operation, OperationRequest, PaymentState,
+    Classification, GatewayCall, GatewayError, ListRequest, OperationRequest, PaymentOperation,
+    PaymentState,
 };
 use backoffice_worker::money::Amount;
 use backoffice_worker::simulator::{
@@ -86,7 +87,7 @@ async fn a_redirect_is_recorded_and_never_followed() {
     let pz = client(&accounts, "paymentz");
     let px = client(&accounts, "praxis");
     let id = captured(&sim, "50.00");
-    let refund = OperationRequest::new(Operation::Refund, &id).with_amount(amount("10.00"));
+    let refund = OperationRequest::new(PaymentOperation::Refund, &id).with_amount(amount("10.00"));
 
     let check = |call: &GatewayCall, purpose: &str, path: &str| {
         assert_eq!(
@@ -148,7 +149,7 @@ async fn a_redirect_is_recorded_and_never_followed() {
         .script_fault(FaultScript::new(FaultKind::Redirect, 1).operation("deposit-capture"))
         .unwrap();
     let call = px
-        .execute(&OperationRequest::new(Operation::Capture, &trace))
+        .execute(&OperationRequest::new(PaymentOperation::Capture, &trace))
         .await;
     check(&call, "deposit-capture", "/api/deposit-capture");
 
@@ -156,7 +157,7 @@ async fn a_redirect_is_recorded_and_never_followed() {
     assert_eq!(applied(&sim), 0, "a redirect applies nothing");
     // Give a follower every chance to have connected by now: one more real
     // round trip to the simulator after the last redirect.
-    px.execute(&OperationRequest::new(Operation::Inquiry, &trace))
+    px.execute(&OperationRequest::new(PaymentOperation::Inquiry, &trace))
         .await;
     assert_eq!(
         elsewhere.connections(),
@@ -220,7 +221,7 @@ async fn an_answer_over_the_cap_is_cut_marked_and_ambiguous() {
             .unwrap();
     }
     let call = pz
-        .execute(&OperationRequest::new(Operation::Refund, &id).with_amount(amount("10.00")))
+        .execute(&OperationRequest::new(PaymentOperation::Refund, &id).with_amount(amount("10.00")))
         .await;
     check(&call);
     assert_eq!(
@@ -229,12 +230,12 @@ async fn an_answer_over_the_cap_is_cut_marked_and_ambiguous() {
         "the refund was applied before the huge answer"
     );
     let call = pz
-        .execute(&OperationRequest::new(Operation::Inquiry, &id))
+        .execute(&OperationRequest::new(PaymentOperation::Inquiry, &id))
         .await;
     check(&call);
     // The next inquiry is whole and shows the refund.
     let call = pz
-        .execute(&OperationRequest::new(Operation::Inquiry, &id))
+        .execute(&OperationRequest::new(PaymentOperation::Inquiry, &id))
         .await;
     assert_eq!(call.answer.classification, Classification::Succeeded);
     assert_eq!(
@@ -248,7 +249,7 @@ async fn an_answer_over_the_cap_is_cut_marked_and_ambiguous() {
         .script_fault(FaultScript::new(FaultKind::HugeAnswer, 1).operation("deposit-capture"))
         .unwrap();
     let call = px
-        .execute(&OperationRequest::new(Operation::Capture, &trace))
+        .execute(&OperationRequest::new(PaymentOperation::Capture, &trace))
         .await;
     check(&call);
     assert_eq!(
@@ -276,14 +277,13 @@ async fn a_full_transaction_list_page_fits_the_default_cap() {
     }
     let accounts = accounts_from(&config_text(&sim.base_url()));
     let call = client(&accounts, "paymentz")
-        .execute(&OperationRequest {
-            operation: Operation::TransactionList,
-            payment_id: None,
-            amount: None,
-            currency: None,
-            from: Some(time::macros::date!(2026 - 11 - 01)),
-            to: Some(time::macros::date!(2026 - 11 - 30)),
-        })
+        .execute(&OperationRequest::List(
+            ListRequest::new(
+                time::macros::date!(2026 - 11 - 01),
+                time::macros::date!(2026 - 11 - 30),
+            )
+            .unwrap(),
+        ))
         .await;
     assert_eq!(
         call.answer.classification,
@@ -322,7 +322,7 @@ async fn a_configured_proxy_is_used() {
         &format!("proxy = \"{}\"", proxy.url("")),
     ));
     let call = client(&accounts, "praxis")
-        .execute(&OperationRequest::new(Operation::Inquiry, "752856"))
+        .execute(&OperationRequest::new(PaymentOperation::Inquiry, "752856"))
         .await;
     assert_eq!(call.exchanges[0].http_status, Some(503), "{call:?}");
     assert_eq!(proxy.connections(), 1);
@@ -446,7 +446,7 @@ async fn praxis_inquiries_are_read_in_both_shapes() {
             },
         );
         let call = px
-            .execute(&OperationRequest::new(Operation::Inquiry, &trace))
+            .execute(&OperationRequest::new(PaymentOperation::Inquiry, &trace))
             .await;
         let body = call.exchanges[0].response_body.clone().unwrap();
         assert_eq!(
@@ -488,7 +488,7 @@ async fn an_answer_signature_that_does_not_verify_counts_only_when_not_enforced(
             .script_fault(FaultScript::new(FaultKind::BadSignature, 1).operation("deposit-capture"))
             .unwrap();
         let call = px
-            .execute(&OperationRequest::new(Operation::Capture, &trace))
+            .execute(&OperationRequest::new(PaymentOperation::Capture, &trace))
             .await;
         assert_eq!(call.answer.classification, expected, "{extra:?}: {call:?}");
         let exchange = &call.exchanges[0];
@@ -502,7 +502,7 @@ async fn an_answer_signature_that_does_not_verify_counts_only_when_not_enforced(
         );
         // A verified inquiry is evidence again.
         let inquiry = px
-            .execute(&OperationRequest::new(Operation::Inquiry, &trace))
+            .execute(&OperationRequest::new(PaymentOperation::Inquiry, &trace))
             .await;
         assert_eq!(inquiry.answer.classification, Classification::Succeeded);
         assert_eq!(
@@ -522,14 +522,14 @@ async fn an_inquiry_about_a_payment_that_does_not_exist_says_so() {
     let accounts = accounts_from(&config_with(&sim, "not_found_statuses = [1007]", ""));
     // Outside the simulator's on-demand range: nobody knows these ids.
     let call = client(&accounts, "paymentz")
-        .execute(&OperationRequest::new(Operation::Inquiry, "4242"))
+        .execute(&OperationRequest::new(PaymentOperation::Inquiry, "4242"))
         .await;
     assert_eq!(call.answer.classification, Classification::Declined);
     assert_eq!(call.answer.gateway_code.as_deref(), Some("10026"));
     assert!(call.answer.not_found, "{call:?}");
 
     let call = client(&accounts, "praxis")
-        .execute(&OperationRequest::new(Operation::Inquiry, "4242"))
+        .execute(&OperationRequest::new(PaymentOperation::Inquiry, "4242"))
         .await;
     assert_eq!(call.answer.classification, Classification::Declined);
     assert_eq!(call.answer.gateway_code.as_deref(), Some("1007"));
@@ -538,7 +538,7 @@ async fn an_inquiry_about_a_payment_that_does_not_exist_says_so() {
     // Without the setting the Praxis code means nothing in particular.
     let plain = accounts_from(&config_text(&sim.base_url()));
     let call = client(&plain, "praxis")
-        .execute(&OperationRequest::new(Operation::Inquiry, "4242"))
+        .execute(&OperationRequest::new(PaymentOperation::Inquiry, "4242"))
         .await;
     assert_eq!(call.answer.classification, Classification::Declined);
     assert!(!call.answer.not_found);

@@ -8,7 +8,7 @@
 //! for good: the batch failed, was retried forever, and every command behind
 //! it waited).
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};

@@ -9,7 +9,7 @@
 //! the real database); the shared server (`listener::serve`) directly, with
 //! handlers of the test's own, for what the admin endpoints do not exercise.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -4,7 +4,7 @@
 //! person, and the metrics. The binary itself, in its own place (vhost and
 //! schema), against the real services.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

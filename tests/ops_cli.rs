@@ -4,7 +4,7 @@
 //! process (`TestEnv::start_worker`). Each test has its own database, queues
 //! and simulator.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Stdio;

@@ -9,7 +9,7 @@
 //! store, then asks PostgreSQL for the plan each prepared statement would use
 //! from now on.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

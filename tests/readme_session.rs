@@ -6,7 +6,7 @@
 //! vhost of its own, and `$DATABASE_URL` a schema of its own in the sandbox
 //! database (see `common::SandboxPlace`).
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

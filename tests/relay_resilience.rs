@@ -9,7 +9,7 @@
 //! proxy that understands just enough AMQP framing to drop the broker's
 //! `basic.ack` frames on the connections open when it is told to.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};

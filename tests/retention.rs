@@ -4,7 +4,7 @@
 //! a pruned id is a new command; and the batch statements stay index lookups
 //! on a large table.
 
-mod common;
+use crate::common;
 
 use std::process::Stdio;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! `backoffice-worker run` as a user meets it: the sandbox, the admin listener
 //! (`/healthz`, `/readyz`, `/metrics`), and the start-up errors.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

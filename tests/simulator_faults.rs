@@ -2,7 +2,7 @@
 //! not, answer or not, RST or not), scripts are exact, rates are
 //! reproducible by seed, and the admin API drives all of it.
 
-mod simulator_support;
+use crate::simulator_support;
 
 use std::io::ErrorKind;
 use std::time::{Duration, Instant};

@@ -1,10 +1,10 @@
 //! Throughput check, ignored by default (timing depends on the machine):
-//! `cargo test --release --test simulator_load -- --ignored --nocapture`.
+//! `cargo test --release --test simulator simulator_load:: -- --ignored --nocapture`.
 //! Many concurrent refunds on on-demand payments over keep-alive
 //! connections; afterwards the ledger must hold exactly one entry per
 //! successful answer, which is the property load tests rely on.
 
-mod simulator_support;
+use crate::simulator_support;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -1,7 +1,7 @@
 //! The simulated Paymentz over real HTTP: tokens, checksums, each operation
 //! and its state rules, inquiries, the transaction list and the on-demand rule.
 
-mod simulator_support;
+use crate::simulator_support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! the timestamp window, capture/cancel state rules, find-transaction, and
 //! the on-demand rule.
 
-mod simulator_support;
+use crate::simulator_support;
 
 use backoffice_worker::money::Amount;
 use backoffice_worker::simulator::{Effect, GatewayId};

@@ -1,7 +1,7 @@
 //! A transaction the database rolls back for a deadlock is recognised and run
 //! again, against a real deadlock in this test's own database.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -1,7 +1,7 @@
 //! The worker end to end: commands in through the real RabbitMQ, run against the
 //! simulator, recorded in the real PostgreSQL, events out.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

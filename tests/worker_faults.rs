@@ -1,8 +1,8 @@
 //! Each fault the simulator can inject, against the running worker: the right
 //! outcome, and at most one side effect per command in the simulator's ledger.
 
-mod common;
-mod gateway_support;
+use crate::common;
+use crate::gateway_support;
 
 use std::path::Path;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! connection closed from the broker side, stopped by SIGTERM, and racing a
 //! second instance on the same payment.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;

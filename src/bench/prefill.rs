@@ -51,8 +51,19 @@ async fn fill_chunk(
     hi: u64,
     count: u64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO commands (id, payload, fingerprint, gateway, account, operation, payment_id,
+    for statement in [PREFILL_COMMANDS, PREFILL_ATTEMPTS, PREFILL_EVENTS] {
+        sqlx::query(statement)
+            .bind(lo as i64)
+            .bind(hi as i64)
+            .bind(count as i64)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The commands, decided `succeeded` a day ago and earlier.
+const PREFILL_COMMANDS: &str = "INSERT INTO commands (id, payload, fingerprint, gateway, account, operation, payment_id,
                                amount_minor, currency, state, phase, attempts, outcome, result,
                                received_at, decided_at, updated_at)
          SELECT 'prefill-' || g,
@@ -70,15 +81,10 @@ async fn fill_chunk(
                                    'occurred_at', '2026-01-01T00:00:00Z'),
                 t, t, t
            FROM generate_series($1::bigint, $2::bigint) g,
-                LATERAL (SELECT now() - interval '1 day' - ($3::bigint - g) * interval '250 microseconds') ts(t)",
-    )
-    .bind(lo as i64)
-    .bind(hi as i64)
-    .bind(count as i64)
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO attempts (command_id, attempt_no, kind, status, purpose, method, url, request,
+                LATERAL (SELECT now() - interval '1 day' - ($3::bigint - g) * interval '250 microseconds') ts(t)";
+
+/// One attempt per command, and an inquiry for every other one.
+const PREFILL_ATTEMPTS: &str = "INSERT INTO attempts (command_id, attempt_no, kind, status, purpose, method, url, request,
                                http_status, response_body, latency_ms, classification,
                                started_at, finished_at)
          SELECT 'prefill-' || g, n - 1, CASE n WHEN 1 THEN 'operation' ELSE 'inquiry' END,
@@ -90,26 +96,13 @@ async fn fill_chunk(
                 1.0, 'succeeded', t, t
            FROM generate_series($1::bigint, $2::bigint) g,
                 generate_series(1, 1 + (g % 2)::int) n,
-                LATERAL (SELECT now() - interval '1 day' - ($3::bigint - g) * interval '250 microseconds') ts(t)",
-    )
-    .bind(lo as i64)
-    .bind(hi as i64)
-    .bind(count as i64)
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO outbox (message_id, command_id, exchange, routing_key, body, created_at,
+                LATERAL (SELECT now() - interval '1 day' - ($3::bigint - g) * interval '250 microseconds') ts(t)";
+
+/// Each command's event, published.
+const PREFILL_EVENTS: &str = "INSERT INTO outbox (message_id, command_id, exchange, routing_key, body, created_at,
                              publish_attempts, published_at)
          SELECT gen_random_uuid(), 'prefill-' || g, 'prefill.events', 'paymentz.capture.succeeded',
                 jsonb_build_object('command_id', 'prefill-' || g, 'outcome', 'succeeded'),
                 t, 1, t
            FROM generate_series($1::bigint, $2::bigint) g,
-                LATERAL (SELECT now() - interval '1 day' - ($3::bigint - g) * interval '250 microseconds') ts(t)",
-    )
-    .bind(lo as i64)
-    .bind(hi as i64)
-    .bind(count as i64)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
+                LATERAL (SELECT now() - interval '1 day' - ($3::bigint - g) * interval '250 microseconds') ts(t)";

@@ -22,11 +22,10 @@ use anyhow::Context as _;
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection};
 use serde::Serialize;
 use sqlx::postgres::PgPoolOptions;
 use tokio::sync::Semaphore;
@@ -34,7 +33,7 @@ use tokio::task::JoinSet;
 
 use super::measure::LatencySummary;
 use super::publish::{publish, Pace, CONFIRM_WINDOW};
-use super::tally::consume_all;
+use crate::broker::consume_all;
 
 /// What the reference loop achieved.
 #[derive(Debug, Clone, Serialize)]
@@ -175,17 +174,7 @@ async fn declare(admin: &Channel, queue: &str, exchange: &str) -> anyhow::Result
         )
         .await
         .context("declaring the reference queue")?;
-    admin
-        .exchange_declare(
-            exchange.into(),
-            ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..ExchangeDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    crate::broker::declare_result_exchange(admin, exchange).await?;
     Ok(())
 }
 

@@ -9,13 +9,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
-use lapin::{Channel, Connection, Consumer};
+use lapin::{Connection, Consumer};
 
 use super::child::WorkerChild;
 use super::workload::Workload;
-use crate::broker::Topology;
+use crate::broker::{consume_all, Topology};
 use crate::events::ResultEvent;
 
 /// An exclusive queue bound to every routing key of the result exchange.
@@ -24,47 +22,7 @@ pub(super) async fn bind_events(
     topology: &Topology,
 ) -> anyhow::Result<Consumer> {
     let channel = amqp.create_channel().await?;
-    consume_all(&channel, &topology.result_exchange, "bench-events").await
-}
-
-/// Every message `exchange` routes, from now on, on `channel` (an
-/// exclusive queue of its own, bound to `#`, consumed without acks).
-pub(super) async fn consume_all(
-    channel: &Channel,
-    exchange: &str,
-    tag: &str,
-) -> anyhow::Result<Consumer> {
-    let queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .queue_bind(
-            queue.name().as_str().into(),
-            exchange.into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    Ok(channel
-        .basic_consume(
-            queue.name().as_str().into(),
-            tag.into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?)
+    Ok(consume_all(&channel, &topology.result_exchange, "bench-events").await?)
 }
 
 /// What the events said, per command.

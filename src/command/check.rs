@@ -7,7 +7,9 @@ use super::{
     SHOWN_NAME_CHARS,
 };
 use crate::gateways::registry::{self, Accounts};
-use crate::gateways::{Operation, OperationRequest, Rejection};
+use crate::gateways::{
+    Gateway, ListRequest, Operation, OperationRequest, PaymentOperation, PaymentRequest, Rejection,
+};
 use crate::money::Amount;
 use crate::outcome::{RejectReason, Rejected};
 use crate::telemetry::Escaped;
@@ -64,7 +66,8 @@ impl Command {
         Ok(())
     }
 
-    fn check_id_and_gateway(&self) -> Result<(), Rejected> {
+    /// The command's id and gateway name, both well-formed.
+    fn check_id_and_gateway(&self) -> Result<(&str, &str), Rejected> {
         let id = self
             .id
             .as_deref()
@@ -90,7 +93,7 @@ impl Command {
                 ),
             ));
         }
-        Ok(())
+        Ok((id, gateway_name))
     }
 
     fn check_account(&self) -> Result<(), Rejected> {
@@ -107,26 +110,28 @@ impl Command {
         Ok(())
     }
 
-    /// A payment id for every operation but a transaction list.
-    fn check_payment_id(&self, operation: Operation) -> Result<(), Rejected> {
-        match (&self.payment_id, operation) {
-            (None, Operation::TransactionList) => {}
-            (None, _) => return Err(Rejected::invalid("payment_id", "missing")),
-            (Some(p), _) if p.is_empty() || p.len() > 64 => {
+    /// A payment id for every operation but a transaction list, where it
+    /// is an optional filter.
+    fn check_payment_id(&self, operation: Operation) -> Result<Subject<'_>, Rejected> {
+        if let Some(p) = &self.payment_id {
+            if p.is_empty() || p.len() > 64 {
                 return Err(Rejected::invalid(
                     "payment_id",
                     "must be 1 to 64 characters",
-                ))
+                ));
             }
-            (Some(p), _) if !p.bytes().all(|b| b.is_ascii_graphic()) => {
+            if !p.bytes().all(|b| b.is_ascii_graphic()) {
                 return Err(Rejected::invalid(
                     "payment_id",
                     "must be printable ASCII without spaces",
-                ))
+                ));
             }
-            (Some(_), _) => {}
         }
-        Ok(())
+        match (PaymentOperation::of(operation), self.payment_id.as_deref()) {
+            (Some(operation), Some(id)) => Ok(Subject::Payment(operation, id)),
+            (Some(_), None) => Err(Rejected::invalid("payment_id", "missing")),
+            (None, filter) => Ok(Subject::List(filter)),
+        }
     }
 
     fn check_amount_and_currency(&self) -> Result<(), Rejected> {
@@ -160,26 +165,26 @@ impl Command {
         })
     }
 
-    /// `from` and `to`: both for a transaction list (in sane years, in order,
-    /// at most [`MAX_LIST_DAYS`] apart), neither for anything else.
-    fn list_span(
-        &self,
-        operation: Operation,
-    ) -> Result<Option<(time::Date, time::Date)>, Rejected> {
-        if operation != Operation::TransactionList {
-            if self.from.is_some() || self.to.is_some() {
-                return Err(Rejected::invalid(
-                    "from",
-                    "only allowed for transaction_list",
-                ));
-            }
-            return Ok(None);
+    /// `from` and `to`: both for a transaction list, neither for anything else.
+    fn list_span(&self, operation: Operation) -> Result<(), Rejected> {
+        if operation == Operation::TransactionList {
+            self.list_dates().map(|_| ())
+        } else if self.from.is_some() || self.to.is_some() {
+            Err(Rejected::invalid(
+                "from",
+                "only allowed for transaction_list",
+            ))
+        } else {
+            Ok(())
         }
+    }
+
+    /// A transaction list's span: in sane years, in order, at most
+    /// [`MAX_LIST_DAYS`] apart.
+    fn list_dates(&self) -> Result<ListRequest, Rejected> {
         let from = parse_date("from", self.from.as_deref())?;
         let to = parse_date("to", self.to.as_deref())?;
-        if from > to {
-            return Err(Rejected::invalid("from", "must not be after `to`"));
-        }
+        let list = ListRequest::new(from, to).map_err(rejected)?;
         let days = (to - from).whole_days() + 1;
         if days > MAX_LIST_DAYS {
             return Err(Rejected::invalid(
@@ -189,14 +194,50 @@ impl Command {
                 ),
             ));
         }
-        Ok(Some((from, to)))
+        Ok(list)
+    }
+
+    /// The request this checked command asks for. A list takes no amount:
+    /// refused as its gateway would refuse it, an operation it does not
+    /// offer first.
+    fn request(
+        &self,
+        operation: Operation,
+        amount: Option<Amount>,
+        gateway: &dyn Gateway,
+    ) -> Result<OperationRequest, Rejected> {
+        let filter = match self.check_payment_id(operation)? {
+            Subject::Payment(operation, id) => {
+                return Ok(OperationRequest::Payment(PaymentRequest {
+                    operation,
+                    payment_id: id.to_string(),
+                    amount,
+                }))
+            }
+            Subject::List(filter) => filter,
+        };
+        if !gateway.supports(operation) {
+            return Err(rejected(Rejection::UnsupportedOperation {
+                gateway: gateway.name(),
+                operation,
+            }));
+        }
+        if amount.is_some() {
+            return Err(Rejected::invalid(
+                "amount",
+                format!("not allowed for {} {operation}", gateway.name()),
+            ));
+        }
+        let mut list = self.list_dates()?;
+        list.currency = self.currency.clone();
+        list.payment_id = filter.map(str::to_string);
+        Ok(OperationRequest::List(list))
     }
 
     /// Checks every field; the first problem found is the one reported.
     pub fn validate(&self, accounts: &Accounts) -> Result<ValidCommand, Rejected> {
         self.check()?;
-        let id = self.id.as_deref().expect("checked");
-        let gateway_name = self.gateway.as_deref().expect("checked");
+        let (id, gateway_name) = self.check_id_and_gateway()?;
         let operation = self.operation()?;
         let account = self.account_name();
         let amount = self
@@ -205,10 +246,6 @@ impl Command {
             .map(Amount::parse_positive)
             .transpose()
             .map_err(|e| Rejected::invalid("amount", e))?;
-        let (from, to) = match self.list_span(operation)? {
-            Some((from, to)) => (Some(from), Some(to)),
-            None => (None, None),
-        };
         let gateway = accounts
             .get(gateway_name, account)
             .cloned()
@@ -221,22 +258,8 @@ impl Command {
                     ),
                 )
             })?;
-        let request = OperationRequest {
-            operation,
-            payment_id: self.payment_id.clone(),
-            amount,
-            currency: self.currency.clone(),
-            from,
-            to,
-        };
-        gateway
-            .check(&request)
-            .map_err(|rejection| match rejection {
-                Rejection::UnsupportedOperation { .. } => {
-                    Rejected::new(RejectReason::UnsupportedOperation, rejection.to_string())
-                }
-                Rejection::InvalidField { field, problem } => Rejected::invalid(field, problem),
-            })?;
+        let request = self.request(operation, amount, gateway.as_ref())?;
+        gateway.check(&request).map_err(rejected)?;
         Ok(ValidCommand {
             id: id.to_string(),
             gateway,
@@ -244,6 +267,22 @@ impl Command {
             request,
         })
     }
+}
+
+/// The gateway's refusal as the command's `rejected` result.
+fn rejected(rejection: Rejection) -> Rejected {
+    match rejection {
+        Rejection::UnsupportedOperation { .. } => {
+            Rejected::new(RejectReason::UnsupportedOperation, rejection.to_string())
+        }
+        Rejection::InvalidField { field, problem } => Rejected::invalid(field, problem),
+    }
+}
+
+/// What a command is about: one payment, or a list with an optional filter.
+enum Subject<'c> {
+    Payment(PaymentOperation, &'c str),
+    List(Option<&'c str>),
 }
 
 fn parse_date(field: &str, text: Option<&str>) -> Result<time::Date, Rejected> {
@@ -377,6 +416,17 @@ mod tests {
                     ..base.clone()
                 },
                 "from: must not be after `to`",
+            ),
+            (
+                Command {
+                    operation: Some("transaction_list".into()),
+                    payment_id: None,
+                    from: Some("2026-01-01".into()),
+                    to: None,
+                    amount: None,
+                    ..base.clone()
+                },
+                "to: missing",
             ),
         ];
         for (command, expected) in cases {

@@ -54,7 +54,7 @@ fn entry(
 ) -> AuditEntry {
     AuditEntry {
         actor: caller.actor.clone(),
-        role: caller.role.as_str(),
+        role: caller.role,
         action,
         target: Some(target),
         reason,

@@ -200,7 +200,10 @@ async fn command(console: &Console, id: &str) -> Result<Value, ConsoleError> {
     // The events with their routing keys and publication state.
     value["events"] = json_of(&events);
     // The notifications that made or settled it, as `/api/notifications/{id}`.
-    let touched = match (&report.command.gateway, &report.command.payment_id) {
+    let touched = match (
+        &report.command.asked.gateway,
+        &report.command.asked.payment_id,
+    ) {
         (Some(g), Some(p)) => {
             crate::store::notifications::for_payment(&mut conn, g, p, Some(id), 100).await?
         }

@@ -37,21 +37,9 @@ pub const MAX_SESSIONS: usize = 10_000;
 /// The longest name a person may give at login (it goes into the audit).
 pub const MAX_ACTOR_CHARS: usize = 64;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Viewer,
-    Operator,
-}
+pub use crate::store::lifecycle::Role;
 
 impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Operator => "operator",
-        }
-    }
-
     pub fn may_act(self) -> bool {
         self == Role::Operator
     }

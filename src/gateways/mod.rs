@@ -14,6 +14,7 @@ pub mod http;
 pub mod paymentz;
 pub mod praxis;
 pub mod registry;
+pub mod request;
 /// A gateway to copy (`docs/adding-a-gateway.md`): compiled with the tests, never registered.
 #[cfg(test)]
 pub mod skeleton;
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 pub use call_log::CallLog;
 pub use error::GatewayError;
 pub use exchange::{Exchange, ExchangeKind};
+pub use request::{ListRequest, OperationRequest, PaymentOperation, PaymentRequest};
 
 use crate::money::Amount;
 
@@ -102,49 +104,22 @@ impl Classification {
             Classification::Ambiguous => "ambiguous",
         }
     }
+
+    pub fn parse(text: &str) -> Option<Classification> {
+        [
+            Classification::Succeeded,
+            Classification::Declined,
+            Classification::NotApplied,
+            Classification::Ambiguous,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == text)
+    }
 }
 
 impl fmt::Display for Classification {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// One operation to run against a gateway, already validated as a command.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OperationRequest {
-    pub operation: Operation,
-    /// Paymentz `paymentId`, Praxis `trace_id`. Absent only for `transaction_list`.
-    pub payment_id: Option<String>,
-    pub amount: Option<Amount>,
-    pub currency: Option<String>,
-    /// Inclusive date range for `transaction_list`.
-    pub from: Option<time::Date>,
-    pub to: Option<time::Date>,
-}
-
-impl OperationRequest {
-    pub fn new(operation: Operation, payment_id: impl Into<String>) -> Self {
-        OperationRequest {
-            operation,
-            payment_id: Some(payment_id.into()),
-            amount: None,
-            currency: None,
-            from: None,
-            to: None,
-        }
-    }
-
-    pub fn with_amount(mut self, amount: Amount) -> Self {
-        self.amount = Some(amount);
-        self
-    }
-
-    /// The inquiry that tells what happened to this request's payment.
-    pub fn inquiry(&self) -> Option<OperationRequest> {
-        self.payment_id
-            .as_ref()
-            .map(|id| OperationRequest::new(Operation::Inquiry, id.clone()))
     }
 }
 

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::intake::{apply, Context};
 use super::rules::{Action, Decision, OnDeadline, DEADLINE};
 use super::{Meaning, Notice};
-use crate::gateways::{Classification, Operation, OperationRequest, PaymentState};
+use crate::gateways::{Answer, Classification, OperationRequest, PaymentOperation, PaymentState};
 use crate::store::notifications::{self as store, NotificationRow, Outcome};
 use crate::store::StoreError;
 use crate::telemetry::Escaped;
@@ -103,61 +103,20 @@ async fn inquire(ctx: &Context, row: NotificationRow) -> Result<(), StoreError> 
     };
     let call = client
         .execute(&OperationRequest::new(
-            Operation::Inquiry,
+            PaymentOperation::Inquiry,
             notice.payment_id.clone(),
         ))
         .await;
-    let answer = &call.answer;
-    if answer.classification == Classification::Declined {
-        // A definite answer that shows no payment: nothing to act on.
-        ctx.metrics.notifications.inquiry("not_found");
-        let why = if answer.not_found {
-            "the gateway does not know this payment: not acted on".to_string()
-        } else {
-            format!(
-                "the gateway does not confirm this payment (answer {}: {}): not acted on",
-                Escaped::at_most(answer.gateway_code.as_deref().unwrap_or("-"), 16),
-                Escaped::at_most(answer.description.as_deref().unwrap_or("-"), 120),
-            )
-        };
-        return conclude(ctx, &row, None, &why).await;
-    }
-    let Some(snapshot) = answer
-        .snapshot
-        .as_ref()
-        .filter(|_| answer.classification == Classification::Succeeded)
-    else {
-        ctx.metrics.notifications.inquiry("no_answer");
-        if row.inquiries + 1 >= MAX_INQUIRIES {
-            return conclude(
-                ctx,
-                &row,
-                None,
-                "the gateway gave no usable answer; given up",
-            )
-            .await;
+    match judge(&call.answer, &notice) {
+        Judged::NotActedOn { metric, why } => {
+            ctx.metrics.notifications.inquiry(metric);
+            return conclude(ctx, &row, None, &why).await;
         }
-        let mut conn = ctx.store.pool().acquire().await?;
-        let delay = Duration::from_secs(
-            2u64.saturating_pow(row.inquiries.max(0) as u32 + 1)
-                .min(300),
-        );
-        return store::inquire_later(&mut conn, row.id, delay, true).await;
-    };
-    let confirmed = snapshot.state == PaymentState::Authorized
-        && snapshot.amount.is_some()
-        && snapshot.amount == notice.amount
-        && snapshot.currency.is_some()
-        && snapshot.currency == notice.currency;
-    if !confirmed {
-        ctx.metrics.notifications.inquiry("contradicted");
-        let why = format!(
-            "the gateway's answer does not confirm it (status {}, amount {}, currency {}): not acted on",
-            Escaped::at_most(&snapshot.status, 32),
-            snapshot.amount.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
-            Escaped::at_most(snapshot.currency.as_deref().unwrap_or("-"), 8),
-        );
-        return conclude(ctx, &row, None, &why).await;
+        Judged::NoAnswer => {
+            ctx.metrics.notifications.inquiry("no_answer");
+            return ask_again_or_give_up(ctx, &row).await;
+        }
+        Judged::Confirmed => {}
     }
     ctx.metrics.notifications.inquiry("confirmed");
     // Only what the gateway confirmed, plus what the account fixes: a rule
@@ -169,6 +128,79 @@ async fn inquire(ctx: &Context, row: NotificationRow) -> Result<(), StoreError> 
     };
     let decision = ctx.automation.decide(&row.gateway, &row.account, &trusted);
     conclude(ctx, &row, Some((trusted, decision)), "").await
+}
+
+/// What the gateway's answer to the inquiry says of an unverified notice.
+enum Judged {
+    /// It shows no such authorization: `why`, counted under `metric`.
+    NotActedOn { metric: &'static str, why: String },
+    /// No usable answer: ask again later.
+    NoAnswer,
+    /// The payment is authorized, with the notice's amount and currency.
+    Confirmed,
+}
+
+fn judge(answer: &Answer, notice: &Notice) -> Judged {
+    if answer.classification == Classification::Declined {
+        // A definite answer that shows no payment: nothing to act on.
+        let why = if answer.not_found {
+            "the gateway does not know this payment: not acted on".to_string()
+        } else {
+            format!(
+                "the gateway does not confirm this payment (answer {}: {}): not acted on",
+                Escaped::at_most(answer.gateway_code.as_deref().unwrap_or("-"), 16),
+                Escaped::at_most(answer.description.as_deref().unwrap_or("-"), 120),
+            )
+        };
+        return Judged::NotActedOn {
+            metric: "not_found",
+            why,
+        };
+    }
+    let Some(snapshot) = answer
+        .snapshot
+        .as_ref()
+        .filter(|_| answer.classification == Classification::Succeeded)
+    else {
+        return Judged::NoAnswer;
+    };
+    let confirmed = snapshot.state == PaymentState::Authorized
+        && snapshot.amount.is_some()
+        && snapshot.amount == notice.amount
+        && snapshot.currency.is_some()
+        && snapshot.currency == notice.currency;
+    if confirmed {
+        return Judged::Confirmed;
+    }
+    Judged::NotActedOn {
+        metric: "contradicted",
+        why: format!(
+            "the gateway's answer does not confirm it (status {}, amount {}, currency {}): not acted on",
+            Escaped::at_most(&snapshot.status, 32),
+            snapshot.amount.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
+            Escaped::at_most(snapshot.currency.as_deref().unwrap_or("-"), 8),
+        ),
+    }
+}
+
+/// After an answer that told nothing: the next inquiry, later and later, or
+/// none after [`MAX_INQUIRIES`].
+async fn ask_again_or_give_up(ctx: &Context, row: &NotificationRow) -> Result<(), StoreError> {
+    if row.inquiries + 1 >= MAX_INQUIRIES {
+        return conclude(
+            ctx,
+            row,
+            None,
+            "the gateway gave no usable answer; given up",
+        )
+        .await;
+    }
+    let mut conn = ctx.store.pool().acquire().await?;
+    let delay = Duration::from_secs(
+        2u64.saturating_pow(row.inquiries.max(0) as u32 + 1)
+            .min(300),
+    );
+    store::inquire_later(&mut conn, row.id, delay, true).await
 }
 
 /// Ends an unverified notification: the decision on the gateway's word, or

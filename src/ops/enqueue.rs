@@ -12,13 +12,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
-use lapin::types::{FieldTable, ShortString};
+use lapin::types::ShortString;
 use lapin::BasicProperties;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use super::flags::CommandFlags;
 use super::{Broker, OpsError};
 use crate::config;
 use crate::outcome::Outcome;
@@ -50,32 +50,14 @@ pub struct EnqueueArgs {
     /// Address the sandbox's own database and queues, as `run --sandbox` uses them.
     #[arg(long)]
     pub sandbox: bool,
-    /// `paymentz` or `praxis`.
-    #[arg(long)]
-    pub gateway: String,
-    /// capture, refund, cancel, inquiry or transaction_list.
-    #[arg(long)]
-    pub operation: String,
-    /// The gateway's id of the payment (Paymentz paymentId, Praxis trace_id).
-    #[arg(long)]
-    pub payment_id: Option<String>,
-    /// Decimal amount, at most 2 decimals (Paymentz capture and refund).
-    #[arg(long)]
-    pub amount: Option<String>,
+    #[command(flatten)]
+    pub command: CommandFlags,
     /// The idempotency key (default: a new enq-<uuid>).
     #[arg(long)]
     pub id: Option<String>,
     /// Which configured account to use (the worker's default: `default`).
     #[arg(long)]
     pub account: Option<String>,
-    #[arg(long)]
-    pub currency: Option<String>,
-    /// First day for transaction_list, YYYY-MM-DD.
-    #[arg(long)]
-    pub from: Option<String>,
-    /// Last day for transaction_list, YYYY-MM-DD (inclusive).
-    #[arg(long)]
-    pub to: Option<String>,
     /// JSON echoed in the result event, e.g. '{"order_id":"8812"}'.
     #[arg(long)]
     pub metadata: Option<String>,
@@ -120,14 +102,14 @@ pub fn command_body(args: &EnqueueArgs, id: &str) -> Result<String, OpsError> {
         .map_err(|e| OpsError::BadInput(format!("--metadata is not JSON: {e}")))?;
     let body = Body {
         id,
-        gateway: &args.gateway,
-        operation: &args.operation,
+        gateway: &args.command.gateway,
+        operation: &args.command.operation,
         account: args.account.as_deref(),
-        payment_id: args.payment_id.as_deref(),
-        amount: args.amount.as_deref(),
-        currency: args.currency.as_deref(),
-        from: args.from.as_deref(),
-        to: args.to.as_deref(),
+        payment_id: args.command.payment_id.as_deref(),
+        amount: args.command.amount.as_deref(),
+        currency: args.command.currency.as_deref(),
+        from: args.command.from.as_deref(),
+        to: args.command.to.as_deref(),
         metadata,
     };
     Ok(serde_json::to_string(&body).expect("JSON serializes"))
@@ -195,29 +177,8 @@ async fn publish_and_wait(
 /// A queue of this process's own for the result, and its consumer.
 async fn reply_queue(broker: &Broker) -> Result<(lapin::Queue, lapin::Consumer), OpsError> {
     let channel = broker.consume_channel();
-    let queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    let replies = channel
-        .basic_consume(
-            queue.name().as_str().into(),
-            "backoffice-enqueue".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                exclusive: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    let queue = crate::broker::private_queue(channel).await?;
+    let replies = crate::broker::consume_unacked(channel, &queue, "backoffice-enqueue").await?;
     Ok((queue, replies))
 }
 

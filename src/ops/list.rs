@@ -13,10 +13,11 @@ use serde::Serialize;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use super::{or_dash, time_text, Clipper, OpsError, Table};
+use super::{or_dash, time_text, Asked, Clipper, OpsError, Table};
 use crate::config;
 use crate::events::format_timestamp;
-use crate::money::Amount;
+use crate::outcome::Outcome;
+use crate::store::lifecycle::CommandState;
 use crate::store::reports::{self, AttentionRow};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -75,17 +76,13 @@ pub struct ListArgs {
 #[derive(Debug, Clone, Serialize)]
 pub struct Listed {
     pub id: String,
-    pub outcome: Option<String>,
-    pub settled_outcome: Option<String>,
+    pub outcome: Option<Outcome>,
+    pub settled_outcome: Option<Outcome>,
     pub reason: Option<String>,
     pub description: Option<String>,
-    pub gateway: Option<String>,
-    pub account: Option<String>,
-    pub operation: Option<String>,
-    pub payment_id: Option<String>,
-    pub amount: Option<String>,
-    pub currency: Option<String>,
-    pub state: String,
+    #[serde(flatten)]
+    pub asked: Asked,
+    pub state: CommandState,
     pub attempts: i32,
     pub reconcile_checks: i32,
     pub received_at: String,
@@ -103,20 +100,19 @@ impl Listed {
             .and_then(Value::as_str)
             .map(str::to_string);
         Listed {
-            amount: row
-                .amount_minor
-                .and_then(|m| u64::try_from(m).ok())
-                .map(|m| Amount::from_minor(m).to_string()),
+            asked: Asked::new(
+                row.gateway,
+                row.account,
+                row.operation,
+                row.payment_id,
+                row.amount_minor,
+                row.currency,
+            ),
             id: row.id,
             outcome: row.outcome,
             settled_outcome: row.settled_outcome,
             reason: row.reason,
             description,
-            gateway: row.gateway,
-            account: row.account,
-            operation: row.operation,
-            payment_id: row.payment_id,
-            currency: row.currency,
             state: row.state,
             attempts: row.attempts,
             reconcile_checks: row.reconcile_checks,
@@ -184,9 +180,9 @@ pub fn render(listed: &[Listed], args: &ListArgs, since: Option<OffsetDateTime>)
     for l in listed {
         let outcome = match (&l.outcome, &l.settled_outcome) {
             (Some(first), Some(settled)) => format!("{settled} (was {first})"),
-            (first, _) => or_dash(first.as_deref()),
+            (first, _) => first.map_or_else(|| "-".into(), |o| o.to_string()),
         };
-        let amount = match (&l.amount, &l.currency) {
+        let amount = match (&l.asked.amount, &l.asked.currency) {
             (Some(a), Some(c)) => format!("{a} {c}"),
             (a, _) => or_dash(a.as_deref()),
         };
@@ -198,10 +194,10 @@ pub fn render(listed: &[Listed], args: &ListArgs, since: Option<OffsetDateTime>)
         table.row(vec![
             clip.clip(&l.id, 48),
             or_dash(l.settled_at.as_deref().or(l.decided_at.as_deref())),
-            clip.clip(&or_dash(l.gateway.as_deref()), 16),
-            clip.clip(&or_dash(l.account.as_deref()), 16),
-            clip.clip(&or_dash(l.operation.as_deref()), 16),
-            clip.clip(&or_dash(l.payment_id.as_deref()), 24),
+            clip.clip(&or_dash(l.asked.gateway.as_deref()), 16),
+            clip.clip(&or_dash(l.asked.account.as_deref()), 16),
+            clip.clip(&or_dash(l.asked.operation.as_deref()), 16),
+            clip.clip(&or_dash(l.asked.payment_id.as_deref()), 24),
             amount,
             outcome,
             l.attempts.to_string(),
@@ -270,17 +266,19 @@ mod tests {
         assert_eq!(render(&[], &args, None), "no commands rejected\n");
         let listed = Listed {
             id: "c1".into(),
-            outcome: Some("rejected".into()),
+            outcome: Some(Outcome::Rejected),
             settled_outcome: None,
             reason: Some("unsupported_operation".into()),
             description: Some("praxis does not offer refund".into()),
-            gateway: Some("praxis".into()),
-            account: Some("default".into()),
-            operation: Some("refund".into()),
-            payment_id: Some("20000001".into()),
-            amount: None,
-            currency: None,
-            state: "done".into(),
+            asked: Asked {
+                gateway: Some("praxis".into()),
+                account: Some("default".into()),
+                operation: Some("refund".into()),
+                payment_id: Some("20000001".into()),
+                amount: None,
+                currency: None,
+            },
+            state: CommandState::Done,
             attempts: 0,
             reconcile_checks: 0,
             received_at: "2026-11-22T10:15:03.120Z".into(),

@@ -13,6 +13,7 @@
 
 pub mod dead_letters;
 pub mod enqueue;
+pub mod flags;
 pub mod list;
 pub mod migrate;
 pub mod notifications;
@@ -371,6 +372,42 @@ impl Table {
 }
 
 /// `text`, or `-` for nothing.
+/// What a command asked for, as `list --json` and `show --json` print it
+/// (flattened into each: the same fields, in the same order).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Asked {
+    pub gateway: Option<String>,
+    pub account: Option<String>,
+    pub operation: Option<String>,
+    pub payment_id: Option<String>,
+    /// The validated amount, two decimals (absent when the command had none or was rejected).
+    pub amount: Option<String>,
+    pub currency: Option<String>,
+}
+
+impl Asked {
+    /// From a stored command's columns: the amount in minor units.
+    pub fn new(
+        gateway: Option<String>,
+        account: Option<String>,
+        operation: Option<String>,
+        payment_id: Option<String>,
+        amount_minor: Option<i64>,
+        currency: Option<String>,
+    ) -> Asked {
+        Asked {
+            gateway,
+            account,
+            operation,
+            payment_id,
+            amount: amount_minor
+                .and_then(|m| u64::try_from(m).ok())
+                .map(|m| crate::money::Amount::from_minor(m).to_string()),
+            currency,
+        }
+    }
+}
+
 pub fn or_dash(text: Option<&str>) -> String {
     match text {
         Some(t) if !t.is_empty() => t.to_string(),

@@ -12,9 +12,8 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{or_dash, Clipper, OpsError, Table};
+use super::{or_dash, Asked, Clipper, OpsError, Table};
 use crate::events::format_timestamp;
-use crate::money::Amount;
 use crate::outcome::Outcome;
 use crate::store::attempts::{self, AttemptRow};
 use crate::store::commands::{self, CommandRow};
@@ -52,13 +51,8 @@ pub struct Report {
 #[derive(Debug, Clone, Serialize)]
 pub struct CommandView {
     pub id: String,
-    pub gateway: Option<String>,
-    pub account: Option<String>,
-    pub operation: Option<String>,
-    pub payment_id: Option<String>,
-    /// The validated amount, two decimals (absent when the command had none or was rejected).
-    pub amount: Option<String>,
-    pub currency: Option<String>,
+    #[serde(flatten)]
+    pub asked: Asked,
     pub state: CommandState,
     pub phase: Phase,
     pub outcome: Option<Outcome>,
@@ -96,16 +90,15 @@ fn stamp(at: Option<OffsetDateTime>) -> Option<String> {
 impl CommandView {
     fn of(row: CommandRow) -> CommandView {
         CommandView {
-            amount: row
-                .amount_minor
-                .and_then(|m| u64::try_from(m).ok())
-                .map(|m| Amount::from_minor(m).to_string()),
+            asked: Asked::new(
+                row.gateway,
+                row.account,
+                row.operation,
+                row.payment_id,
+                row.amount_minor,
+                row.currency,
+            ),
             id: row.id,
-            gateway: row.gateway,
-            account: row.account,
-            operation: row.operation,
-            payment_id: row.payment_id,
-            currency: row.currency,
             state: row.state,
             phase: row.phase,
             outcome: row.outcome,
@@ -234,7 +227,7 @@ fn command_fields(c: &CommandView, clip: &mut Clipper) -> Vec<(&'static str, Str
     .into_iter()
     .filter_map(|(label, value)| value.map(|v| format!("{label} {v}")))
     .collect();
-    let amount = match (&c.amount, &c.currency) {
+    let amount = match (&c.asked.amount, &c.asked.currency) {
         (Some(a), Some(cur)) => format!("{a} {cur}"),
         (Some(a), None) => a.clone(),
         (None, _) => or_dash(c.payload.get("amount").and_then(Value::as_str)),
@@ -255,12 +248,12 @@ fn command_fields(c: &CommandView, clip: &mut Clipper) -> Vec<(&'static str, Str
             "gateway",
             format!(
                 "{} (account {})",
-                or_dash(c.gateway.as_deref()),
-                or_dash(c.account.as_deref())
+                or_dash(c.asked.gateway.as_deref()),
+                or_dash(c.asked.account.as_deref())
             ),
         ),
-        ("operation", or_dash(c.operation.as_deref())),
-        ("payment id", or_dash(c.payment_id.as_deref())),
+        ("operation", or_dash(c.asked.operation.as_deref())),
+        ("payment id", or_dash(c.asked.payment_id.as_deref())),
         ("amount", amount),
         ("state", format!("{} (phase {})", c.state, c.phase)),
         ("outcome", outcome),
@@ -315,7 +308,7 @@ fn attempts_table(attempts: &[AttemptRow]) -> Table {
             (n + 1).to_string(),
             format_timestamp(a.started_at),
             a.attempt_no.to_string(),
-            a.kind.clone(),
+            a.kind.to_string(),
             or_dash(a.purpose.as_deref()),
             a.status.to_string(),
             a.http_status.map_or("-".into(), |s| s.to_string()),
@@ -329,7 +322,7 @@ fn attempts_table(attempts: &[AttemptRow]) -> Table {
                 None => "-".into(),
             },
             a.latency_ms.map_or("-".into(), |ms| format!("{ms:.0} ms")),
-            or_dash(a.classification.as_deref()),
+            or_dash(a.classification.map(|c| c.as_str())),
             // Also repeated in the detail below, where a cut is noted.
             a.error
                 .as_deref()
@@ -411,17 +404,20 @@ fn events_table(events: &[EventView]) -> Table {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::lifecycle::AttemptStatus;
+    use crate::gateways::Classification;
+    use crate::store::lifecycle::{AttemptKind, AttemptStatus};
 
     fn command(result: Option<Value>) -> CommandView {
         CommandView {
             id: "c1".into(),
-            gateway: Some("paymentz".into()),
-            account: Some("default".into()),
-            operation: Some("refund".into()),
-            payment_id: Some("55361".into()),
-            amount: Some("10.00".into()),
-            currency: Some("EUR".into()),
+            asked: Asked {
+                gateway: Some("paymentz".into()),
+                account: Some("default".into()),
+                operation: Some("refund".into()),
+                payment_id: Some("55361".into()),
+                amount: Some("10.00".into()),
+                currency: Some("EUR".into()),
+            },
             state: CommandState::Done,
             phase: Phase::Ready,
             outcome: Some(Outcome::Succeeded),
@@ -450,7 +446,7 @@ mod tests {
         AttemptRow {
             id: 1,
             attempt_no: 1,
-            kind: "operation".into(),
+            kind: AttemptKind::Operation,
             status: AttemptStatus::Completed,
             purpose: Some(purpose.into()),
             method: Some("POST".into()),
@@ -463,7 +459,7 @@ mod tests {
             signature_verified: None,
             latency_ms: Some(12.4),
             error: None,
-            classification: Some("succeeded".into()),
+            classification: Some(Classification::Succeeded),
             started_at: time::macros::datetime!(2026-11-22 10:15:03.200 UTC),
         }
     }

@@ -20,7 +20,10 @@ use super::exchanges::{write_record, write_record_in, Record};
 use super::reconcile::{no_such_payment, reconcile_unknown, verify, Settlement};
 use super::{retry, Job, Worker};
 use crate::events::Reported;
-use crate::gateways::{Answer, Classification, Operation, PaymentSnapshot, PaymentState};
+use crate::gateways::{
+    Answer, Classification, Operation, OperationRequest, PaymentRequest, PaymentSnapshot,
+    PaymentState,
+};
 use crate::money::Amount;
 use crate::store::attempts::{self, AttemptKind};
 use crate::store::{commands, StoreError};
@@ -34,8 +37,8 @@ pub async fn drive(worker: Arc<Worker>, job: Job) {
         id = %job.row.id,
         gateway = job.valid.gateway.name(),
         account = %job.valid.account,
-        operation = %job.valid.request.operation,
-        payment_id = job.valid.request.payment_id.as_deref().unwrap_or(""),
+        operation = %job.valid.request.operation(),
+        payment_id = job.valid.request.payment_id(),
     );
     let id = job.row.id.clone();
     worker.track(&id);
@@ -81,7 +84,7 @@ impl<'j> Run<'j> {
     }
 
     fn operation(&self) -> Operation {
-        self.job.valid.request.operation
+        self.job.valid.request.operation()
     }
 
     fn budget(&self, worker: &Worker) -> Budget {
@@ -100,7 +103,7 @@ async fn run(worker: &Worker, job: &Job) -> Result<(), StoreError> {
     if !job.payment_leased && !claim_payment(worker, job).await? {
         return Ok(());
     }
-    let operation = job.valid.request.operation;
+    let operation = job.valid.request.operation();
     let kind = OperationKind {
         side_effect: operation.has_side_effect(),
         snapshot_before: job.valid.gateway.snapshot_before(operation),
@@ -305,7 +308,7 @@ async fn schedule_retry(
     tx.commit().await?;
     worker.metrics.retry_scheduled(
         job.valid.gateway.name(),
-        job.valid.request.operation.as_str(),
+        job.valid.request.operation().as_str(),
     );
     tracing::info!(retry_in = ?delay, attempts_made = run.attempts, "not applied; retry scheduled");
     Ok(())
@@ -317,17 +320,17 @@ async fn refund_limit(
     job: &Job,
     snapshot: &PaymentSnapshot,
 ) -> Result<Option<String>, StoreError> {
-    let Some(amount) = job.valid.request.amount else {
+    let OperationRequest::Payment(PaymentRequest {
+        payment_id,
+        amount: Some(amount),
+        ..
+    }) = &job.valid.request
+    else {
         return Ok(None);
     };
     let ours = {
         let mut conn = worker.store.pool().acquire().await?;
-        commands::captured_total(
-            &mut conn,
-            job.valid.gateway.name(),
-            job.valid.request.payment_id.as_deref().unwrap_or(""),
-        )
-        .await?
+        commands::captured_total(&mut conn, job.valid.gateway.name(), payment_id).await?
     };
     let captured = ours
         .and_then(|m| u64::try_from(m).ok())
@@ -342,7 +345,7 @@ async fn refund_limit(
     };
     let refunded = snapshot.refunded.unwrap_or(Amount::ZERO);
     let left = captured.saturating_sub(refunded);
-    Ok((amount > left).then(|| {
+    Ok((*amount > left).then(|| {
         format!("refund of {amount} exceeds what is left to refund: {captured} captured, {refunded} already refunded")
     }))
 }
@@ -445,7 +448,7 @@ async fn conclude(
         &job.row.payload,
         outcome,
         None,
-        job.valid.request.amount,
+        job.valid.request.amount(),
         run.attempts,
         reported,
     );
@@ -473,7 +476,7 @@ async fn conclude(
         Committed::Decided { replays } => {
             worker.metrics.command_decided(
                 job.valid.gateway.name(),
-                job.valid.request.operation.as_str(),
+                job.valid.request.operation().as_str(),
                 outcome.as_str(),
             );
             (0..replays).for_each(|_| worker.metrics.replayed());

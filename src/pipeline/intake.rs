@@ -179,13 +179,13 @@ fn immediate_intents<'a>(
         .flatten()
         .filter(|job| granted.contains(&job.row.id))
         .filter(|job| {
-            let op = job.valid.request.operation;
+            let op = job.valid.request.operation();
             !(op.has_side_effect() && job.valid.gateway.snapshot_before(op))
         })
         .map(|job| commands::Intent {
             command_id: job.row.id.as_str(),
             before_snapshot: None,
-            purpose: job.valid.request.operation.as_str(),
+            purpose: job.valid.request.operation().as_str(),
         })
         .collect()
 }
@@ -252,7 +252,7 @@ async fn wake_deferred(
         .filter(|(_, row)| deferred.contains(&row.id))
     {
         if let Ok(valid) = validated {
-            let key = super::payment_key(valid.request.payment_id.as_deref(), &row.id);
+            let key = super::payment_key(valid.request.payment_id(), &row.id);
             if commands::wake_if_payment_free(&mut conn, &row.id, valid.gateway.name(), &key)
                 .await?
             {

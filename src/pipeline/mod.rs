@@ -187,7 +187,7 @@ impl Job {
     /// The key of the payment lease: the payment id, or one of its own for
     /// commands that have none (`transaction_list`).
     pub fn payment_key(&self) -> crate::store::leases::PaymentKey {
-        payment_key(self.valid.request.payment_id.as_deref(), &self.row.id)
+        payment_key(self.valid.request.payment_id(), &self.row.id)
     }
 
     pub fn reply_correlation(&self) -> Option<&str> {

@@ -174,7 +174,7 @@ pub(super) async fn verify(
         let (record, answer) = Record::split(job, call, attempt_no, AttemptKind::Inquiry, None);
         write_record(worker, &job.row.id, &record).await?;
         if let Some(evidence) = Evidence::of(&answer) {
-            let settlement = settle(request.operation, request.amount, before, evidence);
+            let settlement = settle(request.operation(), request.amount(), before, evidence);
             let after = evidence.snapshot().cloned();
             tracing::info!(
                 status = after
@@ -216,7 +216,7 @@ async fn evidence_first(worker: &Worker, job: &Job) -> Result<bool, StoreError> 
         Verifying::Settled(notification) => {
             worker.metrics.command_decided(
                 job.valid.gateway.name(),
-                job.valid.request.operation.as_str(),
+                job.valid.request.operation().as_str(),
                 Outcome::Succeeded.as_str(),
             );
             worker.wake_outbox.notify_one();
@@ -333,44 +333,7 @@ pub(super) async fn reconcile_unknown(
     let mut tx = worker.store.pool().begin().await?;
     let decided = match settled {
         Some((outcome, settlement, after)) => {
-            // Read as text: through a serde_json::Value the numbers of the
-            // metadata it echoes could be rounded.
-            let original: Option<ResultEvent> = commands::current_result(&mut tx, id)
-                .await?
-                .and_then(|text| serde_json::from_str(&text).ok());
-            let original = original.unwrap_or_else(|| {
-                event_for(
-                    id,
-                    &job.row.payload,
-                    Outcome::Unknown,
-                    None,
-                    request.amount,
-                    job.row.attempts,
-                    Reported::default(),
-                )
-            });
-            let applied = settlement == Settlement::Applied;
-            let event = settled_event(original, outcome, applied, after.as_ref(), request);
-            let body = serde_json::to_string(&event).expect("serializable");
-            if commands::settle(&mut tx, id, worker.owner, outcome.as_str(), &body).await? {
-                outbox::enqueue(
-                    &mut tx,
-                    &worker.topology.result_exchange,
-                    &event,
-                    job.row.reply_to.as_deref(),
-                    job.reply_correlation(),
-                )
-                .await?;
-                tracing::info!(outcome = %outcome, "unknown outcome settled");
-                format!(
-                    "settled as {outcome}: {}",
-                    event.description.as_deref().unwrap_or("")
-                )
-            } else {
-                // Its lease was lost meanwhile; whoever holds it decides.
-                "the inquiry was recorded, but the command was no longer this worker's to settle"
-                    .into()
-            }
+            settle_in(worker, &mut tx, job, outcome, settlement, after.as_ref()).await?
         }
         None => {
             let delay = retry::reconcile_delay(
@@ -382,7 +345,7 @@ pub(super) async fn reconcile_unknown(
             match request.inquiry() {
                 None => format!(
                     "still unknown: a {} cannot be inquired about; next check in {delay:?}",
-                    request.operation
+                    request.operation()
                 ),
                 Some(_) => {
                     format!("still unknown: the inquiry did not settle it; next check in {delay:?}")
@@ -401,6 +364,59 @@ pub(super) async fn reconcile_unknown(
     tx.commit().await?;
     worker.wake_outbox.notify_one();
     Ok(audited)
+}
+
+/// Settles the command as `outcome` in `tx`, with its event rewritten and
+/// put in the outbox; what came of it, in words.
+async fn settle_in(
+    worker: &Worker,
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    job: &Job,
+    outcome: Outcome,
+    settlement: Settlement,
+    after: Option<&PaymentSnapshot>,
+) -> Result<String, StoreError> {
+    let id = job.row.id.as_str();
+    let request = &job.valid.request;
+    // Read as text: through a serde_json::Value the numbers of the
+    // metadata it echoes could be rounded.
+    let original: Option<ResultEvent> = commands::current_result(tx, id)
+        .await?
+        .and_then(|text| serde_json::from_str(&text).ok());
+    let original = original.unwrap_or_else(|| {
+        event_for(
+            id,
+            &job.row.payload,
+            Outcome::Unknown,
+            None,
+            request.amount(),
+            job.row.attempts,
+            Reported::default(),
+        )
+    });
+    let applied = settlement == Settlement::Applied;
+    let event = settled_event(original, outcome, applied, after, request);
+    let body = serde_json::to_string(&event).expect("serializable");
+    if !commands::settle(tx, id, worker.owner, outcome.as_str(), &body).await? {
+        // Its lease was lost meanwhile; whoever holds it decides.
+        return Ok(
+            "the inquiry was recorded, but the command was no longer this worker's to settle"
+                .into(),
+        );
+    }
+    outbox::enqueue(
+        tx,
+        &worker.topology.result_exchange,
+        &event,
+        job.row.reply_to.as_deref(),
+        job.reply_correlation(),
+    )
+    .await?;
+    tracing::info!(outcome = %outcome, "unknown outcome settled");
+    Ok(format!(
+        "settled as {outcome}: {}",
+        event.description.as_deref().unwrap_or("")
+    ))
 }
 
 /// One recorded inquiry, and what it settles (`None`: it proved nothing).
@@ -422,7 +438,12 @@ async fn inquire_once(
     write_record(worker, &job.row.id, &record).await?;
     Ok(Evidence::of(&answer).map(|evidence| {
         (
-            settle(request.operation, request.amount, before.as_ref(), evidence),
+            settle(
+                request.operation(),
+                request.amount(),
+                before.as_ref(),
+                evidence,
+            ),
             evidence.snapshot().cloned(),
         )
     }))
@@ -455,11 +476,11 @@ fn settled_event(
     event.description = Some(match (status, applied) {
         (Some(status), true) => format!(
             "settled by inquiry: the payment shows the {} took effect ({status})",
-            request.operation
+            request.operation()
         ),
         (Some(status), false) => format!(
             "settled by inquiry: the payment shows the {} did not take effect ({status})",
-            request.operation
+            request.operation()
         ),
         (None, _) => no_such_payment(request),
     });
@@ -471,8 +492,8 @@ fn settled_event(
 pub(super) fn no_such_payment(request: &OperationRequest) -> String {
     format!(
         "the gateway does not know payment {}: the {} did not take effect and cannot",
-        request.payment_id.as_deref().unwrap_or("-"),
-        request.operation
+        request.payment_id().unwrap_or("-"),
+        request.operation()
     )
 }
 
@@ -675,7 +696,10 @@ mod tests {
         );
         assert_eq!(settled_outcome(Settlement::Undecided), None);
 
-        let request = crate::gateways::OperationRequest::new(Operation::Capture, "55361");
+        let request = crate::gateways::OperationRequest::new(
+            crate::gateways::PaymentOperation::Capture,
+            "55361",
+        );
         let unknown = event_for(
             "c1",
             r#"{"id":"c1","gateway":"paymentz","operation":"capture"}"#,

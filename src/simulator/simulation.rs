@@ -3,6 +3,7 @@
 //! reset. The admin HTTP API and the in-process API both call these methods,
 //! so they can never disagree.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::RwLock;
 
@@ -18,7 +19,7 @@ pub use super::new_payment::NewPayment;
 use super::new_payment::{build_payment, parse_created_at};
 use super::state::{
     in_auto_range, GatewayId, IdSequence, Ledger, LedgerEntry, LedgerQuery, Payment, PaymentView,
-    PxStatus, PzStatus, Shards,
+    PxStatus, PzStatus, Shards, Status,
 };
 use super::stats::{Stats, StatsSnapshot};
 use super::tokens::Tokens;
@@ -160,23 +161,47 @@ impl Simulation {
     ) -> Result<PaymentView, AdminError> {
         let payment = build_payment::<PzStatus>(new, id, reference, currency, created_at)?;
         let mut shard = self.paymentz.lock(&payment.id);
+        self.insert_new(
+            GatewayId::Paymentz,
+            &mut shard,
+            payment,
+            "authsuccessful",
+            |payment| {
+                let mut refs = self.paymentz_references.lock(&payment.reference);
+                if refs.contains_key(&payment.reference) {
+                    return Err(AdminError::Conflict(format!(
+                        "merchantTransactionId `{}` is in use",
+                        payment.reference
+                    )));
+                }
+                refs.insert(payment.reference.clone(), payment.id.clone());
+                Ok(())
+            },
+        )
+    }
+
+    /// Stores a new payment in its locked shard, unless its id is taken,
+    /// and notifies when it starts `authorized`. `claim` takes, under the
+    /// same lock, whatever else must be unique to it.
+    fn insert_new<S: Status>(
+        &self,
+        gateway: GatewayId,
+        shard: &mut HashMap<String, Payment<S>>,
+        payment: Payment<S>,
+        authorized: &str,
+        claim: impl FnOnce(&Payment<S>) -> Result<(), AdminError>,
+    ) -> Result<PaymentView, AdminError> {
         if shard.contains_key(&payment.id) {
             return Err(AdminError::Conflict(format!(
-                "paymentz payment {} exists",
+                "{} payment {} exists",
+                gateway.as_str(),
                 payment.id
             )));
         }
-        let mut refs = self.paymentz_references.lock(&payment.reference);
-        if refs.contains_key(&payment.reference) {
-            return Err(AdminError::Conflict(format!(
-                "merchantTransactionId `{}` is in use",
-                payment.reference
-            )));
-        }
-        refs.insert(payment.reference.clone(), payment.id.clone());
-        let view = payment.view(GatewayId::Paymentz);
+        claim(&payment)?;
+        let view = payment.view(gateway);
         shard.insert(payment.id.clone(), payment);
-        if view.status == "authsuccessful" {
+        if view.status == authorized {
             self.notify(&view);
         }
         Ok(view)
@@ -199,18 +224,9 @@ impl Simulation {
         payment.frontend = new.frontend.clone();
         payment.transaction_id = Some(self.ids.next());
         let mut shard = self.praxis.lock(&payment.id);
-        if shard.contains_key(&payment.id) {
-            return Err(AdminError::Conflict(format!(
-                "praxis payment {} exists",
-                payment.id
-            )));
-        }
-        let view = payment.view(GatewayId::Praxis);
-        shard.insert(payment.id.clone(), payment);
-        if view.status == "authorized" {
-            self.notify(&view);
-        }
-        Ok(view)
+        self.insert_new(GatewayId::Praxis, &mut shard, payment, "authorized", |_| {
+            Ok(())
+        })
     }
 
     pub fn payment(&self, gateway: GatewayId, id: &str) -> Option<PaymentView> {

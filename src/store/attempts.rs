@@ -6,22 +6,7 @@ use super::lifecycle::AttemptStatus;
 use super::StoreError;
 use crate::gateways::{Classification, Exchange};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttemptKind {
-    Operation,
-    Inquiry,
-    Auth,
-}
-
-impl AttemptKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AttemptKind::Operation => "operation",
-            AttemptKind::Inquiry => "inquiry",
-            AttemptKind::Auth => "auth",
-        }
-    }
-}
+pub use super::lifecycle::AttemptKind;
 
 /// Records what a call did. The last exchange of an operation completes the
 /// in-flight row (when there is one); every other exchange gets its own row.
@@ -71,7 +56,7 @@ pub fn classification_str(c: Classification) -> &'static str {
 pub struct AttemptRow {
     pub id: i64,
     pub attempt_no: i32,
-    pub kind: String,
+    pub kind: AttemptKind,
     pub status: AttemptStatus,
     pub purpose: Option<String>,
     pub method: Option<String>,
@@ -84,7 +69,7 @@ pub struct AttemptRow {
     pub signature_verified: Option<bool>,
     pub latency_ms: Option<f64>,
     pub error: Option<String>,
-    pub classification: Option<String>,
+    pub classification: Option<Classification>,
     #[serde(with = "time::serde::rfc3339")]
     pub started_at: time::OffsetDateTime,
 }

@@ -15,7 +15,9 @@ use sqlx::{PgConnection, Postgres, QueryBuilder};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::lifecycle::{CommandState, Role};
 use super::StoreError;
+use crate::outcome::Outcome;
 
 /// The figures of the overview, read in one round trip per part.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -189,9 +191,9 @@ pub struct ListedCommand {
     pub payment_id: Option<String>,
     pub amount_minor: Option<i64>,
     pub currency: Option<String>,
-    pub state: String,
-    pub outcome: Option<String>,
-    pub settled_outcome: Option<String>,
+    pub state: CommandState,
+    pub outcome: Option<Outcome>,
+    pub settled_outcome: Option<Outcome>,
     pub reason: Option<String>,
     pub attempts: i32,
     #[serde(with = "time::serde::rfc3339")]
@@ -431,7 +433,7 @@ pub async fn unclaim_unsettled(
 #[derive(Debug, Clone)]
 pub struct AuditEntry {
     pub actor: String,
-    pub role: &'static str,
+    pub role: Role,
     pub action: &'static str,
     pub target: Option<String>,
     pub reason: Option<String>,
@@ -467,7 +469,7 @@ pub struct AuditRow {
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
     pub actor: String,
-    pub role: String,
+    pub role: Role,
     pub action: String,
     pub target: Option<String>,
     pub reason: Option<String>,

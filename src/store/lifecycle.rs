@@ -10,6 +10,7 @@ use sqlx::error::BoxDynError;
 use sqlx::postgres::{PgArgumentBuffer, PgTypeInfo, PgValueRef};
 use sqlx::{Decode, Encode, Postgres, Type};
 
+use crate::gateways::Classification;
 use crate::outcome::Outcome;
 
 /// Reads and writes an enum as its text, with `as_str` and `parse`.
@@ -110,7 +111,30 @@ lifecycle! {
     }
 }
 
+lifecycle! {
+    /// What an attempt row records (`attempts.kind`).
+    AttemptKind {
+        /// The command's own operation.
+        Operation = "operation",
+        /// An inquiry: a snapshot before, or a reconciliation after.
+        Inquiry = "inquiry",
+        /// A credential fetch.
+        Auth = "auth",
+    }
+}
+
+lifecycle! {
+    /// Who a console caller is (`console_audit.role`).
+    Role {
+        /// Reads everything.
+        Viewer = "viewer",
+        /// Reads, and acts.
+        Operator = "operator",
+    }
+}
+
 as_text!(Outcome, Outcome::parse);
+as_text!(Classification, Classification::parse);
 
 #[cfg(test)]
 mod tests {
@@ -130,6 +154,20 @@ mod tests {
         assert_eq!(
             AttemptStatus::parse("in_flight"),
             Some(AttemptStatus::InFlight)
+        );
+        for kind in [
+            AttemptKind::Operation,
+            AttemptKind::Inquiry,
+            AttemptKind::Auth,
+        ] {
+            assert_eq!(AttemptKind::parse(kind.as_str()), Some(kind));
+        }
+        for role in [Role::Viewer, Role::Operator] {
+            assert_eq!(Role::parse(role.as_str()), Some(role));
+        }
+        assert_eq!(
+            Classification::parse("not_applied"),
+            Some(Classification::NotApplied)
         );
         assert_eq!(CommandState::parse("Queued"), None);
         assert_eq!(

@@ -6,7 +6,9 @@ use sqlx::PgConnection;
 use time::OffsetDateTime;
 
 use super::dead_letters::DeadLetterRow;
+use super::lifecycle::CommandState;
 use super::StoreError;
+use crate::outcome::Outcome;
 
 /// A command as `list` shows it: what was asked, what it came to, and when.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -18,10 +20,10 @@ pub struct AttentionRow {
     pub payment_id: Option<String>,
     pub amount_minor: Option<i64>,
     pub currency: Option<String>,
-    pub state: String,
-    pub outcome: Option<String>,
+    pub state: CommandState,
+    pub outcome: Option<Outcome>,
     pub reason: Option<String>,
-    pub settled_outcome: Option<String>,
+    pub settled_outcome: Option<Outcome>,
     pub result: Option<serde_json::Value>,
     pub settled_result: Option<serde_json::Value>,
     pub attempts: i32,

@@ -17,11 +17,10 @@ use backoffice_worker::events::ResultEvent;
 use backoffice_worker::simulator::{RunningSimulator, Simulator, SimulatorConfig};
 use futures::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ExchangeDeclareOptions,
-    ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicPublishOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -128,40 +127,14 @@ impl TestEnv {
         backoffice_worker::broker::declare(&channel, &topology)
             .await
             .unwrap();
-        let events_queue = channel
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        channel
-            .queue_bind(
-                events_queue.name().as_str().into(),
-                result_exchange.as_str().into(),
-                "#".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
         let events_channel = amqp.create_channel().await.unwrap();
-        let events = events_channel
-            .basic_consume(
-                events_queue.name().as_str().into(),
-                "test-events".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        let _ = ExchangeDeclareOptions::default();
-        let _ = ExchangeKind::Topic;
+        let events = backoffice_worker::broker::consume_all(
+            &events_channel,
+            &result_exchange,
+            "test-events",
+        )
+        .await
+        .unwrap();
         TestEnv {
             name,
             sim,
@@ -278,7 +251,6 @@ frontend = "Integration TEST USD"
             .await
             .ok()??
             .ok()?;
-        delivery.ack(BasicAckOptions::default()).await.ok()?;
         let value: serde_json::Value =
             serde_json::from_slice(&delivery.data).expect("events are JSON");
         if value.get("command_id").is_none() {

@@ -130,7 +130,7 @@ fn facts(row: &CommandRow, now: OffsetDateTime) -> Markup {
     };
     html! {
     dl.facts {
-        dt { "Outcome" } dd #outcome { (current_outcome(row.outcome.map(|o| o.as_str()), row.settled_outcome.map(|o| o.as_str()))) @if let Some(r) = &row.reason { " " span.note { (r) } } }
+        dt { "Outcome" } dd #outcome { (current_outcome(row.outcome, row.settled_outcome)) @if let Some(r) = &row.reason { " " span.note { (r) } } }
         dt { "State" } dd #state { (row.state) " (phase " (row.phase) ")" }
         dt { "Gateway" } dd { (row.gateway.as_deref().unwrap_or("-")) " · account " (row.account.as_deref().unwrap_or("-")) }
         dt { "Operation" } dd { (row.operation.as_deref().unwrap_or("-")) }

@@ -253,7 +253,7 @@ fn commands_table(rows: &[ListedCommand], now: OffsetDateTime) -> Markup {
                     td { (payment_link(c.gateway.as_deref(), c.payment_id.as_deref())) }
                     td.num { (amount(c.amount_minor, c.currency.as_deref())) }
                     td { (c.state) }
-                    td.outcome { (current_outcome(c.outcome.as_deref(), c.settled_outcome.as_deref())) }
+                    td.outcome { (current_outcome(c.outcome, c.settled_outcome)) }
                     td.num { (c.attempts) }
                     td { (when(c.received_at, now)) }
                 }

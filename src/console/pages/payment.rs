@@ -11,6 +11,7 @@ use super::render::*;
 use super::{layout, page, Nav};
 use crate::listener::Body;
 use crate::money::Amount;
+use crate::outcome::Outcome;
 use crate::store::console::{self as queries, ListedCommand};
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -25,9 +26,8 @@ pub struct PaymentTotals {
 
 impl PaymentTotals {
     pub fn of(commands: &[ListedCommand]) -> PaymentTotals {
-        let succeeded = |c: &&ListedCommand| {
-            c.settled_outcome.as_deref().or(c.outcome.as_deref()) == Some("succeeded")
-        };
+        let succeeded =
+            |c: &&ListedCommand| c.settled_outcome.or(c.outcome) == Some(Outcome::Succeeded);
         let sum = |op: &str| -> u64 {
             commands
                 .iter()
@@ -86,7 +86,7 @@ pub(super) async fn payment(
                         thead { tr { th { "Received" } th { "Id" } th { "Operation" } th.num { "Amount" } th { "State" } th { "Outcome" } th { "Decided" } } }
                         tbody {
                             @for c in &commands {
-                                tr { td { (when(c.received_at, now)) } td { (command_link(&c.id)) } td { (c.operation.as_deref().unwrap_or("-")) } td.num { (amount(c.amount_minor, c.currency.as_deref())) } td { (c.state) } td { (current_outcome(c.outcome.as_deref(), c.settled_outcome.as_deref())) } td { (maybe_when(c.decided_at, now)) } }
+                                tr { td { (when(c.received_at, now)) } td { (command_link(&c.id)) } td { (c.operation.as_deref().unwrap_or("-")) } td.num { (amount(c.amount_minor, c.currency.as_deref())) } td { (c.state) } td { (current_outcome(c.outcome, c.settled_outcome)) } td { (maybe_when(c.decided_at, now)) } }
                             }
                         }
                     }
@@ -102,10 +102,11 @@ pub(super) async fn payment(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::lifecycle::CommandState;
     #[test]
     fn payment_totals_count_only_what_succeeded() {
-        let command =
-            |op: &str, minor: Option<i64>, outcome: &str, settled: Option<&str>| ListedCommand {
+        let command = |op: &str, minor: Option<i64>, outcome: Outcome, settled: Option<Outcome>| {
+            ListedCommand {
                 id: "c".into(),
                 gateway: Some("paymentz".into()),
                 account: None,
@@ -113,20 +114,26 @@ mod tests {
                 payment_id: Some("p".into()),
                 amount_minor: minor,
                 currency: Some("EUR".into()),
-                state: "done".into(),
-                outcome: Some(outcome.into()),
-                settled_outcome: settled.map(str::to_string),
+                state: CommandState::Done,
+                outcome: Some(outcome),
+                settled_outcome: settled,
                 reason: None,
                 attempts: 1,
                 received_at: OffsetDateTime::now_utc(),
                 decided_at: None,
-            };
+            }
+        };
         let totals = PaymentTotals::of(&[
-            command("capture", Some(10_000), "succeeded", None),
-            command("refund", Some(2_500), "unknown", Some("succeeded")),
-            command("refund", Some(1_000), "declined", None),
-            command("refund", Some(500), "unknown", None),
-            command("cancel", None, "failed", None),
+            command("capture", Some(10_000), Outcome::Succeeded, None),
+            command(
+                "refund",
+                Some(2_500),
+                Outcome::Unknown,
+                Some(Outcome::Succeeded),
+            ),
+            command("refund", Some(1_000), Outcome::Declined, None),
+            command("refund", Some(500), Outcome::Unknown, None),
+            command("cancel", None, Outcome::Failed, None),
         ]);
         assert_eq!(totals.captured, "100.00");
         assert_eq!(totals.refunded, "25.00");

@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 
 use super::super::{age, encode, utc};
 use crate::money::Amount;
+use crate::outcome::Outcome;
 use crate::store::console::AuditRow;
 
 pub(super) fn banner(row: &Option<AuditRow>) -> Markup {
@@ -40,8 +41,8 @@ pub(super) fn maybe_when(at: Option<OffsetDateTime>, now: OffsetDateTime) -> Mar
     }
 }
 
-pub(super) fn current_outcome(outcome: Option<&str>, settled: Option<&str>) -> Markup {
-    let shown = settled.or(outcome).unwrap_or("pending");
+pub(super) fn current_outcome(outcome: Option<Outcome>, settled: Option<Outcome>) -> Markup {
+    let shown = settled.or(outcome).map_or("pending", Outcome::as_str);
     html! {
         span class=(format!("badge outcome-{shown}")) { (shown) }
         @if let (Some(first), Some(_)) = (outcome, settled) { " " span.note { "(was " (first) ")" } }

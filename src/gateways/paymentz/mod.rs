@@ -28,13 +28,14 @@ pub use self::settings::AccountConfig;
 
 use self::classify::{Page, Verdict};
 use self::token::{Token, TokenCache, TokenFailure};
-use self::wire::{Form, IdType, ListQuery, PaymentType};
+use self::wire::{Form, IdType, PaymentType};
 use crate::gateways::http::HttpTransport;
 use crate::gateways::registry::{self, GatewayKind};
 use crate::gateways::{
     Answer, CallLog, Classification, Exchange, ExchangeKind, Gateway, GatewayCall, GatewayError,
-    Operation, OperationRequest, Rejection,
+    ListRequest, Operation, OperationRequest, PaymentOperation, Rejection,
 };
+use crate::money::Amount;
 
 pub const NAME: &str = "paymentz";
 
@@ -148,29 +149,91 @@ impl PaymentzClient {
             .unwrap_or_else(|answer| answer)
     }
 
-    async fn run(&self, request: &OperationRequest, log: &mut CallLog) -> Answer {
+    /// What `request` is for this account, or why it cannot be sent.
+    fn prepare<'r>(&self, request: &'r OperationRequest) -> Result<Call<'r>, Rejection> {
+        let operation = request.operation();
+        if !self.supports(operation) {
+            return Err(Rejection::UnsupportedOperation {
+                gateway: NAME,
+                operation,
+            });
+        }
+        let payment = match request {
+            OperationRequest::List(list) => {
+                return match list.payment_id.as_deref() {
+                    Some(id) if !wire::safe_path_segment(id) => Err(unsafe_payment_id()),
+                    _ => Ok(Call::List(list)),
+                }
+            }
+            OperationRequest::Payment(payment) => payment,
+        };
+        let payment_id = payment.payment_id.as_str();
+        let call = match (payment.operation, payment.amount) {
+            (PaymentOperation::Capture | PaymentOperation::Refund, None) => {
+                return Err(Rejection::invalid(
+                    "amount",
+                    format!("required for paymentz {operation}"),
+                ))
+            }
+            (PaymentOperation::Capture | PaymentOperation::Refund, Some(amount))
+                if amount.minor() == 0 =>
+            {
+                return Err(Rejection::invalid("amount", "must be positive"))
+            }
+            (PaymentOperation::Capture | PaymentOperation::Refund, Some(amount))
+                if amount.minor() > crate::money::MAX_MINOR =>
+            {
+                return Err(Rejection::invalid(
+                    "amount",
+                    "has more than 10 integer digits",
+                ))
+            }
+            (PaymentOperation::Cancel | PaymentOperation::Inquiry, Some(_)) => {
+                return Err(Rejection::invalid(
+                    "amount",
+                    format!("not allowed for paymentz {operation}"),
+                ))
+            }
+            (PaymentOperation::Capture, Some(amount)) => Call::Money {
+                kind: PaymentType::Capture,
+                payment_id,
+                amount,
+            },
+            (PaymentOperation::Refund, Some(amount)) => Call::Money {
+                kind: PaymentType::Refund,
+                payment_id,
+                amount,
+            },
+            (PaymentOperation::Cancel, None) => Call::Cancel { payment_id },
+            (PaymentOperation::Inquiry, None) => Call::Inquiry { payment_id },
+        };
+        if !wire::safe_path_segment(payment_id) {
+            return Err(unsafe_payment_id());
+        }
+        Ok(call)
+    }
+
+    async fn run(&self, call: Call<'_>, log: &mut CallLog) -> Answer {
         let member_id = &self.config.member_id;
         let key = &self.config.secure_key;
-        let payment_id = request.payment_id.as_deref().unwrap_or_default();
-        let kind = match request.operation {
-            Operation::Capture => PaymentType::Capture,
-            Operation::Refund => PaymentType::Refund,
-            Operation::Cancel => PaymentType::Cancel,
-            Operation::Inquiry => {
+        let (kind, payment_id, checksum, amount) = match call {
+            Call::Inquiry { payment_id } => {
                 let checksum = signing::payment_checksum(member_id, key, payment_id);
                 return self.inquire(payment_id, IdType::Pid, checksum, log).await;
             }
-            Operation::TransactionList => return self.list(request, log).await,
-        };
-        let checksum = match (kind, request.amount) {
-            (PaymentType::Cancel, _) => signing::payment_checksum(member_id, key, payment_id),
-            (_, Some(amount)) => signing::amount_checksum(member_id, key, payment_id, amount),
-            (_, None) => return Answer::not_sent(&Rejection::invalid("amount", "missing")),
-        };
-        let amount = if kind == PaymentType::Cancel {
-            None
-        } else {
-            request.amount
+            Call::List(list) => return self.list(list, log).await,
+            Call::Cancel { payment_id } => {
+                let checksum = signing::payment_checksum(member_id, key, payment_id);
+                (PaymentType::Cancel, payment_id, checksum, None)
+            }
+            Call::Money {
+                kind,
+                payment_id,
+                amount,
+            } => {
+                let checksum = signing::amount_checksum(member_id, key, payment_id, amount);
+                (kind, payment_id, checksum, Some(amount))
+            }
         };
         let call = Request {
             purpose: kind.code(),
@@ -187,16 +250,7 @@ impl PaymentzClient {
 
     /// Reads every page. Any page that fails ends the call with that page's
     /// answer: a partial list is never reported as the list.
-    async fn list(&self, request: &OperationRequest, log: &mut CallLog) -> Answer {
-        let (Some(from), Some(to)) = (request.from, request.to) else {
-            return Answer::not_sent(&Rejection::invalid("from", "from and to are required"));
-        };
-        let query = ListQuery {
-            from,
-            to,
-            currency: request.currency.clone(),
-            payment_id: request.payment_id.clone(),
-        };
+    async fn list(&self, query: &ListRequest, log: &mut CallLog) -> Answer {
         let checksum = signing::list_checksum(&self.config.member_id, &self.config.secure_key);
         let mut rows: Vec<Value> = Vec::new();
         let mut previous: Option<Vec<Value>> = None;
@@ -206,7 +260,7 @@ impl PaymentzClient {
             let call = Request {
                 purpose: "getTransactionList",
                 path: "/getTransactionList".into(),
-                form: wire::list_form(&self.config.member_id, &checksum, &query, page),
+                form: wire::list_form(&self.config.member_id, &checksum, query, page),
                 checksum: checksum.clone(),
             };
             let (page_rows, code, description) = match self
@@ -474,75 +528,19 @@ impl Gateway for PaymentzClient {
     }
 
     fn check(&self, request: &OperationRequest) -> Result<(), Rejection> {
-        let operation = request.operation;
-        if !self.supports(operation) {
-            return Err(Rejection::UnsupportedOperation {
-                gateway: NAME,
-                operation,
-            });
-        }
-        match operation {
-            Operation::Capture | Operation::Refund => match request.amount {
-                None => {
-                    return Err(Rejection::invalid(
-                        "amount",
-                        format!("required for paymentz {operation}"),
-                    ))
-                }
-                Some(amount) if amount.minor() == 0 => {
-                    return Err(Rejection::invalid("amount", "must be positive"))
-                }
-                Some(amount) if amount.minor() > crate::money::MAX_MINOR => {
-                    return Err(Rejection::invalid(
-                        "amount",
-                        "has more than 10 integer digits",
-                    ))
-                }
-                Some(_) => {}
-            },
-            Operation::Cancel | Operation::Inquiry | Operation::TransactionList => {
-                if request.amount.is_some() {
-                    return Err(Rejection::invalid(
-                        "amount",
-                        format!("not allowed for paymentz {operation}"),
-                    ));
-                }
-            }
-        }
-        match (operation, request.payment_id.as_deref()) {
-            (Operation::TransactionList, None) => {}
-            (_, None) => return Err(Rejection::invalid("payment_id", "missing")),
-            (_, Some(id)) if wire::safe_path_segment(id) => {}
-            (_, Some(_)) => {
-                return Err(Rejection::invalid(
-                    "payment_id",
-                    "must be letters, digits and - _ . ~ only (no /, ?, #, %, spaces or ..)",
-                ))
-            }
-        }
-        if operation == Operation::TransactionList {
-            match (request.from, request.to) {
-                (None, _) => return Err(Rejection::invalid("from", "missing")),
-                (_, None) => return Err(Rejection::invalid("to", "missing")),
-                (Some(from), Some(to)) if from > to => {
-                    return Err(Rejection::invalid("from", "must not be after `to`"))
-                }
-                _ => {}
-            }
-        }
-        Ok(())
+        self.prepare(request).map(|_| ())
     }
 
     async fn execute(&self, request: &OperationRequest) -> GatewayCall {
         let mut log = self.call_log();
-        let answer = match self.check(request) {
-            Ok(()) => self.run(request, &mut log).await,
+        let answer = match self.prepare(request) {
+            Ok(call) => self.run(call, &mut log).await,
             Err(rejection) => Answer::not_sent(&rejection),
         };
         tracing::info!(
             account = %self.account,
-            operation = %request.operation,
-            payment_id = request.payment_id.as_deref().unwrap_or("-"),
+            operation = %request.operation(),
+            payment_id = request.payment_id(),
             classification = %answer.classification,
             gateway_code = answer.gateway_code.as_deref().unwrap_or("-"),
             exchanges = log.len(),
@@ -550,6 +548,30 @@ impl Gateway for PaymentzClient {
         );
         log.finish(answer)
     }
+}
+
+/// A request this account can send as it is: what [`PaymentzClient::prepare`] found.
+enum Call<'r> {
+    Inquiry {
+        payment_id: &'r str,
+    },
+    Cancel {
+        payment_id: &'r str,
+    },
+    /// A capture or a refund, of `amount`.
+    Money {
+        kind: PaymentType,
+        payment_id: &'r str,
+        amount: Amount,
+    },
+    List(&'r ListRequest),
+}
+
+fn unsafe_payment_id() -> Rejection {
+    Rejection::invalid(
+        "payment_id",
+        "must be letters, digits and - _ . ~ only (no /, ?, #, %, spaces or ..)",
+    )
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use crate::config::reader::Section;
 use crate::gateways::exchange::REDACTED;
 use crate::gateways::http::HttpSettings;
 use crate::gateways::registry::AccountSettings;
-use crate::gateways::PaymentState;
+use crate::gateways::{ListRequest, PaymentState};
 use crate::money::Amount;
 
 const KEY: &str = "ExampleSecureKey0123456789ABCDEF";
@@ -300,19 +300,14 @@ async fn handle(state: &PeerState, request: HttpRequest<Incoming>) -> Response<F
     )
 }
 
-fn request(operation: Operation, payment_id: &str) -> OperationRequest {
+fn request(operation: PaymentOperation, payment_id: &str) -> OperationRequest {
     OperationRequest::new(operation, payment_id)
 }
 
 fn list_request(from: time::Date, to: time::Date) -> OperationRequest {
-    OperationRequest {
-        operation: Operation::TransactionList,
-        payment_id: None,
-        amount: None,
-        currency: Some("EUR".into()),
-        from: Some(from),
-        to: Some(to),
-    }
+    let mut list = ListRequest::new(from, to).unwrap();
+    list.currency = Some("EUR".into());
+    OperationRequest::List(list)
 }
 
 fn purposes(call: &GatewayCall) -> Vec<&str> {
@@ -491,10 +486,10 @@ fn check_rules() {
     }
     let ten = Amount::from_minor(1000);
     let ok = [
-        request(Operation::Capture, "55361").with_amount(ten),
-        request(Operation::Refund, "55361").with_amount(ten),
-        request(Operation::Cancel, "55361"),
-        request(Operation::Inquiry, "55361"),
+        request(PaymentOperation::Capture, "55361").with_amount(ten),
+        request(PaymentOperation::Refund, "55361").with_amount(ten),
+        request(PaymentOperation::Cancel, "55361"),
+        request(PaymentOperation::Inquiry, "55361"),
         list_request(date!(2026 - 11 - 01), date!(2026 - 11 - 22)),
     ];
     for r in &ok {
@@ -505,47 +500,58 @@ fn check_rules() {
         Err(Rejection::InvalidField { field, .. }) => field,
         other => panic!("{r:?} gave {other:?}"),
     };
-    assert_eq!(field_of(&request(Operation::Capture, "55361")), "amount");
-    assert_eq!(field_of(&request(Operation::Refund, "55361")), "amount");
     assert_eq!(
-        field_of(&request(Operation::Refund, "55361").with_amount(Amount::ZERO)),
+        field_of(&request(PaymentOperation::Capture, "55361")),
+        "amount"
+    );
+    assert_eq!(
+        field_of(&request(PaymentOperation::Refund, "55361")),
+        "amount"
+    );
+    assert_eq!(
+        field_of(&request(PaymentOperation::Refund, "55361").with_amount(Amount::ZERO)),
         "amount"
     );
     assert_eq!(
         field_of(
-            &request(Operation::Capture, "55361")
+            &request(PaymentOperation::Capture, "55361")
                 .with_amount(Amount::from_minor(crate::money::MAX_MINOR + 1))
         ),
         "amount"
     );
     assert_eq!(
-        field_of(&request(Operation::Cancel, "55361").with_amount(ten)),
+        field_of(&request(PaymentOperation::Cancel, "55361").with_amount(ten)),
         "amount"
     );
     assert_eq!(
-        field_of(&request(Operation::Inquiry, "55361").with_amount(ten)),
+        field_of(&request(PaymentOperation::Inquiry, "55361").with_amount(ten)),
         "amount"
     );
     for bad in ["", "1/2", "..", "1?a=b", "1#x", "5 5", "55%2F1", "a\tb"] {
         assert_eq!(
-            field_of(&request(Operation::Inquiry, bad)),
+            field_of(&request(PaymentOperation::Inquiry, bad)),
             "payment_id",
             "{bad:?}"
         );
         assert_eq!(
-            field_of(&request(Operation::Refund, bad).with_amount(ten)),
+            field_of(&request(PaymentOperation::Refund, bad).with_amount(ten)),
             "payment_id",
             "{bad:?}"
         );
     }
-    let mut no_id = request(Operation::Cancel, "1");
-    no_id.payment_id = None;
-    assert_eq!(field_of(&no_id), "payment_id");
-    let mut no_dates = list_request(date!(2026 - 11 - 01), date!(2026 - 11 - 22));
-    no_dates.to = None;
-    assert_eq!(field_of(&no_dates), "to");
-    let backwards = list_request(date!(2026 - 11 - 22), date!(2026 - 11 - 01));
-    assert_eq!(field_of(&backwards), "from");
+    // A cancel without a payment id, or a list without its dates, cannot be
+    // built (`OperationRequest`); a list that runs backwards cannot either.
+    let backwards = ListRequest::new(date!(2026 - 11 - 22), date!(2026 - 11 - 01));
+    assert!(matches!(
+        backwards,
+        Err(Rejection::InvalidField { field: "from", .. })
+    ));
+    let mut unsafe_filter = ListRequest::new(date!(2026 - 11 - 01), date!(2026 - 11 - 22)).unwrap();
+    unsafe_filter.payment_id = Some("1/2".into());
+    assert_eq!(
+        field_of(&OperationRequest::List(unsafe_filter)),
+        "payment_id"
+    );
 }
 
 #[tokio::test]
@@ -553,7 +559,7 @@ async fn an_invalid_request_is_never_sent() {
     let peer = Peer::start().await;
     let call = peer
         .client()
-        .execute(&request(Operation::Refund, "55361"))
+        .execute(&request(PaymentOperation::Refund, "55361"))
         .await;
     assert_eq!(call.answer.classification, Classification::Declined);
     assert!(call.exchanges.is_empty());
@@ -567,7 +573,7 @@ async fn a_capture_sends_a_signed_form_with_the_token_header() {
     let peer = Peer::start().await;
     let client = peer.client();
     let call = client
-        .execute(&request(Operation::Capture, "55361").with_amount(Amount::from_minor(1050)))
+        .execute(&request(PaymentOperation::Capture, "55361").with_amount(Amount::from_minor(1050)))
         .await;
     assert_eq!(
         call.answer.classification,
@@ -642,7 +648,7 @@ async fn refund_cancel_and_inquiry_reach_the_gateway_as_specified() {
     let peer = Peer::start().await;
     let client = peer.client();
     let refund = client
-        .execute(&request(Operation::Refund, "55361").with_amount(Amount::from_minor(100)))
+        .execute(&request(PaymentOperation::Refund, "55361").with_amount(Amount::from_minor(100)))
         .await;
     assert_eq!(
         refund.answer.classification,
@@ -650,7 +656,9 @@ async fn refund_cancel_and_inquiry_reach_the_gateway_as_specified() {
         "{refund:?}"
     );
     assert_eq!(refund.answer.gateway_status.as_deref(), Some("reversed"));
-    let cancel = client.execute(&request(Operation::Cancel, "55361")).await;
+    let cancel = client
+        .execute(&request(PaymentOperation::Cancel, "55361"))
+        .await;
     assert_eq!(
         cancel.answer.classification,
         Classification::Succeeded,
@@ -661,7 +669,9 @@ async fn refund_cancel_and_inquiry_reach_the_gateway_as_specified() {
         Some("authcancelled")
     );
     assert_eq!(purposes(&cancel), ["RV"]);
-    let inquiry = client.execute(&request(Operation::Inquiry, "55361")).await;
+    let inquiry = client
+        .execute(&request(PaymentOperation::Inquiry, "55361"))
+        .await;
     assert_eq!(
         inquiry.answer.classification,
         Classification::Succeeded,
@@ -725,8 +735,12 @@ async fn an_inquiry_by_merchant_transaction_id() {
 async fn the_token_is_fetched_once_and_reused() {
     let peer = Peer::start().await;
     let client = peer.client();
-    let first = client.execute(&request(Operation::Inquiry, "1")).await;
-    let second = client.execute(&request(Operation::Inquiry, "2")).await;
+    let first = client
+        .execute(&request(PaymentOperation::Inquiry, "1"))
+        .await;
+    let second = client
+        .execute(&request(PaymentOperation::Inquiry, "2"))
+        .await;
     assert_eq!(purposes(&first), ["authToken", "IN"]);
     assert_eq!(purposes(&second), ["IN"]);
     assert_eq!(peer.issued(), 1);
@@ -742,8 +756,12 @@ async fn the_token_is_fetched_once_and_reused() {
 async fn an_old_token_is_replaced_before_it_is_used() {
     let peer = Peer::start().await;
     let client = client_for(&peer.base_url(), KEY, Duration::from_nanos(1));
-    let first = client.execute(&request(Operation::Inquiry, "1")).await;
-    let second = client.execute(&request(Operation::Inquiry, "2")).await;
+    let first = client
+        .execute(&request(PaymentOperation::Inquiry, "1"))
+        .await;
+    let second = client
+        .execute(&request(PaymentOperation::Inquiry, "2"))
+        .await;
     assert_eq!(purposes(&first), ["authToken", "IN"]);
     assert_eq!(purposes(&second), ["authToken", "IN"]);
     assert_eq!(peer.issued(), 2);
@@ -755,7 +773,7 @@ async fn concurrent_calls_fetch_one_token() {
     let peer = Peer::start().await;
     let client = peer.client();
     let requests: Vec<OperationRequest> = (0..8)
-        .map(|i| request(Operation::Inquiry, &format!("{}", 100 + i)))
+        .map(|i| request(PaymentOperation::Inquiry, &format!("{}", 100 + i)))
         .collect();
     // join_all polls every call before any can finish: one fetches the
     // token, the seven others queue behind it.
@@ -775,10 +793,12 @@ async fn concurrent_calls_fetch_one_token() {
 async fn a_refused_token_is_replaced_and_the_call_sent_once_more() {
     let peer = Peer::start().await;
     let client = peer.client();
-    client.execute(&request(Operation::Inquiry, "1")).await;
+    client
+        .execute(&request(PaymentOperation::Inquiry, "1"))
+        .await;
     peer.script(Scripted::ExpireTokens);
     let call = client
-        .execute(&request(Operation::Refund, "55361").with_amount(Amount::from_minor(2500)))
+        .execute(&request(PaymentOperation::Refund, "55361").with_amount(Amount::from_minor(2500)))
         .await;
     assert_eq!(
         call.answer.classification,
@@ -795,7 +815,9 @@ async fn a_refused_token_is_replaced_and_the_call_sent_once_more() {
     assert_eq!(refunds[0].auth_token.as_deref(), Some(tokens[0].as_str()));
     assert_eq!(refunds[1].auth_token.as_deref(), Some(tokens[1].as_str()));
     // The new token is cached for the next call.
-    let next = client.execute(&request(Operation::Inquiry, "2")).await;
+    let next = client
+        .execute(&request(PaymentOperation::Inquiry, "2"))
+        .await;
     assert_eq!(purposes(&next), ["IN"]);
 }
 
@@ -807,7 +829,7 @@ async fn a_second_refusal_ends_the_call_as_not_applied() {
     peer.script(Scripted::Reply(200, refused.into()));
     let call = peer
         .client()
-        .execute(&request(Operation::Refund, "55361").with_amount(Amount::from_minor(100)))
+        .execute(&request(PaymentOperation::Refund, "55361").with_amount(Amount::from_minor(100)))
         .await;
     assert_eq!(call.answer.classification, Classification::NotApplied);
     assert_eq!(call.answer.error, Some(GatewayError::TokenRefused));
@@ -829,7 +851,7 @@ async fn refused_credentials_send_nothing() {
         DEFAULT_TOKEN_REFRESH_AFTER,
     );
     let call = client
-        .execute(&request(Operation::Capture, "55361").with_amount(Amount::from_minor(100)))
+        .execute(&request(PaymentOperation::Capture, "55361").with_amount(Amount::from_minor(100)))
         .await;
     assert_eq!(call.answer.classification, Classification::Declined);
     assert!(matches!(
@@ -848,7 +870,7 @@ async fn a_token_fetch_that_fails_in_transit_leaves_the_operation_not_applied() 
     peer.script_token(503, "Service Unavailable");
     let call = peer
         .client()
-        .execute(&request(Operation::Refund, "55361").with_amount(Amount::from_minor(100)))
+        .execute(&request(PaymentOperation::Refund, "55361").with_amount(Amount::from_minor(100)))
         .await;
     // The token exchange alone is ambiguous (a 5xx), but the refund was never sent.
     assert_eq!(call.exchanges[0].classification, Classification::Ambiguous);
@@ -872,7 +894,9 @@ async fn an_unreachable_gateway_is_not_applied() {
         KEY,
         DEFAULT_TOKEN_REFRESH_AFTER,
     );
-    let call = client.execute(&request(Operation::Cancel, "55361")).await;
+    let call = client
+        .execute(&request(PaymentOperation::Cancel, "55361"))
+        .await;
     assert_eq!(call.answer.classification, Classification::NotApplied);
     assert!(matches!(call.answer.error, Some(GatewayError::Connect(_))));
     assert_eq!(purposes(&call), ["authToken"]);
@@ -886,7 +910,7 @@ async fn a_5xx_or_pending_refund_is_ambiguous_and_not_resent() {
     let client = peer.client();
     peer.script(Scripted::Reply(502, "<html>Bad Gateway</html>".into()));
     let call = client
-        .execute(&request(Operation::Refund, "55361").with_amount(Amount::from_minor(100)))
+        .execute(&request(PaymentOperation::Refund, "55361").with_amount(Amount::from_minor(100)))
         .await;
     assert_eq!(call.answer.classification, Classification::Ambiguous);
     assert_eq!(
@@ -905,7 +929,7 @@ async fn a_5xx_or_pending_refund_is_ambiguous_and_not_resent() {
             .into(),
     ));
     let pending = client
-        .execute(&request(Operation::Refund, "55361").with_amount(Amount::from_minor(100)))
+        .execute(&request(PaymentOperation::Refund, "55361").with_amount(Amount::from_minor(100)))
         .await;
     assert_eq!(pending.answer.classification, Classification::Ambiguous);
     assert_eq!(pending.answer.gateway_code.as_deref(), Some("10004"));
@@ -923,7 +947,9 @@ async fn a_wrong_checksum_is_declined() {
     // Same credentials for the token, a different key for the checksum: the
     // stand-in refuses the checksum the way the gateway would.
     let client = peer.client();
-    client.execute(&request(Operation::Inquiry, "1")).await;
+    client
+        .execute(&request(PaymentOperation::Inquiry, "1"))
+        .await;
     let mut config = client.config().clone();
     config.member_id = MEMBER.into();
     config.secure_key = SecretString::from("AnotherKey0123456789");
@@ -939,7 +965,9 @@ async fn a_wrong_checksum_is_declined() {
             peer.tokens()[0]
         ),
     );
-    let call = other.execute(&request(Operation::Cancel, "55361")).await;
+    let call = other
+        .execute(&request(PaymentOperation::Cancel, "55361"))
+        .await;
     assert_eq!(
         call.answer.classification,
         Classification::Declined,
@@ -1029,7 +1057,9 @@ async fn a_list_page_error_ends_the_list() {
     peer.state.list_rows.store(150, Ordering::SeqCst);
     let client = peer.client();
     // Let page 1 through, then refuse page 2.
-    client.execute(&request(Operation::Inquiry, "1")).await;
+    client
+        .execute(&request(PaymentOperation::Inquiry, "1"))
+        .await;
     peer.script(Scripted::Reply(
         200,
         serde_json::json!({
@@ -1063,11 +1093,17 @@ async fn no_secret_or_token_reaches_any_record() {
     let mut calls = Vec::new();
     calls.push(
         client
-            .execute(&request(Operation::Capture, "55361").with_amount(Amount::from_minor(100)))
+            .execute(
+                &request(PaymentOperation::Capture, "55361").with_amount(Amount::from_minor(100)),
+            )
             .await,
     );
     peer.script(Scripted::ExpireTokens);
-    calls.push(client.execute(&request(Operation::Inquiry, "55361")).await);
+    calls.push(
+        client
+            .execute(&request(PaymentOperation::Inquiry, "55361"))
+            .await,
+    );
     calls.push(
         client
             .execute(&list_request(date!(2026 - 11 - 01), date!(2026 - 11 - 02)))
@@ -1081,13 +1117,17 @@ async fn no_secret_or_token_reaches_any_record() {
             r#"{{"paymentId":"-","result":{{"code":"10001","description":"bad request, token {token}, key {KEY}"}},"AuthToken":"{token}"}}"#
         ),
     ));
-    calls.push(client.execute(&request(Operation::Cancel, "55361")).await);
+    calls.push(
+        client
+            .execute(&request(PaymentOperation::Cancel, "55361"))
+            .await,
+    );
     let echo = client_for(&peer.base_url(), KEY, DEFAULT_TOKEN_REFRESH_AFTER);
     peer.script_token(
         200,
         &format!(r#"{{"result":{{"code":"403","description":"sKey {KEY} refused"}}}}"#),
     );
-    calls.push(echo.execute(&request(Operation::Inquiry, "1")).await);
+    calls.push(echo.execute(&request(PaymentOperation::Inquiry, "1")).await);
 
     let declined = &calls[3].answer;
     assert_eq!(declined.classification, Classification::Declined);

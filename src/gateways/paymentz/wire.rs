@@ -13,6 +13,7 @@ use time::macros::format_description;
 use time::Date;
 
 use crate::gateways::exchange::REDACTED;
+use crate::gateways::ListRequest;
 use crate::money::Amount;
 
 /// Every REST path hangs off this, under the configured base URL.
@@ -160,22 +161,13 @@ pub fn payment_form(
     form
 }
 
-/// Filters and the page wanted from `getTransactionList`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListQuery {
-    pub from: Date,
-    pub to: Date,
-    pub currency: Option<String>,
-    pub payment_id: Option<String>,
-}
-
 /// `POST /getTransactionList`, one page (numbered from 1).
-pub fn list_form(member_id: &str, checksum: &str, query: &ListQuery, page: u32) -> Form<'static> {
+pub fn list_form(member_id: &str, checksum: &str, query: &ListRequest, page: u32) -> Form<'static> {
     let mut form = Form::new()
         .plain("authentication.memberId", member_id)
         .plain("authentication.checksum", checksum)
-        .plain("pagination.fromdate", list_date(query.from))
-        .plain("pagination.todate", list_date(query.to))
+        .plain("pagination.fromdate", list_date(query.from()))
+        .plain("pagination.todate", list_date(query.to()))
         .plain("pagination.pageno", page.to_string())
         .plain("pagination.records", PAGE_SIZE.to_string());
     if let Some(payment_id) = &query.payment_id {
@@ -445,12 +437,8 @@ mod tests {
     fn list_dates_are_day_month_year() {
         assert_eq!(list_date(date!(2026 - 11 - 02)), "02/11/2026");
         assert_eq!(list_date(date!(2026 - 01 - 31)), "31/01/2026");
-        let query = ListQuery {
-            from: date!(2026 - 11 - 01),
-            to: date!(2026 - 11 - 22),
-            currency: Some("EUR".into()),
-            payment_id: None,
-        };
+        let mut query = ListRequest::new(date!(2026 - 11 - 01), date!(2026 - 11 - 22)).unwrap();
+        query.currency = Some("EUR".into());
         let form = list_form("11359", "sum", &query, 3);
         assert_eq!(
             form.names(),
@@ -469,10 +457,8 @@ mod tests {
         assert_eq!(form.get("pagination.pageno"), Some("3"));
         assert_eq!(form.get("pagination.records"), Some("100"));
         assert_eq!(form.get("currency"), Some("EUR"));
-        let no_currency = ListQuery {
-            currency: None,
-            ..query
-        };
+        let mut no_currency = query.clone();
+        no_currency.currency = None;
         assert!(!list_form("1", "s", &no_currency, 1)
             .names()
             .contains(&"currency"));

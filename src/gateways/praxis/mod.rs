@@ -57,22 +57,22 @@ impl Praxis {
 
     /// The endpoint and trace id for a request, or why it cannot be sent.
     fn prepare(&self, request: &OperationRequest) -> Result<(Endpoint, u64), Rejection> {
-        let endpoint =
-            Endpoint::for_operation(request.operation).ok_or(Rejection::UnsupportedOperation {
-                gateway: NAME,
-                operation: request.operation,
-            })?;
-        let trace_id = request
-            .payment_id
-            .as_deref()
-            .and_then(wire::parse_trace_id)
-            .ok_or_else(|| {
-                Rejection::invalid(
-                    "payment_id",
-                    "must be the Praxis trace_id: a positive integer without leading zeros",
-                )
-            })?;
-        if request.amount.is_some() {
+        let operation = request.operation();
+        let unsupported = Rejection::UnsupportedOperation {
+            gateway: NAME,
+            operation,
+        };
+        let OperationRequest::Payment(payment) = request else {
+            return Err(unsupported);
+        };
+        let endpoint = Endpoint::for_operation(operation).ok_or(unsupported)?;
+        let trace_id = wire::parse_trace_id(&payment.payment_id).ok_or_else(|| {
+            Rejection::invalid(
+                "payment_id",
+                "must be the Praxis trace_id: a positive integer without leading zeros",
+            )
+        })?;
+        if payment.amount.is_some() {
             match endpoint {
                 Endpoint::DepositCapture => {
                     return Err(Rejection::invalid(

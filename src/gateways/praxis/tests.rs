@@ -20,7 +20,7 @@ use super::*;
 use crate::config::reader::Section;
 use crate::gateways::http::HttpSettings;
 use crate::gateways::registry::AccountSettings;
-use crate::gateways::{Classification, GatewayError, PaymentState};
+use crate::gateways::{Classification, GatewayError, ListRequest, PaymentOperation, PaymentState};
 use crate::money::Amount;
 
 const SECRET: &str = "MerchantSecretKey-do-not-print";
@@ -200,19 +200,30 @@ fn the_secret_never_prints() {
 #[test]
 fn only_capture_cancel_and_inquiry_are_offered() {
     let gateway = client("https://pci-gw-test.praxispay.com");
-    for operation in [Operation::Capture, Operation::Cancel, Operation::Inquiry] {
-        assert!(gateway.supports(operation), "{operation}");
+    for operation in [
+        PaymentOperation::Capture,
+        PaymentOperation::Cancel,
+        PaymentOperation::Inquiry,
+    ] {
+        assert!(gateway.supports(operation.operation()), "{operation:?}");
         assert_eq!(
             gateway.check(&OperationRequest::new(operation, "752856")),
             Ok(())
         );
     }
-    for operation in [Operation::Refund, Operation::TransactionList] {
+    let list = OperationRequest::List(
+        ListRequest::new(
+            time::macros::date!(2026 - 11 - 01),
+            time::macros::date!(2026 - 11 - 02),
+        )
+        .unwrap(),
+    );
+    for request in [
+        OperationRequest::new(PaymentOperation::Refund, "752856"),
+        list,
+    ] {
+        let operation = request.operation();
         assert!(!gateway.supports(operation), "{operation}");
-        let mut request = OperationRequest::new(operation, "752856");
-        if operation == Operation::TransactionList {
-            request.payment_id = None;
-        }
         assert_eq!(
             gateway.check(&request),
             Err(Rejection::UnsupportedOperation {
@@ -228,7 +239,7 @@ fn payment_ids_must_be_trace_ids() {
     let gateway = client("https://pci-gw-test.praxispay.com");
     for bad in ["abc", "0", "-5", "12.5", "007", "ORDER-1001"] {
         let error = gateway
-            .check(&OperationRequest::new(Operation::Inquiry, bad))
+            .check(&OperationRequest::new(PaymentOperation::Inquiry, bad))
             .unwrap_err();
         assert!(
             matches!(
@@ -242,22 +253,14 @@ fn payment_ids_must_be_trace_ids() {
         );
         assert_eq!(error.reason(), "invalid_command");
     }
-    let mut missing = OperationRequest::new(Operation::Cancel, "1");
-    missing.payment_id = None;
-    assert!(matches!(
-        gateway.check(&missing),
-        Err(Rejection::InvalidField {
-            field: "payment_id",
-            ..
-        })
-    ));
+    // A cancel without a payment id cannot be built (`OperationRequest`).
 }
 
 #[test]
 fn captures_and_cancels_refuse_an_amount() {
     let gateway = client("https://pci-gw-test.praxispay.com");
-    let capture =
-        OperationRequest::new(Operation::Capture, "752856").with_amount(Amount::from_minor(1000));
+    let capture = OperationRequest::new(PaymentOperation::Capture, "752856")
+        .with_amount(Amount::from_minor(1000));
     assert_eq!(
         gateway.check(&capture),
         Err(Rejection::invalid(
@@ -265,8 +268,8 @@ fn captures_and_cancels_refuse_an_amount() {
             "must be absent: Praxis captures the full authorization"
         ))
     );
-    let cancel =
-        OperationRequest::new(Operation::Cancel, "752856").with_amount(Amount::from_minor(1000));
+    let cancel = OperationRequest::new(PaymentOperation::Cancel, "752856")
+        .with_amount(Amount::from_minor(1000));
     assert!(matches!(
         gateway.check(&cancel),
         Err(Rejection::InvalidField {
@@ -307,7 +310,7 @@ async fn a_capture_runs_end_to_end() {
     let gateway = client(&base_url);
 
     let call = gateway
-        .execute(&OperationRequest::new(Operation::Capture, "752856"))
+        .execute(&OperationRequest::new(PaymentOperation::Capture, "752856"))
         .await;
 
     let request = seen.recv().await.expect("the gateway got the request");
@@ -360,7 +363,7 @@ async fn an_inquiry_returns_the_payment_snapshot() {
     }));
     let (base_url, mut seen) = gateway(200, answer).await;
     let call = client(&base_url)
-        .execute(&OperationRequest::new(Operation::Inquiry, "752856"))
+        .execute(&OperationRequest::new(PaymentOperation::Inquiry, "752856"))
         .await;
     let request = seen.recv().await.unwrap();
     assert_eq!(request.path, "/api/find-transaction");
@@ -384,7 +387,7 @@ async fn a_cancel_with_a_wrong_answer_signature_still_counts() {
     let answer = r#"{"status":0,"description":"Ok","version":"1.1","signature":"deadbeef"}"#;
     let (base_url, mut seen) = gateway(200, answer.to_string()).await;
     let call = client(&base_url)
-        .execute(&OperationRequest::new(Operation::Cancel, "752856"))
+        .execute(&OperationRequest::new(PaymentOperation::Cancel, "752856"))
         .await;
     assert_eq!(seen.recv().await.unwrap().path, "/api/deposit-cancel");
     assert_eq!(call.answer.classification, Classification::Succeeded);
@@ -398,7 +401,7 @@ async fn a_cancel_with_a_wrong_answer_signature_still_counts() {
 async fn a_server_error_is_ambiguous_and_recorded() {
     let (base_url, mut seen) = gateway(503, "upstream down".into()).await;
     let call = client(&base_url)
-        .execute(&OperationRequest::new(Operation::Capture, "752856"))
+        .execute(&OperationRequest::new(PaymentOperation::Capture, "752856"))
         .await;
     seen.recv().await.unwrap();
     assert_eq!(call.answer.classification, Classification::Ambiguous);
@@ -420,7 +423,7 @@ async fn a_negative_status_may_be_sent_again() {
         signed_body(json!({"status": -1, "description": "Internal error", "version": "1.1"}));
     let (base_url, _seen) = gateway(200, answer).await;
     let call = client(&base_url)
-        .execute(&OperationRequest::new(Operation::Capture, "752856"))
+        .execute(&OperationRequest::new(PaymentOperation::Capture, "752856"))
         .await;
     assert_eq!(call.answer.classification, Classification::NotApplied);
     assert_eq!(call.answer.gateway_code.as_deref(), Some("-1"));
@@ -435,7 +438,7 @@ async fn an_unreachable_gateway_is_not_applied_and_recorded() {
         .unwrap()
         .port();
     let call = client(&format!("http://127.0.0.1:{port}"))
-        .execute(&OperationRequest::new(Operation::Cancel, "752856"))
+        .execute(&OperationRequest::new(PaymentOperation::Cancel, "752856"))
         .await;
     assert_eq!(call.answer.classification, Classification::NotApplied);
     let exchange = &call.exchanges[0];
@@ -449,9 +452,11 @@ async fn a_request_that_fails_its_check_is_never_sent() {
     let (base_url, mut seen) = gateway(200, r#"{"status":0}"#.into()).await;
     let gateway = client(&base_url);
     for request in [
-        OperationRequest::new(Operation::Refund, "752856").with_amount(Amount::from_minor(100)),
-        OperationRequest::new(Operation::Capture, "752856").with_amount(Amount::from_minor(100)),
-        OperationRequest::new(Operation::Inquiry, "not-a-trace-id"),
+        OperationRequest::new(PaymentOperation::Refund, "752856")
+            .with_amount(Amount::from_minor(100)),
+        OperationRequest::new(PaymentOperation::Capture, "752856")
+            .with_amount(Amount::from_minor(100)),
+        OperationRequest::new(PaymentOperation::Inquiry, "not-a-trace-id"),
     ] {
         let call = gateway.execute(&request).await;
         assert_eq!(call.answer.classification, Classification::Declined);
@@ -460,7 +465,7 @@ async fn a_request_that_fails_its_check_is_never_sent() {
     }
     // A request that passes is sent; it is the first thing the server sees.
     gateway
-        .execute(&OperationRequest::new(Operation::Inquiry, "752856"))
+        .execute(&OperationRequest::new(PaymentOperation::Inquiry, "752856"))
         .await;
     assert_eq!(seen.recv().await.unwrap().path, "/api/find-transaction");
 }

@@ -28,7 +28,7 @@ use crate::gateways::http::HttpTransport;
 use crate::gateways::registry::{self, GatewayKind};
 use crate::gateways::{
     Answer, CallLog, Exchange, ExchangeKind, Gateway, GatewayCall, Operation, OperationRequest,
-    Rejection,
+    PaymentRequest, Rejection,
 };
 
 /// The name commands use in their `gateway` field.
@@ -57,22 +57,27 @@ impl Skeleton {
         }
     }
 
-    /// The endpoint for a request, or why it cannot be sent as given.
-    fn prepare(&self, request: &OperationRequest) -> Result<wire::Endpoint, Rejection> {
-        let endpoint = wire::Endpoint::for_operation(request.operation).ok_or(
-            Rejection::UnsupportedOperation {
-                gateway: NAME,
-                operation: request.operation,
-            },
-        )?;
-        match request.payment_id.as_deref() {
-            Some(id) if wire::valid_payment_id(id) => {}
-            _ => return Err(Rejection::invalid("payment_id", "must be digits only")),
+    /// The endpoint and the payment for a request, or why it cannot be
+    /// sent as given.
+    fn prepare<'r>(
+        &self,
+        request: &'r OperationRequest,
+    ) -> Result<(wire::Endpoint, &'r PaymentRequest), Rejection> {
+        let unsupported = Rejection::UnsupportedOperation {
+            gateway: NAME,
+            operation: request.operation(),
+        };
+        let OperationRequest::Payment(payment) = request else {
+            return Err(unsupported);
+        };
+        let endpoint = wire::Endpoint::for_operation(request.operation()).ok_or(unsupported)?;
+        if !wire::valid_payment_id(&payment.payment_id) {
+            return Err(Rejection::invalid("payment_id", "must be digits only"));
         }
-        if request.amount.is_some() && endpoint != wire::Endpoint::Capture {
+        if payment.amount.is_some() && endpoint != wire::Endpoint::Capture {
             return Err(Rejection::invalid("amount", "must be absent"));
         }
-        Ok(endpoint)
+        Ok((endpoint, payment))
     }
 
     /// The log of one call: it scrubs every secret this account holds.
@@ -84,12 +89,15 @@ impl Skeleton {
     async fn run(
         &self,
         endpoint: wire::Endpoint,
-        request: &OperationRequest,
+        payment: &PaymentRequest,
         log: &mut CallLog,
     ) -> Answer {
-        let payment_id = request.payment_id.as_deref().unwrap_or_default();
-        let url = format!("{}{}", self.config.base_url, endpoint.path(payment_id));
-        let body = wire::body(payment_id, request.amount);
+        let url = format!(
+            "{}{}",
+            self.config.base_url,
+            endpoint.path(&payment.payment_id)
+        );
+        let body = wire::body(&payment.payment_id, payment.amount);
         let reply = self
             .transport
             .send(
@@ -149,7 +157,7 @@ impl Gateway for Skeleton {
     async fn execute(&self, request: &OperationRequest) -> GatewayCall {
         let mut log = self.call_log();
         let answer = match self.prepare(request) {
-            Ok(endpoint) => self.run(endpoint, request, &mut log).await,
+            Ok((endpoint, payment)) => self.run(endpoint, payment, &mut log).await,
             Err(rejection) => Answer::not_sent(&rejection),
         };
         log.finish(answer)

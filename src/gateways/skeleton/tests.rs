@@ -7,7 +7,7 @@ use super::*;
 use crate::config::reader::Section;
 use crate::gateways::http::HttpSettings;
 use crate::gateways::registry::AccountSettings;
-use crate::gateways::{Classification, PaymentState};
+use crate::gateways::{Classification, ListRequest, PaymentOperation, PaymentState};
 use crate::money::Amount;
 
 const KEY: &str = "skeleton-api-key-0123";
@@ -23,18 +23,20 @@ fn client(base_url: &str) -> Skeleton {
 #[test]
 fn what_the_gateway_cannot_run_is_refused_before_anything_is_sent() {
     let gateway = client("http://127.0.0.1:9");
-    let refund = OperationRequest::new(Operation::Refund, "1").with_amount(Amount::from_minor(100));
+    let refund =
+        OperationRequest::new(PaymentOperation::Refund, "1").with_amount(Amount::from_minor(100));
     assert!(matches!(
         gateway.check(&refund),
         Err(Rejection::UnsupportedOperation { .. })
     ));
     assert!(gateway
-        .check(&OperationRequest::new(Operation::Capture, "../1"))
+        .check(&OperationRequest::new(PaymentOperation::Capture, "../1"))
         .is_err());
-    let cancel = OperationRequest::new(Operation::Cancel, "1").with_amount(Amount::from_minor(100));
+    let cancel =
+        OperationRequest::new(PaymentOperation::Cancel, "1").with_amount(Amount::from_minor(100));
     assert!(gateway.check(&cancel).is_err());
     assert!(gateway
-        .check(&OperationRequest::new(Operation::Inquiry, "42"))
+        .check(&OperationRequest::new(PaymentOperation::Inquiry, "42"))
         .is_ok());
 }
 
@@ -42,7 +44,13 @@ fn what_the_gateway_cannot_run_is_refused_before_anything_is_sent() {
 async fn a_refused_request_is_declined_and_nothing_is_recorded() {
     let gateway = client("http://127.0.0.1:9");
     let call = gateway
-        .execute(&OperationRequest::new(Operation::TransactionList, "1"))
+        .execute(&OperationRequest::List(
+            ListRequest::new(
+                time::macros::date!(2026 - 11 - 01),
+                time::macros::date!(2026 - 11 - 02),
+            )
+            .unwrap(),
+        ))
         .await;
     assert_eq!(call.answer.classification, Classification::Declined);
     assert!(call.exchanges.is_empty());
@@ -63,7 +71,7 @@ async fn a_connection_refused_is_not_applied_and_recorded_as_one_exchange() {
         .port();
     let gateway = client(&format!("http://127.0.0.1:{port}"));
     let call = gateway
-        .execute(&OperationRequest::new(Operation::Capture, "7"))
+        .execute(&OperationRequest::new(PaymentOperation::Capture, "7"))
         .await;
     assert_eq!(call.answer.classification, Classification::NotApplied);
     assert_eq!(call.exchanges.len(), 1);

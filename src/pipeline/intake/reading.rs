@@ -168,7 +168,7 @@ pub fn new_row(
         operation: stored.operation.clone(),
         payment_id: stored.payment_id.clone(),
         amount_minor: valid
-            .and_then(|v| v.request.amount)
+            .and_then(|v| v.request.amount())
             .and_then(|a| i64::try_from(a.minor()).ok()),
         currency: stored.currency.clone(),
         reply_to,
