@@ -186,7 +186,10 @@ async fn praxis_faults_after_applying_do_not_capture_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undecidable_attempt_is_unknown_then_settled_by_background_reconciliation() {
     let mut env = TestEnv::new("unknown").await;
-    let worker = env.start_worker();
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", common::free_port())
+        .parse()
+        .unwrap();
+    let worker = env.start_worker_with_admin(admin);
     let payment = "10000031";
     let sim = env.sim.sim().clone();
     // The before-snapshot inquiry passes; the refund applies but its answer is a
@@ -234,6 +237,28 @@ async fn an_undecidable_attempt_is_unknown_then_settled_by_background_reconcilia
         (outcome.as_str(), settled_outcome.as_deref()),
         ("unknown", Some("succeeded"))
     );
+    // Counted once as first decided and once as settled, never more.
+    let wanted = [
+        r#"backoffice_commands_total{gateway="paymentz",operation="refund",outcome="unknown"} 1"#,
+        r#"backoffice_commands_total{gateway="paymentz",operation="refund",outcome="succeeded"} 1"#,
+    ];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = reqwest::get(format!("http://{admin}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if wanted.iter().all(|w| text.lines().any(|l| l == *w)) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "metrics never showed {wanted:?}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     worker.stop().await;
     env.cleanup().await;
 }

@@ -331,9 +331,13 @@ pub(super) async fn reconcile_unknown(
         .await?
         .and_then(|(settlement, after)| Some((settled_outcome(settlement)?, settlement, after)));
     let mut tx = worker.store.pool().begin().await?;
+    let mut concluded = None;
     let decided = match settled {
         Some((outcome, settlement, after)) => {
-            settle_in(worker, &mut tx, job, outcome, settlement, after.as_ref()).await?
+            let (words, settled) =
+                settle_in(worker, &mut tx, job, outcome, settlement, after.as_ref()).await?;
+            concluded = settled.then_some(outcome);
+            words
         }
         None => {
             let delay = retry::reconcile_delay(
@@ -362,12 +366,22 @@ pub(super) async fn reconcile_unknown(
     };
     commands::release_payment(&mut tx, job.valid.gateway.name(), &job.payment_key(), id).await?;
     tx.commit().await?;
+    if let Some(outcome) = concluded {
+        // Counted once it is committed, as the executor counts its own; the
+        // metric's help says a settled `unknown` counts again, as its outcome.
+        worker.metrics.command_decided(
+            job.valid.gateway.name(),
+            request.operation().as_str(),
+            outcome.as_str(),
+        );
+    }
     worker.wake_outbox.notify_one();
     Ok(audited)
 }
 
 /// Settles the command as `outcome` in `tx`, with its event rewritten and
-/// put in the outbox; what came of it, in words.
+/// put in the outbox; what came of it, in words, and whether it was settled
+/// (`false`: its lease was lost, and whoever holds it decides).
 async fn settle_in(
     worker: &Worker,
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
@@ -375,7 +389,7 @@ async fn settle_in(
     outcome: Outcome,
     settlement: Settlement,
     after: Option<&PaymentSnapshot>,
-) -> Result<String, StoreError> {
+) -> Result<(String, bool), StoreError> {
     let id = job.row.id.as_str();
     let request = &job.valid.request;
     // Read as text: through a serde_json::Value the numbers of the
@@ -399,10 +413,11 @@ async fn settle_in(
     let body = serde_json::to_string(&event).expect("serializable");
     if !commands::settle(tx, id, worker.owner, outcome.as_str(), &body).await? {
         // Its lease was lost meanwhile; whoever holds it decides.
-        return Ok(
+        return Ok((
             "the inquiry was recorded, but the command was no longer this worker's to settle"
                 .into(),
-        );
+            false,
+        ));
     }
     outbox::enqueue(
         tx,
@@ -413,9 +428,12 @@ async fn settle_in(
     )
     .await?;
     tracing::info!(outcome = %outcome, "unknown outcome settled");
-    Ok(format!(
-        "settled as {outcome}: {}",
-        event.description.as_deref().unwrap_or("")
+    Ok((
+        format!(
+            "settled as {outcome}: {}",
+            event.description.as_deref().unwrap_or("")
+        ),
+        true,
     ))
 }
 

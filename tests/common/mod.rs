@@ -215,6 +215,20 @@ frontend = "Integration TEST USD"
         WorkerHandle { token, join }
     }
 
+    /// Starts a worker in this process with its admin listener (`/metrics`)
+    /// on `admin`.
+    pub fn start_worker_with_admin(&self, admin: std::net::SocketAddr) -> WorkerHandle {
+        let token = CancellationToken::new();
+        let config = self.config();
+        let join = tokio::spawn(backoffice_worker::worker::run_with_options(
+            config,
+            None,
+            Some(admin),
+            token.clone(),
+        ));
+        WorkerHandle { token, join }
+    }
+
     /// Publishes a command as producers do: persistent, JSON, to the default exchange.
     pub async fn publish(&self, command: &serde_json::Value) {
         self.publish_raw(
