@@ -124,7 +124,8 @@ pub(super) async fn bench(args: &BenchArgs, env: &mut Env) -> anyhow::Result<Rep
     wait_for_backends_gone(&pool, &names.db_name).await;
     let measured = Measured {
         commits_after: xact_commit(&pool, &names.db_name).await?,
-        attempts: sqlx::query_scalar("SELECT count(*) FROM attempts")
+        attempts: sqlx::query_scalar("SELECT count(*) FROM attempts WHERE command_id NOT LIKE $1")
+            .bind(PREFILLED)
             .fetch_one(&pool)
             .await
             .context("counting attempts")?,
@@ -389,12 +390,19 @@ async fn stop_worker(env: &mut Env, notes: &mut Vec<String>) -> anyhow::Result<(
     Ok(())
 }
 
+/// The attempts `--prefill` generated (their commands' ids): not the run's,
+/// so neither counted nor summed (a 10,000,000-command prefill once read as
+/// 751 attempts per command).
+const PREFILLED: &str = "prefill-%";
+
 /// The gateway's own time per command: what the worker measured around
 /// each of its HTTP calls, summed over the command's attempts.
 async fn gateway_ms(pool: &PgPool) -> anyhow::Result<HashMap<String, f64>> {
     let rows: Vec<(String, f64)> = sqlx::query_as(
-        "SELECT command_id, COALESCE(sum(latency_ms), 0)::float8 FROM attempts GROUP BY command_id",
+        "SELECT command_id, COALESCE(sum(latency_ms), 0)::float8 FROM attempts
+          WHERE command_id NOT LIKE $1 GROUP BY command_id",
     )
+    .bind(PREFILLED)
     .fetch_all(pool)
     .await
     .context("summing gateway time")?;
