@@ -41,11 +41,19 @@ pub fn checksum(parts: [&str; 4], secure_key: &SecretString) -> String {
 }
 
 /// The meaning of a long `status`.
+///
+/// `reversed` is not proof of a cancel, although notifications.md lists it
+/// among the cancelled statuses: Paymentz says `reversed` after a *refund*
+/// (gateways.md: "refunded, fully or partly"; a reversed authorization is
+/// `authcancelled`), and a refund needs a capture, so our cancel cannot have
+/// applied. Taken as evidence it would settle an `unknown` cancel as
+/// `succeeded` when it failed. It is recorded and ignored; an inquiry settles
+/// such a command.
 pub fn meaning(status: &str) -> Meaning {
     match status {
         "authsuccessful" => Meaning::Authorized,
         "capturesuccess" => Meaning::Captured,
-        "authcancelled" | "cancelled" | "reversed" => Meaning::Cancelled,
+        "authcancelled" | "cancelled" => Meaning::Cancelled,
         _ => Meaning::Other,
     }
 }
@@ -199,7 +207,8 @@ mod tests {
         assert_eq!(meaning("authsuccessful"), Meaning::Authorized);
         assert_eq!(meaning("capturesuccess"), Meaning::Captured);
         assert_eq!(meaning("authcancelled"), Meaning::Cancelled);
-        assert_eq!(meaning("reversed"), Meaning::Cancelled);
+        // A refund's status, not a cancel's (see `meaning`).
+        assert_eq!(meaning("reversed"), Meaning::Other);
         assert_eq!(meaning("settled"), Meaning::Other);
     }
 
