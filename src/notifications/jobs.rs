@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::intake::{apply, Context};
+use super::action::apply;
+use super::intake::Context;
 use super::rules::{Action, Decision, OnDeadline, DEADLINE};
 use super::{Meaning, Notice};
 use crate::gateways::{Answer, Classification, OperationRequest, PaymentOperation, PaymentState};

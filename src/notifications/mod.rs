@@ -12,10 +12,13 @@
 //!   exponents from a maintained table);
 //! - [`rules`]: `[automation]` and `[[automation.rules]]`, and the decision;
 //! - [`intake`]: record first, answer second, act third (one transaction);
+//! - [`action`]: the acting, in that transaction: a rule's command or hold,
+//!   evidence that settles a command of ours, or the reason it is ignored;
 //! - [`listener`]: the HTTP side, on `[notifications] listen`;
 //! - [`jobs`]: what runs later: inquiries for unverified notifications and
 //!   holds past their deadline.
 
+pub mod action;
 pub mod currency;
 pub mod intake;
 pub mod jobs;
