@@ -42,8 +42,22 @@ pub struct Concluded {
     /// takes them with
     /// [`take_pending_replays`](super::commands::take_pending_replays) in the same transaction).
     pub pending_replays: i32,
-    /// The outbox row of its event, claimed for the caller to publish.
-    pub outbox_row: i64,
+    /// The outbox row of its event, claimed for the caller to publish;
+    /// `None`: not decided, because it has pending replays and the call
+    /// was not in a transaction that takes them ([`Replays::Postpone`]).
+    pub outbox_row: Option<i64>,
+}
+
+/// What [`conclude_many`] does with a command that has pending replays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replays {
+    /// Decide it: the caller takes its replays in the same transaction.
+    Decide,
+    /// Leave it undecided (`outbox_row: None`), locked until the statement
+    /// ends: for a statement in autocommit, whose caller could not take the
+    /// replays in the same commit. The caller decides it again with
+    /// [`Replays::Decide`], in a transaction.
+    Postpone,
 }
 
 /// The completion writer's batch in one statement: records the calls'
@@ -52,6 +66,9 @@ pub struct Concluded {
 /// stages its event (`events[i]` is `decisions[i]`'s, claimed for `claim`).
 /// A command no longer held gets neither decision nor event; its exchanges
 /// are still recorded. `claims[i]` is the payment claim of `decisions[i]`.
+/// A command with pending replays is decided only with [`Replays::Decide`]:
+/// its counter is read on the locked row, so no duplicate counted before
+/// the decision can be missed.
 ///
 /// Rows are checked and locked in a `LATERAL` lookup by primary key, one per
 /// batch row, and then updated by id alone. Putting the guards
@@ -70,16 +87,18 @@ pub async fn conclude_many(
     exchange: &str,
     claim: Duration,
     recordings: &[&Recording],
+    replays: Replays,
 ) -> Result<std::collections::HashMap<String, Concluded>, StoreError> {
     if decisions.is_empty() {
         return attempts::record_many(conn, recordings)
             .await
             .map(|()| Default::default());
     }
-    let query = sqlx::query_as::<_, (String, i32, i64)>(CONCLUDE);
+    let query = sqlx::query_as::<_, (String, i32, Option<i64>)>(CONCLUDE);
     let query = Recorded::of(recordings).bind(query);
     let rows = Concluding::of(decisions, claims, events)
         .bind(query, owner, exchange, claim)
+        .bind(replays == Replays::Decide)
         .fetch_all(conn)
         .await?;
     Ok(rows
@@ -95,7 +114,8 @@ pub async fn conclude_many(
 }
 
 /// The statement of [`conclude_many`]: `$1`–`$30` are the exchanges'
-/// ([`record_ctes`]), `$31`–`$45` the decisions' ([`Concluding::bind`]).
+/// ([`record_ctes`]), `$31`–`$45` the decisions' ([`Concluding::bind`]),
+/// `$46` whether commands with pending replays are decided ([`Replays`]).
 const CONCLUDE: &str = concat!(
     "WITH ",
     record_ctes!(),
@@ -121,7 +141,7 @@ const CONCLUDE: &str = concat!(
                    next_run_at = CASE WHEN h.next IS NULL THEN NULL
                                       ELSE now() + make_interval(secs => h.next) END
               FROM held h
-             WHERE c.id = h.id
+             WHERE c.id = h.id AND (h.pending_replays = 0 OR $46)
             RETURNING h.*
          ),
          released AS (
@@ -152,7 +172,9 @@ const CONCLUDE: &str = concat!(
               FROM decided
             RETURNING id, command_id
          )
-         SELECT d.id, d.pending_replays, s.id FROM decided d JOIN staged s ON s.command_id = d.id"
+         SELECT d.id, d.pending_replays, s.id FROM decided d JOIN staged s ON s.command_id = d.id
+         UNION ALL
+         SELECT h.id, h.pending_replays, NULL FROM held h WHERE NOT (h.pending_replays = 0 OR $46)"
 );
 
 /// A completion batch as the parameter arrays of [`CONCLUDE`]: row `i` of
