@@ -195,7 +195,8 @@ async fn run_a_command_through(conn: &mut PgConnection, owner: uuid::Uuid) {
         commands::Replays::Decide,
     )
     .await
-    .unwrap();
+    .unwrap()
+    .commands;
     assert_eq!(
         concluded["plan-a"].pending_replays, 1,
         "one pending replay counted"

@@ -10,12 +10,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use tokio::sync::Notify;
+
 use super::batch::Batcher;
 use super::relay::{messages_of, Fresh, Handover, CLAIM};
 use crate::events::ResultEvent;
 use crate::store::attempts::Recording;
 use crate::store::commands::{
-    self, Concluded, Decision, Outgoing, PaymentClaim, PendingReplay, Replays,
+    self, Concluded, ConcludedBatch, Decision, Outgoing, PaymentClaim, PendingReplay, Replays,
 };
 use crate::store::outbox::{self, Staged};
 use crate::store::{Store, StoreError};
@@ -52,18 +54,30 @@ pub struct Completer {
 }
 
 impl Completer {
-    /// Starts the writer task.
+    /// Makes the writer.
     ///
-    /// The events it commits go to `fresh`, for the relay to publish from memory.
-    pub fn start(store: Store, owner: uuid::Uuid, exchange: String, fresh: Handover) -> Completer {
+    /// The events it commits go to `fresh`, for the relay to publish from
+    /// memory; `scheduler` is woken when a released payment made waiting
+    /// commands due.
+    pub fn start(
+        store: Store,
+        owner: uuid::Uuid,
+        exchange: String,
+        fresh: Handover,
+        scheduler: Arc<Notify>,
+    ) -> Completer {
         let exchange = Arc::new(exchange);
         let batcher = Batcher::start(MAX_BATCH, move |batch: Vec<Conclusion>| {
             let store = store.clone();
             let exchange = exchange.clone();
             let fresh = fresh.clone();
+            let scheduler = scheduler.clone();
             async move {
-                crate::store::retry_transient(|| write(&store, owner, &exchange, &batch, &fresh))
-                    .await
+                let (results, woken) = write(&store, owner, &exchange, &batch, &fresh).await?;
+                if woken > 0 {
+                    scheduler.notify_one();
+                }
+                Ok(results)
             }
         });
         Completer { batcher }
@@ -75,13 +89,21 @@ impl Completer {
     }
 }
 
+/// Commits a batch; returns what was committed for each, and how many
+/// waiting commands the released payments made due.
+///
+/// One statement in autocommit does it all (exchanges, decisions, payment
+/// releases, events) for the commands without pending replays: one round
+/// trip. It leaves those with some undecided, for a transaction that takes
+/// their replays with the decision ([`decide_with_replays`]). Each part is
+/// retried on its own: the statement's commit stands whatever follows it.
 async fn write(
     store: &Store,
     owner: uuid::Uuid,
     exchange: &str,
     batch: &[Conclusion],
     fresh: &Handover,
-) -> Result<Vec<Committed>, StoreError> {
+) -> Result<(Vec<Committed>, i64), StoreError> {
     // Commands are locked in the order of their ids, as intake locks the
     // duplicates it counts: two transactions that take the same locks in the
     // same order cannot deadlock.
@@ -89,15 +111,13 @@ async fn write(
     sorted.sort_unstable_by(|a, b| a.decision.id.cmp(&b.decision.id));
     let routing_keys: Vec<String> = sorted.iter().map(|c| c.event.routing_key()).collect();
     let events = outgoing(&sorted, &routing_keys);
-
-    // One statement in autocommit does it all (exchanges, decisions, payment
-    // releases, events) for the commands without pending replays: one round
-    // trip. It leaves those with some undecided, for a transaction that
-    // takes their replays with the decision. Each part is retried on its
-    // own: the statement's commit stands whatever follows it.
     let recordings: Vec<&Recording> = sorted.iter().filter_map(|c| c.recording.as_ref()).collect();
-    let concluded = crate::store::retry_transient(|| async {
+    let ConcludedBatch {
+        commands: concluded,
+        mut woken,
+    } = crate::store::retry_transient(|| async {
         let mut conn = store.pool().acquire().await?;
+        let postpone = Replays::Postpone;
         conclude(
             &mut conn,
             owner,
@@ -105,7 +125,7 @@ async fn write(
             &sorted,
             &events,
             &recordings,
-            Replays::Postpone,
+            postpone,
         )
         .await
     })
@@ -120,16 +140,16 @@ async fn write(
         })
         .map(|(c, e)| (*c, *e))
         .unzip();
-    let mut with_replays = HashMap::new();
     let mut sent = decided_messages(exchange, &sorted, &events, &concluded);
+    let mut with_replays = HashMap::new();
     if !postponed.is_empty() {
         let decided = crate::store::retry_transient(|| {
             decide_with_replays(store, owner, exchange, &postponed, &their_events)
         })
         .await;
         match decided {
-            Ok((results, more)) => {
-                with_replays = results;
+            Ok((results, more, also_woken)) => {
+                (with_replays, woken) = (results, woken + also_woken);
                 sent.extend(more);
             }
             Err(error) => {
@@ -150,7 +170,7 @@ async fn write(
     // Never waits: when the relay is behind (its hand-over full) or gone
     // (shutting down), the poll publishes them once their claim expires.
     fresh.offer(sent);
-    Ok(results)
+    Ok((results, woken))
 }
 
 /// [`commands::conclude_many`] for these conclusions (in the order of their
@@ -163,7 +183,7 @@ async fn conclude(
     events: &[Outgoing<'_>],
     recordings: &[&Recording],
     replays: Replays,
-) -> Result<HashMap<String, Concluded>, StoreError> {
+) -> Result<ConcludedBatch, StoreError> {
     let decisions: Vec<&Decision> = sorted.iter().map(|c| &c.decision).collect();
     let claims: Vec<&PaymentClaim> = sorted.iter().map(|c| &c.claim).collect();
     commands::conclude_many(
@@ -184,37 +204,30 @@ async fn decide_with_replays<'a>(
     exchange: &str,
     sorted: &[&'a Conclusion],
     events: &[Outgoing<'_>],
-) -> Result<(HashMap<&'a str, Committed>, Vec<Fresh>), StoreError> {
+) -> Result<(HashMap<&'a str, Committed>, Vec<Fresh>, i64), StoreError> {
     let mut tx = store.pool().begin().await?;
-    let concluded = conclude(
-        &mut tx,
-        owner,
-        exchange,
-        sorted,
-        events,
-        &[],
-        Replays::Decide,
-    )
-    .await?;
+    let decide = Replays::Decide;
+    let batch = conclude(&mut tx, owner, exchange, sorted, events, &[], decide).await?;
+    let concluded = &batch.commands;
     let ids: Vec<&str> = sorted
         .iter()
         .map(|c| c.decision.id.as_str())
         .filter(|id| concluded.get(*id).is_some_and(|c| c.pending_replays > 0))
         .collect();
     let pending = commands::take_pending_replays(&mut tx, &ids).await?;
-    let (results, replay_bodies) = replays_of(sorted, &concluded, &pending);
+    let (results, replay_bodies) = replays_of(sorted, concluded, &pending);
     let replays = staged_replays(exchange, &replay_bodies);
     let replay_rows = outbox::enqueue_many(&mut tx, &replays, CLAIM).await?;
     tx.commit().await?;
 
-    let mut sent = decided_messages(exchange, sorted, events, &concluded);
+    let mut sent = decided_messages(exchange, sorted, events, concluded);
     sent.extend(replay_messages(&replays, replay_rows));
     let results = sorted
         .iter()
         .map(|c| c.decision.id.as_str())
         .zip(results)
         .collect();
-    Ok((results, sent))
+    Ok((results, sent, batch.woken))
 }
 
 /// The result event of each conclusion (in `sorted`'s order), as its outbox row.

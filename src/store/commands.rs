@@ -19,7 +19,7 @@ pub use super::leases::{
     claim_payment, claim_payments, release_payment, wake_if_payment_free, PaymentClaim, PaymentKey,
 };
 pub use super::stages::{
-    conclude_many, record_intents, Concluded, Decision, Intent, Outgoing, Replays,
+    conclude_many, record_intents, Concluded, ConcludedBatch, Decision, Intent, Outgoing, Replays,
 };
 
 /// A command as first stored.

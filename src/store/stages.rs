@@ -48,6 +48,17 @@ pub struct Concluded {
     pub outbox_row: Option<i64>,
 }
 
+/// What [`conclude_many`] did for a batch.
+#[derive(Debug, Default)]
+pub struct ConcludedBatch {
+    /// By command id, the commands this owner still held.
+    pub commands: std::collections::HashMap<String, Concluded>,
+    /// Commands that were waiting for a payment released here and are now
+    /// due: the caller wakes its scheduler, or they would wait for its
+    /// next poll.
+    pub woken: i64,
+}
+
 /// What [`conclude_many`] does with a command that has pending replays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Replays {
@@ -88,29 +99,31 @@ pub async fn conclude_many(
     claim: Duration,
     recordings: &[&Recording],
     replays: Replays,
-) -> Result<std::collections::HashMap<String, Concluded>, StoreError> {
+) -> Result<ConcludedBatch, StoreError> {
     if decisions.is_empty() {
         return attempts::record_many(conn, recordings)
             .await
             .map(|()| Default::default());
     }
-    let query = sqlx::query_as::<_, (String, i32, Option<i64>)>(CONCLUDE);
+    let query = sqlx::query_as::<_, (String, i32, Option<i64>, i64)>(CONCLUDE);
     let query = Recorded::of(recordings).bind(query);
     let rows = Concluding::of(decisions, claims, events)
         .bind(query, owner, exchange, claim)
         .bind(replays == Replays::Decide)
         .fetch_all(conn)
         .await?;
-    Ok(rows
+    let woken = rows.first().map_or(0, |row| row.3);
+    let commands = rows
         .into_iter()
-        .map(|(id, pending_replays, outbox_row)| {
+        .map(|(id, pending_replays, outbox_row, _)| {
             let concluded = Concluded {
                 pending_replays,
                 outbox_row,
             };
             (id, concluded)
         })
-        .collect())
+        .collect();
+    Ok(ConcludedBatch { commands, woken })
 }
 
 /// The statement of [`conclude_many`]: `$1`–`$30` are the exchanges'
@@ -163,6 +176,7 @@ const CONCLUDE: &str = concat!(
             UPDATE commands SET next_run_at = now()
               FROM waiting w
              WHERE commands.id = w.id
+            RETURNING commands.id
          ),
          staged AS (
             INSERT INTO outbox (message_id, command_id, exchange, routing_key, reply_to,
@@ -172,9 +186,11 @@ const CONCLUDE: &str = concat!(
               FROM decided
             RETURNING id, command_id
          )
-         SELECT d.id, d.pending_replays, s.id FROM decided d JOIN staged s ON s.command_id = d.id
+         SELECT d.id, d.pending_replays, s.id, (SELECT count(*) FROM woken)
+           FROM decided d JOIN staged s ON s.command_id = d.id
          UNION ALL
-         SELECT h.id, h.pending_replays, NULL FROM held h WHERE NOT (h.pending_replays = 0 OR $46)"
+         SELECT h.id, h.pending_replays, NULL, (SELECT count(*) FROM woken)
+           FROM held h WHERE NOT (h.pending_replays = 0 OR $46)"
 );
 
 /// A completion batch as the parameter arrays of [`CONCLUDE`]: row `i` of
