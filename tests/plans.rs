@@ -192,9 +192,11 @@ async fn run_a_command_through(conn: &mut PgConnection, owner: uuid::Uuid) {
         "events",
         Duration::from_secs(5),
         &recordings.iter().collect::<Vec<_>>(),
+        commands::Replays::Decide,
     )
     .await
-    .unwrap();
+    .unwrap()
+    .commands;
     assert_eq!(
         concluded["plan-a"].pending_replays, 1,
         "one pending replay counted"
@@ -222,9 +224,10 @@ async fn run_a_command_through(conn: &mut PgConnection, owner: uuid::Uuid) {
 
     // The relay marks them published; the scheduler picks up the woken b.
     let mut ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
-    ids.extend(concluded.values().map(|c| c.outbox_row));
+    ids.extend(concluded.values().filter_map(|c| c.outbox_row));
     assert_eq!(ids.len(), 3, "two events and one replay staged");
     outbox::mark_published(conn, &ids).await.unwrap();
+    outbox::any_unpublished(conn).await.unwrap();
     let mut tx = conn.begin().await.unwrap();
     outbox::lock_unpublished(&mut tx, 100).await.unwrap();
     tx.commit().await.unwrap();

@@ -10,11 +10,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use tokio::sync::Notify;
+
 use super::batch::Batcher;
 use super::relay::{messages_of, Fresh, Handover, CLAIM};
 use crate::events::ResultEvent;
 use crate::store::attempts::Recording;
-use crate::store::commands::{self, Concluded, Decision, Outgoing, PaymentClaim, PendingReplay};
+use crate::store::commands::{
+    self, Concluded, ConcludedBatch, Decision, Outgoing, PaymentClaim, PendingReplay, Replays,
+};
 use crate::store::outbox::{self, Staged};
 use crate::store::{Store, StoreError};
 use uuid::Uuid;
@@ -50,18 +54,30 @@ pub struct Completer {
 }
 
 impl Completer {
-    /// Starts the writer task.
+    /// Makes the writer.
     ///
-    /// The events it commits go to `fresh`, for the relay to publish from memory.
-    pub fn start(store: Store, owner: uuid::Uuid, exchange: String, fresh: Handover) -> Completer {
+    /// The events it commits go to `fresh`, for the relay to publish from
+    /// memory; `scheduler` is woken when a released payment made waiting
+    /// commands due.
+    pub fn start(
+        store: Store,
+        owner: uuid::Uuid,
+        exchange: String,
+        fresh: Handover,
+        scheduler: Arc<Notify>,
+    ) -> Completer {
         let exchange = Arc::new(exchange);
         let batcher = Batcher::start(MAX_BATCH, move |batch: Vec<Conclusion>| {
             let store = store.clone();
             let exchange = exchange.clone();
             let fresh = fresh.clone();
+            let scheduler = scheduler.clone();
             async move {
-                crate::store::retry_transient(|| write(&store, owner, &exchange, &batch, &fresh))
-                    .await
+                let (results, woken) = write(&store, owner, &exchange, &batch, &fresh).await?;
+                if woken > 0 {
+                    scheduler.notify_one();
+                }
+                Ok(results)
             }
         });
         Completer { batcher }
@@ -73,13 +89,21 @@ impl Completer {
     }
 }
 
+/// Commits a batch; returns what was committed for each, and how many
+/// waiting commands the released payments made due.
+///
+/// One statement in autocommit does it all (exchanges, decisions, payment
+/// releases, events) for the commands without pending replays: one round
+/// trip. It leaves those with some undecided, for a transaction that takes
+/// their replays with the decision ([`decide_with_replays`]). Each part is
+/// retried on its own: the statement's commit stands whatever follows it.
 async fn write(
     store: &Store,
     owner: uuid::Uuid,
     exchange: &str,
     batch: &[Conclusion],
     fresh: &Handover,
-) -> Result<Vec<Committed>, StoreError> {
+) -> Result<(Vec<Committed>, i64), StoreError> {
     // Commands are locked in the order of their ids, as intake locks the
     // duplicates it counts: two transactions that take the same locks in the
     // same order cannot deadlock.
@@ -87,45 +111,123 @@ async fn write(
     sorted.sort_unstable_by(|a, b| a.decision.id.cmp(&b.decision.id));
     let routing_keys: Vec<String> = sorted.iter().map(|c| c.event.routing_key()).collect();
     let events = outgoing(&sorted, &routing_keys);
-
-    // The transaction is for the rare replays: the main statement does the
-    // rest (exchanges, decisions, payment releases, events) in one round trip.
-    let mut tx = store.pool().begin().await?;
     let recordings: Vec<&Recording> = sorted.iter().filter_map(|c| c.recording.as_ref()).collect();
+    let ConcludedBatch {
+        commands: concluded,
+        mut woken,
+    } = crate::store::retry_transient(|| async {
+        let mut conn = store.pool().acquire().await?;
+        let postpone = Replays::Postpone;
+        conclude(
+            &mut conn,
+            owner,
+            exchange,
+            &sorted,
+            &events,
+            &recordings,
+            postpone,
+        )
+        .await
+    })
+    .await?;
+    let (postponed, their_events): (Vec<&Conclusion>, Vec<Outgoing<'_>>) = sorted
+        .iter()
+        .zip(&events)
+        .filter(|(c, _)| {
+            concluded
+                .get(&c.decision.id)
+                .is_some_and(|done| done.outbox_row.is_none())
+        })
+        .map(|(c, e)| (*c, *e))
+        .unzip();
+    let mut sent = decided_messages(exchange, &sorted, &events, &concluded);
+    let mut with_replays = HashMap::new();
+    if !postponed.is_empty() {
+        let decided = crate::store::retry_transient(|| {
+            decide_with_replays(store, owner, exchange, &postponed, &their_events)
+        })
+        .await;
+        match decided {
+            Ok((results, more, also_woken)) => {
+                (with_replays, woken) = (results, woken + also_woken);
+                sent.extend(more);
+            }
+            Err(error) => {
+                // The statement's decisions are committed: their events go out.
+                fresh.offer(sent);
+                return Err(error);
+            }
+        }
+    }
+    let results = batch
+        .iter()
+        .map(|c| match with_replays.get(c.decision.id.as_str()) {
+            Some(&committed) => committed,
+            None if concluded.contains_key(&c.decision.id) => Committed::Decided { replays: 0 },
+            None => Committed::LeaseLost,
+        })
+        .collect();
+    // Never waits: when the relay is behind (its hand-over full) or gone
+    // (shutting down), the poll publishes them once their claim expires.
+    fresh.offer(sent);
+    Ok((results, woken))
+}
+
+/// [`commands::conclude_many`] for these conclusions (in the order of their
+/// ids) and their events.
+async fn conclude(
+    conn: &mut sqlx::PgConnection,
+    owner: uuid::Uuid,
+    exchange: &str,
+    sorted: &[&Conclusion],
+    events: &[Outgoing<'_>],
+    recordings: &[&Recording],
+    replays: Replays,
+) -> Result<ConcludedBatch, StoreError> {
     let decisions: Vec<&Decision> = sorted.iter().map(|c| &c.decision).collect();
     let claims: Vec<&PaymentClaim> = sorted.iter().map(|c| &c.claim).collect();
-    let concluded: HashMap<String, Concluded> = commands::conclude_many(
-        &mut tx,
-        owner,
-        &decisions,
-        &claims,
-        &events,
-        exchange,
-        CLAIM,
-        &recordings,
+    commands::conclude_many(
+        conn, owner, &decisions, &claims, events, exchange, CLAIM, recordings, replays,
     )
-    .await?;
-    // Replays are read only for commands whose counter says they have some.
-    // (They are read here, after the decision locked the command, and not in
-    // the main statement: its snapshot, taken before the lock, could miss a
-    // duplicate counted in between.)
-    let with_replays: Vec<&str> = batch
+    .await
+}
+
+/// Decides, in one transaction, the commands that have pending replays
+/// (their exchanges are recorded already), and stages their replays.
+/// (Replays are read here, after the decision locked the command, and not
+/// in the deciding statement: its snapshot, taken before the lock, could
+/// miss a duplicate counted in between.) Returns what was committed for
+/// each, by command id, and the messages for the relay.
+async fn decide_with_replays<'a>(
+    store: &Store,
+    owner: uuid::Uuid,
+    exchange: &str,
+    sorted: &[&'a Conclusion],
+    events: &[Outgoing<'_>],
+) -> Result<(HashMap<&'a str, Committed>, Vec<Fresh>, i64), StoreError> {
+    let mut tx = store.pool().begin().await?;
+    let decide = Replays::Decide;
+    let batch = conclude(&mut tx, owner, exchange, sorted, events, &[], decide).await?;
+    let concluded = &batch.commands;
+    let ids: Vec<&str> = sorted
         .iter()
         .map(|c| c.decision.id.as_str())
         .filter(|id| concluded.get(*id).is_some_and(|c| c.pending_replays > 0))
         .collect();
-    let pending = commands::take_pending_replays(&mut tx, &with_replays).await?;
-    let (results, replay_bodies) = replays_of(batch, &concluded, &pending);
+    let pending = commands::take_pending_replays(&mut tx, &ids).await?;
+    let (results, replay_bodies) = replays_of(sorted, concluded, &pending);
     let replays = staged_replays(exchange, &replay_bodies);
     let replay_rows = outbox::enqueue_many(&mut tx, &replays, CLAIM).await?;
     tx.commit().await?;
 
-    let mut sent = decided_messages(exchange, &sorted, &events, &concluded);
+    let mut sent = decided_messages(exchange, sorted, events, concluded);
     sent.extend(replay_messages(&replays, replay_rows));
-    // Never waits: when the relay is behind (its hand-over full) or gone
-    // (shutting down), the poll publishes them once their claim expires.
-    fresh.offer(sent);
-    Ok(results)
+    let results = sorted
+        .iter()
+        .map(|c| c.decision.id.as_str())
+        .zip(results)
+        .collect();
+    Ok((results, sent, batch.woken))
 }
 
 /// The result event of each conclusion (in `sorted`'s order), as its outbox row.
@@ -149,13 +251,13 @@ type ReplayBody<'a> = (&'a Conclusion, &'a PendingReplay, String);
 /// What the commit did for each conclusion of `batch` (in its order), and
 /// the replays of the decided ones' pending duplicates.
 fn replays_of<'a>(
-    batch: &'a [Conclusion],
+    batch: &[&'a Conclusion],
     concluded: &HashMap<String, Concluded>,
     pending: &'a [PendingReplay],
 ) -> (Vec<Committed>, Vec<ReplayBody<'a>>) {
     let mut replay_bodies = Vec::with_capacity(pending.len());
     let mut results = Vec::with_capacity(batch.len());
-    for c in batch {
+    for &c in batch {
         if concluded.contains_key(&c.decision.id) {
             let mine: Vec<&PendingReplay> = pending
                 .iter()
@@ -202,7 +304,7 @@ fn decided_messages(
         .iter()
         .zip(events)
         .filter_map(|(c, e)| {
-            let row = concluded.get(&c.decision.id)?.outbox_row;
+            let row = concluded.get(&c.decision.id)?.outbox_row?;
             Some(Fresh {
                 row,
                 messages: messages_of(

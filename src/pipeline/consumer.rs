@@ -203,20 +203,7 @@ async fn intake(w: &Arc<Worker>, batch: &[lapin::message::Delivery]) -> Option<V
             dead.push((i, reason.clone()));
             continue;
         }
-        let envelope = Envelope {
-            redelivered: delivery.redelivered,
-            reply_to: delivery
-                .properties
-                .reply_to()
-                .as_ref()
-                .map(|s| s.as_str().to_string()),
-            correlation_id: delivery
-                .properties
-                .correlation_id()
-                .as_ref()
-                .map(|s| s.as_str().to_string()),
-        };
-        if let Some(item) = Incoming::of(reading, envelope) {
+        if let Some(item) = Incoming::of(reading, envelope_of(delivery)) {
             positions.push(i);
             incoming.push(item);
         }
@@ -266,6 +253,22 @@ async fn intake(w: &Arc<Worker>, batch: &[lapin::message::Delivery]) -> Option<V
             .map(|r| r.expect("every delivery has a result"))
             .collect(),
     )
+}
+
+/// What intake keeps of a delivery's envelope (checked by intake).
+fn envelope_of(delivery: &lapin::message::Delivery) -> Envelope {
+    let properties = &delivery.properties;
+    Envelope {
+        redelivered: delivery.redelivered,
+        reply_to: properties
+            .reply_to()
+            .as_ref()
+            .map(|s| s.as_str().to_string()),
+        correlation_id: properties
+            .correlation_id()
+            .as_ref()
+            .map(|s| s.as_str().to_string()),
+    }
 }
 
 /// One delivery on its own, after its batch failed for its data: stored if

@@ -68,7 +68,7 @@ pub struct Worker {
     pub permits: Arc<Semaphore>,
     active: Mutex<HashSet<String>>,
     pub wake_outbox: Notify,
-    pub wake_scheduler: Notify,
+    pub wake_scheduler: Arc<Notify>,
     pub shutdown: CancellationToken,
     /// How often the scheduler looks for due commands when nothing wakes it.
     pub poll_interval: Duration,
@@ -93,11 +93,13 @@ impl Worker {
         let (publisher_tx, publisher) = watch::channel(None);
         let owner = Uuid::new_v4();
         let (fresh_tx, fresh_rx) = relay::handover(config.relay.handover_capacity, metrics.clone());
+        let wake_scheduler = Arc::new(Notify::new());
         let completer = completion::Completer::start(
             store.clone(),
             owner,
             config.amqp.result_exchange.clone(),
             fresh_tx,
+            wake_scheduler.clone(),
         );
         let store_for_intents = store.clone();
         Arc::new(Worker {
@@ -113,7 +115,7 @@ impl Worker {
             permits: Arc::new(Semaphore::new(config.worker.max_in_flight)),
             active: Mutex::new(HashSet::new()),
             wake_outbox: Notify::new(),
-            wake_scheduler: Notify::new(),
+            wake_scheduler,
             shutdown,
             poll_interval: Duration::from_millis(250),
             metrics,

@@ -308,7 +308,11 @@ impl Relay {
     /// Publishes one batch of unpublished rows found by polling; returns how
     /// many rows it took. Rows the broker refused before go out one at a time.
     async fn poll_once(&mut self, publisher: &Publisher) -> Result<usize, StoreError> {
-        let mut tx = self.w.store.pool().begin().await?;
+        let mut conn = self.w.store.pool().acquire().await?;
+        if !outbox::any_unpublished(&mut conn).await? {
+            return Ok(0);
+        }
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         let rows = outbox::lock_unpublished(&mut tx, BATCH).await?;
         if rows.is_empty() {
             tx.commit().await?;

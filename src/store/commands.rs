@@ -18,7 +18,9 @@ use crate::outcome::Outcome;
 pub use super::leases::{
     claim_payment, claim_payments, release_payment, wake_if_payment_free, PaymentClaim, PaymentKey,
 };
-pub use super::stages::{conclude_many, record_intents, Concluded, Decision, Intent, Outgoing};
+pub use super::stages::{
+    conclude_many, record_intents, Concluded, ConcludedBatch, Decision, Intent, Outgoing, Replays,
+};
 
 /// A command as first stored.
 #[derive(Debug, Clone)]

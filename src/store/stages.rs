@@ -42,8 +42,33 @@ pub struct Concluded {
     /// takes them with
     /// [`take_pending_replays`](super::commands::take_pending_replays) in the same transaction).
     pub pending_replays: i32,
-    /// The outbox row of its event, claimed for the caller to publish.
-    pub outbox_row: i64,
+    /// The outbox row of its event, claimed for the caller to publish;
+    /// `None`: not decided, because it has pending replays and the call
+    /// was not in a transaction that takes them ([`Replays::Postpone`]).
+    pub outbox_row: Option<i64>,
+}
+
+/// What [`conclude_many`] did for a batch.
+#[derive(Debug, Default)]
+pub struct ConcludedBatch {
+    /// By command id, the commands this owner still held.
+    pub commands: std::collections::HashMap<String, Concluded>,
+    /// Commands that were waiting for a payment released here and are now
+    /// due: the caller wakes its scheduler, or they would wait for its
+    /// next poll.
+    pub woken: i64,
+}
+
+/// What [`conclude_many`] does with a command that has pending replays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replays {
+    /// Decide it: the caller takes its replays in the same transaction.
+    Decide,
+    /// Leave it undecided (`outbox_row: None`), locked until the statement
+    /// ends: for a statement in autocommit, whose caller could not take the
+    /// replays in the same commit. The caller decides it again with
+    /// [`Replays::Decide`], in a transaction.
+    Postpone,
 }
 
 /// The completion writer's batch in one statement: records the calls'
@@ -52,6 +77,9 @@ pub struct Concluded {
 /// stages its event (`events[i]` is `decisions[i]`'s, claimed for `claim`).
 /// A command no longer held gets neither decision nor event; its exchanges
 /// are still recorded. `claims[i]` is the payment claim of `decisions[i]`.
+/// A command with pending replays is decided only with [`Replays::Decide`]:
+/// its counter is read on the locked row, so no duplicate counted before
+/// the decision can be missed.
 ///
 /// Rows are checked and locked in a `LATERAL` lookup by primary key, one per
 /// batch row, and then updated by id alone. Putting the guards
@@ -70,32 +98,37 @@ pub async fn conclude_many(
     exchange: &str,
     claim: Duration,
     recordings: &[&Recording],
-) -> Result<std::collections::HashMap<String, Concluded>, StoreError> {
+    replays: Replays,
+) -> Result<ConcludedBatch, StoreError> {
     if decisions.is_empty() {
         return attempts::record_many(conn, recordings)
             .await
             .map(|()| Default::default());
     }
-    let query = sqlx::query_as::<_, (String, i32, i64)>(CONCLUDE);
+    let query = sqlx::query_as::<_, (String, i32, Option<i64>, i64)>(CONCLUDE);
     let query = Recorded::of(recordings).bind(query);
     let rows = Concluding::of(decisions, claims, events)
         .bind(query, owner, exchange, claim)
+        .bind(replays == Replays::Decide)
         .fetch_all(conn)
         .await?;
-    Ok(rows
+    let woken = rows.first().map_or(0, |row| row.3);
+    let commands = rows
         .into_iter()
-        .map(|(id, pending_replays, outbox_row)| {
+        .map(|(id, pending_replays, outbox_row, _)| {
             let concluded = Concluded {
                 pending_replays,
                 outbox_row,
             };
             (id, concluded)
         })
-        .collect())
+        .collect();
+    Ok(ConcludedBatch { commands, woken })
 }
 
 /// The statement of [`conclude_many`]: `$1`–`$30` are the exchanges'
-/// ([`record_ctes`]), `$31`–`$45` the decisions' ([`Concluding::bind`]).
+/// ([`record_ctes`]), `$31`–`$45` the decisions' ([`Concluding::bind`]),
+/// `$46` whether commands with pending replays are decided ([`Replays`]).
 const CONCLUDE: &str = concat!(
     "WITH ",
     record_ctes!(),
@@ -121,7 +154,7 @@ const CONCLUDE: &str = concat!(
                    next_run_at = CASE WHEN h.next IS NULL THEN NULL
                                       ELSE now() + make_interval(secs => h.next) END
               FROM held h
-             WHERE c.id = h.id
+             WHERE c.id = h.id AND (h.pending_replays = 0 OR $46)
             RETURNING h.*
          ),
          released AS (
@@ -143,6 +176,7 @@ const CONCLUDE: &str = concat!(
             UPDATE commands SET next_run_at = now()
               FROM waiting w
              WHERE commands.id = w.id
+            RETURNING commands.id
          ),
          staged AS (
             INSERT INTO outbox (message_id, command_id, exchange, routing_key, reply_to,
@@ -152,7 +186,11 @@ const CONCLUDE: &str = concat!(
               FROM decided
             RETURNING id, command_id
          )
-         SELECT d.id, d.pending_replays, s.id FROM decided d JOIN staged s ON s.command_id = d.id"
+         SELECT d.id, d.pending_replays, s.id, (SELECT count(*) FROM woken)
+           FROM decided d JOIN staged s ON s.command_id = d.id
+         UNION ALL
+         SELECT h.id, h.pending_replays, NULL, (SELECT count(*) FROM woken)
+           FROM held h WHERE NOT (h.pending_replays = 0 OR $46)"
 );
 
 /// A completion batch as the parameter arrays of [`CONCLUDE`]: row `i` of
