@@ -116,31 +116,12 @@ fn failed(error: anyhow::Error, code: i32) -> i32 {
     code
 }
 
-/// The runtime's worker threads when `TOKIO_WORKER_THREADS` does not say:
-/// one on a machine of two cores or fewer, else one per core.
-///
-/// The worker waits on the network far more than it computes (0.15 ms of
-/// CPU per command when saturated: one thread keeps up with ~6,000
-/// commands/s, more than a database on the same two cores takes), and at
-/// light load every hand-over between two runtime threads is a sleep and a
-/// wake-up: on two cores, one thread cut the CPU per command at 100/s by
-/// 13 % and the latency, with the same saturated throughput
-/// (docs/performance.md, "Fifth session").
-fn worker_threads() -> Option<usize> {
-    if std::env::var_os("TOKIO_WORKER_THREADS").is_some() {
-        return None;
-    }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (cores <= 2).then_some(1)
-}
-
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = worker_threads() {
-        builder.worker_threads(threads);
-    }
-    let runtime = builder.enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let code = runtime.block_on(async {
         telemetry::init(cli.log_format, cli.command.log_level());
         cli.command.run().await
