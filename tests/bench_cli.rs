@@ -170,3 +170,39 @@ fn loads_compare_paced_runs_with_saturation_and_the_paced_reference() {
         "{prefilled_notes}"
     );
 }
+
+/// `--prefill` without `--loads` still measures the empty database first,
+/// in the same invocation, so its ratio is never taken across runs.
+#[test]
+fn a_prefilled_run_is_compared_with_the_empty_database_in_the_same_invocation() {
+    let out = Command::new(env!("CARGO_BIN_EXE_backoffice-worker"))
+        .args(["bench", "--commands", "150", "--prefill", "2000", "--json"])
+        .env_remove("AMQP_URL")
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("run the binary");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    let c: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: not JSON:\n{stdout}"));
+    let names: Vec<&str> = c["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["saturated", "saturated, prefilled 2000"], "{c:#}");
+    assert!(c["rows"][1]["throughput_vs_empty"]
+        .as_f64()
+        .is_some_and(|v| v > 0.0));
+    // The prefilled commands' attempts are not the run's.
+    let attempts = c["phases"][1]["report"]["attempts"]
+        .as_i64()
+        .expect("attempts");
+    assert!((150..=150 * 5).contains(&attempts), "{attempts} attempts");
+}
