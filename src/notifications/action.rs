@@ -46,19 +46,8 @@ pub(super) async fn act(
         let why = reading
             .verification
             .problem()
-            .unwrap_or("nothing to act on")
-            .to_string();
-        store::decide(
-            tx,
-            id,
-            &Outcome {
-                decision: "ignored",
-                reason: Some(&why),
-                ..Outcome::default()
-            },
-        )
-        .await?;
-        return Ok("ignored".into());
+            .unwrap_or("nothing to act on");
+        return ignore(tx, id, why).await;
     };
     match (&reading.verification, notice.meaning) {
         (Verification::Verified, Meaning::Authorized) => {
@@ -93,19 +82,24 @@ pub(super) async fn act(
                     Escaped::at_most(&notice.status, 64)
                 ),
             };
-            store::decide(
-                tx,
-                id,
-                &Outcome {
-                    decision: "ignored",
-                    reason: Some(&reason),
-                    ..Outcome::default()
-                },
-            )
-            .await?;
-            Ok("ignored".into())
+            ignore(tx, id, &reason).await
         }
     }
+}
+
+/// Records that nothing is done about the notification, and why.
+async fn ignore(tx: &mut PgConnection, id: i64, reason: &str) -> Result<Decided, StoreError> {
+    store::decide(
+        tx,
+        id,
+        &Outcome {
+            decision: "ignored",
+            reason: Some(reason),
+            ..Outcome::default()
+        },
+    )
+    .await?;
+    Ok("ignored".into())
 }
 
 /// Carries out a decision about an authorization: a command (capture or
