@@ -132,8 +132,12 @@ async fn run_on(
         runtime: settings.runtime,
     })?;
     let looped = drive(&mut child, amqp, queue, settings, bodies, &mut published).await;
-    // Stopped whatever happened (dropping it would kill it).
-    let stopped = child.stop(STOP_GRACE).await;
+    // Stopped whatever happened: cleanly after its last ack, at once after
+    // a failure (it would not be reading its stdin).
+    let stopped = match &looped {
+        Ok(_) => child.stop(STOP_GRACE).await,
+        Err(_) => child.kill().await,
+    };
     let looped = looped?;
     stopped?;
     let published = published.expect("awaited by drive");

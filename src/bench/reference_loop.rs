@@ -339,6 +339,15 @@ impl LoopChild {
         Ok(())
     }
 
+    /// Kills it at once and reaps it: after a failure, when it may be in
+    /// the middle of its loop and would not read its stdin.
+    pub async fn kill(mut self) -> anyhow::Result<()> {
+        self.child
+            .kill()
+            .await
+            .context("killing the reference loop")
+    }
+
     /// Closes its stdin (its signal to disconnect and exit), then waits up
     /// to `grace` for it to exit, then kills it.
     pub async fn stop(mut self, grace: Duration) -> anyhow::Result<()> {
