@@ -16,6 +16,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[export_name = "_rjem_malloc_conf"]
 pub static MALLOC_CONF: &[u8; 37] = b"dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 
+use backoffice_worker::bench::reference_loop;
 use backoffice_worker::ops::{self, dead_letters, enqueue, list, migrate, prune, show};
 use backoffice_worker::telemetry::{self, LogFormat};
 use backoffice_worker::{call, simulator, worker};
@@ -60,6 +61,9 @@ enum Cmd {
     Bench(backoffice_worker::bench::BenchArgs),
     /// Time every console page on a seeded database of a million commands.
     BenchConsole(backoffice_worker::console::bench::BenchConsoleArgs),
+    /// The bench's reference loop in a process of its own (started by `bench --reference`).
+    #[command(hide = true)]
+    BenchReferenceLoop(reference_loop::LoopArgs),
 }
 
 impl Cmd {
@@ -99,6 +103,20 @@ impl Cmd {
             Cmd::BenchConsole(args) => {
                 exit_code(backoffice_worker::console::bench::run(args).await)
             }
+            Cmd::BenchReferenceLoop(args) => exit_code(reference_loop::serve(args).await),
+        }
+    }
+
+    /// tokio's multi-thread runtime, except for the reference loop when the
+    /// bench asks for one thread (to measure what threads cost the floor).
+    fn runtime(&self) -> tokio::runtime::Builder {
+        match self {
+            Cmd::BenchReferenceLoop(args) => args.runtime.builder(),
+            _ => {
+                let mut builder = tokio::runtime::Builder::new_multi_thread();
+                builder.enable_all();
+                builder
+            }
         }
     }
 }
@@ -118,10 +136,7 @@ fn failed(error: anyhow::Error, code: i32) -> i32 {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = cli.command.runtime().build().expect("tokio runtime");
     let code = runtime.block_on(async {
         telemetry::init(cli.log_format, cli.command.log_level());
         cli.command.run().await

@@ -69,6 +69,23 @@ fn a_small_run_reports_every_figure_and_cleans_up() {
     assert_eq!(latency["samples"], 300);
     assert!(report["reference"]["commands_per_sec"].as_f64().unwrap() > 0.0);
     assert_eq!(report["reference"]["commands"], 300);
+    // The reference loop ran in a process of its own, measured from /proc.
+    let reference = &report["reference"];
+    assert_eq!(reference["runtime"], "multi-thread", "{reference:#}");
+    for key in ["cpu_seconds", "cpu_ms_per_command", "peak_rss_mib"] {
+        assert!(
+            reference[key]
+                .as_f64()
+                .is_some_and(|v| v.is_finite() && v > 0.0),
+            "reference `{key}` not positive in {reference:#}"
+        );
+    }
+    let per_command = reference["cpu_ms_per_command"].as_f64().unwrap();
+    let seconds = reference["cpu_seconds"].as_f64().unwrap();
+    assert!(
+        (per_command * 300.0 / 1000.0 - seconds).abs() < 1e-9,
+        "{reference:#}"
+    );
     let settings = &report["settings"];
     for key in ["in_flight", "prefetch", "db_pool", "latency_ms"] {
         assert!(settings[key].as_u64().is_some(), "setting `{key}` missing");
@@ -100,10 +117,24 @@ fn a_small_run_reports_every_figure_and_cleans_up() {
         "a worker of this run is still running: {}",
         String::from_utf8_lossy(&workers.stdout)
     );
+    // Its argument list names the run's reference queue.
+    let loops = Command::new("pgrep")
+        .args([
+            "-f",
+            &format!("bench-reference-loop --queue bench.{run_id}."),
+        ])
+        .output()
+        .expect("pgrep");
+    assert!(
+        loops.stdout.is_empty(),
+        "a reference loop of this run is still running: {}",
+        String::from_utf8_lossy(&loops.stdout)
+    );
 }
 
 /// `--loads`: a saturated run, a paced run with the reference loop paced
-/// alike, and a run on a pre-filled database, compared in one table.
+/// alike, and a run on a pre-filled database, compared in one table; the
+/// reference loop on one thread (`--reference-runtime current-thread`).
 #[test]
 fn loads_compare_paced_runs_with_saturation_and_the_paced_reference() {
     let out = Command::new(env!("CARGO_BIN_EXE_backoffice-worker"))
@@ -118,6 +149,8 @@ fn loads_compare_paced_runs_with_saturation_and_the_paced_reference() {
             "--prefill",
             "3000",
             "--reference",
+            "--reference-runtime",
+            "current-thread",
             "--json",
         ])
         .env_remove("AMQP_URL")
@@ -161,6 +194,26 @@ fn loads_compare_paced_runs_with_saturation_and_the_paced_reference() {
         80
     );
     assert!(rows[0]["ratio_to_reference"].as_f64().is_some());
+    // The floor's own CPU per command in every run, and the ratios built on it.
+    for row in rows {
+        for key in [
+            "reference_cpu_ms_per_command",
+            "reference_cpu_vs_saturated",
+            "cpu_vs_reference",
+        ] {
+            assert!(
+                row[key].as_f64().is_some_and(|v| v.is_finite() && v > 0.0),
+                "`{key}` not positive in {row:#}"
+            );
+        }
+    }
+    assert_eq!(rows[0]["reference_cpu_vs_saturated"], 1.0, "{c:#}");
+    for phase in c["phases"].as_array().unwrap() {
+        assert_eq!(
+            phase["report"]["reference"]["runtime"], "current-thread",
+            "{phase:#}"
+        );
+    }
     assert!(rows[2]["throughput_vs_empty"]
         .as_f64()
         .is_some_and(|v| v > 0.0));

@@ -8,7 +8,10 @@
 //! paced alike. The table at the end gives the ratios the efficiency
 //! targets are written in: CPU per command against saturation, latency over
 //! the gateway against the paced reference, and saturated throughput on the
-//! pre-filled database against the empty one. Absolute figures drift
+//! pre-filled database against the empty one. A second table sets the
+//! worker's CPU per command beside the reference loop's (each measured as a
+//! process of its own): the loop's against its own saturated figure, and
+//! the worker's against the loop's at the same load. Absolute figures drift
 //! between machines and within a session; these ratios come from one run.
 
 use std::fmt::Write as _;
@@ -34,6 +37,14 @@ pub struct Row {
     pub cpu_ms_per_command: f64,
     /// CPU per command divided by the saturated run's.
     pub cpu_vs_saturated: Option<f64>,
+    /// The reference loop's own CPU per command in this run (`--reference`).
+    pub reference_cpu_ms_per_command: Option<f64>,
+    /// The reference loop's CPU per command divided by its own in the
+    /// saturated run: what light load costs the floor itself.
+    pub reference_cpu_vs_saturated: Option<f64>,
+    /// The worker's CPU per command divided by the reference loop's in the
+    /// same run (the same load).
+    pub cpu_vs_reference: Option<f64>,
     pub over_gateway_p50_ms: Option<f64>,
     pub over_gateway_p99_ms: Option<f64>,
     pub reference_p50_ms: Option<f64>,
@@ -111,11 +122,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 pub fn compare(phases: Vec<Phase>) -> Comparison {
     let saturated = phases.first().map(|p| &p.report);
+    let saturated_reference_cpu = saturated
+        .and_then(|s| s.reference.as_ref())
+        .map(|x| x.cpu_ms_per_command);
     let rows = phases
         .iter()
         .map(|phase| {
             let r = &phase.report;
             let reference_latency = r.reference.as_ref().and_then(|x| x.latency);
+            let reference_cpu = r.reference.as_ref().map(|x| x.cpu_ms_per_command);
             let over = r.over_gateway;
             let paced = r.settings.rate.is_some();
             Row {
@@ -124,6 +139,12 @@ pub fn compare(phases: Vec<Phase>) -> Comparison {
                 cpu_ms_per_command: r.worker_cpu_ms_per_command,
                 cpu_vs_saturated: saturated
                     .map(|s| r.worker_cpu_ms_per_command / s.worker_cpu_ms_per_command.max(1e-9)),
+                reference_cpu_ms_per_command: reference_cpu,
+                reference_cpu_vs_saturated: reference_cpu
+                    .zip(saturated_reference_cpu)
+                    .map(|(here, sat)| here / sat.max(1e-9)),
+                cpu_vs_reference: reference_cpu
+                    .map(|here| r.worker_cpu_ms_per_command / here.max(1e-9)),
                 over_gateway_p50_ms: over.map(|o| o.p50_ms),
                 over_gateway_p99_ms: over.map(|o| o.p99_ms),
                 reference_p50_ms: reference_latency.map(|l| l.p50_ms),
@@ -148,10 +169,6 @@ pub fn compare(phases: Vec<Phase>) -> Comparison {
 
 pub fn to_text(c: &Comparison) -> String {
     let mut t = String::new();
-    let f = |v: Option<f64>, digits: usize| match v {
-        Some(v) => format!("{v:.digits$}"),
-        None => "-".into(),
-    };
     let _ = writeln!(
         t,
         "=== comparison (one invocation; ratios are what to quote)"
@@ -180,15 +197,15 @@ pub fn to_text(c: &Comparison) -> String {
             r.name,
             r.commands_per_sec,
             r.cpu_ms_per_command,
-            f(r.cpu_vs_saturated, 2),
-            f(r.over_gateway_p50_ms, 1),
-            f(r.over_gateway_p99_ms, 1),
-            f(r.reference_p50_ms, 1),
-            f(r.reference_p99_ms, 1),
-            f(r.p50_vs_reference, 2),
-            f(r.p99_vs_reference, 2),
-            f(r.ratio_to_reference, 2),
-            f(r.throughput_vs_empty, 2),
+            opt(r.cpu_vs_saturated, 2),
+            opt(r.over_gateway_p50_ms, 1),
+            opt(r.over_gateway_p99_ms, 1),
+            opt(r.reference_p50_ms, 1),
+            opt(r.reference_p99_ms, 1),
+            opt(r.p50_vs_reference, 2),
+            opt(r.p99_vs_reference, 2),
+            opt(r.ratio_to_reference, 2),
+            opt(r.throughput_vs_empty, 2),
             r.peak_rss_mib
         );
     }
@@ -198,7 +215,53 @@ pub fn to_text(c: &Comparison) -> String {
          the reference loop's latency paced alike; x ref: throughput / the reference loop's; \
          x empty: throughput / the first (empty database) saturated run's"
     );
+    if c.rows
+        .iter()
+        .any(|r| r.reference_cpu_ms_per_command.is_some())
+    {
+        write_cpu_table(&mut t, c);
+    }
     t
+}
+
+/// A figure, or `-` where it was not measured.
+fn opt(v: Option<f64>, digits: usize) -> String {
+    match v {
+        Some(v) => format!("{v:.digits$}"),
+        None => "-".into(),
+    }
+}
+
+/// The worker's CPU per command beside the reference loop's, each against
+/// its own saturated figure, and the worker's against the loop's at the
+/// same load: how much of the worker's light-load cost the floor has too.
+fn write_cpu_table(t: &mut String, c: &Comparison) {
+    let _ = writeln!(
+        t,
+        "=== CPU per command: the worker and the reference loop (each its own process)"
+    );
+    let _ = writeln!(
+        t,
+        "{:<28} {:>10} {:>7} {:>10} {:>8} {:>10}",
+        "run", "worker ms", "xsat", "ref ms", "ref xsat", "worker/ref"
+    );
+    for r in &c.rows {
+        let _ = writeln!(
+            t,
+            "{:<28} {:>10.3} {:>7} {:>10} {:>8} {:>10}",
+            r.name,
+            r.cpu_ms_per_command,
+            opt(r.cpu_vs_saturated, 2),
+            opt(r.reference_cpu_ms_per_command, 3),
+            opt(r.reference_cpu_vs_saturated, 2),
+            opt(r.cpu_vs_reference, 2),
+        );
+    }
+    let _ = writeln!(
+        t,
+        "ref xsat: the reference loop's CPU per command / its own in the saturated run; \
+         worker/ref: the worker's CPU per command / the reference loop's in the same run"
+    );
 }
 
 #[cfg(test)]
@@ -206,6 +269,7 @@ mod tests {
     use super::*;
     use crate::bench::measure::LatencySummary;
     use crate::bench::reference::ReferenceResult;
+    use crate::bench::reference_loop::LoopRuntime;
 
     fn latency(p50: f64, p99: f64) -> Option<LatencySummary> {
         Some(LatencySummary {
@@ -234,6 +298,10 @@ mod tests {
             pool: 16,
             rate: Some(100.0),
             latency: latency(4.0, 6.0),
+            runtime: LoopRuntime::MultiThread,
+            cpu_seconds: 0.1,
+            cpu_ms_per_command: 1.0,
+            peak_rss_mib: 20.0,
         });
         let mut prefilled = saturated.clone();
         prefilled.commands_per_sec = 2850.0;
@@ -257,8 +325,21 @@ mod tests {
         assert_eq!(row.p99_vs_reference, Some(2.0));
         assert_eq!(row.throughput_vs_empty, None);
         assert_eq!(c.rows[2].throughput_vs_empty, Some(0.95));
+        // The floor's CPU: 1.0 ms paced against 0.25 ms saturated (the sample's).
+        assert_eq!(row.reference_cpu_ms_per_command, Some(1.0));
+        assert_eq!(row.reference_cpu_vs_saturated, Some(4.0));
+        assert_eq!(row.cpu_vs_reference, Some(0.75));
+        assert_eq!(c.rows[0].reference_cpu_vs_saturated, Some(1.0));
+        assert_eq!(c.rows[0].cpu_vs_reference, Some(2.0));
         let text = to_text(&c);
         assert!(text.contains("100/s"), "{text}");
         assert!(text.contains("0.95"), "{text}");
+        assert!(text.contains("ref xsat"), "{text}");
+        assert!(text.contains("4.00"), "{text}");
+        let mut none = c.clone();
+        for row in &mut none.rows {
+            row.reference_cpu_ms_per_command = None;
+        }
+        assert!(!to_text(&none).contains("ref xsat"));
     }
 }

@@ -7,7 +7,8 @@
 //! (confirmed, windowed or paced publishing), [`child`] (the worker process,
 //! its config and its guard), [`measure`] (percentiles, `/proc` CPU and
 //! memory), [`pgcount`] (the round-trip counting proxy), [`reference`] (the
-//! machine's floor: a bare loop doing only the durable steps), [`report`],
+//! machine's floor: a bare loop doing only the durable steps) and
+//! [`reference_loop`] (that loop's own process, so its CPU is its own), [`report`],
 //! [`loads`] (several runs compared: saturated, paced, pre-filled) and
 //! [`prefill`] (months of finished commands, generated in the database).
 //!
@@ -20,6 +21,7 @@ pub mod pgcount;
 pub mod prefill;
 pub mod publish;
 pub mod reference;
+pub mod reference_loop;
 pub mod report;
 pub mod workload;
 
@@ -49,6 +51,7 @@ const REPLAY_GRACE: Duration = Duration::from_secs(5);
 #[command(after_help = "Examples:
   backoffice-worker bench
   backoffice-worker bench --commands 5000 --reference
+  backoffice-worker bench --commands 20000 --loads 30,100,300 --load-seconds 15s --reference
   backoffice-worker bench --commands 20000 --latency 300ms --in-flight 4000 --prefetch 2000
   backoffice-worker bench --rate 500 --count-round-trips --json
 
@@ -78,6 +81,11 @@ pub struct BenchArgs {
     /// First measure this machine's floor with a bare consume/insert/update/publish/ack loop.
     #[arg(long)]
     pub reference: bool,
+    /// The tokio runtime of the reference loop's process: the worker's
+    /// (multi-thread), or one thread, to see what hand-overs between
+    /// threads cost the floor at light load.
+    #[arg(long, value_enum, default_value_t = reference_loop::LoopRuntime::MultiThread)]
+    pub reference_runtime: reference_loop::LoopRuntime,
     /// Count the worker's PostgreSQL round trips through a counting proxy.
     #[arg(long)]
     pub count_round_trips: bool,

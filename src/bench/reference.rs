@@ -10,30 +10,36 @@
 //! a pool of the worker's size, so the worker's throughput divided by this
 //! one says how much of the floor the worker reaches.
 //!
+//! The loop runs in a child process of its own ([`super::reference_loop`]),
+//! so that its CPU time per message is measured from `/proc` as the
+//! worker's is: the floor's CPU per command at a load, against which the
+//! worker's at the same load is set. This module is the bench's side: the
+//! queue, the publisher and the event consumer.
+//!
 //! Paced (`--rate`), the messages are published at that rate while the loop
 //! runs, and each one's latency (publish to its event reaching a consumer,
 //! the same two hops the worker's latency has) is the floor of latency at
 //! that load: what the worker's "over gateway" latency is compared with.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection};
+use lapin::{Channel, Connection};
 use serde::Serialize;
-use sqlx::postgres::PgPoolOptions;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 
-use super::measure::LatencySummary;
+use super::measure::{LatencySummary, Proc};
 use super::publish::{publish, Pace, CONFIRM_WINDOW};
+use super::reference_loop::{LoopArgs, LoopChild, LoopRuntime};
+use super::STOP_GRACE;
 use crate::broker::consume_all;
+
+/// How long the loop's process may take to connect, and then to consume.
+const LOOP_START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What the reference loop achieved.
 #[derive(Debug, Clone, Serialize)]
@@ -47,17 +53,26 @@ pub struct ReferenceResult {
     pub rate: Option<f64>,
     /// Publish to event, when paced (a burst's latency is its queueing).
     pub latency: Option<LatencySummary>,
+    /// The tokio runtime the loop's process ran on.
+    pub runtime: LoopRuntime,
+    /// The loop's process, from just before it consumed to its last ack.
+    pub cpu_seconds: f64,
+    pub cpu_ms_per_command: f64,
+    pub peak_rss_mib: f64,
 }
 
 pub struct ReferenceSettings<'a> {
     /// `bench.<uuid>`: the queue and exchange names are derived from it.
     pub prefix: &'a str,
+    /// For the loop's process; the bench's own connection is passed apart.
+    pub amqp_url: &'a str,
     pub database_url: &'a str,
     pub concurrency: usize,
     pub pool: u32,
     pub prefetch: u16,
     /// Publish at this rate while the loop runs, and measure latency.
     pub rate: Option<f64>,
+    pub runtime: LoopRuntime,
 }
 
 /// Runs the loop over `bodies` (one message each) and removes its queue and
@@ -81,6 +96,13 @@ pub async fn run(
     result
 }
 
+/// What the loop's process measured of itself and what `/proc` said of it.
+struct Looped {
+    seconds: f64,
+    cpu: Duration,
+    peak_rss: u64,
+}
+
 async fn run_on(
     amqp: &Connection,
     admin: &Channel,
@@ -91,51 +113,36 @@ async fn run_on(
 ) -> anyhow::Result<ReferenceResult> {
     declare(admin, queue, exchange).await?;
     let mut sink = Sink::start(amqp, exchange, bodies).await?;
-    let publishing = start_publishing(amqp, queue, bodies, settings.rate).await?;
     // Unpaced: published first, as fast as confirms allow, then consumed
     // (throughput). Paced: consumed while they are published (latency).
-    let mut publishing = Some(publishing);
     let mut published = None;
     if settings.rate.is_none() {
-        let done = publishing.take().expect("not taken yet");
-        published = Some(published_by(done).await?);
-    }
-    let pool = open_pool(settings).await?;
-    let consume_channel = amqp.create_channel().await?;
-    consume_channel
-        .basic_qos(settings.prefetch, BasicQosOptions::default())
-        .await?;
-    let events = amqp.create_channel().await?;
-    events
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    let started = Instant::now();
-    let consumer = consume_channel
-        .basic_consume(
-            queue.into(),
-            "bench-reference".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    let looped = Looped {
-        pool: &pool,
-        events: &events,
-        exchange,
-        concurrency: settings.concurrency,
-        total: bodies.len(),
-    };
-    looped.run(consumer).await?;
-    let elapsed = started.elapsed();
-    if let Some(publishing) = publishing {
+        let publishing = start_publishing(amqp, queue, bodies, None).await?;
         published = Some(published_by(publishing).await?);
     }
-    let published = published.expect("awaited above");
+    let mut child = LoopChild::spawn(&LoopArgs {
+        amqp_url: settings.amqp_url.to_string(),
+        database_url: settings.database_url.to_string(),
+        queue: queue.to_string(),
+        exchange: exchange.to_string(),
+        messages: bodies.len(),
+        concurrency: settings.concurrency,
+        pool: settings.pool,
+        prefetch: settings.prefetch,
+        runtime: settings.runtime,
+    })?;
+    let looped = drive(&mut child, amqp, queue, settings, bodies, &mut published).await;
+    // Stopped whatever happened: cleanly after its last ack, at once after
+    // a failure (it would not be reading its stdin).
+    let stopped = match &looped {
+        Ok(_) => child.stop(STOP_GRACE).await,
+        Err(_) => child.kill().await,
+    };
+    let looped = looped?;
+    stopped?;
+    let published = published.expect("awaited by drive");
     let arrived = sink.arrivals(&published, bodies.len()).await;
-    let _ = consume_channel.close(200, "reference done".into()).await;
     sink.stop().await;
-    pool.close().await;
-    let seconds = elapsed.as_secs_f64();
     let latency = settings.rate.and_then(|_| {
         LatencySummary::from_samples(
             published
@@ -145,14 +152,63 @@ async fn run_on(
                 .collect(),
         )
     });
+    let n = bodies.len();
     Ok(ReferenceResult {
-        commands: bodies.len(),
-        seconds,
-        commands_per_sec: bodies.len() as f64 / seconds.max(f64::EPSILON),
+        commands: n,
+        seconds: looped.seconds,
+        commands_per_sec: n as f64 / looped.seconds.max(f64::EPSILON),
         concurrency: settings.concurrency,
         pool: settings.pool,
         rate: settings.rate,
         latency,
+        runtime: settings.runtime,
+        cpu_seconds: looped.cpu.as_secs_f64(),
+        cpu_ms_per_command: looped.cpu.as_secs_f64() * 1000.0 / n.max(1) as f64,
+        peak_rss_mib: looped.peak_rss as f64 / (1024.0 * 1024.0),
+    })
+}
+
+/// Lets the loop's process consume, paces the messages to it when asked,
+/// and reads its CPU time from just before it consumes to its last ack
+/// (its connecting and its table are not the loop's cost, as the worker's
+/// start-up is not counted in its CPU per command).
+async fn drive(
+    child: &mut LoopChild,
+    amqp: &Connection,
+    queue: &str,
+    settings: &ReferenceSettings<'_>,
+    bodies: &[Vec<u8>],
+    published: &mut Option<Vec<Option<Instant>>>,
+) -> anyhow::Result<Looped> {
+    child.expect("ready", LOOP_START_TIMEOUT).await?;
+    let proc: Proc = child.proc();
+    let cpu_before = proc.cpu()?;
+    child.go().await?;
+    child.expect("consuming", LOOP_START_TIMEOUT).await?;
+    let publishing = match settings.rate {
+        Some(rate) => Some(start_publishing(amqp, queue, bodies, Some(rate)).await?),
+        None => None,
+    };
+    let n = bodies.len() as f64;
+    let within = Duration::from_secs_f64(120.0 + 0.02 * n + settings.rate.map_or(0.0, |r| n / r));
+    let said = child.expect("done", within).await;
+    // Read before anything else can fail: the process exits once stopped.
+    let cpu = proc.cpu().map(|after| after.saturating_sub(cpu_before));
+    let peak_rss = proc.peak_rss();
+    if let Some(publishing) = publishing {
+        if said.is_err() {
+            publishing.abort();
+        } else {
+            *published = Some(published_by(publishing).await?);
+        }
+    }
+    let seconds: f64 = said?
+        .parse()
+        .context("the reference loop's `done` without its seconds")?;
+    Ok(Looped {
+        seconds,
+        cpu: cpu?,
+        peak_rss: peak_rss?,
     })
 }
 
@@ -273,121 +329,6 @@ async fn published_by(publishing: Publishing) -> anyhow::Result<Vec<Option<Insta
         .await
         .context("the reference publisher panicked")?
         .context("publishing the reference messages")
-}
-
-/// A pool of the worker's size, and the loop's table.
-async fn open_pool(settings: &ReferenceSettings<'_>) -> anyhow::Result<sqlx::PgPool> {
-    let pool = PgPoolOptions::new()
-        .max_connections(settings.pool)
-        .acquire_timeout(Duration::from_secs(30))
-        .connect_with(crate::store::connect_options(settings.database_url)?)
-        .await
-        .context("connecting the reference pool")?;
-    sqlx::query(
-        "CREATE TABLE bench_reference (
-             id         text PRIMARY KEY,
-             body       jsonb NOT NULL,
-             outcome    text,
-             created_at timestamptz NOT NULL DEFAULT now(),
-             updated_at timestamptz
-         )",
-    )
-    .execute(&pool)
-    .await
-    .context("creating the reference table")?;
-    Ok(pool)
-}
-
-/// The loop itself: what each message's task needs.
-struct Looped<'a> {
-    pool: &'a sqlx::PgPool,
-    events: &'a Channel,
-    exchange: &'a str,
-    concurrency: usize,
-    total: usize,
-}
-
-impl Looped<'_> {
-    /// Consumes `total` messages, each in a task of its own under the
-    /// concurrency cap, and waits for every task.
-    async fn run(&self, mut consumer: lapin::Consumer) -> anyhow::Result<()> {
-        let permits = Arc::new(Semaphore::new(self.concurrency.max(1)));
-        let mut tasks = JoinSet::new();
-        let mut received = 0usize;
-        while received < self.total {
-            // As the worker does: a permit first, then the next delivery.
-            let permit = permits.clone().acquire_owned().await?;
-            let delivery =
-                match tokio::time::timeout(Duration::from_secs(60), consumer.next()).await {
-                    Ok(Some(delivery)) => delivery?,
-                    Ok(None) => anyhow::bail!("the reference consumer was cancelled"),
-                    Err(_) => anyhow::bail!(
-                        "no reference message for 60 s after {received} of {}",
-                        self.total
-                    ),
-                };
-            received += 1;
-            let (pool, events, exchange) = (
-                self.pool.clone(),
-                self.events.clone(),
-                self.exchange.to_string(),
-            );
-            tasks.spawn(async move {
-                let _permit = permit;
-                one(delivery, &pool, &events, &exchange).await
-            });
-            // Reap finished tasks as we go, so an error stops the loop early.
-            while let Some(done) = tasks.try_join_next() {
-                done.context("reference task panicked")??;
-            }
-        }
-        while let Some(done) = tasks.join_next().await {
-            done.context("reference task panicked")??;
-        }
-        Ok(())
-    }
-}
-
-/// One message: INSERT, UPDATE, a confirmed event, then the ack.
-async fn one(
-    delivery: lapin::message::Delivery,
-    pool: &sqlx::PgPool,
-    events: &Channel,
-    exchange: &str,
-) -> anyhow::Result<()> {
-    let body: serde_json::Value = serde_json::from_slice(&delivery.data)?;
-    let id = body["id"]
-        .as_str()
-        .context("reference message without id")?;
-    sqlx::query("INSERT INTO bench_reference (id, body) VALUES ($1, $2)")
-        .bind(id)
-        .bind(&body)
-        .execute(pool)
-        .await?;
-    sqlx::query(
-        "UPDATE bench_reference SET outcome = 'succeeded', updated_at = now() WHERE id = $1",
-    )
-    .bind(id)
-    .execute(pool)
-    .await?;
-    let event = serde_json::to_vec(&serde_json::json!({
-        "command_id": id, "outcome": "succeeded", "replayed": false,
-    }))?;
-    let confirm = events
-        .basic_publish(
-            exchange.into(),
-            "reference.event.succeeded".into(),
-            BasicPublishOptions::default(),
-            &event,
-            BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_content_type("application/json".into()),
-        )
-        .await?
-        .await?;
-    anyhow::ensure!(confirm.is_ack(), "the broker refused a reference event");
-    delivery.ack(BasicAckOptions::default()).await?;
-    Ok(())
 }
 
 /// The id a reference message or event carries (`id` in a command,

@@ -189,6 +189,15 @@ impl Report {
                 "reference:     {:.1} commands/s ({} messages in {:.3} s, concurrency {}, pool {})",
                 r.commands_per_sec, r.commands, r.seconds, r.concurrency, r.pool
             );
+            let _ = writeln!(
+                t,
+                "ref CPU:       {:.3} ms per command ({:.3} s, {} runtime, {:.1} MiB peak RSS); the worker's is {:.2}x",
+                r.cpu_ms_per_command,
+                r.cpu_seconds,
+                r.runtime.name(),
+                r.peak_rss_mib,
+                self.worker_cpu_ms_per_command / r.cpu_ms_per_command.max(1e-9)
+            );
         }
         if let Some(l) = self.reference.as_ref().and_then(|r| r.latency) {
             let _ = writeln!(
@@ -263,6 +272,10 @@ pub(crate) mod tests {
                 pool: 16,
                 rate: None,
                 latency: None,
+                runtime: crate::bench::reference_loop::LoopRuntime::MultiThread,
+                cpu_seconds: 0.075,
+                cpu_ms_per_command: 0.25,
+                peak_rss_mib: 30.0,
             }),
             ratio_to_reference: Some(0.333),
             notes: vec!["a note".into()],
@@ -286,6 +299,7 @@ pub(crate) mod tests {
             "pg commits:    1500 (5.00 per command)",
             "round trips:   4500 (15.00 per command)",
             "reference:     600.0 commands/s",
+            "ref CPU:       0.250 ms per command (0.075 s, multi-thread runtime, 30.0 MiB peak RSS); the worker's is 12.00x",
             "ratio:         0.33",
             "note: a note",
         ] {
@@ -303,6 +317,7 @@ pub(crate) mod tests {
         let text = report.to_text();
         assert!(!text.contains("round trips"));
         assert!(!text.contains("reference:"));
+        assert!(!text.contains("ref CPU:"));
         assert!(!text.contains("ratio:"));
         let json = serde_json::to_value(&report).unwrap();
         assert!(json["ratio_to_reference"].is_null());

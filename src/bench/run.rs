@@ -78,7 +78,7 @@ pub(super) async fn bench(args: &BenchArgs, env: &mut Env) -> anyhow::Result<Rep
 
     // The floor, before the worker exists.
     let reference = if args.reference {
-        Some(run_reference(amqp, args, &names, &db_url, knobs, &workload).await?)
+        Some(run_reference(amqp, &amqp_url, args, &names, &db_url, knobs, &workload).await?)
     } else {
         None
     };
@@ -258,6 +258,7 @@ async fn start_simulator(args: &BenchArgs) -> anyhow::Result<RunningSimulator> {
 /// The bare loop over the workload's bodies, with the worker's knobs.
 async fn run_reference(
     amqp: &Connection,
+    amqp_url: &str,
     args: &BenchArgs,
     names: &Names,
     db_url: &Url,
@@ -267,17 +268,20 @@ async fn run_reference(
     let concurrency = knobs.max_in_flight.min(knobs.prefetch as usize);
     let settings = reference::ReferenceSettings {
         prefix: &names.prefix,
+        amqp_url,
         database_url: db_url.as_str(),
         concurrency,
         pool: knobs.db_pool,
         prefetch: knobs.prefetch,
         rate: args.rate,
+        runtime: args.reference_runtime,
     };
     let bodies: Vec<Vec<u8>> = workload.commands.iter().map(|c| c.body.clone()).collect();
     eprintln!(
-        "reference loop: {} messages, concurrency {concurrency}, pool {}",
+        "reference loop: {} messages, concurrency {concurrency}, pool {}, {} runtime",
         bodies.len(),
-        knobs.db_pool
+        knobs.db_pool,
+        args.reference_runtime.name()
     );
     reference::run(amqp, &settings, &bodies)
         .await
