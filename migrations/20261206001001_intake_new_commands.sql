@@ -36,7 +36,11 @@ DECLARE
     v_granted text[];
     v_inserted integer;
 BEGIN
-    IF EXISTS (SELECT 1 FROM commands WHERE id = ANY (p_ids)) THEN
+    -- One lookup by primary key per id (LATERAL, LIMIT: never pulled up
+    -- into a join): `id = ANY (p_ids)` got a generic plan made while the
+    -- table was nearly empty, a sequential scan, kept as it grew.
+    IF EXISTS (SELECT 1 FROM UNNEST(p_ids) AS u(id)
+                CROSS JOIN LATERAL (SELECT 1 FROM commands c WHERE c.id = u.id LIMIT 1) x) THEN
         RETURN;
     END IF;
 
