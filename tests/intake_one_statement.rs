@@ -211,3 +211,49 @@ async fn an_id_stored_meanwhile_undoes_the_whole_statement() {
     drop(other);
     env.cleanup().await;
 }
+
+/// The worker's sessions use generic plans (`store::SESSION_SETTINGS`), the
+/// function's statements included: made on an empty table, none may be a
+/// sequential scan, which would read every row once the table has grown.
+/// (Counted in the transaction's own statistics: `EXPLAIN` cannot see inside
+/// a function.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn its_plans_made_on_an_empty_database_scan_no_table() {
+    use backoffice_worker::config::DatabaseSettings;
+    use backoffice_worker::store::Store;
+    use secrecy::SecretString;
+
+    let env = TestEnv::new("intake-one-plans").await;
+    let store = Store::connect_lazy(&DatabaseSettings {
+        url: SecretString::from(env.db_url.clone()),
+        max_connections: 1,
+        statement_timeout: backoffice_worker::config::DEFAULT_STATEMENT_TIMEOUT,
+    })
+    .unwrap();
+    let mut conn = store.pool().acquire().await.unwrap();
+    let owner = Uuid::new_v4();
+    for round in 0..3 {
+        let ids = [format!("a{round}"), format!("b{round}")];
+        let rows = [command(&ids[0], "p"), command(&ids[1], &ids[1])];
+        let rows: Vec<&NewCommand> = rows.iter().collect();
+        let claims = [claim(&ids[0], "p"), claim(&ids[1], &ids[1])];
+        let intents = [intent(&ids[0]), intent(&ids[1])];
+        let mut tx = conn.begin().await.unwrap();
+        let taken = commands::intake_new(&mut tx, &rows, owner, LEASE, RECHECK, &claims, &intents)
+            .await
+            .unwrap();
+        assert_eq!(taken.map(|t| t.len()), Some(2));
+        let scans: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(sum(seq_scan), 0)::int8 FROM pg_stat_xact_user_tables
+              WHERE relname IN ('commands', 'payment_leases', 'attempts')",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+        assert_eq!(scans, 0, "round {round}: a sequential scan");
+        tx.commit().await.unwrap();
+    }
+    drop(conn);
+    store.close().await;
+    env.cleanup().await;
+}
