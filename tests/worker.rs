@@ -10,6 +10,7 @@ mod common;
 mod gateway_support;
 
 mod hostile_intake;
+mod intake_one_statement;
 mod listeners;
 mod plans;
 mod relay_resilience;

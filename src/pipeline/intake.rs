@@ -49,6 +49,9 @@ pub async fn accept_batch(
         .iter()
         .map(|item| prepare(item, &worker.topology, &worker.accounts))
         .collect();
+    if let Some(results) = accept_new(worker, &prepared).await? {
+        return Ok(results);
+    }
     let mut tx = worker.store.pool().begin().await?;
     let fast = fast_path(worker, &mut tx, &prepared).await?;
     let mut results = Vec::with_capacity(items.len());
@@ -71,6 +74,63 @@ pub async fn accept_batch(
     tx.commit().await?;
     after_commit(worker, &prepared, &fast.deferred, &rejected, replays).await;
     Ok(results)
+}
+
+/// The common batch, all new valid commands with distinct ids, in one
+/// round trip ([`commands::intake_new`]) instead of a transaction of six:
+/// the same rows written, the same leases claimed, the same recovery
+/// points recorded as [`fast_path`] writes, committed by the one statement
+/// before this returns (the caller acks after). `None` when the batch is
+/// not of that kind, or an id in it exists after all: nothing was written,
+/// and [`accept_batch`] stores it in a transaction, whose slow path deals
+/// with duplicates (a redelivery of a command committed but not acked among
+/// them), rejections and replays.
+async fn accept_new(
+    worker: &super::Worker,
+    prepared: &[Prepared],
+) -> Result<Option<Vec<Accepted>>, StoreError> {
+    let mut ids = HashSet::with_capacity(prepared.len());
+    if !prepared
+        .iter()
+        .all(|(validated, row)| validated.is_ok() && ids.insert(row.id.clone()))
+    {
+        return Ok(None);
+    }
+    let (owner, lease) = (worker.owner, worker.settings.lease);
+    let rows: Vec<&NewCommand> = prepared.iter().map(|(_, row)| row).collect();
+    let (jobs, claims) = first_of_each_payment(worker, prepared, &ids);
+    let intents = immediate_intents(&jobs, None);
+    let mut conn = worker.store.pool().acquire().await?;
+    let recheck = super::BUSY_PAYMENT_RECHECK;
+    let Some(taken) =
+        commands::intake_new(&mut conn, &rows, owner, lease, recheck, &claims, &intents).await?
+    else {
+        return Ok(None);
+    };
+    drop(conn);
+    let granted: HashSet<String> = taken
+        .iter()
+        .filter(|(_, t)| t.granted)
+        .map(|(id, _)| id.clone())
+        .collect();
+    let started: HashMap<String, (i32, i64)> = taken
+        .iter()
+        .filter_map(|(id, t)| t.started.map(|s| (id.clone(), s)))
+        .collect();
+    let deferred: Vec<String> = rows
+        .iter()
+        .filter(|row| !granted.contains(&row.id))
+        .map(|row| row.id.clone())
+        .collect();
+    let results = jobs
+        .into_iter()
+        .map(|job| match job {
+            Some(job) => run_or_wait(job, &granted, &started),
+            None => Accepted::Done,
+        })
+        .collect();
+    after_commit(worker, prepared, &deferred, &[], 0).await;
+    Ok(Some(results))
 }
 
 /// What the fast path did with a batch's new valid commands.
@@ -125,7 +185,7 @@ async fn fast_path(
         .map(|job| job.row.id.clone())
         .collect();
     commands::defer_many(&mut *tx, &deferred, owner, super::BUSY_PAYMENT_RECHECK).await?;
-    let immediate = immediate_intents(&jobs, &granted);
+    let immediate = immediate_intents(&jobs, Some(&granted));
     let started = commands::record_intents(&mut *tx, owner, &immediate, &[]).await?;
     Ok(FastPath {
         jobs,
@@ -171,13 +231,16 @@ fn first_of_each_payment(
 
 /// The recovery point of the first attempt, for the jobs that can call at
 /// once: their payment granted, and no before-snapshot to take first.
+/// `granted: None` (the one-statement fast path, which claims and records
+/// together): every job that needs no before-snapshot, recorded by the
+/// statement only for those it grants.
 fn immediate_intents<'a>(
     jobs: &'a [Option<super::Job>],
-    granted: &HashSet<String>,
+    granted: Option<&HashSet<String>>,
 ) -> Vec<commands::Intent<'a>> {
     jobs.iter()
         .flatten()
-        .filter(|job| granted.contains(&job.row.id))
+        .filter(|job| granted.is_none_or(|granted| granted.contains(&job.row.id)))
         .filter(|job| {
             let op = job.valid.request.operation();
             !(op.has_side_effect() && job.valid.gateway.snapshot_before(op))

@@ -19,7 +19,8 @@ pub use super::leases::{
     claim_payment, claim_payments, release_payment, wake_if_payment_free, PaymentClaim, PaymentKey,
 };
 pub use super::stages::{
-    conclude_many, record_intents, Concluded, ConcludedBatch, Decision, Intent, Outgoing, Replays,
+    conclude_many, intake_new, record_intents, Concluded, ConcludedBatch, Decision, Intent,
+    Outgoing, Replays, Taken,
 };
 
 /// A command as first stored.

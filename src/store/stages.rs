@@ -1,14 +1,16 @@
-//! The batch writers' statements: each writes a whole pipeline stage for
-//! many commands in one statement (and one round trip in autocommit), across
-//! `attempts`, `commands`, `payment_leases` and `outbox`.
+//! The batch writers' statements, and intake's for a batch of new commands:
+//! each writes a whole pipeline stage for many commands in one statement
+//! (and one round trip in autocommit), across `attempts`, `commands`,
+//! `payment_leases` and `outbox`.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::attempts::{self, record_ctes, Recorded, Recording};
-use super::commands::secs;
+use super::commands::{secs, NewCommand};
 use super::leases::PaymentClaim;
 use super::StoreError;
 
@@ -341,4 +343,108 @@ pub async fn record_intents(
         .into_iter()
         .map(|(id, attempt_no, row)| (id, (attempt_no, row)))
         .collect())
+}
+
+/// What [`intake_new`] did with one command of the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taken {
+    /// Its payment's lease was granted: it is leased to the caller. If not,
+    /// it is queued, to be looked at again after the recheck delay or when
+    /// the payment is released.
+    pub granted: bool,
+    /// The attempt number and in-flight attempt row of its first attempt,
+    /// when its recovery point was recorded with it.
+    pub started: Option<(i32, i64)>,
+}
+
+/// The SQLSTATE `intake_new_commands` raises when an id of its batch was
+/// stored by someone else while it ran: nothing of it was committed.
+const STORED_MEANWHILE: &str = "BO001";
+
+/// Intake's fast path in one round trip, in autocommit: a batch of new
+/// commands (distinct ids, all valid) inserted, their payments claimed
+/// (`claims`: one per payment), the commands whose payment is busy queued,
+/// and the recovery point recorded of the granted commands in `intents`.
+/// The function `intake_new_commands` (its migration says why it is safe)
+/// does it all in one statement, so it is committed whole or not at all.
+///
+/// `None`: nothing was done, because an id of the batch exists (a
+/// redelivery, a producer's duplicate): the caller stores the batch in a
+/// transaction that deals with those. `Some(taken)`: one entry per row,
+/// committed when this returns.
+#[allow(clippy::too_many_arguments)]
+pub async fn intake_new(
+    conn: &mut PgConnection,
+    rows: &[&NewCommand],
+    owner: Uuid,
+    lease: Duration,
+    recheck: Duration,
+    claims: &[PaymentClaim],
+    intents: &[Intent<'_>],
+) -> Result<Option<HashMap<String, Taken>>, StoreError> {
+    let col = |f: fn(&NewCommand) -> Option<&str>| rows.iter().map(|r| f(r)).collect::<Vec<_>>();
+    let taken = sqlx::query_as::<_, (String, bool, Option<i32>, Option<i64>)>(
+        "SELECT o_id, o_granted, o_attempt_no, o_in_flight
+           FROM intake_new_commands($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+                                    $15, $16, $17, $18, $19)",
+    )
+    .bind(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.payload.as_str()).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|r| r.fingerprint.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(col(|r| r.gateway.as_deref()))
+    .bind(col(|r| r.account.as_deref()))
+    .bind(col(|r| r.operation.as_deref()))
+    .bind(col(|r| r.payment_id.as_deref()))
+    .bind(rows.iter().map(|r| r.amount_minor).collect::<Vec<_>>())
+    .bind(col(|r| r.currency.as_deref()))
+    .bind(col(|r| r.reply_to.as_deref()))
+    .bind(col(|r| r.correlation_id.as_deref()))
+    .bind(owner)
+    .bind(secs(lease))
+    .bind(secs(recheck))
+    .bind(
+        claims
+            .iter()
+            .map(|c| c.gateway.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        claims
+            .iter()
+            .map(|c| c.payment_key.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        claims
+            .iter()
+            .map(|c| c.command_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(intents.iter().map(|i| i.command_id).collect::<Vec<_>>())
+    .bind(intents.iter().map(|i| i.purpose).collect::<Vec<_>>())
+    .fetch_all(conn)
+    .await;
+    let taken = match taken {
+        Ok(taken) => taken,
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(STORED_MEANWHILE) => {
+            return Ok(None)
+        }
+        Err(error) => return Err(error.into()),
+    };
+    if taken.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(
+        taken
+            .into_iter()
+            .map(|(id, granted, attempt_no, in_flight)| {
+                let started = attempt_no.zip(in_flight);
+                (id, Taken { granted, started })
+            })
+            .collect(),
+    ))
 }

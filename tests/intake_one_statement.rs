@@ -1,0 +1,259 @@
+//! Intake's one-statement fast path (`store::commands::intake_new`, the
+//! function `intake_new_commands`) against the real PostgreSQL: what it
+//! writes for a batch of new commands, and that it writes nothing at all
+//! when an id of the batch exists, even one stored while it runs.
+
+use crate::common;
+
+use std::time::Duration;
+
+use backoffice_worker::store::commands::{self, Intent, NewCommand, PaymentClaim, PaymentKey};
+use common::TestEnv;
+use sqlx::{Connection, PgPool};
+use uuid::Uuid;
+
+const LEASE: Duration = Duration::from_secs(60);
+const RECHECK: Duration = Duration::from_secs(1);
+
+fn command(id: &str, payment: &str) -> NewCommand {
+    NewCommand {
+        id: id.to_string(),
+        payload: format!(r#"{{"id": "{id}"}}"#),
+        fingerprint: format!("fp-{id}"),
+        gateway: Some("paymentz".into()),
+        account: Some("default".into()),
+        operation: Some("capture".into()),
+        payment_id: Some(payment.into()),
+        amount_minor: Some(100),
+        currency: Some("EUR".into()),
+        reply_to: None,
+        correlation_id: None,
+    }
+}
+
+fn claim(id: &str, payment: &str) -> PaymentClaim {
+    PaymentClaim {
+        gateway: "paymentz".into(),
+        payment_key: PaymentKey::from(payment),
+        command_id: id.into(),
+    }
+}
+
+fn intent(id: &str) -> Intent<'_> {
+    Intent {
+        command_id: id,
+        before_snapshot: None,
+        purpose: "capture",
+    }
+}
+
+async fn count(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_new_commands_is_leased_claimed_and_recorded_in_one_statement() {
+    let env = TestEnv::new("intake-one").await;
+    let owner = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO payment_leases VALUES ('paymentz', 'busy', 'elsewhere', $1, now() + interval '1 min')",
+    )
+    .bind(Uuid::new_v4())
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    // a: free payment, calls at once; b: same payment as a, waits;
+    // c: busy payment, waits; d: free, but needs a before-snapshot first.
+    let rows = [
+        command("a", "p1"),
+        command("b", "p1"),
+        command("c", "busy"),
+        command("d", "p2"),
+    ];
+    let rows: Vec<&NewCommand> = rows.iter().collect();
+    let claims = [claim("a", "p1"), claim("c", "busy"), claim("d", "p2")];
+    let intents = [intent("a"), intent("b"), intent("c")];
+    let mut conn = env.pool.acquire().await.unwrap();
+    let taken = commands::intake_new(&mut conn, &rows, owner, LEASE, RECHECK, &claims, &intents)
+        .await
+        .unwrap()
+        .expect("all new: taken");
+    drop(conn);
+
+    assert_eq!(taken.len(), 4);
+    assert!(taken["a"].granted && taken["d"].granted);
+    assert!(!taken["b"].granted && !taken["c"].granted);
+    assert_eq!(taken["a"].started.map(|s| s.0), Some(1));
+    assert_eq!(
+        taken["d"].started, None,
+        "no recovery point without its snapshot"
+    );
+    assert_eq!(taken["b"].started, None, "not granted: no recovery point");
+
+    let states: Vec<(String, String, String, i32, Option<Uuid>, bool)> = sqlx::query_as(
+        "SELECT id, state, phase, attempts, lease_owner, next_run_at > now() FROM commands ORDER BY id",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    let running = |id: &str, phase: &str, attempts| {
+        (
+            id.into(),
+            "running".into(),
+            phase.into(),
+            attempts,
+            Some(owner),
+            false,
+        )
+    };
+    let queued = |id: &str| (id.into(), "queued".into(), "ready".into(), 0, None, true);
+    assert_eq!(
+        states,
+        vec![
+            running("a", "calling", 1),
+            queued("b"),
+            queued("c"),
+            running("d", "ready", 0)
+        ]
+    );
+    let in_flight: (String, i32, i64) = sqlx::query_as(
+        "SELECT command_id, attempt_no, id FROM attempts WHERE status = 'in_flight' AND kind = 'operation'",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(in_flight, ("a".into(), 1, taken["a"].started.unwrap().1));
+    let leases: Vec<(String, String)> =
+        sqlx::query_as("SELECT payment_key, command_id FROM payment_leases ORDER BY payment_key")
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
+    let lease = |k: &str, c: &str| (k.to_string(), c.to_string());
+    assert_eq!(
+        leases,
+        vec![
+            lease("busy", "elsewhere"),
+            lease("p1", "a"),
+            lease("p2", "d")
+        ]
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_with_an_existing_id_writes_nothing() {
+    let env = TestEnv::new("intake-one-dup").await;
+    let owner = Uuid::new_v4();
+    let old = command("old", "p0");
+    let mut conn = env.pool.acquire().await.unwrap();
+    assert!(commands::insert(&mut conn, &old, None).await.unwrap());
+    let rows = [command("new", "p1"), command("old", "p0")];
+    let rows: Vec<&NewCommand> = rows.iter().collect();
+    let claims = [claim("new", "p1"), claim("old", "p0")];
+    let intents = [intent("new"), intent("old")];
+    let taken = commands::intake_new(&mut conn, &rows, owner, LEASE, RECHECK, &claims, &intents)
+        .await
+        .unwrap();
+    drop(conn);
+    assert!(taken.is_none(), "{taken:?}");
+    assert_eq!(count(&env.pool, "SELECT count(*) FROM commands").await, 1);
+    assert_eq!(
+        count(&env.pool, "SELECT count(*) FROM payment_leases").await,
+        0
+    );
+    assert_eq!(count(&env.pool, "SELECT count(*) FROM attempts").await, 0);
+    env.cleanup().await;
+}
+
+/// The id is inserted by another transaction after the function's check:
+/// its insert waits for that transaction, skips the row once it commits,
+/// and the whole statement is undone (leases included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_stored_meanwhile_undoes_the_whole_statement() {
+    let env = TestEnv::new("intake-one-race").await;
+    let owner = Uuid::new_v4();
+    let mut other = env.pool.acquire().await.unwrap();
+    let mut tx = other.begin().await.unwrap();
+    assert!(commands::insert(&mut tx, &command("x", "p9"), None)
+        .await
+        .unwrap());
+
+    let pool = env.pool.clone();
+    let racing = tokio::spawn(async move {
+        let mut conn = pool.acquire().await.unwrap();
+        let rows = [command("y", "p1"), command("x", "p2")];
+        let rows: Vec<&NewCommand> = rows.iter().collect();
+        let claims = [claim("y", "p1"), claim("x", "p2")];
+        let intents = [intent("y"), intent("x")];
+        commands::intake_new(&mut conn, &rows, owner, LEASE, RECHECK, &claims, &intents).await
+    });
+    // Commit only once the function waits on the uncommitted row.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while count(
+        &env.pool,
+        "SELECT count(*) FROM pg_stat_activity
+          WHERE wait_event_type = 'Lock' AND query LIKE '%intake_new_commands%'",
+    )
+    .await
+        == 0
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never waited");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tx.commit().await.unwrap();
+    let taken = racing.await.unwrap().unwrap();
+    assert!(taken.is_none(), "{taken:?}");
+    assert_eq!(count(&env.pool, "SELECT count(*) FROM commands").await, 1);
+    assert_eq!(
+        count(&env.pool, "SELECT count(*) FROM payment_leases").await,
+        0
+    );
+    drop(other);
+    env.cleanup().await;
+}
+
+/// The worker's sessions use generic plans (`store::SESSION_SETTINGS`), the
+/// function's statements included: made on an empty table, none may be a
+/// sequential scan, which would read every row once the table has grown.
+/// (Counted in the transaction's own statistics: `EXPLAIN` cannot see inside
+/// a function.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn its_plans_made_on_an_empty_database_scan_no_table() {
+    use backoffice_worker::config::DatabaseSettings;
+    use backoffice_worker::store::Store;
+    use secrecy::SecretString;
+
+    let env = TestEnv::new("intake-one-plans").await;
+    let store = Store::connect_lazy(&DatabaseSettings {
+        url: SecretString::from(env.db_url.clone()),
+        max_connections: 1,
+        statement_timeout: backoffice_worker::config::DEFAULT_STATEMENT_TIMEOUT,
+    })
+    .unwrap();
+    let mut conn = store.pool().acquire().await.unwrap();
+    let owner = Uuid::new_v4();
+    for round in 0..3 {
+        let ids = [format!("a{round}"), format!("b{round}")];
+        let rows = [command(&ids[0], "p"), command(&ids[1], &ids[1])];
+        let rows: Vec<&NewCommand> = rows.iter().collect();
+        let claims = [claim(&ids[0], "p"), claim(&ids[1], &ids[1])];
+        let intents = [intent(&ids[0]), intent(&ids[1])];
+        let mut tx = conn.begin().await.unwrap();
+        let taken = commands::intake_new(&mut tx, &rows, owner, LEASE, RECHECK, &claims, &intents)
+            .await
+            .unwrap();
+        assert_eq!(taken.map(|t| t.len()), Some(2));
+        let scans: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(sum(seq_scan), 0)::int8 FROM pg_stat_xact_user_tables
+              WHERE relname IN ('commands', 'payment_leases', 'attempts')",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+        assert_eq!(scans, 0, "round {round}: a sequential scan");
+        tx.commit().await.unwrap();
+    }
+    drop(conn);
+    store.close().await;
+    env.cleanup().await;
+}
