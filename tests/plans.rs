@@ -287,6 +287,21 @@ async fn every_statement_on_a_commands_path_keeps_index_plans_made_on_an_empty_d
         .unwrap();
     assert_eq!(mode, "force_generic_plan");
 
+    // Statistics of a table of finished commands (what a long-running
+    // database's ANALYZE sees): no running row, so a partial index of
+    // running commands looks free to scan whole.
+    sqlx::query(
+        "INSERT INTO commands (id, payload, fingerprint, state, outcome)
+         SELECT 'old-' || g, '{}', 'fp', 'done', 'succeeded' FROM generate_series(1, 5000) g",
+    )
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE commands")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+
     run_a_command_through(&mut conn, uuid::Uuid::new_v4()).await;
 
     let prepared: Vec<(String, String, i32)> = sqlx::query_as(
@@ -323,7 +338,14 @@ async fn every_statement_on_a_commands_path_keeps_index_plans_made_on_an_empty_d
         ]
         .iter()
         .any(|t| plan.contains(&format!("Seq Scan on {t}")));
-        if scans_a_table || plan.contains("Hash Join") || plan.contains("Merge Join") {
+        // A lookup by id that an index answers only as a filter reads the
+        // whole index once per row.
+        let id_as_filter = plan.contains("Filter: ((id = ");
+        if scans_a_table
+            || id_as_filter
+            || plan.contains("Hash Join")
+            || plan.contains("Merge Join")
+        {
             bad.push(format!("{sql}\n--- plan:\n{plan}"));
         }
     }
