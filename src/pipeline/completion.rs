@@ -236,7 +236,7 @@ fn outgoing<'a>(sorted: &[&'a Conclusion], routing_keys: &'a [String]) -> Vec<Ou
         .iter()
         .zip(routing_keys)
         .map(|(c, routing_key)| Outgoing {
-            message_id: Uuid::new_v4(),
+            message_id: crate::store::outbox::new_message_id(),
             routing_key,
             reply_to: c.reply_to.as_deref(),
             reply_correlation_id: c.reply_correlation_id.as_deref(),

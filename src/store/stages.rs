@@ -311,9 +311,13 @@ pub async fn record_intents(
          held AS (
             SELECT u.id, u.snapshot, u.purpose
               FROM UNNEST($31::text[], $32::jsonb[], $34::text[]) AS u(id, snapshot, purpose)
+             -- `IS TRUE` (the same test: state is never NULL) keeps the
+             -- planner off commands_stale, the partial index of running
+             -- commands: with statistics of a table of finished commands it
+             -- scanned that index whole, with the id as a filter, per row.
              CROSS JOIN LATERAL (
                    SELECT 1 FROM commands
-                    WHERE id = u.id AND lease_owner = $33 AND state = 'running'
+                    WHERE id = u.id AND lease_owner = $33 AND (state = 'running') IS TRUE
                       FOR UPDATE
                    ) o
              -- The inquiries' rows are inserted first, so that attempt ids

@@ -324,7 +324,7 @@ pub async fn enqueue_event(
         "INSERT INTO outbox (message_id, command_id, exchange, routing_key, body)
          VALUES ($1, NULL, $2, $3, $4::jsonb)",
     )
-    .bind(uuid::Uuid::new_v4())
+    .bind(crate::store::outbox::new_message_id())
     .bind(exchange)
     .bind(routing_key)
     .bind(body.to_string())
