@@ -16,8 +16,9 @@
 //! worker's at the same load is set. This module is the bench's side: the
 //! queue, the publisher and the event consumer.
 //!
-//! Paced (`--rate`), the messages are published at that rate while the loop
-//! runs, and each one's latency (publish to its event reaching a consumer,
+//! The messages are published while the loop runs, as the worker's are:
+//! unpaced as fast as confirms allow (throughput), paced (`--rate`) at that
+//! rate, and then each one's latency (publish to its event reaching a consumer,
 //! the same two hops the worker's latency has) is the floor of latency at
 //! that load: what the worker's "over gateway" latency is compared with.
 
@@ -49,7 +50,7 @@ pub struct ReferenceResult {
     pub commands_per_sec: f64,
     pub concurrency: usize,
     pub pool: u32,
-    /// Messages per second asked for; `None`: published all at once first.
+    /// Messages per second asked for; `None`: as fast as confirms allow.
     pub rate: Option<f64>,
     /// Publish to event, when paced (a burst's latency is its queueing).
     pub latency: Option<LatencySummary>,
@@ -113,13 +114,7 @@ async fn run_on(
 ) -> anyhow::Result<ReferenceResult> {
     declare(admin, queue, exchange).await?;
     let mut sink = Sink::start(amqp, exchange, bodies).await?;
-    // Unpaced: published first, as fast as confirms allow, then consumed
-    // (throughput). Paced: consumed while they are published (latency).
     let mut published = None;
-    if settings.rate.is_none() {
-        let publishing = start_publishing(amqp, queue, bodies, None).await?;
-        published = Some(published_by(publishing).await?);
-    }
     let mut child = LoopChild::spawn(&LoopArgs {
         amqp_url: settings.amqp_url.to_string(),
         database_url: settings.database_url.to_string(),
@@ -185,22 +180,22 @@ async fn drive(
     let cpu_before = proc.cpu()?;
     child.go().await?;
     child.expect("consuming", LOOP_START_TIMEOUT).await?;
-    let publishing = match settings.rate {
-        Some(rate) => Some(start_publishing(amqp, queue, bodies, Some(rate)).await?),
-        None => None,
-    };
+    // Published while the loop consumes, paced or as fast as confirms allow,
+    // exactly as the worker's commands are: the publisher's CPU competes
+    // with the loop as it does with the worker (on two cores, a fifth of
+    // the run's CPU). Publishing everything first gave the loop a machine
+    // to itself and made the saturated ratio compare unlike runs.
+    let publishing = start_publishing(amqp, queue, bodies, settings.rate).await?;
     let n = bodies.len() as f64;
     let within = Duration::from_secs_f64(120.0 + 0.02 * n + settings.rate.map_or(0.0, |r| n / r));
     let said = child.expect("done", within).await;
     // Read before anything else can fail: the process exits once stopped.
     let cpu = proc.cpu().map(|after| after.saturating_sub(cpu_before));
     let peak_rss = proc.peak_rss();
-    if let Some(publishing) = publishing {
-        if said.is_err() {
-            publishing.abort();
-        } else {
-            *published = Some(published_by(publishing).await?);
-        }
+    if said.is_err() {
+        publishing.abort();
+    } else {
+        *published = Some(published_by(publishing).await?);
     }
     let seconds: f64 = said?
         .parse()
