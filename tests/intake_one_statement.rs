@@ -257,3 +257,114 @@ async fn its_plans_made_on_an_empty_database_scan_no_table() {
     store.close().await;
     env.cleanup().await;
 }
+
+/// Every row of `table` as JSON, timestamps (and `skip`) replaced by whether
+/// they are unset, past or future: two databases written at different
+/// moments compare equal when they were written alike.
+async fn written(pool: &PgPool, table: &str, order: &str, skip: &[&str]) -> Vec<serde_json::Value> {
+    let times: Vec<String> = sqlx::query_scalar(
+        "SELECT column_name::text FROM information_schema.columns
+          WHERE table_name = $1 AND table_schema = current_schema() AND data_type LIKE 'timestamp%'",
+    )
+    .bind(table)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let dropped: Vec<String> = times
+        .iter()
+        .cloned()
+        .chain(skip.iter().map(|s| s.to_string()))
+        .collect();
+    let flags: String = times
+        .iter()
+        .map(|c| {
+            format!(", '{c}', CASE WHEN {c} IS NULL THEN 'unset' WHEN {c} > now() THEN 'future' ELSE 'past' END")
+        })
+        .collect();
+    let sql = format!(
+        "SELECT (to_jsonb(t) - $1::text[]) || jsonb_build_object('_', 0 {flags}) FROM {table} t ORDER BY {order}"
+    );
+    sqlx::query_scalar(&sql)
+        .bind(&dropped)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+/// The function writes a second time what the transaction it replaces
+/// writes (`insert_many`, `claim_payments`, `defer_many`, `record_intents`):
+/// the same batch through both, on two databases, leaves the same rows, so
+/// a change to one path that is not made in the other fails here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn it_writes_exactly_what_the_transaction_it_replaces_writes() {
+    let (one, two) = (
+        TestEnv::new("intake-same-fn").await,
+        TestEnv::new("intake-same-tx").await,
+    );
+    let (owner, elsewhere) = (Uuid::new_v4(), Uuid::new_v4());
+    for env in [&one, &two] {
+        sqlx::query(
+            "INSERT INTO payment_leases VALUES ('paymentz', 'busy', 'elsewhere', $1, now() + interval '1 min')",
+        )
+        .bind(elsewhere)
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    }
+    let rows = [
+        command("a", "p1"),
+        command("b", "p1"),
+        command("c", "busy"),
+        command("d", "p2"),
+    ];
+    let rows: Vec<&NewCommand> = rows.iter().collect();
+    let claims = [claim("a", "p1"), claim("c", "busy"), claim("d", "p2")];
+    let intents = [intent("a"), intent("b"), intent("c")];
+
+    let mut conn = one.pool.acquire().await.unwrap();
+    commands::intake_new(&mut conn, &rows, owner, LEASE, RECHECK, &claims, &intents)
+        .await
+        .unwrap()
+        .expect("all new: taken");
+    drop(conn);
+
+    let mut tx = two.pool.begin().await.unwrap();
+    commands::insert_many(&mut tx, &rows, owner, LEASE)
+        .await
+        .unwrap();
+    let granted = commands::claim_payments(&mut tx, &claims, owner, LEASE)
+        .await
+        .unwrap();
+    let deferred: Vec<String> = rows
+        .iter()
+        .map(|r| r.id.clone())
+        .filter(|id| !granted.contains(id))
+        .collect();
+    commands::defer_many(&mut tx, &deferred, owner, RECHECK)
+        .await
+        .unwrap();
+    let immediate: Vec<Intent<'_>> = intents
+        .iter()
+        .filter(|i| granted.contains(i.command_id))
+        .map(|i| intent(i.command_id))
+        .collect();
+    commands::record_intents(&mut tx, owner, &immediate, &[])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    for (table, order, skip) in [
+        ("commands", "id", &[][..]),
+        ("attempts", "command_id, attempt_no, kind", &["id"][..]),
+        ("payment_leases", "gateway, payment_key", &[][..]),
+    ] {
+        let (by_function, by_transaction) = (
+            written(&one.pool, table, order, skip).await,
+            written(&two.pool, table, order, skip).await,
+        );
+        assert!(!by_function.is_empty(), "{table}: nothing written");
+        assert_eq!(by_function, by_transaction, "{table} differs");
+    }
+    one.cleanup().await;
+    two.cleanup().await;
+}
