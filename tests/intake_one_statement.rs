@@ -47,6 +47,38 @@ fn intent(id: &str) -> Intent<'_> {
     }
 }
 
+/// Another worker: the same in every database, so that two databases
+/// written alike compare equal.
+const ELSEWHERE: Uuid = Uuid::from_u128(0xe15e_e4e2e);
+
+/// A payment held by another worker's command, `c`'s in [`batch`].
+async fn busy_payment(pool: &PgPool) {
+    sqlx::query(
+        "INSERT INTO payment_leases VALUES ('paymentz', 'busy', 'elsewhere', $1, now() + interval '1 min')",
+    )
+    .bind(ELSEWHERE)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// a: free payment, calls at once; b: same payment as a, waits;
+/// c: busy payment ([`busy_payment`]), waits; d: free, but needs a
+/// before-snapshot first. Their rows, their claims, and the intents of
+/// those that need no snapshot.
+fn batch() -> ([NewCommand; 4], [PaymentClaim; 3], [Intent<'static>; 3]) {
+    (
+        [
+            command("a", "p1"),
+            command("b", "p1"),
+            command("c", "busy"),
+            command("d", "p2"),
+        ],
+        [claim("a", "p1"), claim("c", "busy"), claim("d", "p2")],
+        [intent("a"), intent("b"), intent("c")],
+    )
+}
+
 async fn count(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }
@@ -55,24 +87,9 @@ async fn count(pool: &PgPool, sql: &str) -> i64 {
 async fn a_batch_of_new_commands_is_leased_claimed_and_recorded_in_one_statement() {
     let env = TestEnv::new("intake-one").await;
     let owner = Uuid::new_v4();
-    sqlx::query(
-        "INSERT INTO payment_leases VALUES ('paymentz', 'busy', 'elsewhere', $1, now() + interval '1 min')",
-    )
-    .bind(Uuid::new_v4())
-    .execute(&env.pool)
-    .await
-    .unwrap();
-    // a: free payment, calls at once; b: same payment as a, waits;
-    // c: busy payment, waits; d: free, but needs a before-snapshot first.
-    let rows = [
-        command("a", "p1"),
-        command("b", "p1"),
-        command("c", "busy"),
-        command("d", "p2"),
-    ];
+    busy_payment(&env.pool).await;
+    let (rows, claims, intents) = batch();
     let rows: Vec<&NewCommand> = rows.iter().collect();
-    let claims = [claim("a", "p1"), claim("c", "busy"), claim("d", "p2")];
-    let intents = [intent("a"), intent("b"), intent("c")];
     let mut conn = env.pool.acquire().await.unwrap();
     let taken = commands::intake_new(&mut conn, &rows, owner, LEASE, RECHECK, &claims, &intents)
         .await
@@ -219,17 +236,8 @@ async fn an_id_stored_meanwhile_undoes_the_whole_statement() {
 /// a function.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn its_plans_made_on_an_empty_database_scan_no_table() {
-    use backoffice_worker::config::DatabaseSettings;
-    use backoffice_worker::store::Store;
-    use secrecy::SecretString;
-
     let env = TestEnv::new("intake-one-plans").await;
-    let store = Store::connect_lazy(&DatabaseSettings {
-        url: SecretString::from(env.db_url.clone()),
-        max_connections: 1,
-        statement_timeout: backoffice_worker::config::DEFAULT_STATEMENT_TIMEOUT,
-    })
-    .unwrap();
+    let store = env.single_connection_store();
     let mut conn = store.pool().acquire().await.unwrap();
     let owner = Uuid::new_v4();
     for round in 0..3 {
@@ -301,25 +309,12 @@ async fn it_writes_exactly_what_the_transaction_it_replaces_writes() {
         TestEnv::new("intake-same-fn").await,
         TestEnv::new("intake-same-tx").await,
     );
-    let (owner, elsewhere) = (Uuid::new_v4(), Uuid::new_v4());
+    let owner = Uuid::new_v4();
     for env in [&one, &two] {
-        sqlx::query(
-            "INSERT INTO payment_leases VALUES ('paymentz', 'busy', 'elsewhere', $1, now() + interval '1 min')",
-        )
-        .bind(elsewhere)
-        .execute(&env.pool)
-        .await
-        .unwrap();
+        busy_payment(&env.pool).await;
     }
-    let rows = [
-        command("a", "p1"),
-        command("b", "p1"),
-        command("c", "busy"),
-        command("d", "p2"),
-    ];
+    let (rows, claims, intents) = batch();
     let rows: Vec<&NewCommand> = rows.iter().collect();
-    let claims = [claim("a", "p1"), claim("c", "busy"), claim("d", "p2")];
-    let intents = [intent("a"), intent("b"), intent("c")];
 
     let mut conn = one.pool.acquire().await.unwrap();
     commands::intake_new(&mut conn, &rows, owner, LEASE, RECHECK, &claims, &intents)

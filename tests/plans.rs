@@ -15,7 +15,6 @@ use crate::common;
 
 use std::time::Duration;
 
-use backoffice_worker::config::DatabaseSettings;
 use backoffice_worker::gateways::exchange::{Exchange, ExchangeKind};
 use backoffice_worker::gateways::Classification;
 use backoffice_worker::store::attempts::{self, AttemptKind, Recording};
@@ -23,9 +22,7 @@ use backoffice_worker::store::commands::{
     self, Decision, Intent, NewCommand, Outgoing, PaymentClaim,
 };
 use backoffice_worker::store::outbox::{self, Staged};
-use backoffice_worker::store::Store;
 use common::TestEnv;
-use secrecy::SecretString;
 use sqlx::{Connection, PgConnection};
 
 const LEASE: Duration = Duration::from_secs(60);
@@ -274,12 +271,7 @@ async fn plan_of(conn: &mut PgConnection, name: &str, params: i32) -> String {
 async fn every_statement_on_a_commands_path_keeps_index_plans_made_on_an_empty_database() {
     let env = TestEnv::new("plans").await;
     // One connection, so every statement is prepared in the session we inspect.
-    let store = Store::connect_lazy(&DatabaseSettings {
-        url: SecretString::from(env.db_url.clone()),
-        max_connections: 1,
-        statement_timeout: backoffice_worker::config::DEFAULT_STATEMENT_TIMEOUT,
-    })
-    .unwrap();
+    let store = env.single_connection_store();
     let mut conn = store.pool().acquire().await.unwrap();
     let mode: String = sqlx::query_scalar("SHOW plan_cache_mode")
         .fetch_one(&mut *conn)

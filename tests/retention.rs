@@ -312,12 +312,7 @@ async fn batch_statements_use_indexes_on_a_large_table() {
     .unwrap();
     sqlx::query("ANALYZE").execute(&env.pool).await.unwrap();
 
-    let store = Store::connect_lazy(&DatabaseSettings {
-        url: SecretString::from(env.db_url.clone()),
-        max_connections: 1,
-        statement_timeout: backoffice_worker::config::DEFAULT_STATEMENT_TIMEOUT,
-    })
-    .unwrap();
+    let store = env.single_connection_store();
     let mut conn = store.pool().acquire().await.unwrap();
     let cutoff = OffsetDateTime::now_utc() - Duration::from_secs(500 * 86_400);
     let batch = retention::prune_commands(&mut conn, cutoff, 500)

@@ -64,6 +64,20 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
+    /// The worker's store on this test's database with one connection, so
+    /// that every statement is prepared in the one session a test inspects
+    /// (its generic plans, its statistics).
+    pub fn single_connection_store(&self) -> backoffice_worker::store::Store {
+        backoffice_worker::store::Store::connect_lazy(
+            &backoffice_worker::config::DatabaseSettings {
+                url: secrecy::SecretString::from(self.db_url.clone()),
+                max_connections: 1,
+                statement_timeout: backoffice_worker::config::DEFAULT_STATEMENT_TIMEOUT,
+            },
+        )
+        .unwrap()
+    }
+
     pub async fn new(test: &str) -> TestEnv {
         TestEnv::with_simulator(test, SimulatorConfig::sandbox()).await
     }
