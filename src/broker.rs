@@ -280,6 +280,37 @@ impl Outgoing {
     }
 }
 
+/// Messages sent and their confirms still to come ([`Publisher::send_all`]).
+pub struct Sending {
+    pending: Vec<Result<lapin::PublisherConfirm, PublishError>>,
+    deadline: tokio::time::Instant,
+    within: Duration,
+}
+
+impl Sending {
+    /// Waits for the confirms, until the deadline set when sending began. One
+    /// result per message, in the order they were sent.
+    pub async fn confirmed(self) -> Vec<Result<(), PublishError>> {
+        let Sending {
+            pending,
+            deadline,
+            within,
+        } = self;
+        join_all(pending.into_iter().map(|sent| async move {
+            match sent {
+                Ok(confirm) => match tokio::time::timeout_at(deadline, confirm).await {
+                    Ok(Ok(confirmation)) if confirmation.is_ack() => Ok(()),
+                    Ok(Ok(_)) => Err(PublishError::Nacked),
+                    Ok(Err(e)) => Err(PublishError::Broker(e)),
+                    Err(_) => Err(PublishError::ConfirmTimeout(within)),
+                },
+                Err(e) => Err(e),
+            }
+        }))
+        .await
+    }
+}
+
 /// The publishing channel, in confirm mode.
 #[derive(Clone)]
 pub struct Publisher {
@@ -342,28 +373,31 @@ impl Publisher {
         messages: &[Outgoing],
         within: Duration,
     ) -> Vec<Result<(), PublishError>> {
+        self.send_all(messages, within).await.confirmed().await
+    }
+
+    /// The first half of [`Publisher::publish_all`]: sends every message and
+    /// returns their confirms still to come, so that the caller can publish
+    /// more while the broker writes these to disk. Confirms are per delivery
+    /// tag, so several [`Sending`]s can be outstanding on one channel; when
+    /// the channel closes (abandoned after a timeout, closed by the broker,
+    /// connection lost) lapin fails every outstanding confirm, and a confirm
+    /// that never comes is cut by each `Sending`'s own deadline.
+    pub async fn send_all(&self, messages: &[Outgoing], within: Duration) -> Sending {
         let deadline = tokio::time::Instant::now() + within;
-        let timed_out = || PublishError::ConfirmTimeout(within);
         let mut pending = Vec::with_capacity(messages.len());
         for message in messages {
             pending.push(
                 tokio::time::timeout_at(deadline, self.send(message))
                     .await
-                    .unwrap_or_else(|_| Err(timed_out())),
+                    .unwrap_or(Err(PublishError::ConfirmTimeout(within))),
             );
         }
-        join_all(pending.into_iter().map(|sent| async move {
-            match sent {
-                Ok(confirm) => match tokio::time::timeout_at(deadline, confirm).await {
-                    Ok(Ok(confirmation)) if confirmation.is_ack() => Ok(()),
-                    Ok(Ok(_)) => Err(PublishError::Nacked),
-                    Ok(Err(e)) => Err(PublishError::Broker(e)),
-                    Err(_) => Err(timed_out()),
-                },
-                Err(e) => Err(e),
-            }
-        }))
-        .await
+        Sending {
+            pending,
+            deadline,
+            within,
+        }
     }
 
     /// One message, confirmed within [`DEFAULT_CONFIRM_TIMEOUT`].

@@ -32,12 +32,17 @@ const BASIC_ACK: (u16, u16) = (60, 80);
 /// heartbeats, channel and connection methods) still flows both ways, so the
 /// connection looks perfectly healthy: exactly the broker that a relay
 /// without a confirm timeout waits for forever. New connections are not
-/// affected.
+/// affected. It can also hold the confirms back instead
+/// ([`ConfirmDropper::hold_confirms`]) and pass them on later, in order
+/// ([`ConfirmDropper::release_confirms`]): a broker whose disk write is slow.
 struct ConfirmDropper {
     port: u16,
     opened: Arc<AtomicU64>,
     cutoff: Arc<AtomicU64>,
     dropped: Arc<AtomicU64>,
+    /// While holding: the connections (by number) whose confirms are held.
+    holding: tokio::sync::watch::Sender<u64>,
+    held: Arc<AtomicU64>,
 }
 
 impl ConfirmDropper {
@@ -47,14 +52,23 @@ impl ConfirmDropper {
         let opened = Arc::new(AtomicU64::new(0));
         let cutoff = Arc::new(AtomicU64::new(0));
         let dropped = Arc::new(AtomicU64::new(0));
-        let (o, c, d) = (opened.clone(), cutoff.clone(), dropped.clone());
+        let held = Arc::new(AtomicU64::new(0));
+        let (holding, _) = tokio::sync::watch::channel(0u64);
+        let (o, c, d, h) = (
+            opened.clone(),
+            cutoff.clone(),
+            dropped.clone(),
+            held.clone(),
+        );
+        let hold = holding.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
                     return;
                 };
                 let number = o.fetch_add(1, Ordering::SeqCst);
-                let (cutoff, dropped) = (c.clone(), d.clone());
+                let (cutoff, dropped, held) = (c.clone(), d.clone(), h.clone());
+                let mut holding = hold.subscribe();
                 tokio::spawn(async move {
                     let Ok(broker) = tokio::net::TcpStream::connect("127.0.0.1:5672").await else {
                         return;
@@ -64,7 +78,10 @@ impl ConfirmDropper {
                     let upstream = async {
                         let _ = tokio::io::copy(&mut client_read, &mut broker_write).await;
                     };
-                    let downstream = async {
+                    // Frames from the broker, read whole on a task of their
+                    // own so that a release can be acted on between frames.
+                    let (frames_tx, mut frames) = tokio::sync::mpsc::unbounded_channel();
+                    let reader = tokio::spawn(async move {
                         // The broker sends frames from its first byte on.
                         let mut header = [0u8; 7];
                         loop {
@@ -76,12 +93,47 @@ impl ConfirmDropper {
                             if broker_read.read_exact(&mut rest).await.is_err() {
                                 return;
                             }
+                            if frames_tx.send((header, rest)).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    let downstream = async {
+                        let mut queued: Vec<([u8; 7], Vec<u8>)> = Vec::new();
+                        loop {
+                            let (header, rest) = tokio::select! {
+                                frame = frames.recv() => match frame {
+                                    Some(frame) => frame,
+                                    None => return,
+                                },
+                                changed = holding.changed() => {
+                                    if changed.is_err() {
+                                        return;
+                                    }
+                                    if number >= *holding.borrow_and_update() {
+                                        for (header, rest) in queued.drain(..) {
+                                            held.fetch_sub(1, Ordering::SeqCst);
+                                            if client_write.write_all(&header).await.is_err()
+                                                || client_write.write_all(&rest).await.is_err()
+                                            {
+                                                return;
+                                            }
+                                        }
+                                    }
+                                    continue;
+                                }
+                            };
                             let is_ack = header[0] == FRAME_METHOD
                                 && rest.len() >= 5
                                 && u16::from_be_bytes([rest[0], rest[1]]) == BASIC_ACK.0
                                 && u16::from_be_bytes([rest[2], rest[3]]) == BASIC_ACK.1;
                             if is_ack && number < cutoff.load(Ordering::SeqCst) {
                                 dropped.fetch_add(1, Ordering::SeqCst);
+                                continue;
+                            }
+                            if is_ack && (number < *holding.borrow() || !queued.is_empty()) {
+                                held.fetch_add(1, Ordering::SeqCst);
+                                queued.push((header, rest));
                                 continue;
                             }
                             if client_write.write_all(&header).await.is_err()
@@ -95,6 +147,7 @@ impl ConfirmDropper {
                         _ = upstream => {}
                         _ = downstream => {}
                     }
+                    reader.abort();
                 });
             }
         });
@@ -103,6 +156,8 @@ impl ConfirmDropper {
             opened,
             cutoff,
             dropped,
+            holding,
+            held,
         }
     }
 
@@ -118,6 +173,24 @@ impl ConfirmDropper {
 
     fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::SeqCst)
+    }
+
+    /// From now on, the connections open now get their confirms only once
+    /// [`ConfirmDropper::release_confirms`] is called.
+    fn hold_confirms(&self) {
+        self.holding
+            .send_replace(self.opened.load(Ordering::SeqCst));
+    }
+
+    /// Passes on every confirm held, in the order the broker sent them, and
+    /// holds no more.
+    fn release_confirms(&self) {
+        self.holding.send_replace(0);
+    }
+
+    /// Confirm frames held now.
+    fn held(&self) -> u64 {
+        self.held.load(Ordering::SeqCst)
     }
 }
 
@@ -257,10 +330,16 @@ async fn a_broker_that_stops_confirming_does_not_hang_the_relay() {
     env.drain_events(Duration::from_millis(500)).await;
 
     assert!(proxy.dropped() > 0, "the proxy did withhold confirms");
-    assert!(
-        metric(admin, "backoffice_publish_confirm_timeouts_total").await >= 1.0,
-        "the relay timed out and reopened the session"
-    );
+    // The relay sends the next rounds while the first waits for its confirms,
+    // so every event may be out before the first round's timeout comes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while metric(admin, "backoffice_publish_confirm_timeouts_total").await < 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the relay timed out and reopened the session"
+        );
+        env.drain_events(Duration::from_millis(200)).await;
+    }
     // Unpublished rows are found by the poll of every 500 ms; once the new
     // session published them, nothing is left.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -338,6 +417,161 @@ async fn a_full_handover_to_the_relay_loses_nothing() {
     }
     assert_delivered_with_their_ids(&env, &seen).await;
     stop(token, join).await;
+    env.cleanup().await;
+}
+
+/// Rows marked published, and whether every row was marked exactly once
+/// (`publish_attempts` counts marks, failures and refusals).
+async fn marked(env: &TestEnv) -> (i64, bool) {
+    let (published, once): (i64, bool) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE published_at IS NOT NULL),
+                coalesce(bool_and(publish_attempts = 1) FILTER (WHERE published_at IS NOT NULL), true)
+         FROM outbox",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    (published, once)
+}
+
+/// Waits until `rows` rows are marked published.
+async fn until_marked(env: &mut TestEnv, rows: i64, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let (published, _) = marked(env).await;
+        if published == rows {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{published} of {rows} rows marked published after {within:?}"
+        );
+        env.drain_events(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_events_are_published_while_earlier_confirms_are_outstanding() {
+    use backoffice_worker::pipeline::relay::{CLAIM, ROUNDS_IN_FLIGHT};
+    let mut env = TestEnv::new("overlap").await;
+    let proxy = ConfirmDropper::start().await;
+    let admin = free_port();
+    let (token, join) = start_worker(
+        &env,
+        &proxy.url(),
+        admin,
+        "[relay]\nconfirm_timeout = \"60s\"\n",
+    );
+    let mut seen = HashMap::new();
+    let (first, command) = capture(0, "ov");
+    env.publish(&command).await;
+    collect_events(&mut env, &[first], Duration::from_secs(30), &mut seen).await;
+    until_marked(&mut env, 1, Duration::from_secs(10)).await;
+
+    // The broker routes each event at once but its confirm is held: each
+    // command, published once the previous one's event arrived, is a round
+    // of its own, sent while every earlier round waits for its confirm.
+    proxy.hold_confirms();
+    let held_from = tokio::time::Instant::now();
+    for k in 1..=ROUNDS_IN_FLIGHT as u64 {
+        let (id, command) = capture(k, "ov");
+        env.publish(&command).await;
+        collect_events(&mut env, &[id], Duration::from_secs(4), &mut seen).await;
+        assert!(proxy.held() >= 1, "the proxy holds the confirms");
+        assert_eq!(
+            marked(&env).await.0,
+            1,
+            "round {k}: no row is marked before its confirm"
+        );
+    }
+    assert!(
+        held_from.elapsed() < CLAIM,
+        "every round was sent fresh, while the others waited (the poll would \
+         take a row only once its claim expired)"
+    );
+    // Past their claim, the poll finds these rows unclaimed and unmarked;
+    // it leaves them to their rounds (else they would be published twice).
+    let past_claim = held_from + CLAIM + Duration::from_secs(1);
+    while tokio::time::Instant::now() < past_claim {
+        env.drain_events(Duration::from_millis(200)).await;
+    }
+    assert_eq!(marked(&env).await.0, 1, "nothing marked without a confirm");
+    // The bound: with that many rounds unconfirmed the relay sends no more;
+    // the next event waits in the hand-over (its row claimed, so not polled).
+    let (id, command) = capture(ROUNDS_IN_FLIGHT as u64 + 1, "ov");
+    env.publish(&command).await;
+    let more = env.next_event(Duration::from_millis(1500)).await;
+    assert!(
+        more.is_none(),
+        "no round beyond {ROUNDS_IN_FLIGHT} in flight: {more:?}"
+    );
+
+    proxy.release_confirms();
+    collect_events(&mut env, &[id], Duration::from_secs(20), &mut seen).await;
+    until_marked(
+        &mut env,
+        ROUNDS_IN_FLIGHT as i64 + 2,
+        Duration::from_secs(20),
+    )
+    .await;
+    env.drain_events(Duration::from_millis(500)).await;
+    let (_, once) = marked(&env).await;
+    assert!(once, "every row marked exactly once, after its confirm");
+    for (command, events) in &env.seen {
+        assert_eq!(events.len(), 1, "{command}: published once");
+    }
+    assert_delivered_with_their_ids(&env, &seen).await;
+    assert_eq!(
+        metric(admin, "backoffice_publish_confirm_timeouts_total").await,
+        0.0
+    );
+    stop(token, join).await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_relay_waits_for_the_confirms_of_every_round_in_flight() {
+    let mut env = TestEnv::new("flush").await;
+    let proxy = ConfirmDropper::start().await;
+    let admin = free_port();
+    let (token, join) = start_worker(
+        &env,
+        &proxy.url(),
+        admin,
+        "[relay]\nconfirm_timeout = \"60s\"\n",
+    );
+    let mut seen = HashMap::new();
+    let (first, command) = capture(0, "fl");
+    env.publish(&command).await;
+    collect_events(&mut env, &[first], Duration::from_secs(30), &mut seen).await;
+    until_marked(&mut env, 1, Duration::from_secs(10)).await;
+
+    proxy.hold_confirms();
+    for k in 1..=3 {
+        let (id, command) = capture(k, "fl");
+        env.publish(&command).await;
+        collect_events(&mut env, &[id], Duration::from_secs(10), &mut seen).await;
+    }
+    token.cancel();
+    let mut join = join;
+    let early = tokio::time::timeout(Duration::from_secs(1), &mut join).await;
+    assert!(
+        early.is_err(),
+        "the worker does not stop while its rounds wait for their confirms"
+    );
+    assert_eq!(marked(&env).await.0, 1);
+    proxy.release_confirms();
+    tokio::time::timeout(Duration::from_secs(30), join)
+        .await
+        .expect("the worker stops once the confirms arrive")
+        .expect("worker task")
+        .expect("worker exits cleanly");
+    // Marked by the stopping worker itself, not left for the next one.
+    let (published, once) = marked(&env).await;
+    assert_eq!(published, 4, "every round flushed before the stop");
+    assert!(once);
+    env.drain_events(Duration::from_millis(300)).await;
+    assert_delivered_with_their_ids(&env, &seen).await;
     env.cleanup().await;
 }
 

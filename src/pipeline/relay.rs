@@ -12,6 +12,13 @@
 //! that could not be published, claims left by a crashed instance) is found
 //! by polling the table for unclaimed rows.
 //!
+//! A fresh round does not wait for the one before it: its messages are sent
+//! while earlier rounds' confirms (the broker's disk write) are outstanding,
+//! and each round's confirms and mark are awaited on a task of its own, at
+//! most [`ROUNDS_IN_FLIGHT`] at once. A row is still in one round at a time:
+//! the poll leaves the rows of rounds in flight alone, and the relay settles
+//! every round in flight before its last pass and before it stops.
+//!
 //! Nothing here can hang or grow without bound:
 //! - the hand-over from the completion writer holds at most
 //!   `handover_capacity` events ([`handover`]); when it is full the writer
@@ -32,12 +39,13 @@
 //! problem, not the rows'). No connection, no confirm in time, a nack: those
 //! never abandon a row.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::task::{self, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use super::Worker;
@@ -61,10 +69,6 @@ pub const CLAIM: Duration = Duration::from_secs(5);
 
 /// Refusals in a row, on its own, before a row is abandoned.
 pub const MAX_REFUSALS: i32 = 3;
-
-/// The most marks of confirmed fresh events written at once, each on a
-/// pooled connection, while the relay publishes what came next.
-const MARKS_AT_ONCE: usize = 2;
 
 /// `[relay]`: how the relay waits and what it gives up on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,8 +215,9 @@ pub async fn run(w: Arc<Worker>, mut fresh: HandoverReceiver, stop: Cancellation
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let stopping = stop.is_cancelled();
+        let room = relay.has_room();
         tokio::select! {
-            batch = fresh.recv(), if open => match batch {
+            batch = fresh.recv(), if open && room => match batch {
                 Some(batch) => {
                     relay.publish_fresh(batch, &mut fresh).await;
                     if !stop.is_cancelled() {
@@ -221,15 +226,24 @@ pub async fn run(w: Arc<Worker>, mut fresh: HandoverReceiver, stop: Cancellation
                 }
                 None => open = false,
             },
+            Some(settled) = relay.in_flight.join_next_with_id() => {
+                relay.settle(settled).await;
+                if !stop.is_cancelled() {
+                    continue;
+                }
+            }
             _ = w.wake_outbox.notified() => {}
             _ = poll.tick() => {}
             _ = stop.cancelled(), if !stopping => {}
         }
         if stop.is_cancelled() {
-            // Whatever the completion writer handed over last goes first.
+            // Whatever the completion writer handed over last goes first,
+            // and every round in flight is settled (confirmed and marked, or
+            // left to the poll below) before the last pass.
             while let Some(batch) = fresh.try_recv() {
                 relay.publish_fresh(batch, &mut fresh).await;
             }
+            relay.settle_all().await;
         }
         if let Some(publisher) = relay.publisher() {
             loop {
@@ -244,14 +258,24 @@ pub async fn run(w: Arc<Worker>, mut fresh: HandoverReceiver, stop: Cancellation
             }
         }
         if stop.is_cancelled() && (stopping || relay.publisher().is_none()) {
-            relay.marked().await;
+            relay.settle_all().await;
             return;
         }
     }
 }
 
-/// The relay's state between rounds: what it needs to tell a row the broker
-/// refuses from a broker that refuses everything.
+/// Fresh rounds sent whose confirms (and then marks) are still awaited. While
+/// they are, the relay publishes the events committed meanwhile: an event
+/// decided during a round no longer waits for that round's confirms (the
+/// broker's disk write) before its own publish starts. Past this many, the
+/// relay takes no more from the hand-over until one settles; what queues up
+/// meanwhile goes out together in the next round, so the unconfirmed messages
+/// are at most this many rounds of [`BATCH`] events.
+pub const ROUNDS_IN_FLIGHT: usize = 4;
+
+/// The relay's state between rounds: the fresh rounds in flight, and what it
+/// needs to tell a row the broker refuses from a broker that refuses
+/// everything.
 struct Relay {
     w: Arc<Worker>,
     settings: RelaySettings,
@@ -260,9 +284,24 @@ struct Relay {
     /// For each row refused on its own: `confirmed` at that refusal. A
     /// refusal counts only if other rows were confirmed since the last one.
     refused: HashMap<i64, u64>,
-    /// The marks of confirmed fresh events still being written
-    /// ([`Relay::mark_meanwhile`]).
-    marking: tokio::task::JoinSet<()>,
+    /// Fresh rounds sent and not yet settled ([`ROUNDS_IN_FLIGHT`]), each on
+    /// a task of its own that awaits its confirms and then marks its rows.
+    in_flight: JoinSet<Settled>,
+    /// The rows of each of those rounds, by task.
+    in_flight_rows: HashMap<task::Id, Vec<i64>>,
+    /// All those rows: the poll leaves them alone even once their claim has
+    /// expired (a round can wait for its confirms longer than [`CLAIM`]), so
+    /// that no row is ever in two of this relay's rounds at once.
+    in_flight_set: HashSet<i64>,
+}
+
+/// What a fresh round's task hands back once its confirms are in.
+struct Settled {
+    sorted: Sorted,
+    /// Whether its task took care of the mark (all its rows confirmed; a
+    /// failed mark leaves them claimed, for the poll once the claim expires);
+    /// otherwise [`Relay::settle`] records the round.
+    marked: bool,
 }
 
 impl Relay {
@@ -273,7 +312,9 @@ impl Relay {
             settings,
             confirmed: 0,
             refused: HashMap::new(),
-            marking: tokio::task::JoinSet::new(),
+            in_flight: JoinSet::new(),
+            in_flight_rows: HashMap::new(),
+            in_flight_set: HashSet::new(),
         }
     }
 
@@ -283,9 +324,21 @@ impl Relay {
         self.w.publisher.borrow().clone().filter(Publisher::is_open)
     }
 
-    /// Publishes fresh events (this batch and any that queued up behind it) and
-    /// marks them; what could not be published is released to the poll.
+    /// Whether another fresh round may be sent now.
+    fn has_room(&self) -> bool {
+        self.in_flight.len() < ROUNDS_IN_FLIGHT
+    }
+
+    /// Publishes fresh events (this batch and any that queued up behind it)
+    /// and leaves their confirms and marks to a task of their own; what
+    /// cannot be sent is released to the poll at once.
     async fn publish_fresh(&mut self, first: Vec<Fresh>, more: &mut HandoverReceiver) {
+        // Only on the way out can this be called without room.
+        while !self.has_room() {
+            if let Some(settled) = self.in_flight.join_next_with_id().await {
+                self.settle(settled).await;
+            }
+        }
         let mut events = first;
         while events.len() < BATCH as usize {
             match more.try_recv() {
@@ -295,22 +348,93 @@ impl Relay {
         }
         let mut round = Round::default();
         let events = round.screen(events, self.settings.max_event_size);
-        match self.publisher() {
-            Some(publisher) => self.publish(&publisher, events, false, &mut round).await,
-            None => round.not_sent(&events, "not connected to RabbitMQ"),
-        }
-        if round.all_published() {
-            if !round.published.is_empty() {
-                self.mark_meanwhile(round.published).await;
+        if !events.is_empty() {
+            match self.publisher() {
+                Some(publisher) => self.send_fresh(&publisher, events).await,
+                None => round.not_sent(&events, "not connected to RabbitMQ"),
             }
+        }
+        if !round.is_empty() {
+            self.record_now(&round).await;
+        }
+    }
+
+    /// Sends a fresh round and spawns the wait for its confirms. A row is
+    /// still marked only after every copy of it is confirmed, and until then
+    /// it stays claimed (for [`CLAIM`]) and in `in_flight_set`, so no poll
+    /// takes it; a round not wholly confirmed is recorded by
+    /// [`Relay::settle`] as a round always was (failed rows to the poll, at
+    /// least once, same message ids). A timeout abandons the channel from the
+    /// task at once: the rounds sent after it are failed by the channel's
+    /// close or by their own deadlines, and no new round is sent on it.
+    async fn send_fresh(&mut self, publisher: &Publisher, events: Vec<Fresh>) {
+        let (rows, owners, messages) = split(events);
+        let sending = publisher
+            .send_all(&messages, self.settings.confirm_timeout)
+            .await;
+        let (w, publisher) = (self.w.clone(), publisher.clone());
+        let task_rows = rows.clone();
+        let handle = self.in_flight.spawn(async move {
+            let results = sending.confirmed().await;
+            let sorted = sort(task_rows, &owners, &results);
+            if sorted.timed_out {
+                gave_up(&w, &publisher).await;
+            }
+            let marked = sorted.all_published();
+            if marked {
+                mark(&w, &sorted.published).await;
+            }
+            Settled { sorted, marked }
+        });
+        self.in_flight_set.extend(&rows);
+        self.in_flight_rows.insert(handle.id(), rows);
+    }
+
+    /// Takes a settled fresh round back: counts its confirms, and records it
+    /// unless its task marked it.
+    async fn settle(&mut self, joined: Result<(task::Id, Settled), task::JoinError>) {
+        let id = match &joined {
+            Ok((id, _)) => *id,
+            Err(error) => error.id(),
+        };
+        for row in self.in_flight_rows.remove(&id).unwrap_or_default() {
+            self.in_flight_set.remove(&row);
+        }
+        let Settled { sorted, marked } = match joined {
+            Ok((_, settled)) => settled,
+            Err(error) => {
+                // Its rows stay claimed and unmarked: the poll publishes them
+                // once the claim expires (at least once, same message ids).
+                tracing::error!(%error, "outbox relay: a round's task failed");
+                return;
+            }
+        };
+        self.count(&sorted);
+        if marked {
             return;
         }
-        let marked = async {
+        let mut round = Round::default();
+        round.take(sorted);
+        self.record_now(&round).await;
+    }
+
+    /// Settles every fresh round in flight (before the last pass, and before
+    /// the relay stops: dropped, their marks would be cancelled).
+    async fn settle_all(&mut self) {
+        while let Some(settled) = self.in_flight.join_next_with_id().await {
+            self.settle(settled).await;
+        }
+    }
+
+    /// Records a round on a pooled connection and wakes the poll for what it
+    /// released.
+    async fn record_now(&mut self, round: &Round) {
+        let recorded = async {
             let mut conn = self.w.store.pool().acquire().await?;
-            self.record(&mut conn, &round).await
+            self.record(&mut conn, round).await
         }
         .await;
-        if let Err(error) = marked {
+        if let Err(error) = recorded {
             // The rows stay claimed and unpublished: once the claim expires the
             // poll publishes them again (at least once, same message ids).
             tracing::warn!(%error, "outbox relay: could not mark fresh events");
@@ -318,41 +442,6 @@ impl Relay {
         if !round.failed.is_empty() || !round.refused.is_empty() {
             self.w.wake_outbox.notify_one();
         }
-    }
-
-    /// Marks confirmed fresh events published on a task of their own, so that
-    /// the events committed meanwhile are published without waiting for that
-    /// round trip: under load it was a third of each round, and every event
-    /// decided during a round waited for the whole round. The mark still
-    /// follows the confirm; until it is written the rows stay claimed (for
-    /// [`CLAIM`]), so the poll does not take them, and a mark that fails
-    /// leaves them to the poll once the claim expires (at least once, same
-    /// message ids), as a failed mark always did.
-    async fn mark_meanwhile(&mut self, rows: Vec<i64>) {
-        while self.marking.try_join_next().is_some() {}
-        while self.marking.len() >= MARKS_AT_ONCE {
-            self.marking.join_next().await;
-        }
-        let w = self.w.clone();
-        self.marking.spawn(async move {
-            let marked = async {
-                let mut conn = w.store.pool().acquire().await?;
-                outbox::mark_published(&mut conn, &rows).await
-            }
-            .await;
-            match marked {
-                Ok(()) => w.metrics.published(rows.len() as u64),
-                Err(error) => {
-                    tracing::warn!(%error, "outbox relay: could not mark fresh events")
-                }
-            }
-        });
-    }
-
-    /// Waits for the marks still being written (before the relay stops:
-    /// dropped, they would be cancelled).
-    async fn marked(&mut self) {
-        while self.marking.join_next().await.is_some() {}
     }
 
     /// Publishes one batch of unpublished rows found by polling; returns how
@@ -363,7 +452,10 @@ impl Relay {
             return Ok(0);
         }
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        let rows = outbox::lock_unpublished(&mut tx, BATCH).await?;
+        let mut rows = outbox::lock_unpublished(&mut tx, BATCH).await?;
+        // A fresh round still waiting for its confirms past its claim keeps
+        // its rows: they are published once at a time, by that round.
+        rows.retain(|row| !self.in_flight_set.contains(&row.id));
         if rows.is_empty() {
             tx.commit().await?;
             return Ok(0);
@@ -393,7 +485,8 @@ impl Relay {
         Ok(taken)
     }
 
-    /// Publishes `events` together and sorts each row into `round`.
+    /// Publishes `events` together, waits for their confirms, and sorts each
+    /// row into `round`.
     async fn publish(
         &mut self,
         publisher: &Publisher,
@@ -404,67 +497,39 @@ impl Relay {
         if events.is_empty() {
             return;
         }
-        let mut rows = Vec::with_capacity(events.len());
-        let mut messages = Vec::with_capacity(events.len() * 2);
-        let mut owners = Vec::with_capacity(events.len() * 2);
-        for (i, event) in events.into_iter().enumerate() {
-            rows.push(event.row);
-            for message in event.messages {
-                messages.push(message);
-                owners.push(i);
-            }
-        }
+        let (rows, owners, messages) = split(events);
         let results = publisher
             .publish_all(&messages, self.settings.confirm_timeout)
             .await;
-        let mut errors: Vec<Option<&PublishError>> = vec![None; rows.len()];
-        let mut timed_out = false;
-        for (result, &i) in results.iter().zip(&owners) {
-            if let Err(error) = result {
-                timed_out |= matches!(error, PublishError::ConfirmTimeout(_));
-                // A refusal says more about the row than any other error.
-                if errors[i].is_none_or(|e| !e.is_refusal()) {
-                    errors[i] = Some(error);
+        let mut sorted = sort(rows, &owners, &results);
+        self.count(&sorted);
+        if sorted.timed_out {
+            gave_up(&self.w, publisher).await;
+        }
+        if alone {
+            // A refusal counts against the row only when it was published
+            // alone, and only if other rows got through since its last
+            // refusal (since this relay started, for its first): a broker
+            // refusing everything is no evidence against any row.
+            for (row, strike, _) in &mut sorted.refused {
+                *strike = self.confirmed > self.refused.get(row).copied().unwrap_or(0);
+                if *strike {
+                    self.refused.insert(*row, self.confirmed);
                 }
             }
         }
-        let mut confirmed = 0;
-        for (row, error) in rows.into_iter().zip(errors) {
-            match error {
-                None => {
-                    round.published.push(row);
-                    self.refused.remove(&row);
-                    confirmed += 1;
-                }
-                Some(error) if error.is_refusal() => {
-                    // A refusal counts against the row only when it was
-                    // published alone, and only if other rows got through
-                    // since its last refusal (since this relay started, for
-                    // its first): a broker refusing everything is no
-                    // evidence against any row.
-                    let strike = alone
-                        && self.confirmed + confirmed
-                            > self.refused.get(&row).copied().unwrap_or(0);
-                    if strike {
-                        self.refused.insert(row, self.confirmed + confirmed);
-                    }
-                    round.refused.push((row, strike, error.to_string()));
-                }
-                Some(error) => round.failed.push((row, error.to_string())),
-            }
+        round.take(sorted);
+    }
+
+    /// Counts a round's confirms towards telling refusals apart.
+    fn count(&mut self, sorted: &Sorted) {
+        for row in &sorted.published {
+            self.refused.remove(row);
         }
-        self.confirmed += confirmed;
+        self.confirmed += sorted.published.len() as u64;
         if self.refused.len() > 10_000 {
             // Rows another instance published or abandoned meanwhile.
             self.refused.clear();
-        }
-        if timed_out {
-            self.w.metrics.confirm_timed_out();
-            tracing::warn!(
-                timeout = ?self.settings.confirm_timeout,
-                "the broker did not confirm in time; reopening the session, the events stay in the outbox"
-            );
-            publisher.abandon().await;
         }
     }
 
@@ -512,6 +577,91 @@ impl Relay {
     }
 }
 
+/// The rows of `events`, and their messages each with the index of its row.
+fn split(events: Vec<Fresh>) -> (Vec<i64>, Vec<usize>, Vec<Outgoing>) {
+    let mut rows = Vec::with_capacity(events.len());
+    let mut messages = Vec::with_capacity(events.len() * 2);
+    let mut owners = Vec::with_capacity(events.len() * 2);
+    for (i, event) in events.into_iter().enumerate() {
+        rows.push(event.row);
+        for message in event.messages {
+            messages.push(message);
+            owners.push(i);
+        }
+    }
+    (rows, owners, messages)
+}
+
+/// Each row's fate from its messages' confirms: published when every copy
+/// was confirmed; refused when the broker said no to any copy (a refusal
+/// says more about the row than any other error); failed otherwise.
+/// Refusals are sorted as no strike: only [`Relay::publish`] of a row
+/// alone can count one.
+fn sort(rows: Vec<i64>, owners: &[usize], results: &[Result<(), PublishError>]) -> Sorted {
+    let mut errors: Vec<Option<&PublishError>> = vec![None; rows.len()];
+    let mut sorted = Sorted::default();
+    for (result, &i) in results.iter().zip(owners) {
+        if let Err(error) = result {
+            sorted.timed_out |= matches!(error, PublishError::ConfirmTimeout(_));
+            if errors[i].is_none_or(|e| !e.is_refusal()) {
+                errors[i] = Some(error);
+            }
+        }
+    }
+    for (row, error) in rows.into_iter().zip(errors) {
+        match error {
+            None => sorted.published.push(row),
+            Some(error) if error.is_refusal() => {
+                sorted.refused.push((row, false, error.to_string()))
+            }
+            Some(error) => sorted.failed.push((row, error.to_string())),
+        }
+    }
+    sorted
+}
+
+/// After a confirm timeout: count it, say so, and close the channel so that
+/// the consumer opens a new session; the unconfirmed rows go to the poll.
+async fn gave_up(w: &Worker, publisher: &Publisher) {
+    w.metrics.confirm_timed_out();
+    tracing::warn!(
+        timeout = ?w.relay.confirm_timeout,
+        "the broker did not confirm in time; reopening the session, the events stay in the outbox"
+    );
+    publisher.abandon().await;
+}
+
+/// Marks confirmed fresh rows published, on a pooled connection of the
+/// round's own task. A mark that fails leaves them claimed and unmarked: the
+/// poll publishes them once the claim expires (at least once, same message
+/// ids), as a failed mark always did.
+async fn mark(w: &Worker, rows: &[i64]) {
+    let marked = async {
+        let mut conn = w.store.pool().acquire().await?;
+        outbox::mark_published(&mut conn, rows).await
+    }
+    .await;
+    match marked {
+        Ok(()) => w.metrics.published(rows.len() as u64),
+        Err(error) => tracing::warn!(%error, "outbox relay: could not mark fresh events"),
+    }
+}
+
+/// One publish's rows, sorted by their confirms ([`sort`]).
+#[derive(Default)]
+struct Sorted {
+    published: Vec<i64>,
+    failed: Vec<(i64, String)>,
+    refused: Vec<(i64, bool, String)>,
+    timed_out: bool,
+}
+
+impl Sorted {
+    fn all_published(&self) -> bool {
+        self.failed.is_empty() && self.refused.is_empty()
+    }
+}
+
 /// What one round did, by outbox row.
 #[derive(Default)]
 struct Round {
@@ -525,9 +675,19 @@ struct Round {
 }
 
 impl Round {
-    /// Everything was confirmed: nothing to record but the marks.
-    fn all_published(&self) -> bool {
-        self.failed.is_empty() && self.refused.is_empty() && self.unpublishable.is_empty()
+    /// Nothing in it.
+    fn is_empty(&self) -> bool {
+        self.published.is_empty()
+            && self.failed.is_empty()
+            && self.refused.is_empty()
+            && self.unpublishable.is_empty()
+    }
+
+    /// Adds a publish's rows.
+    fn take(&mut self, sorted: Sorted) {
+        self.published.extend(sorted.published);
+        self.failed.extend(sorted.failed);
+        self.refused.extend(sorted.refused);
     }
 
     /// Keeps the events that can be published; the others are abandoned.
