@@ -18,8 +18,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
 use lapin::options::{BasicAckOptions, BasicCancelOptions};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::backoff::Backoff;
 use super::intake::{self, Accepted, Envelope, Incoming, Reading};
@@ -78,12 +80,44 @@ pub async fn run(w: Arc<Worker>) -> Option<Session> {
 /// The most deliveries taken into one intake transaction.
 pub const MAX_INTAKE_BATCH: usize = 256;
 
+/// The most intake batches in progress at once. Two: deliveries that arrive
+/// while a batch is being stored are read and stored beside it, instead of
+/// waiting for its commit (at 300 commands/s, the wait behind one intake
+/// commit was a visible share of a command's latency; docs/performance.md,
+/// seventh session).
+pub const INTAKES: usize = 2;
+
+/// What reading the next batch came to.
+enum Read {
+    /// Deliveries already arrived, each with its in-flight permit.
+    Batch(Vec<lapin::message::Delivery>, Vec<OwnedSemaphorePermit>),
+    /// Asked to stop.
+    Stopped,
+    /// The session died.
+    Lost,
+}
+
+/// The ack of an intake batch that was stored, with its executors running:
+/// its last delivery, whose `multiple` ack covers the batch.
+type Stored = Option<lapin::message::Delivery>;
+
 /// Consumes until shutdown (returns true) or until the session dies (false).
 ///
 /// Deliveries are taken in batches of whatever has already arrived (never
 /// waiting for more), stored in one transaction, and acknowledged with one
-/// `multiple` ack. Intake runs one batch at a time, so every delivery before
-/// the acked tag has been stored: that is what makes the single ack safe.
+/// `multiple` ack. Up to [`INTAKES`] batches are stored at once; each
+/// batch's executors start as soon as its own commit is done, but the acks
+/// are sent in the order of the batches, each only once every earlier batch
+/// is stored: every delivery before an acked tag has then been stored,
+/// which is what makes the single ack safe. Two batches stored at once are
+/// disjoint deliveries; a command id in both (a producer's duplicate) is
+/// stored once, the unique key making the later insert wait for the
+/// earlier's commit and then take the path of duplicates; two commands of
+/// one payment in both get its lease once (the later claim waits for the
+/// earlier's commit, then finds it held). Claims and inserts are made in
+/// the order of their keys, so the two cannot wait for each other in a
+/// cycle; a deadlock all the same would be rolled back and the batch
+/// stored again.
 async fn consume(w: &Arc<Worker>, session: &Session) -> bool {
     let tag = format!("backoffice-worker-{}", w.owner);
     let mut consumer = match session.consume(&w.topology.command_queue, &tag).await {
@@ -94,74 +128,130 @@ async fn consume(w: &Arc<Worker>, session: &Session) -> bool {
         }
     };
     let mut health = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        // One permit per command, taken before its delivery is read: a full
-        // worker stops here and the broker's prefetch holds the rest.
-        let first_permit = tokio::select! {
-            permit = w.permits.clone().acquire_owned() => permit.expect("semaphore never closed"),
-            _ = w.shutdown.cancelled() => {
-                stop_consuming(session, &tag).await;
-                return true;
+    let mut intakes = FuturesOrdered::new();
+    // Every batch before the oldest in `intakes` is stored: its ack may be
+    // sent. False once a batch was given up (shutting down).
+    let mut in_order = true;
+    let stopped = loop {
+        tokio::select! {
+            // Acks first: the oldest batch's, once it is stored.
+            Some(stored) = intakes.next(), if !intakes.is_empty() => {
+                let Some(last) = stored else {
+                    // Shutting down before the batch could be stored: its
+                    // deliveries (and every later batch's, acked by tag
+                    // only after it) stay unacked, and are redelivered.
+                    break true;
+                };
+                ack(&last).await;
             }
-        };
-        let first = loop {
-            tokio::select! {
-                next = consumer.next() => break next,
-                _ = health.tick() => {
-                    if !session.is_connected() {
-                        return false;
+            read = read_batch(w, &mut consumer, &mut health, session), if intakes.len() < INTAKES => {
+                match read {
+                    Read::Batch(batch, permits) => {
+                        intakes.push_back(store_batch(w.clone(), batch, permits));
                     }
+                    Read::Stopped => break true,
+                    Read::Lost => break false,
                 }
-                _ = w.shutdown.cancelled() => {
-                    stop_consuming(session, &tag).await;
-                    return true;
-                }
-            }
-        };
-        let mut batch = match first {
-            Some(Ok(delivery)) => vec![delivery],
-            Some(Err(error)) => {
-                tracing::warn!(%error, "consumer failed");
-                return false;
-            }
-            None => return false,
-        };
-        let mut permits = vec![first_permit];
-        // The rest of the batch is what has already arrived AND has a free
-        // permit: waiting for permits with deliveries in hand could wait for
-        // more than the in-flight cap, forever.
-        while batch.len() < MAX_INTAKE_BATCH {
-            let Ok(permit) = w.permits.clone().try_acquire_owned() else {
-                break;
-            };
-            match consumer.next().now_or_never() {
-                Some(Some(Ok(delivery))) => {
-                    batch.push(delivery);
-                    permits.push(permit);
-                }
-                _ => break,
             }
         }
-        let Some(accepted) = intake(w, &batch).await else {
-            // Shutting down before the batch could be stored: the deliveries
-            // stay unacked and the broker redelivers them.
-            return true;
-        };
-        let last = batch.last().expect("a batch is never empty");
-        if let Err(error) = last.acker.ack(BasicAckOptions { multiple: true }).await {
-            // The commands are stored; redeliveries will be recognised by their id.
-            tracing::warn!(%error, "ack failed after intake; the messages will be redelivered");
-        }
-        for (accepted, permit) in accepted.into_iter().zip(permits) {
-            if let Accepted::Run(job) = accepted {
-                let w = w.clone();
-                tokio::spawn(async move {
-                    executor::drive(w, *job).await;
-                    drop(permit);
-                });
-            }
+    };
+    if stopped {
+        stop_consuming(session, &tag).await;
+    }
+    // The batches still being stored finish (their executors start; the
+    // session may be gone, and then their acks fail and the broker
+    // redelivers them, recognised by their ids), acked in order until one
+    // was given up: none after it is, as its ack would cover that one's.
+    while let Some(stored) = intakes.next().await {
+        match stored {
+            Some(last) if in_order => ack(&last).await,
+            _ => in_order = false,
         }
     }
+    stopped
+}
+
+/// Acks a stored batch: every delivery up to its last.
+async fn ack(last: &lapin::message::Delivery) {
+    if let Err(error) = last.acker.ack(BasicAckOptions { multiple: true }).await {
+        // The commands are stored; redeliveries will be recognised by their id.
+        tracing::warn!(%error, "ack failed after intake; the messages will be redelivered");
+    }
+}
+
+/// Reads the next batch: the first delivery (waiting for it and for a
+/// permit), and whatever else has already arrived and has a free permit.
+/// Cancel-safe (it is raced against the acks): dropped while waiting, it
+/// has taken nothing but a permit, which is given back.
+async fn read_batch(
+    w: &Arc<Worker>,
+    consumer: &mut lapin::Consumer,
+    health: &mut tokio::time::Interval,
+    session: &Session,
+) -> Read {
+    // One permit per command, taken before its delivery is read: a full
+    // worker stops here and the broker's prefetch holds the rest.
+    let first_permit = tokio::select! {
+        permit = w.permits.clone().acquire_owned() => permit.expect("semaphore never closed"),
+        _ = w.shutdown.cancelled() => return Read::Stopped,
+    };
+    let first = loop {
+        tokio::select! {
+            next = consumer.next() => break next,
+            _ = health.tick() => {
+                if !session.is_connected() {
+                    return Read::Lost;
+                }
+            }
+            _ = w.shutdown.cancelled() => return Read::Stopped,
+        }
+    };
+    let mut batch = match first {
+        Some(Ok(delivery)) => vec![delivery],
+        Some(Err(error)) => {
+            tracing::warn!(%error, "consumer failed");
+            return Read::Lost;
+        }
+        None => return Read::Lost,
+    };
+    let mut permits = vec![first_permit];
+    // The rest of the batch is what has already arrived AND has a free
+    // permit: waiting for permits with deliveries in hand could wait for
+    // more than the in-flight cap, forever.
+    while batch.len() < MAX_INTAKE_BATCH {
+        let Ok(permit) = w.permits.clone().try_acquire_owned() else {
+            break;
+        };
+        match consumer.next().now_or_never() {
+            Some(Some(Ok(delivery))) => {
+                batch.push(delivery);
+                permits.push(permit);
+            }
+            _ => break,
+        }
+    }
+    Read::Batch(batch, permits)
+}
+
+/// Stores a batch and starts its executors at once; returns its last
+/// delivery, for the caller to ack in turn. `None` when asked to stop
+/// before it was stored.
+async fn store_batch(
+    w: Arc<Worker>,
+    mut batch: Vec<lapin::message::Delivery>,
+    permits: Vec<OwnedSemaphorePermit>,
+) -> Stored {
+    let accepted = intake(&w, &batch).await?;
+    for (accepted, permit) in accepted.into_iter().zip(permits) {
+        if let Accepted::Run(job) = accepted {
+            let w = w.clone();
+            tokio::spawn(async move {
+                executor::drive(w, *job).await;
+                drop(permit);
+            });
+        }
+    }
+    batch.pop()
 }
 
 /// Asks the broker to stop delivering: unacked deliveries go back to the queue.
