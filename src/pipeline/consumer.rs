@@ -135,11 +135,13 @@ async fn consume(w: &Arc<Worker>, session: &Session) -> bool {
     let stopped = loop {
         tokio::select! {
             // Acks first: the oldest batch's, once it is stored.
+            biased;
             Some(stored) = intakes.next(), if !intakes.is_empty() => {
                 let Some(last) = stored else {
                     // Shutting down before the batch could be stored: its
                     // deliveries (and every later batch's, acked by tag
                     // only after it) stay unacked, and are redelivered.
+                    in_order = false;
                     break true;
                 };
                 ack(&last).await;
