@@ -15,10 +15,11 @@
 //! fails for its data (not for a database that is away) is taken apart, so
 //! that the one delivery at fault is dead-lettered and the others go on.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::stream::FuturesOrdered;
+use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use lapin::options::{BasicAckOptions, BasicCancelOptions};
 use tokio::sync::OwnedSemaphorePermit;
@@ -97,27 +98,32 @@ enum Read {
     Lost,
 }
 
-/// The ack of an intake batch that was stored, with its executors running:
-/// its last delivery, whose `multiple` ack covers the batch.
-type Stored = Option<lapin::message::Delivery>;
+/// An intake batch that was stored, with its executors running (its
+/// deliveries, to ack), or `None` if it was given up (shutting down before
+/// it could be stored).
+type Stored = Option<Vec<lapin::message::Delivery>>;
 
 /// Consumes until shutdown (returns true) or until the session dies (false).
 ///
 /// Deliveries are taken in batches of whatever has already arrived (never
 /// waiting for more), stored in one transaction, and acknowledged with one
 /// `multiple` ack. Up to [`INTAKES`] batches are stored at once; each
-/// batch's executors start as soon as its own commit is done, but the acks
-/// are sent in the order of the batches, each only once every earlier batch
-/// is stored: every delivery before an acked tag has then been stored,
-/// which is what makes the single ack safe. Two batches stored at once are
-/// disjoint deliveries; a command id in both (a producer's duplicate) is
-/// stored once, the unique key making the later insert wait for the
-/// earlier's commit and then take the path of duplicates; two commands of
-/// one payment in both get its lease once (the later claim waits for the
-/// earlier's commit, then finds it held). Claims and inserts are made in
-/// the order of their keys, so the two cannot wait for each other in a
-/// cycle; a deadlock all the same would be rolled back and the batch
-/// stored again.
+/// batch's executors start as soon as its own commit is done. A batch
+/// stored while no earlier batch is still being stored (the usual case) is
+/// acked with one `multiple` ack of its last delivery: every delivery
+/// before that tag has been stored, which is what makes the single ack
+/// safe. A batch stored before an earlier one (or after one given up) acks
+/// its own deliveries one by one, at once: were it to wait for the earlier
+/// batch, its commands would run and decide while their deliveries stayed
+/// unacked, and a crash then would redeliver them (answered with replayed
+/// events). Two batches stored at once are disjoint deliveries; a command
+/// id in both (a producer's duplicate) is stored once, the unique key
+/// making the later insert wait for the earlier's commit and then take the
+/// path of duplicates; two commands of one payment in both get its lease
+/// once (the later claim waits for the earlier's commit, then finds it
+/// held). Claims and inserts are made in the order of their keys, so the
+/// two cannot wait for each other in a cycle; a deadlock all the same would
+/// be rolled back and the batch stored again.
 async fn consume(w: &Arc<Worker>, session: &Session) -> bool {
     let tag = format!("backoffice-worker-{}", w.owner);
     let mut consumer = match session.consume(&w.topology.command_queue, &tag).await {
@@ -128,28 +134,30 @@ async fn consume(w: &Arc<Worker>, session: &Session) -> bool {
         }
     };
     let mut health = tokio::time::interval(Duration::from_secs(1));
-    let mut intakes = FuturesOrdered::new();
-    // Every batch before the oldest in `intakes` is stored: its ack may be
-    // sent. False once a batch was given up (shutting down).
-    let mut in_order = true;
+    let mut intakes = FuturesUnordered::new();
+    // The batches being stored, and those given up, by number: a batch
+    // acks with `multiple` only when none before it is in here.
+    let mut unstored = BTreeSet::new();
+    let mut next = 0u64;
     let stopped = loop {
         tokio::select! {
-            // Acks first: the oldest batch's, once it is stored.
+            // Acks first.
             biased;
-            Some(stored) = intakes.next(), if !intakes.is_empty() => {
-                let Some(last) = stored else {
+            Some((number, stored)) = intakes.next(), if !intakes.is_empty() => {
+                if !ack(&mut unstored, number, stored).await {
                     // Shutting down before the batch could be stored: its
-                    // deliveries (and every later batch's, acked by tag
-                    // only after it) stay unacked, and are redelivered.
-                    in_order = false;
+                    // deliveries stay unacked, and are redelivered.
                     break true;
-                };
-                ack(&last).await;
+                }
             }
             read = read_batch(w, &mut consumer, &mut health, session), if intakes.len() < INTAKES => {
                 match read {
                     Read::Batch(batch, permits) => {
-                        intakes.push_back(store_batch(w.clone(), batch, permits));
+                        let number = next;
+                        next += 1;
+                        unstored.insert(number);
+                        let stored = store_batch(w.clone(), batch, permits);
+                        intakes.push(stored.map(move |stored| (number, stored)));
                     }
                     Read::Stopped => break true,
                     Read::Lost => break false,
@@ -162,23 +170,35 @@ async fn consume(w: &Arc<Worker>, session: &Session) -> bool {
     }
     // The batches still being stored finish (their executors start; the
     // session may be gone, and then their acks fail and the broker
-    // redelivers them, recognised by their ids), acked in order until one
-    // was given up: none after it is, as its ack would cover that one's.
-    while let Some(stored) = intakes.next().await {
-        match stored {
-            Some(last) if in_order => ack(&last).await,
-            _ => in_order = false,
-        }
+    // redelivers them, recognised by their ids).
+    while let Some((number, stored)) = intakes.next().await {
+        ack(&mut unstored, number, stored).await;
     }
     stopped
 }
 
-/// Acks a stored batch: every delivery up to its last.
-async fn ack(last: &lapin::message::Delivery) {
-    if let Err(error) = last.acker.ack(BasicAckOptions { multiple: true }).await {
-        // The commands are stored; redeliveries will be recognised by their id.
-        tracing::warn!(%error, "ack failed after intake; the messages will be redelivered");
+/// Acks batch `number` once it is stored: with one `multiple` ack when no
+/// batch before it is unstored, else delivery by delivery. A batch given
+/// up stays unstored (nothing after it acks past it) and returns false.
+async fn ack(unstored: &mut BTreeSet<u64>, number: u64, stored: Stored) -> bool {
+    let Some(batch) = stored else {
+        return false;
+    };
+    unstored.remove(&number);
+    let in_order = unstored.first().is_none_or(|&first| first > number);
+    let acks: Vec<&lapin::message::Delivery> = match (in_order, batch.last()) {
+        (true, Some(last)) => vec![last],
+        _ => batch.iter().collect(),
+    };
+    for delivery in acks {
+        let multiple = in_order;
+        if let Err(error) = delivery.acker.ack(BasicAckOptions { multiple }).await {
+            // The commands are stored; redeliveries will be recognised by their id.
+            tracing::warn!(%error, "ack failed after intake; the messages will be redelivered");
+            break;
+        }
     }
+    true
 }
 
 /// Reads the next batch: the first delivery (waiting for it and for a
@@ -235,12 +255,12 @@ async fn read_batch(
     Read::Batch(batch, permits)
 }
 
-/// Stores a batch and starts its executors at once; returns its last
-/// delivery, for the caller to ack in turn. `None` when asked to stop
-/// before it was stored.
+/// Stores a batch and starts its executors at once; returns its
+/// deliveries, for the caller to ack. `None` when asked to stop before it
+/// was stored.
 async fn store_batch(
     w: Arc<Worker>,
-    mut batch: Vec<lapin::message::Delivery>,
+    batch: Vec<lapin::message::Delivery>,
     permits: Vec<OwnedSemaphorePermit>,
 ) -> Stored {
     let accepted = intake(&w, &batch).await?;
@@ -253,7 +273,7 @@ async fn store_batch(
             });
         }
     }
-    batch.pop()
+    Some(batch)
 }
 
 /// Asks the broker to stop delivering: unacked deliveries go back to the queue.
