@@ -9,6 +9,7 @@
 mod common;
 mod gateway_support;
 
+mod batch_writers;
 mod hostile_intake;
 mod intake_one_statement;
 mod listeners;

@@ -119,6 +119,23 @@ async fn killed_mid_call_and_restarted_every_command_ends_once() {
     // restart, not resent (the ledger above shows one effect each), and no
     // attempt is left looking in flight.
     for id in &running {
+        // A completion statement the first worker sent before the kill can
+        // still commit after it (PostgreSQL finishes a statement whose
+        // client died; with two completion batches written at once, two
+        // can be in flight): that command was decided by the first worker,
+        // its decision's transaction started before the kill, and it needs
+        // no inquiry.
+        let decided_before_the_kill: bool = sqlx::query_scalar(
+            "SELECT COALESCE(decided_at < $2, false) FROM commands WHERE id = $1",
+        )
+        .bind(id)
+        .bind(killed_at)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+        if decided_before_the_kill {
+            continue;
+        }
         let inquiries: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM attempts WHERE command_id = $1 AND kind = 'inquiry' AND started_at > $2",
         )

@@ -1,14 +1,23 @@
 //! Group commit: many tasks' writes in one transaction, without waiting for company.
 //!
 //! Each caller of a [`Batcher`] submits its item and waits for the commit
-//! that includes it. When no write is in progress, the caller writes at once
-//! on its own task, with whatever else has queued up (up to a maximum): at
-//! low load a batch is a single item, written without handing it to another
-//! task and waking that task's thread, and nobody waits longer than their
-//! own commit. Items submitted while a write is in progress queue up and
-//! share the next one, written by a task started for them when the current
-//! write ends: under load, commits and statements are shared, and the
-//! caller that happened to write first does not go on writing for others.
+//! that includes it. When fewer than the allowed number of writes are in
+//! progress, the caller writes at once on its own task, with whatever else
+//! has queued up (up to a maximum): at low load a batch is a single item,
+//! written without handing it to another task and waking that task's thread,
+//! and nobody waits longer than their own commit. Items submitted while every
+//! write slot is busy queue up and share the next batch, written by a task
+//! started for them when a write ends: under load, commits and statements are
+//! shared, and the caller that happened to write first does not go on writing
+//! for others.
+//!
+//! Several writes (a small number, `writers`) may be in progress at once,
+//! each of its own items: with one, an item arriving while a batch was being
+//! written waited for that whole write and then its own (at 300 commands/s
+//! the completion writer's wait grew from 0.1 to 1.6 ms p50; docs/performance.md,
+//! seventh session). The batches are disjoint, so the writes only contend on
+//! what their statements share (payments released, commands woken), and each
+//! writer locks in the order of ids or retries a deadlock.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -29,15 +38,18 @@ pub struct Batcher<T, R> {
 
 struct Shared<T, R> {
     max_batch: usize,
+    /// The most writes in progress at once.
+    writers: usize,
     write: Box<Write<T, R>>,
     state: Mutex<State<T, R>>,
 }
 
 struct State<T, R> {
     queue: VecDeque<(T, Reply<R>)>,
-    /// A write is in progress (a caller's, or a task's): new items wait for
-    /// the next batch.
-    writing: bool,
+    /// Writes in progress (callers' or tasks'). At `writers`, new items wait
+    /// for the next batch; below it, the queue is empty (a write that ends
+    /// with items queued passes its slot to a task that writes them).
+    writing: usize,
 }
 
 impl<T, R> Clone for Batcher<T, R> {
@@ -49,9 +61,11 @@ impl<T, R> Clone for Batcher<T, R> {
 }
 
 impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
-    /// Makes the batcher. `write` must return one result per item, in order,
-    /// and either commit all of its batch or none of it.
-    pub fn start<F, Fut>(max_batch: usize, write: F) -> Batcher<T, R>
+    /// Makes the batcher: at most `max_batch` items per write, at most
+    /// `writers` (at least one) writes at once. `write` must return one result
+    /// per item, in order, and either commit all of its batch or none of it;
+    /// it may run concurrently with itself, on other items.
+    pub fn start<F, Fut>(max_batch: usize, writers: usize, write: F) -> Batcher<T, R>
     where
         F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Vec<R>, StoreError>> + Send + 'static,
@@ -60,10 +74,11 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
         Batcher {
             shared: Arc::new(Shared {
                 max_batch,
+                writers: writers.max(1),
                 write,
                 state: Mutex::new(State {
                     queue: VecDeque::new(),
-                    writing: false,
+                    writing: 0,
                 }),
             }),
         }
@@ -72,16 +87,21 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
     /// Submits one item and waits for the commit that includes it.
     pub async fn submit(&self, item: T) -> Result<R, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let lead = {
+        let batch = {
             let mut state = self.shared.state.lock().expect("batch state");
             state.queue.push_back((item, reply));
-            !std::mem::replace(&mut state.writing, true)
+            (state.writing < self.shared.writers).then(|| {
+                state.writing += 1;
+                // Taken under the same lock: an item submitted meanwhile
+                // takes the next free slot (or queues) instead of joining
+                // this batch and waiting on a write that started without it.
+                self.shared.take_locked(&mut state)
+            })
         };
-        if lead {
+        if let Some(batch) = batch {
             // Ends the write in progress even if this future is dropped
             // mid-write: whoever queued meanwhile gets a writer task.
             let turn = Turn(Some(self.shared.clone()));
-            let batch = self.shared.take();
             self.shared.write_batch(batch).await;
             drop(turn);
         }
@@ -96,7 +116,10 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
 impl<T: Send + 'static, R: Send + 'static> Shared<T, R> {
     /// The next batch: what has queued up, at most `max_batch` items.
     fn take(&self) -> Vec<(T, Reply<R>)> {
-        let mut state = self.state.lock().expect("batch state");
+        self.take_locked(&mut self.state.lock().expect("batch state"))
+    }
+
+    fn take_locked(&self, state: &mut State<T, R>) -> Vec<(T, Reply<R>)> {
         let n = state.queue.len().min(self.max_batch);
         state.queue.drain(..n).collect()
     }
@@ -122,12 +145,12 @@ impl<T: Send + 'static, R: Send + 'static> Shared<T, R> {
         }
     }
 
-    /// Ends a write: the turn passes to a writer task when items queued up
-    /// meanwhile, and is free otherwise.
+    /// Ends a write: its slot passes to a writer task when items queued up
+    /// meanwhile, and is freed otherwise.
     fn end_turn(self: Arc<Self>) {
         let mut state = self.state.lock().expect("batch state");
         if state.queue.is_empty() {
-            state.writing = false;
+            state.writing -= 1;
             return;
         }
         drop(state);
@@ -142,7 +165,7 @@ impl<T: Send + 'static, R: Send + 'static> Shared<T, R> {
     }
 }
 
-/// The turn to write, held by the caller or task writing.
+/// A write slot, held by the caller or task writing.
 struct Turn<T: Send + 'static, R: Send + 'static>(Option<Arc<Shared<T, R>>>);
 
 impl<T: Send + 'static, R: Send + 'static> Drop for Turn<T, R> {

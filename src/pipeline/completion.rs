@@ -26,6 +26,18 @@ use uuid::Uuid;
 /// The most decisions committed together.
 pub const MAX_BATCH: usize = 256;
 
+/// The most batches written at once. Two: a decision that arrives while a
+/// batch is being written is committed beside it rather than after it, and
+/// under load the batches still share commits. The batches are disjoint
+/// (one executor per command, one conclusion each), and a batch locks its
+/// commands in the order of their ids and releases only its own commands'
+/// payment leases; the commands two batches wake wait on different payments
+/// (a payment is held by one command at a time). A deadlock, should one
+/// occur all the same, is retried ([`crate::store::retry_transient`]): the
+/// statement is atomic, so a batch run again neither loses nor doubles an
+/// outcome.
+pub const WRITERS: usize = 2;
+
 /// One command's decision, with everything its transaction writes.
 #[derive(Debug)]
 pub struct Conclusion {
@@ -67,7 +79,7 @@ impl Completer {
         scheduler: Arc<Notify>,
     ) -> Completer {
         let exchange = Arc::new(exchange);
-        let batcher = Batcher::start(MAX_BATCH, move |batch: Vec<Conclusion>| {
+        let batcher = Batcher::start(MAX_BATCH, WRITERS, move |batch: Vec<Conclusion>| {
             let store = store.clone();
             let exchange = exchange.clone();
             let fresh = fresh.clone();

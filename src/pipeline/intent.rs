@@ -12,6 +12,13 @@ use crate::store::{Store, StoreError};
 
 pub const MAX_BATCH: usize = 256;
 
+/// The most batches written at once: two, so that a snapshot command whose
+/// inquiry ends while a batch is being written has its recovery point
+/// committed beside it, not after it. Batches are disjoint (each executor
+/// records its own command's intent), each locks its commands in the order
+/// of their ids and inserts only their attempt rows: they do not contend.
+pub const WRITERS: usize = 2;
+
 /// The recovery point of one command about to call (in the store it becomes
 /// a `commands::Intent`, its SQL parameters).
 #[derive(Debug)]
@@ -34,7 +41,7 @@ pub struct Intents {
 
 impl Intents {
     pub fn start(store: Store, owner: uuid::Uuid) -> Intents {
-        let batcher = Batcher::start(MAX_BATCH, move |batch: Vec<RecoveryPoint>| {
+        let batcher = Batcher::start(MAX_BATCH, WRITERS, move |batch: Vec<RecoveryPoint>| {
             let store = store.clone();
             async move { crate::store::retry_transient(|| write(&store, owner, &batch)).await }
         });

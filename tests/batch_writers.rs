@@ -1,0 +1,412 @@
+//! The batch writers (completion, intent) write up to two batches at once,
+//! against the real PostgreSQL: a batch held up (here by a row lock the test
+//! takes on one of its commands) does not hold up the next commands, and
+//! batches written concurrently neither lose nor double an outcome, an event
+//! or an attempt, nor deadlock when they release payments others wait for.
+//! Intake, likewise, stores up to two batches of deliveries at once.
+
+use crate::common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backoffice_worker::config::DatabaseSettings;
+use backoffice_worker::events::ResultEvent;
+use backoffice_worker::metrics::Metrics;
+use backoffice_worker::outcome::Outcome;
+use backoffice_worker::pipeline::completion::{Committed, Completer, Conclusion};
+use backoffice_worker::pipeline::intent::{Intents, RecoveryPoint};
+use backoffice_worker::pipeline::relay;
+use backoffice_worker::store::commands::{self, Decision, NewCommand, PaymentClaim, PaymentKey};
+use backoffice_worker::store::Store;
+use common::TestEnv;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+const LEASE: Duration = Duration::from_secs(60);
+const RECHECK: Duration = Duration::from_secs(60);
+/// Long enough for a commit on a busy machine; a batch that waited for
+/// the held one would wait until the test gave up its lock.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+fn store(env: &TestEnv) -> Store {
+    Store::connect_lazy(&DatabaseSettings {
+        url: secrecy::SecretString::from(env.db_url.clone()),
+        max_connections: 8,
+        statement_timeout: backoffice_worker::config::DEFAULT_STATEMENT_TIMEOUT,
+    })
+    .unwrap()
+}
+
+fn command(id: &str, payment: &str) -> NewCommand {
+    NewCommand {
+        id: id.to_string(),
+        payload: format!(r#"{{"id": "{id}"}}"#),
+        fingerprint: format!("fp-{id}"),
+        gateway: Some("paymentz".into()),
+        account: Some("default".into()),
+        operation: Some("capture".into()),
+        payment_id: Some(payment.into()),
+        amount_minor: Some(100),
+        currency: Some("EUR".into()),
+        reply_to: None,
+        correlation_id: None,
+    }
+}
+
+fn claim(id: &str, payment: &str) -> PaymentClaim {
+    PaymentClaim {
+        gateway: "paymentz".into(),
+        payment_key: PaymentKey::from(payment),
+        command_id: id.into(),
+    }
+}
+
+/// Stores `(id, payment)` commands as intake does, leased to `owner`: the
+/// first command of each payment holds its lease and runs, the others wait
+/// for it (queued until the recheck delay, or until it is released).
+async fn stored(pool: &PgPool, owner: Uuid, commands: &[(String, String)]) {
+    let rows: Vec<NewCommand> = commands.iter().map(|(id, p)| command(id, p)).collect();
+    let refs: Vec<&NewCommand> = rows.iter().collect();
+    let mut seen = std::collections::HashSet::new();
+    let claims: Vec<PaymentClaim> = commands
+        .iter()
+        .filter(|(_, p)| seen.insert(p.clone()))
+        .map(|(id, p)| claim(id, p))
+        .collect();
+    let mut conn = pool.acquire().await.unwrap();
+    let taken = commands::intake_new(&mut conn, &refs, owner, LEASE, RECHECK, &claims, &[])
+        .await
+        .unwrap()
+        .expect("new ids");
+    assert_eq!(taken.len(), commands.len());
+}
+
+fn conclusion(id: &str, payment: &str) -> Conclusion {
+    let event = ResultEvent {
+        command_id: id.into(),
+        gateway: Some("paymentz".into()),
+        account: Some("default".into()),
+        operation: Some("capture".into()),
+        payment_id: Some(payment.into()),
+        outcome: Outcome::Succeeded,
+        reason: None,
+        amount: Some("1.00".into()),
+        currency: Some("EUR".into()),
+        gateway_status: None,
+        gateway_code: None,
+        description: None,
+        reference: None,
+        attempts: 1,
+        replayed: false,
+        reconciled: false,
+        response: serde_json::json!({}),
+        metadata: None,
+        origin: None,
+        occurred_at: backoffice_worker::events::now_rfc3339(),
+    };
+    Conclusion {
+        decision: Decision {
+            id: id.into(),
+            outcome: "succeeded".into(),
+            reason: None,
+            result: serde_json::to_string(&event).unwrap(),
+            reconcile_in: None,
+        },
+        event,
+        claim: claim(id, payment),
+        recording: None,
+        reply_to: None,
+        reply_correlation_id: None,
+    }
+}
+
+fn completer(store: Store, owner: Uuid) -> (Completer, relay::HandoverReceiver) {
+    let (fresh, events) = relay::handover(100_000, Arc::new(Metrics::new()));
+    let completer = Completer::start(
+        store,
+        owner,
+        "results".into(),
+        fresh,
+        Arc::new(Notify::new()),
+    );
+    (completer, events)
+}
+
+/// Takes `id`'s row lock in a transaction of the test's own, as another
+/// writer's long statement would hold it.
+async fn hold(pool: &PgPool, id: &str) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM commands WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx
+}
+
+/// Waits until a statement of another session waits for a row lock: the
+/// held batch's write has started and is stuck behind the test's lock.
+async fn until_a_write_waits_for_a_lock(pool: &PgPool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the held batch never reached the database"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn count(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_batch_commits_while_another_is_held_up() {
+    let env = TestEnv::new("two-completions").await;
+    let owner = Uuid::new_v4();
+    let commands: Vec<(String, String)> = ["a", "b"]
+        .iter()
+        .map(|id| (id.to_string(), format!("pay-{id}")))
+        .collect();
+    stored(&env.pool, owner, &commands).await;
+    let (completer, _events) = completer(store(&env), owner);
+
+    let held = hold(&env.pool, "a").await;
+    let first = tokio::spawn({
+        let completer = completer.clone();
+        async move { completer.commit(conclusion("a", "pay-a")).await }
+    });
+    until_a_write_waits_for_a_lock(&env.pool).await;
+
+    // With one write at a time, b would wait for a's write, which waits
+    // for the test.
+    let second = tokio::time::timeout(PATIENCE, completer.commit(conclusion("b", "pay-b")))
+        .await
+        .expect("b is committed while a's batch is held up")
+        .unwrap();
+    assert_eq!(second, Committed::Decided { replays: 0 });
+    assert!(
+        !first.is_finished(),
+        "a cannot commit while its row is held"
+    );
+    let decided = "SELECT count(*) FROM commands WHERE outcome IS NOT NULL";
+    assert_eq!(count(&env.pool, decided).await, 1);
+
+    held.rollback().await.unwrap();
+    let first = tokio::time::timeout(PATIENCE, first)
+        .await
+        .expect("a is committed once its row is free")
+        .unwrap()
+        .unwrap();
+    assert_eq!(first, Committed::Decided { replays: 0 });
+    assert_eq!(count(&env.pool, decided).await, 2);
+    assert_eq!(count(&env.pool, "SELECT count(*) FROM outbox").await, 2);
+    assert_eq!(
+        count(&env.pool, "SELECT count(*) FROM payment_leases").await,
+        0
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_intent_batch_commits_while_another_is_held_up() {
+    let env = TestEnv::new("two-intents").await;
+    let owner = Uuid::new_v4();
+    let commands: Vec<(String, String)> = ["a", "b"]
+        .iter()
+        .map(|id| (id.to_string(), format!("pay-{id}")))
+        .collect();
+    stored(&env.pool, owner, &commands).await;
+    let intents = Intents::start(store(&env), owner);
+    let point = |id: &str| RecoveryPoint {
+        command_id: id.into(),
+        purpose: "capture",
+        before_snapshot: Some(serde_json::json!({"status": "authorized"})),
+        inquiry: None,
+    };
+
+    let held = hold(&env.pool, "a").await;
+    let first = tokio::spawn({
+        let intents = intents.clone();
+        let point = point("a");
+        async move { intents.record(point).await }
+    });
+    until_a_write_waits_for_a_lock(&env.pool).await;
+
+    let second = tokio::time::timeout(PATIENCE, intents.record(point("b")))
+        .await
+        .expect("b's recovery point is committed while a's batch is held up")
+        .unwrap();
+    assert_eq!(second.map(|(attempt, _)| attempt), Some(1));
+    assert!(
+        !first.is_finished(),
+        "a cannot commit while its row is held"
+    );
+
+    held.rollback().await.unwrap();
+    let first = tokio::time::timeout(PATIENCE, first)
+        .await
+        .expect("a's recovery point is committed once its row is free")
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.map(|(attempt, _)| attempt), Some(1));
+    let calling = "SELECT count(*) FROM commands WHERE phase = 'calling' AND attempts = 1";
+    assert_eq!(count(&env.pool, calling).await, 2);
+    let in_flight = "SELECT count(*) FROM attempts WHERE status = 'in_flight' AND attempt_no = 1";
+    assert_eq!(count(&env.pool, in_flight).await, 2);
+    env.cleanup().await;
+}
+
+/// Many executors concluding at once, as under load: batches are written
+/// two at a time, each releasing payments that other commands wait for.
+/// Every outcome is committed once, with one event; every waiting command
+/// is woken; and a conclusion submitted again changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_completion_batches_lose_and_double_nothing() {
+    let env = TestEnv::new("completions-at-once").await;
+    let owner = Uuid::new_v4();
+    const PAYMENTS: usize = 120;
+    // Per payment: a holder that runs, and a command waiting for it.
+    let commands: Vec<(String, String)> = (0..PAYMENTS)
+        .flat_map(|i| {
+            let payment = format!("pay-{i:03}");
+            [
+                (format!("run-{i:03}"), payment.clone()),
+                (format!("wait-{i:03}"), payment),
+            ]
+        })
+        .collect();
+    stored(&env.pool, owner, &commands).await;
+    let waiting = "SELECT count(*) FROM commands WHERE state = 'queued' AND next_run_at > now()";
+    assert_eq!(count(&env.pool, waiting).await, PAYMENTS as i64);
+    let (completer, _events) = completer(store(&env), owner);
+
+    let conclude_all = || {
+        let tasks: Vec<_> = (0..PAYMENTS)
+            .map(|i| {
+                let completer = completer.clone();
+                tokio::spawn(async move {
+                    let id = format!("run-{i:03}");
+                    let payment = format!("pay-{i:03}");
+                    completer.commit(conclusion(&id, &payment)).await
+                })
+            })
+            .collect();
+        async move {
+            let mut results = Vec::new();
+            for task in tasks {
+                results.push(task.await.unwrap().unwrap());
+            }
+            results
+        }
+    };
+    let results = conclude_all().await;
+    assert!(results
+        .iter()
+        .all(|r| *r == Committed::Decided { replays: 0 }));
+    // Every batch ran to its commit: the writes at most two at a time
+    // shared commits (fewer outbox inserts than commands is not visible
+    // here, but every row is).
+    let events = "SELECT count(DISTINCT command_id) FROM outbox";
+    assert_eq!(count(&env.pool, events).await, PAYMENTS as i64);
+    assert_eq!(
+        count(&env.pool, "SELECT count(*) FROM outbox").await,
+        PAYMENTS as i64
+    );
+    let decided = "SELECT count(*) FROM commands WHERE outcome = 'succeeded' AND state = 'done'";
+    assert_eq!(count(&env.pool, decided).await, PAYMENTS as i64);
+    assert_eq!(
+        count(&env.pool, "SELECT count(*) FROM payment_leases").await,
+        0
+    );
+    assert_eq!(count(&env.pool, waiting).await, 0, "every waiter is woken");
+
+    // Submitted again (a lease lost, a bug): nothing more is written.
+    let again = conclude_all().await;
+    assert!(again.iter().all(|r| *r == Committed::LeaseLost));
+    assert_eq!(
+        count(&env.pool, "SELECT count(*) FROM outbox").await,
+        PAYMENTS as i64
+    );
+    env.cleanup().await;
+}
+
+/// Intake stores up to two batches at once: a delivery whose batch is held
+/// up (the test holds, uncommitted, the payment lease its claim must wait
+/// for) does not hold up the deliveries read after it, whose commands run
+/// meanwhile. Once it goes on, every command has one event, and every
+/// delivery is acked (the later batch's ack waited for the earlier's commit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_intake_batch_is_stored_while_another_is_held_up() {
+    use lapin::options::QueueDeclareOptions;
+    use lapin::types::FieldTable;
+
+    let env = TestEnv::new("two-intakes").await;
+    let mut env = env;
+    let worker = env.start_worker();
+    // The worker consumes: a first command has gone all the way through.
+    env.publish(&common::pz("warm", "inquiry", "10000001", None))
+        .await;
+    env.outcome_of("warm").await;
+
+    let mut held = env.pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO payment_leases (gateway, payment_key, command_id, owner, expires_at)
+         VALUES ('paymentz', '10000003', 'the-test', $1, now() - interval '1 minute')",
+    )
+    .bind(Uuid::new_v4())
+    .execute(&mut *held)
+    .await
+    .unwrap();
+    env.publish(&common::pz("held", "inquiry", "10000003", None))
+        .await;
+    until_a_write_waits_for_a_lock(&env.pool).await;
+
+    // With one intake at a time, this delivery would be read only once the
+    // held batch was stored.
+    env.publish(&common::pz("free", "inquiry", "10000001", None))
+        .await;
+    let free = env.outcome_of("free").await;
+    assert_eq!(free.outcome, Outcome::Succeeded);
+    assert!(!env.seen.contains_key("held"), "held cannot run yet");
+    let stored = "SELECT count(*) FROM commands WHERE id = 'held'";
+    assert_eq!(count(&env.pool, stored).await, 0);
+
+    held.rollback().await.unwrap();
+    let held = env.outcome_of("held").await;
+    assert_eq!(held.outcome, Outcome::Succeeded);
+    env.drain_events(Duration::from_millis(500)).await;
+    for id in ["warm", "held", "free"] {
+        assert_eq!(env.seen[id].len(), 1, "one event for {id}");
+    }
+    worker.stop().await;
+    // Every delivery was acked: none went back to the queue when the
+    // worker's session closed.
+    let queue = env
+        .channel
+        .queue_declare(
+            env.command_queue.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(queue.message_count(), 0);
+    env.cleanup().await;
+}
