@@ -3,7 +3,6 @@
 //! takes on one of its commands) does not hold up the next commands, and
 //! batches written concurrently neither lose nor double an outcome, an event
 //! or an attempt, nor deadlock when they release payments others wait for.
-//! Intake, likewise, stores up to two batches of deliveries at once.
 
 use crate::common;
 
@@ -341,72 +340,5 @@ async fn concurrent_completion_batches_lose_and_double_nothing() {
         count(&env.pool, "SELECT count(*) FROM outbox").await,
         PAYMENTS as i64
     );
-    env.cleanup().await;
-}
-
-/// Intake stores up to two batches at once: a delivery whose batch is held
-/// up (the test holds, uncommitted, the payment lease its claim must wait
-/// for) does not hold up the deliveries read after it, whose commands run
-/// meanwhile. Once it goes on, every command has one event, and every
-/// delivery is acked (the later batch's ack waited for the earlier's commit).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_intake_batch_is_stored_while_another_is_held_up() {
-    use lapin::options::QueueDeclareOptions;
-    use lapin::types::FieldTable;
-
-    let env = TestEnv::new("two-intakes").await;
-    let mut env = env;
-    let worker = env.start_worker();
-    // The worker consumes: a first command has gone all the way through.
-    env.publish(&common::pz("warm", "inquiry", "10000001", None))
-        .await;
-    env.outcome_of("warm").await;
-
-    let mut held = env.pool.begin().await.unwrap();
-    sqlx::query(
-        "INSERT INTO payment_leases (gateway, payment_key, command_id, owner, expires_at)
-         VALUES ('paymentz', '10000003', 'the-test', $1, now() - interval '1 minute')",
-    )
-    .bind(Uuid::new_v4())
-    .execute(&mut *held)
-    .await
-    .unwrap();
-    env.publish(&common::pz("held", "inquiry", "10000003", None))
-        .await;
-    until_a_write_waits_for_a_lock(&env.pool).await;
-
-    // With one intake at a time, this delivery would be read only once the
-    // held batch was stored.
-    env.publish(&common::pz("free", "inquiry", "10000001", None))
-        .await;
-    let free = env.outcome_of("free").await;
-    assert_eq!(free.outcome, Outcome::Succeeded);
-    assert!(!env.seen.contains_key("held"), "held cannot run yet");
-    let stored = "SELECT count(*) FROM commands WHERE id = 'held'";
-    assert_eq!(count(&env.pool, stored).await, 0);
-
-    held.rollback().await.unwrap();
-    let held = env.outcome_of("held").await;
-    assert_eq!(held.outcome, Outcome::Succeeded);
-    env.drain_events(Duration::from_millis(500)).await;
-    for id in ["warm", "held", "free"] {
-        assert_eq!(env.seen[id].len(), 1, "one event for {id}");
-    }
-    worker.stop().await;
-    // Every delivery was acked: none went back to the queue when the
-    // worker's session closed.
-    let queue = env
-        .channel
-        .queue_declare(
-            env.command_queue.as_str().into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(queue.message_count(), 0);
     env.cleanup().await;
 }

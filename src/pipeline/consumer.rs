@@ -15,14 +15,11 @@
 //! fails for its data (not for a database that is away) is taken apart, so
 //! that the one delivery at fault is dead-lettered and the others go on.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use lapin::options::{BasicAckOptions, BasicCancelOptions};
-use tokio::sync::OwnedSemaphorePermit;
 
 use super::backoff::Backoff;
 use super::intake::{self, Accepted, Envelope, Incoming, Reading};
@@ -81,49 +78,12 @@ pub async fn run(w: Arc<Worker>) -> Option<Session> {
 /// The most deliveries taken into one intake transaction.
 pub const MAX_INTAKE_BATCH: usize = 256;
 
-/// The most intake batches in progress at once. Two: deliveries that arrive
-/// while a batch is being stored are read and stored beside it, instead of
-/// waiting for its commit (at 300 commands/s, the wait behind one intake
-/// commit was a visible share of a command's latency; docs/performance.md,
-/// seventh session).
-pub const INTAKES: usize = 2;
-
-/// What reading the next batch came to.
-enum Read {
-    /// Deliveries already arrived, each with its in-flight permit.
-    Batch(Vec<lapin::message::Delivery>, Vec<OwnedSemaphorePermit>),
-    /// Asked to stop.
-    Stopped,
-    /// The session died.
-    Lost,
-}
-
-/// An intake batch that was stored, with its executors running (its
-/// deliveries, to ack), or `None` if it was given up (shutting down before
-/// it could be stored).
-type Stored = Option<Vec<lapin::message::Delivery>>;
-
 /// Consumes until shutdown (returns true) or until the session dies (false).
 ///
 /// Deliveries are taken in batches of whatever has already arrived (never
 /// waiting for more), stored in one transaction, and acknowledged with one
-/// `multiple` ack. Up to [`INTAKES`] batches are stored at once; each
-/// batch's executors start as soon as its own commit is done. A batch
-/// stored while no earlier batch is still being stored (the usual case) is
-/// acked with one `multiple` ack of its last delivery: every delivery
-/// before that tag has been stored, which is what makes the single ack
-/// safe. A batch stored before an earlier one (or after one given up) acks
-/// its own deliveries one by one, at once: were it to wait for the earlier
-/// batch, its commands would run and decide while their deliveries stayed
-/// unacked, and a crash then would redeliver them (answered with replayed
-/// events). Two batches stored at once are disjoint deliveries; a command
-/// id in both (a producer's duplicate) is stored once, the unique key
-/// making the later insert wait for the earlier's commit and then take the
-/// path of duplicates; two commands of one payment in both get its lease
-/// once (the later claim waits for the earlier's commit, then finds it
-/// held). Claims and inserts are made in the order of their keys, so the
-/// two cannot wait for each other in a cycle; a deadlock all the same would
-/// be rolled back and the batch stored again.
+/// `multiple` ack. Intake runs one batch at a time, so every delivery before
+/// the acked tag has been stored: that is what makes the single ack safe.
 async fn consume(w: &Arc<Worker>, session: &Session) -> bool {
     let tag = format!("backoffice-worker-{}", w.owner);
     let mut consumer = match session.consume(&w.topology.command_queue, &tag).await {
@@ -134,146 +94,74 @@ async fn consume(w: &Arc<Worker>, session: &Session) -> bool {
         }
     };
     let mut health = tokio::time::interval(Duration::from_secs(1));
-    let mut intakes = FuturesUnordered::new();
-    // The batches being stored, and those given up, by number: a batch
-    // acks with `multiple` only when none before it is in here.
-    let mut unstored = BTreeSet::new();
-    let mut next = 0u64;
-    let stopped = loop {
-        tokio::select! {
-            // Acks first.
-            biased;
-            Some((number, stored)) = intakes.next(), if !intakes.is_empty() => {
-                if !ack(&mut unstored, number, stored).await {
-                    // Shutting down before the batch could be stored: its
-                    // deliveries stay unacked, and are redelivered.
-                    break true;
+    loop {
+        // One permit per command, taken before its delivery is read: a full
+        // worker stops here and the broker's prefetch holds the rest.
+        let first_permit = tokio::select! {
+            permit = w.permits.clone().acquire_owned() => permit.expect("semaphore never closed"),
+            _ = w.shutdown.cancelled() => {
+                stop_consuming(session, &tag).await;
+                return true;
+            }
+        };
+        let first = loop {
+            tokio::select! {
+                next = consumer.next() => break next,
+                _ = health.tick() => {
+                    if !session.is_connected() {
+                        return false;
+                    }
+                }
+                _ = w.shutdown.cancelled() => {
+                    stop_consuming(session, &tag).await;
+                    return true;
                 }
             }
-            read = read_batch(w, &mut consumer, &mut health, session), if intakes.len() < INTAKES => {
-                match read {
-                    Read::Batch(batch, permits) => {
-                        let number = next;
-                        next += 1;
-                        unstored.insert(number);
-                        let stored = store_batch(w.clone(), batch, permits);
-                        intakes.push(stored.map(move |stored| (number, stored)));
-                    }
-                    Read::Stopped => break true,
-                    Read::Lost => break false,
+        };
+        let mut batch = match first {
+            Some(Ok(delivery)) => vec![delivery],
+            Some(Err(error)) => {
+                tracing::warn!(%error, "consumer failed");
+                return false;
+            }
+            None => return false,
+        };
+        let mut permits = vec![first_permit];
+        // The rest of the batch is what has already arrived AND has a free
+        // permit: waiting for permits with deliveries in hand could wait for
+        // more than the in-flight cap, forever.
+        while batch.len() < MAX_INTAKE_BATCH {
+            let Ok(permit) = w.permits.clone().try_acquire_owned() else {
+                break;
+            };
+            match consumer.next().now_or_never() {
+                Some(Some(Ok(delivery))) => {
+                    batch.push(delivery);
+                    permits.push(permit);
                 }
+                _ => break,
             }
         }
-    };
-    if stopped {
-        stop_consuming(session, &tag).await;
-    }
-    // The batches still being stored finish (their executors start; the
-    // session may be gone, and then their acks fail and the broker
-    // redelivers them, recognised by their ids).
-    while let Some((number, stored)) = intakes.next().await {
-        ack(&mut unstored, number, stored).await;
-    }
-    stopped
-}
-
-/// Acks batch `number` once it is stored: with one `multiple` ack when no
-/// batch before it is unstored, else delivery by delivery. A batch given
-/// up stays unstored (nothing after it acks past it) and returns false.
-async fn ack(unstored: &mut BTreeSet<u64>, number: u64, stored: Stored) -> bool {
-    let Some(batch) = stored else {
-        return false;
-    };
-    unstored.remove(&number);
-    let in_order = unstored.first().is_none_or(|&first| first > number);
-    let acks: Vec<&lapin::message::Delivery> = match (in_order, batch.last()) {
-        (true, Some(last)) => vec![last],
-        _ => batch.iter().collect(),
-    };
-    for delivery in acks {
-        let multiple = in_order;
-        if let Err(error) = delivery.acker.ack(BasicAckOptions { multiple }).await {
+        let Some(accepted) = intake(w, &batch).await else {
+            // Shutting down before the batch could be stored: the deliveries
+            // stay unacked and the broker redelivers them.
+            return true;
+        };
+        let last = batch.last().expect("a batch is never empty");
+        if let Err(error) = last.acker.ack(BasicAckOptions { multiple: true }).await {
             // The commands are stored; redeliveries will be recognised by their id.
             tracing::warn!(%error, "ack failed after intake; the messages will be redelivered");
-            break;
         }
-    }
-    true
-}
-
-/// Reads the next batch: the first delivery (waiting for it and for a
-/// permit), and whatever else has already arrived and has a free permit.
-/// Cancel-safe (it is raced against the acks): dropped while waiting, it
-/// has taken nothing but a permit, which is given back.
-async fn read_batch(
-    w: &Arc<Worker>,
-    consumer: &mut lapin::Consumer,
-    health: &mut tokio::time::Interval,
-    session: &Session,
-) -> Read {
-    // One permit per command, taken before its delivery is read: a full
-    // worker stops here and the broker's prefetch holds the rest.
-    let first_permit = tokio::select! {
-        permit = w.permits.clone().acquire_owned() => permit.expect("semaphore never closed"),
-        _ = w.shutdown.cancelled() => return Read::Stopped,
-    };
-    let first = loop {
-        tokio::select! {
-            next = consumer.next() => break next,
-            _ = health.tick() => {
-                if !session.is_connected() {
-                    return Read::Lost;
-                }
+        for (accepted, permit) in accepted.into_iter().zip(permits) {
+            if let Accepted::Run(job) = accepted {
+                let w = w.clone();
+                tokio::spawn(async move {
+                    executor::drive(w, *job).await;
+                    drop(permit);
+                });
             }
-            _ = w.shutdown.cancelled() => return Read::Stopped,
-        }
-    };
-    let mut batch = match first {
-        Some(Ok(delivery)) => vec![delivery],
-        Some(Err(error)) => {
-            tracing::warn!(%error, "consumer failed");
-            return Read::Lost;
-        }
-        None => return Read::Lost,
-    };
-    let mut permits = vec![first_permit];
-    // The rest of the batch is what has already arrived AND has a free
-    // permit: waiting for permits with deliveries in hand could wait for
-    // more than the in-flight cap, forever.
-    while batch.len() < MAX_INTAKE_BATCH {
-        let Ok(permit) = w.permits.clone().try_acquire_owned() else {
-            break;
-        };
-        match consumer.next().now_or_never() {
-            Some(Some(Ok(delivery))) => {
-                batch.push(delivery);
-                permits.push(permit);
-            }
-            _ => break,
         }
     }
-    Read::Batch(batch, permits)
-}
-
-/// Stores a batch and starts its executors at once; returns its
-/// deliveries, for the caller to ack. `None` when asked to stop before it
-/// was stored.
-async fn store_batch(
-    w: Arc<Worker>,
-    batch: Vec<lapin::message::Delivery>,
-    permits: Vec<OwnedSemaphorePermit>,
-) -> Stored {
-    let accepted = intake(&w, &batch).await?;
-    for (accepted, permit) in accepted.into_iter().zip(permits) {
-        if let Accepted::Run(job) = accepted {
-            let w = w.clone();
-            tokio::spawn(async move {
-                executor::drive(w, *job).await;
-                drop(permit);
-            });
-        }
-    }
-    Some(batch)
 }
 
 /// Asks the broker to stop delivering: unacked deliveries go back to the queue.

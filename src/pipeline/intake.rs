@@ -99,7 +99,7 @@ async fn accept_new(
     let (owner, lease) = (worker.owner, worker.settings.lease);
     let mut rows: Vec<&NewCommand> = prepared.iter().map(|(_, row)| row).collect();
     // Inserted in the order of their ids, for the same reason as the
-    // claims (a producer's duplicate may be in the other batch).
+    // claims (a producer's duplicate may be in another instance's batch).
     rows.sort_unstable_by(|a, b| a.id.cmp(&b.id));
     let (jobs, claims) = first_of_each_payment(worker, prepared, &ids);
     let intents = immediate_intents(&jobs, None);
@@ -229,9 +229,9 @@ fn first_of_each_payment(
             _ => jobs.push(None),
         }
     }
-    // Claimed in the order of their keys: two intake batches stored at once
-    // (see `consumer::INTAKES`) with payments in common then cannot each
-    // hold a lease the other waits for.
+    // Claimed in the order of their keys: two instances' intake batches
+    // stored at once with payments in common then cannot each hold a lease
+    // the other waits for.
     claims.sort_unstable_by(|a, b| {
         (a.gateway.as_str(), a.payment_key.as_str())
             .cmp(&(b.gateway.as_str(), b.payment_key.as_str()))
