@@ -207,14 +207,7 @@ impl HttpTransport {
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.request_timeout)
             .pool_idle_timeout(Duration::from_secs(50))
-            // No cap on idle connections: the pool only ever holds what was
-            // open at once, which the in-flight cap bounds, and an idle one
-            // closes after the timeout above. A cap under the peak (it was
-            // 512 against 2,000 in flight) closed the surplus after every
-            // burst and opened it again on the next: ~60 connects a second
-            // at saturation, each a handshake and a teardown on both ends
-            // (a TLS handshake with a real gateway).
-            .pool_max_idle_per_host(usize::MAX)
+            .pool_max_idle_per_host(512)
             .tcp_nodelay(true)
             // A redirect is an answer to record, never a place to send the
             // request (with its key or signature) again.
