@@ -472,7 +472,7 @@ async fn producer_text_cannot_forge_log_lines() {
     let mut env = TestEnv::new("hostile-log").await;
     let log_path = env.dir.path().join("worker.log");
     let log = std::fs::File::create(&log_path).unwrap();
-    let _worker = ChildGuard(
+    let worker = ChildGuard(
         binary()
             .args(["run", "--config"])
             .arg(env.config_file())
@@ -528,6 +528,10 @@ async fn producer_text_cannot_forge_log_lines() {
             "a forged line: {plain}"
         );
     }
+    // Stopped before the cleanup: a worker still running would declare its
+    // queues and exchange again once the cleanup deleted them, and leave
+    // them on the broker.
+    drop(worker);
     env.cleanup().await;
 }
 
