@@ -9,16 +9,15 @@ use crate::common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backoffice_worker::config::DatabaseSettings;
 use backoffice_worker::events::ResultEvent;
 use backoffice_worker::metrics::Metrics;
 use backoffice_worker::outcome::Outcome;
 use backoffice_worker::pipeline::completion::{Committed, Completer, Conclusion};
 use backoffice_worker::pipeline::intent::{Intents, RecoveryPoint};
 use backoffice_worker::pipeline::relay;
-use backoffice_worker::store::commands::{self, Decision, NewCommand, PaymentClaim, PaymentKey};
+use backoffice_worker::store::commands::{self, Decision, NewCommand, PaymentClaim};
 use backoffice_worker::store::Store;
-use common::TestEnv;
+use common::{new_command, payment_claim, TestEnv};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -29,50 +28,26 @@ const RECHECK: Duration = Duration::from_secs(60);
 /// the held one would wait until the test gave up its lock.
 const PATIENCE: Duration = Duration::from_secs(20);
 
-fn store(env: &TestEnv) -> Store {
-    Store::connect_lazy(&DatabaseSettings {
-        url: secrecy::SecretString::from(env.db_url.clone()),
-        max_connections: 8,
-        statement_timeout: backoffice_worker::config::DEFAULT_STATEMENT_TIMEOUT,
-    })
-    .unwrap()
-}
-
-fn command(id: &str, payment: &str) -> NewCommand {
-    NewCommand {
-        id: id.to_string(),
-        payload: format!(r#"{{"id": "{id}"}}"#),
-        fingerprint: format!("fp-{id}"),
-        gateway: Some("paymentz".into()),
-        account: Some("default".into()),
-        operation: Some("capture".into()),
-        payment_id: Some(payment.into()),
-        amount_minor: Some(100),
-        currency: Some("EUR".into()),
-        reply_to: None,
-        correlation_id: None,
-    }
-}
-
-fn claim(id: &str, payment: &str) -> PaymentClaim {
-    PaymentClaim {
-        gateway: "paymentz".into(),
-        payment_key: PaymentKey::from(payment),
-        command_id: id.into(),
-    }
+/// Two running commands, `a` on payment `pay-a` and `b` on `pay-b`.
+async fn stored_a_and_b(pool: &PgPool, owner: Uuid) {
+    let commands: Vec<(String, String)> = ["a", "b"]
+        .iter()
+        .map(|id| (id.to_string(), format!("pay-{id}")))
+        .collect();
+    stored(pool, owner, &commands).await;
 }
 
 /// Stores `(id, payment)` commands as intake does, leased to `owner`: the
 /// first command of each payment holds its lease and runs, the others wait
 /// for it (queued until the recheck delay, or until it is released).
 async fn stored(pool: &PgPool, owner: Uuid, commands: &[(String, String)]) {
-    let rows: Vec<NewCommand> = commands.iter().map(|(id, p)| command(id, p)).collect();
+    let rows: Vec<NewCommand> = commands.iter().map(|(id, p)| new_command(id, p)).collect();
     let refs: Vec<&NewCommand> = rows.iter().collect();
     let mut seen = std::collections::HashSet::new();
     let claims: Vec<PaymentClaim> = commands
         .iter()
         .filter(|(_, p)| seen.insert(p.clone()))
-        .map(|(id, p)| claim(id, p))
+        .map(|(id, p)| payment_claim(id, p))
         .collect();
     let mut conn = pool.acquire().await.unwrap();
     let taken = commands::intake_new(&mut conn, &refs, owner, LEASE, RECHECK, &claims, &[])
@@ -114,7 +89,7 @@ fn conclusion(id: &str, payment: &str) -> Conclusion {
             reconcile_in: None,
         },
         event,
-        claim: claim(id, payment),
+        claim: payment_claim(id, payment),
         recording: None,
         reply_to: None,
         reply_correlation_id: None,
@@ -176,12 +151,8 @@ async fn count(pool: &PgPool, sql: &str) -> i64 {
 async fn a_completion_batch_commits_while_another_is_held_up() {
     let env = TestEnv::new("two-completions").await;
     let owner = Uuid::new_v4();
-    let commands: Vec<(String, String)> = ["a", "b"]
-        .iter()
-        .map(|id| (id.to_string(), format!("pay-{id}")))
-        .collect();
-    stored(&env.pool, owner, &commands).await;
-    let (completer, _events) = completer(store(&env), owner);
+    stored_a_and_b(&env.pool, owner).await;
+    let (completer, _events) = completer(env.store(8), owner);
 
     let held = hold(&env.pool, "a").await;
     let first = tokio::spawn({
@@ -224,12 +195,8 @@ async fn a_completion_batch_commits_while_another_is_held_up() {
 async fn an_intent_batch_commits_while_another_is_held_up() {
     let env = TestEnv::new("two-intents").await;
     let owner = Uuid::new_v4();
-    let commands: Vec<(String, String)> = ["a", "b"]
-        .iter()
-        .map(|id| (id.to_string(), format!("pay-{id}")))
-        .collect();
-    stored(&env.pool, owner, &commands).await;
-    let intents = Intents::start(store(&env), owner);
+    stored_a_and_b(&env.pool, owner).await;
+    let intents = Intents::start(env.store(8), owner);
     let point = |id: &str| RecoveryPoint {
         command_id: id.into(),
         purpose: "capture",
@@ -291,7 +258,7 @@ async fn concurrent_completion_batches_lose_and_double_nothing() {
     stored(&env.pool, owner, &commands).await;
     let waiting = "SELECT count(*) FROM commands WHERE state = 'queued' AND next_run_at > now()";
     assert_eq!(count(&env.pool, waiting).await, PAYMENTS as i64);
-    let (completer, _events) = completer(store(&env), owner);
+    let (completer, _events) = completer(env.store(8), owner);
 
     let conclude_all = || {
         let tasks: Vec<_> = (0..PAYMENTS)

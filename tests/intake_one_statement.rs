@@ -7,37 +7,13 @@ use crate::common;
 
 use std::time::Duration;
 
-use backoffice_worker::store::commands::{self, Intent, NewCommand, PaymentClaim, PaymentKey};
-use common::TestEnv;
+use backoffice_worker::store::commands::{self, Intent, NewCommand, PaymentClaim};
+use common::{new_command, payment_claim, TestEnv};
 use sqlx::{Connection, PgPool};
 use uuid::Uuid;
 
 const LEASE: Duration = Duration::from_secs(60);
 const RECHECK: Duration = Duration::from_secs(1);
-
-fn command(id: &str, payment: &str) -> NewCommand {
-    NewCommand {
-        id: id.to_string(),
-        payload: format!(r#"{{"id": "{id}"}}"#),
-        fingerprint: format!("fp-{id}"),
-        gateway: Some("paymentz".into()),
-        account: Some("default".into()),
-        operation: Some("capture".into()),
-        payment_id: Some(payment.into()),
-        amount_minor: Some(100),
-        currency: Some("EUR".into()),
-        reply_to: None,
-        correlation_id: None,
-    }
-}
-
-fn claim(id: &str, payment: &str) -> PaymentClaim {
-    PaymentClaim {
-        gateway: "paymentz".into(),
-        payment_key: PaymentKey::from(payment),
-        command_id: id.into(),
-    }
-}
 
 fn intent(id: &str) -> Intent<'_> {
     Intent {
@@ -69,12 +45,16 @@ async fn busy_payment(pool: &PgPool) {
 fn batch() -> ([NewCommand; 4], [PaymentClaim; 3], [Intent<'static>; 3]) {
     (
         [
-            command("a", "p1"),
-            command("b", "p1"),
-            command("c", "busy"),
-            command("d", "p2"),
+            new_command("a", "p1"),
+            new_command("b", "p1"),
+            new_command("c", "busy"),
+            new_command("d", "p2"),
         ],
-        [claim("a", "p1"), claim("c", "busy"), claim("d", "p2")],
+        [
+            payment_claim("a", "p1"),
+            payment_claim("c", "busy"),
+            payment_claim("d", "p2"),
+        ],
         [intent("a"), intent("b"), intent("c")],
     )
 }
@@ -161,12 +141,12 @@ async fn a_batch_of_new_commands_is_leased_claimed_and_recorded_in_one_statement
 async fn a_batch_with_an_existing_id_writes_nothing() {
     let env = TestEnv::new("intake-one-dup").await;
     let owner = Uuid::new_v4();
-    let old = command("old", "p0");
+    let old = new_command("old", "p0");
     let mut conn = env.pool.acquire().await.unwrap();
     assert!(commands::insert(&mut conn, &old, None).await.unwrap());
-    let rows = [command("new", "p1"), command("old", "p0")];
+    let rows = [new_command("new", "p1"), new_command("old", "p0")];
     let rows: Vec<&NewCommand> = rows.iter().collect();
-    let claims = [claim("new", "p1"), claim("old", "p0")];
+    let claims = [payment_claim("new", "p1"), payment_claim("old", "p0")];
     let intents = [intent("new"), intent("old")];
     let taken = commands::intake_new(&mut conn, &rows, owner, LEASE, RECHECK, &claims, &intents)
         .await
@@ -191,16 +171,16 @@ async fn an_id_stored_meanwhile_undoes_the_whole_statement() {
     let owner = Uuid::new_v4();
     let mut other = env.pool.acquire().await.unwrap();
     let mut tx = other.begin().await.unwrap();
-    assert!(commands::insert(&mut tx, &command("x", "p9"), None)
+    assert!(commands::insert(&mut tx, &new_command("x", "p9"), None)
         .await
         .unwrap());
 
     let pool = env.pool.clone();
     let racing = tokio::spawn(async move {
         let mut conn = pool.acquire().await.unwrap();
-        let rows = [command("y", "p1"), command("x", "p2")];
+        let rows = [new_command("y", "p1"), new_command("x", "p2")];
         let rows: Vec<&NewCommand> = rows.iter().collect();
-        let claims = [claim("y", "p1"), claim("x", "p2")];
+        let claims = [payment_claim("y", "p1"), payment_claim("x", "p2")];
         let intents = [intent("y"), intent("x")];
         commands::intake_new(&mut conn, &rows, owner, LEASE, RECHECK, &claims, &intents).await
     });
@@ -242,9 +222,9 @@ async fn its_plans_made_on_an_empty_database_scan_no_table() {
     let owner = Uuid::new_v4();
     for round in 0..3 {
         let ids = [format!("a{round}"), format!("b{round}")];
-        let rows = [command(&ids[0], "p"), command(&ids[1], &ids[1])];
+        let rows = [new_command(&ids[0], "p"), new_command(&ids[1], &ids[1])];
         let rows: Vec<&NewCommand> = rows.iter().collect();
-        let claims = [claim(&ids[0], "p"), claim(&ids[1], &ids[1])];
+        let claims = [payment_claim(&ids[0], "p"), payment_claim(&ids[1], &ids[1])];
         let intents = [intent(&ids[0]), intent(&ids[1])];
         let mut tx = conn.begin().await.unwrap();
         let taken = commands::intake_new(&mut tx, &rows, owner, LEASE, RECHECK, &claims, &intents)

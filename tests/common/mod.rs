@@ -68,10 +68,16 @@ impl TestEnv {
     /// that every statement is prepared in the one session a test inspects
     /// (its generic plans, its statistics).
     pub fn single_connection_store(&self) -> backoffice_worker::store::Store {
+        self.store(1)
+    }
+
+    /// The worker's store on this test's database, with at most
+    /// `max_connections` (more than one: writes that run side by side).
+    pub fn store(&self, max_connections: u32) -> backoffice_worker::store::Store {
         backoffice_worker::store::Store::connect_lazy(
             &backoffice_worker::config::DatabaseSettings {
                 url: secrecy::SecretString::from(self.db_url.clone()),
-                max_connections: 1,
+                max_connections,
                 statement_timeout: backoffice_worker::config::DEFAULT_STATEMENT_TIMEOUT,
             },
         )
@@ -754,5 +760,32 @@ impl SandboxPlace {
                 .execute(&mut conn)
                 .await;
         }
+    }
+}
+
+/// A valid Paymentz capture of 1.00 EUR on `payment`, as intake would store
+/// it, for the tests that write commands through the store directly.
+pub fn new_command(id: &str, payment: &str) -> backoffice_worker::store::commands::NewCommand {
+    backoffice_worker::store::commands::NewCommand {
+        id: id.to_string(),
+        payload: format!(r#"{{"id": "{id}"}}"#),
+        fingerprint: format!("fp-{id}"),
+        gateway: Some("paymentz".into()),
+        account: Some("default".into()),
+        operation: Some("capture".into()),
+        payment_id: Some(payment.into()),
+        amount_minor: Some(100),
+        currency: Some("EUR".into()),
+        reply_to: None,
+        correlation_id: None,
+    }
+}
+
+/// The payment lease claim of [`new_command`]`(id, payment)`.
+pub fn payment_claim(id: &str, payment: &str) -> backoffice_worker::store::commands::PaymentClaim {
+    backoffice_worker::store::commands::PaymentClaim {
+        gateway: "paymentz".into(),
+        payment_key: backoffice_worker::store::commands::PaymentKey::from(payment),
+        command_id: id.into(),
     }
 }
