@@ -297,7 +297,7 @@ struct Relay {
 
 /// What a fresh round's task hands back once its confirms are in.
 struct Settled {
-    sorted: Sorted,
+    round: Round,
     /// Whether its task took care of the mark (all its rows confirmed; a
     /// failed mark leaves them claimed, for the poll once the claim expires);
     /// otherwise [`Relay::settle`] records the round.
@@ -376,15 +376,15 @@ impl Relay {
         let task_rows = rows.clone();
         let handle = self.in_flight.spawn(async move {
             let results = sending.confirmed().await;
-            let sorted = sort(task_rows, &owners, &results);
-            if sorted.timed_out {
+            let (round, timed_out) = sort(task_rows, &owners, &results);
+            if timed_out {
                 gave_up(&w, &publisher).await;
             }
-            let marked = sorted.all_published();
+            let marked = round.all_published();
             if marked {
-                mark(&w, &sorted.published).await;
+                mark(&w, &round.published).await;
             }
-            Settled { sorted, marked }
+            Settled { round, marked }
         });
         self.in_flight_set.extend(&rows);
         self.in_flight_rows.insert(handle.id(), rows);
@@ -400,7 +400,7 @@ impl Relay {
         for row in self.in_flight_rows.remove(&id).unwrap_or_default() {
             self.in_flight_set.remove(&row);
         }
-        let Settled { sorted, marked } = match joined {
+        let Settled { round, marked } = match joined {
             Ok((_, settled)) => settled,
             Err(error) => {
                 // Its rows stay claimed and unmarked: the poll publishes them
@@ -409,13 +409,10 @@ impl Relay {
                 return;
             }
         };
-        self.count(&sorted);
-        if marked {
-            return;
+        self.count(&round);
+        if !marked {
+            self.record_now(&round).await;
         }
-        let mut round = Round::default();
-        round.take(sorted);
-        self.record_now(&round).await;
     }
 
     /// Settles every fresh round in flight (before the last pass, and before
@@ -501,9 +498,9 @@ impl Relay {
         let results = publisher
             .publish_all(&messages, self.settings.confirm_timeout)
             .await;
-        let mut sorted = sort(rows, &owners, &results);
+        let (mut sorted, timed_out) = sort(rows, &owners, &results);
         self.count(&sorted);
-        if sorted.timed_out {
+        if timed_out {
             gave_up(&self.w, publisher).await;
         }
         if alone {
@@ -522,7 +519,7 @@ impl Relay {
     }
 
     /// Counts a round's confirms towards telling refusals apart.
-    fn count(&mut self, sorted: &Sorted) {
+    fn count(&mut self, sorted: &Round) {
         for row in &sorted.published {
             self.refused.remove(row);
         }
@@ -596,13 +593,14 @@ fn split(events: Vec<Fresh>) -> (Vec<i64>, Vec<usize>, Vec<Outgoing>) {
 /// was confirmed; refused when the broker said no to any copy (a refusal
 /// says more about the row than any other error); failed otherwise.
 /// Refusals are sorted as no strike: only [`Relay::publish`] of a row
-/// alone can count one.
-fn sort(rows: Vec<i64>, owners: &[usize], results: &[Result<(), PublishError>]) -> Sorted {
+/// alone can count one. Also says whether a confirm timed out.
+fn sort(rows: Vec<i64>, owners: &[usize], results: &[Result<(), PublishError>]) -> (Round, bool) {
     let mut errors: Vec<Option<&PublishError>> = vec![None; rows.len()];
-    let mut sorted = Sorted::default();
+    let mut sorted = Round::default();
+    let mut timed_out = false;
     for (result, &i) in results.iter().zip(owners) {
         if let Err(error) = result {
-            sorted.timed_out |= matches!(error, PublishError::ConfirmTimeout(_));
+            timed_out |= matches!(error, PublishError::ConfirmTimeout(_));
             if errors[i].is_none_or(|e| !e.is_refusal()) {
                 errors[i] = Some(error);
             }
@@ -617,7 +615,7 @@ fn sort(rows: Vec<i64>, owners: &[usize], results: &[Result<(), PublishError>]) 
             Some(error) => sorted.failed.push((row, error.to_string())),
         }
     }
-    sorted
+    (sorted, timed_out)
 }
 
 /// After a confirm timeout: count it, say so, and close the channel so that
@@ -647,21 +645,6 @@ async fn mark(w: &Worker, rows: &[i64]) {
     }
 }
 
-/// One publish's rows, sorted by their confirms ([`sort`]).
-#[derive(Default)]
-struct Sorted {
-    published: Vec<i64>,
-    failed: Vec<(i64, String)>,
-    refused: Vec<(i64, bool, String)>,
-    timed_out: bool,
-}
-
-impl Sorted {
-    fn all_published(&self) -> bool {
-        self.failed.is_empty() && self.refused.is_empty()
-    }
-}
-
 /// What one round did, by outbox row.
 #[derive(Default)]
 struct Round {
@@ -683,11 +666,17 @@ impl Round {
             && self.unpublishable.is_empty()
     }
 
-    /// Adds a publish's rows.
-    fn take(&mut self, sorted: Sorted) {
+    /// Every row confirmed: nothing failed, refused or unpublishable.
+    fn all_published(&self) -> bool {
+        self.failed.is_empty() && self.refused.is_empty() && self.unpublishable.is_empty()
+    }
+
+    /// Adds a publish's rows ([`sort`]).
+    fn take(&mut self, sorted: Round) {
         self.published.extend(sorted.published);
         self.failed.extend(sorted.failed);
         self.refused.extend(sorted.refused);
+        self.unpublishable.extend(sorted.unpublishable);
     }
 
     /// Keeps the events that can be published; the others are abandoned.
