@@ -450,10 +450,20 @@ async fn until_marked(env: &mut TestEnv, rows: i64, within: Duration) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fresh_events_are_published_while_earlier_confirms_are_outstanding() {
-    use backoffice_worker::pipeline::relay::{CLAIM, ROUNDS_IN_FLIGHT};
-    let mut env = TestEnv::new("overlap").await;
+/// A worker publishing through a [`ConfirmDropper`] (confirms wait up to
+/// 60 s), its first event (`capture(0, prefix)`) already delivered and marked.
+async fn worker_behind_a_proxy_with_one_event(
+    name: &str,
+    prefix: &str,
+) -> (
+    TestEnv,
+    ConfirmDropper,
+    u16,
+    CancellationToken,
+    JoinHandle<anyhow::Result<()>>,
+    HashMap<String, Vec<String>>,
+) {
+    let mut env = TestEnv::new(name).await;
     let proxy = ConfirmDropper::start().await;
     let admin = free_port();
     let (token, join) = start_worker(
@@ -463,10 +473,18 @@ async fn fresh_events_are_published_while_earlier_confirms_are_outstanding() {
         "[relay]\nconfirm_timeout = \"60s\"\n",
     );
     let mut seen = HashMap::new();
-    let (first, command) = capture(0, "ov");
+    let (first, command) = capture(0, prefix);
     env.publish(&command).await;
     collect_events(&mut env, &[first], Duration::from_secs(30), &mut seen).await;
     until_marked(&mut env, 1, Duration::from_secs(10)).await;
+    (env, proxy, admin, token, join, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_events_are_published_while_earlier_confirms_are_outstanding() {
+    use backoffice_worker::pipeline::relay::{CLAIM, ROUNDS_IN_FLIGHT};
+    let (mut env, proxy, admin, token, join, mut seen) =
+        worker_behind_a_proxy_with_one_event("overlap", "ov").await;
 
     // The broker routes each event at once but its confirm is held: each
     // command, published once the previous one's event arrived, is a round
@@ -533,20 +551,8 @@ async fn fresh_events_are_published_while_earlier_confirms_are_outstanding() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopping_relay_waits_for_the_confirms_of_every_round_in_flight() {
-    let mut env = TestEnv::new("flush").await;
-    let proxy = ConfirmDropper::start().await;
-    let admin = free_port();
-    let (token, join) = start_worker(
-        &env,
-        &proxy.url(),
-        admin,
-        "[relay]\nconfirm_timeout = \"60s\"\n",
-    );
-    let mut seen = HashMap::new();
-    let (first, command) = capture(0, "fl");
-    env.publish(&command).await;
-    collect_events(&mut env, &[first], Duration::from_secs(30), &mut seen).await;
-    until_marked(&mut env, 1, Duration::from_secs(10)).await;
+    let (mut env, proxy, _admin, token, join, mut seen) =
+        worker_behind_a_proxy_with_one_event("flush", "fl").await;
 
     proxy.hold_confirms();
     for k in 1..=3 {
