@@ -25,20 +25,14 @@ WITH per_command AS (
      WHERE c.decided_at IS NOT NULL
 ),
 stages AS (
-    SELECT snapshot, 'a received -> first call starts' AS stage,
-           extract(epoch FROM first_call - received_at) * 1000 AS ms FROM per_command
-    UNION ALL
-    SELECT snapshot, 'b received -> operation starts',
-           extract(epoch FROM op_started - received_at) * 1000 FROM per_command
-    UNION ALL
-    SELECT snapshot, 'c operation starts -> decided',
-           extract(epoch FROM decided_at - op_started) * 1000 FROM per_command
-    UNION ALL
-    SELECT snapshot, 'd decided -> marked published',
-           extract(epoch FROM published - decided_at) * 1000 FROM per_command
-    UNION ALL
-    SELECT snapshot, 'e received -> decided',
-           extract(epoch FROM decided_at - received_at) * 1000 FROM per_command
+    SELECT p.snapshot, s.stage, extract(epoch FROM s.took) * 1000 AS ms
+      FROM per_command p
+     CROSS JOIN LATERAL (VALUES
+           ('a received -> first call starts', p.first_call - p.received_at),
+           ('b received -> operation starts', p.op_started - p.received_at),
+           ('c operation starts -> decided', p.decided_at - p.op_started),
+           ('d decided -> marked published', p.published - p.decided_at),
+           ('e received -> decided', p.decided_at - p.received_at)) AS s (stage, took)
 )
 SELECT stage,
        CASE WHEN snapshot THEN 'snapshot' ELSE 'no snapshot' END AS commands,
