@@ -147,11 +147,8 @@ async fn consume(w: &Arc<Worker>, session: &Session) -> bool {
             // stay unacked and the broker redelivers them.
             return true;
         };
-        let last = batch.last().expect("a batch is never empty");
-        if let Err(error) = last.acker.ack(BasicAckOptions { multiple: true }).await {
-            // The commands are stored; redeliveries will be recognised by their id.
-            tracing::warn!(%error, "ack failed after intake; the messages will be redelivered");
-        }
+        // The commands are stored, so they start before the ack goes out:
+        // the ack's hop to lapin's I/O thread and back is not on their path.
         for (accepted, permit) in accepted.into_iter().zip(permits) {
             if let Accepted::Run(job) = accepted {
                 let w = w.clone();
@@ -160,6 +157,11 @@ async fn consume(w: &Arc<Worker>, session: &Session) -> bool {
                     drop(permit);
                 });
             }
+        }
+        let last = batch.last().expect("a batch is never empty");
+        if let Err(error) = last.acker.ack(BasicAckOptions { multiple: true }).await {
+            // The commands are stored; redeliveries will be recognised by their id.
+            tracing::warn!(%error, "ack failed after intake; the messages will be redelivered");
         }
     }
 }
