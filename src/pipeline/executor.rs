@@ -184,14 +184,24 @@ async fn take_snapshot(worker: &Worker, run: &mut Run<'_>) -> Result<Known, Stor
         .request
         .inquiry()
         .expect("side effects have a payment id");
-    let call = job.valid.gateway.execute(&inquiry).await;
+    // A refund's limit also needs what this worker captured on the payment:
+    // read while the inquiry is on the wire, not after it. This command holds
+    // the payment's lease, so every capture before it is already decided.
+    let refund = refund_request(job);
+    let (call, ours) = tokio::join!(job.valid.gateway.execute(&inquiry), async {
+        match refund {
+            Some(_) => captured_by_us(worker, job).await,
+            None => Ok(None),
+        }
+    });
     let (record, answer) = Record::split(job, call, run.attempts + 1, AttemptKind::Inquiry, None);
     run.pending = Some(record);
+    let ours = ours?;
     let found = answer.classification == Classification::Succeeded && answer.snapshot.is_some();
     if found {
         let snapshot = answer.snapshot.clone().expect("found");
-        if run.operation() == Operation::Refund {
-            run.refund_problem = refund_limit(worker, job, &snapshot).await?;
+        if let Some(amount) = refund {
+            run.refund_problem = refund_problem(amount, ours, &snapshot);
         }
         run.before = Some(snapshot);
     }
@@ -314,24 +324,35 @@ async fn schedule_retry(
     Ok(())
 }
 
-/// The refund limit the worker can check itself: captured minus refunded.
-async fn refund_limit(
-    worker: &Worker,
-    job: &Job,
-    snapshot: &PaymentSnapshot,
-) -> Result<Option<String>, StoreError> {
-    let OperationRequest::Payment(PaymentRequest {
-        payment_id,
-        amount: Some(amount),
-        ..
-    }) = &job.valid.request
-    else {
+/// The amount of a refund with one; refunds without an amount (the whole
+/// payment) have no limit the worker could check.
+fn refund_request(job: &Job) -> Option<&Amount> {
+    match &job.valid.request {
+        OperationRequest::Payment(PaymentRequest {
+            amount: Some(amount),
+            ..
+        }) if job.valid.request.operation() == Operation::Refund => Some(amount),
+        _ => None,
+    }
+}
+
+/// What this worker's own succeeded captures on the command's payment add up to.
+async fn captured_by_us(worker: &Worker, job: &Job) -> Result<Option<i64>, StoreError> {
+    let Some(payment_id) = job.valid.request.payment_id() else {
         return Ok(None);
     };
-    let ours = {
-        let mut conn = worker.store.pool().acquire().await?;
-        commands::captured_total(&mut conn, job.valid.gateway.name(), payment_id).await?
-    };
+    let mut conn = worker.store.pool().acquire().await?;
+    commands::captured_total(&mut conn, job.valid.gateway.name(), payment_id).await
+}
+
+/// Why a refund exceeds what is left to refund (captured minus refunded), if
+/// it does. What this worker captured itself is trusted first, then what the
+/// gateway's snapshot says was captured.
+fn refund_problem(
+    amount: &Amount,
+    ours: Option<i64>,
+    snapshot: &PaymentSnapshot,
+) -> Option<String> {
     let captured = ours
         .and_then(|m| u64::try_from(m).ok())
         .map(Amount::from_minor)
@@ -339,15 +360,12 @@ async fn refund_limit(
         .or(match snapshot.state {
             PaymentState::Captured | PaymentState::Refunded => snapshot.amount,
             _ => None,
-        });
-    let Some(captured) = captured else {
-        return Ok(None);
-    };
+        })?;
     let refunded = snapshot.refunded.unwrap_or(Amount::ZERO);
     let left = captured.saturating_sub(refunded);
-    Ok((*amount > left).then(|| {
+    (*amount > left).then(|| {
         format!("refund of {amount} exceeds what is left to refund: {captured} captured, {refunded} already refunded")
-    }))
+    })
 }
 
 /// The gateway's fields of the event, and the description that says why the
@@ -489,4 +507,62 @@ async fn conclude(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(
+        state: PaymentState,
+        amount: Option<i64>,
+        captured: Option<i64>,
+        refunded: Option<i64>,
+    ) -> PaymentSnapshot {
+        let minor = |m: Option<i64>| m.map(|m| Amount::from_minor(m as u64));
+        PaymentSnapshot {
+            state,
+            status: "as received".into(),
+            amount: minor(amount),
+            captured: minor(captured),
+            refunded: minor(refunded),
+            currency: Some("EUR".into()),
+        }
+    }
+
+    #[test]
+    fn a_refund_is_held_to_what_this_worker_captured_before_what_the_snapshot_says() {
+        let refund = Amount::from_minor(3_000);
+        // The gateway says 100.00 captured; this worker captured 20.00 itself.
+        let said = snapshot(PaymentState::Captured, Some(10_000), Some(10_000), None);
+        let problem = refund_problem(&refund, Some(2_000), &said).expect("over our captures");
+        assert!(problem.contains("20.00 captured"), "{problem}");
+        assert_eq!(refund_problem(&refund, None, &said), None);
+    }
+
+    #[test]
+    fn without_captures_of_ours_the_snapshot_decides_then_its_state() {
+        let refund = Amount::from_minor(3_000);
+        let partly_refunded = snapshot(
+            PaymentState::Refunded,
+            Some(5_000),
+            Some(4_000),
+            Some(2_000),
+        );
+        let problem = refund_problem(&refund, None, &partly_refunded).expect("20.00 left");
+        assert!(
+            problem.contains("40.00 captured, 20.00 already refunded"),
+            "{problem}"
+        );
+        // No captured amount reported: a captured payment's amount is what was captured.
+        let whole = snapshot(PaymentState::Captured, Some(2_500), None, None);
+        assert!(refund_problem(&refund, None, &whole).is_some());
+        assert_eq!(
+            refund_problem(&Amount::from_minor(2_500), None, &whole),
+            None
+        );
+        // Nothing known to have been captured: the gateway is left to judge.
+        let authorized = snapshot(PaymentState::Authorized, Some(2_500), None, None);
+        assert_eq!(refund_problem(&refund, None, &authorized), None);
+    }
 }
