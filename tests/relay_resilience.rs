@@ -753,37 +753,33 @@ async fn an_event_the_broker_refuses_again_and_again_is_abandoned() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mark_commits_without_waiting_for_the_flush_and_only_its_own_transaction() {
     use backoffice_worker::store::outbox;
-    use sqlx::Connection;
+    use sqlx::{Connection, PgConnection};
+
+    async fn synchronous_commit(conn: &mut PgConnection) -> String {
+        sqlx::query_scalar("SELECT current_setting('synchronous_commit')")
+            .fetch_one(conn)
+            .await
+            .unwrap()
+    }
 
     let env = TestEnv::new("relaxedmark").await;
     let store = env.single_connection_store();
     let mut conn = store.pool().acquire().await.unwrap();
-    let setting = "SELECT current_setting('synchronous_commit')";
 
     let mut tx = conn.begin().await.unwrap();
-    let before: String = sqlx::query_scalar(setting)
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-    assert_eq!(before, "on");
+    assert_eq!(synchronous_commit(&mut tx).await, "on");
     // No row has id 0: the setting applies whether or not anything is marked.
     outbox::mark_published(&mut tx, &[0]).await.unwrap();
-    let during: String = sqlx::query_scalar(setting)
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
     assert_eq!(
-        during, "off",
+        synchronous_commit(&mut tx).await,
+        "off",
         "the mark's transaction commits asynchronously"
     );
     tx.commit().await.unwrap();
 
-    let after: String = sqlx::query_scalar(setting)
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap();
     assert_eq!(
-        after, "on",
+        synchronous_commit(&mut conn).await,
+        "on",
         "the next transaction on the session waits for its flush again"
     );
     drop(conn);
