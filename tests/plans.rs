@@ -18,30 +18,12 @@ use std::time::Duration;
 use backoffice_worker::gateways::exchange::{Exchange, ExchangeKind};
 use backoffice_worker::gateways::Classification;
 use backoffice_worker::store::attempts::{self, AttemptKind, Recording};
-use backoffice_worker::store::commands::{
-    self, Decision, Intent, NewCommand, Outgoing, PaymentClaim,
-};
+use backoffice_worker::store::commands::{self, Decision, Intent, Outgoing};
 use backoffice_worker::store::outbox::{self, Staged};
 use common::TestEnv;
 use sqlx::{Connection, PgConnection};
 
 const LEASE: Duration = Duration::from_secs(60);
-
-fn new_command(id: &str, payment: &str) -> NewCommand {
-    NewCommand {
-        id: id.into(),
-        payload: serde_json::json!({"id": id}).to_string(),
-        fingerprint: format!("fp-{id}"),
-        gateway: Some("paymentz".into()),
-        account: Some("default".into()),
-        operation: Some("capture".into()),
-        payment_id: Some(payment.into()),
-        amount_minor: Some(1000),
-        currency: Some("EUR".into()),
-        reply_to: None,
-        correlation_id: None,
-    }
-}
 
 fn exchange(purpose: &str) -> Exchange {
     Exchange {
@@ -62,20 +44,12 @@ fn exchange(purpose: &str) -> Exchange {
     }
 }
 
-fn claim(id: &str, payment: &str) -> PaymentClaim {
-    PaymentClaim {
-        gateway: "paymentz".into(),
-        payment_key: payment.into(),
-        command_id: id.into(),
-    }
-}
-
 /// What a command's life asks of the store, in the order the pipeline asks it.
 async fn run_a_command_through(conn: &mut PgConnection, owner: uuid::Uuid) {
     let (a, b, c) = (
-        new_command("plan-a", "p1"),
-        new_command("plan-b", "p1"),
-        new_command("plan-c", "p2"),
+        common::new_command("plan-a", "p1"),
+        common::new_command("plan-b", "p1"),
+        common::new_command("plan-c", "p2"),
     );
     // Intake: insert, claim (b waits for a's payment), defer, recovery point.
     let mut tx = conn.begin().await.unwrap();
@@ -85,7 +59,10 @@ async fn run_a_command_through(conn: &mut PgConnection, owner: uuid::Uuid) {
     assert_eq!(inserted.len(), 3);
     let granted = commands::claim_payments(
         &mut tx,
-        &[claim("plan-a", "p1"), claim("plan-c", "p2")],
+        &[
+            common::payment_claim("plan-a", "p1"),
+            common::payment_claim("plan-c", "p2"),
+        ],
         owner,
         LEASE,
     )
@@ -171,7 +148,10 @@ async fn run_a_command_through(conn: &mut PgConnection, owner: uuid::Uuid) {
             reconcile_in: None,
         })
         .collect();
-    let claims = [claim("plan-a", "p1"), claim("plan-c", "p2")];
+    let claims = [
+        common::payment_claim("plan-a", "p1"),
+        common::payment_claim("plan-c", "p2"),
+    ];
     let events: Vec<Outgoing<'_>> = decisions
         .iter()
         .map(|_| Outgoing {
