@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backoffice_worker::listener::{self, ListenerSettings, StreamAccept};
-use common::{free_port, http_get, wait_for_status, TestEnv};
+use common::{free_port, http_get, wait_for_status, TestEnv, WorkerHandle};
 use hyper::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -26,37 +26,16 @@ use tokio_util::sync::CancellationToken;
 
 /// A worker with its admin listener on a free port, with the default limits
 /// (5 s for a request head, 64 connections).
-async fn worker_with_admin(
-    env: &TestEnv,
-) -> (
-    SocketAddr,
-    CancellationToken,
-    JoinHandle<anyhow::Result<()>>,
-) {
+async fn worker_with_admin(env: &TestEnv) -> (SocketAddr, WorkerHandle) {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let token = CancellationToken::new();
-    let join = tokio::spawn(backoffice_worker::worker::run_with_options(
-        env.config(),
-        None,
-        Some(addr),
-        token.clone(),
-    ));
+    let worker = env.start_worker_with_admin(addr);
     wait_for_status(
         &format!("http://{addr}/readyz"),
         200,
         Duration::from_secs(30),
     )
     .await;
-    (addr, token, join)
-}
-
-async fn stop(token: CancellationToken, join: JoinHandle<anyhow::Result<()>>) {
-    token.cancel();
-    tokio::time::timeout(Duration::from_secs(30), join)
-        .await
-        .expect("the worker stops within 30 s")
-        .expect("worker task")
-        .expect("worker exits cleanly");
+    (addr, worker)
 }
 
 /// Reads until the server closes the connection (EOF or reset); what it sent.
@@ -102,7 +81,7 @@ async fn request(stream: &mut TcpStream, path: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_or_silent_client_is_cut_off_by_the_header_timeout() {
     let env = TestEnv::new("slowloris").await;
-    let (addr, token, join) = worker_with_admin(&env).await;
+    let (addr, worker) = worker_with_admin(&env).await;
 
     // Slowloris: a request head that never ends, one header line at a time.
     let mut slow = TcpStream::connect(addr).await.unwrap();
@@ -153,14 +132,14 @@ async fn a_slow_or_silent_client_is_cut_off_by_the_header_timeout() {
             .map(|r| r.0),
         Some(200)
     );
-    stop(token, join).await;
+    worker.stop().await;
     env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_cap_are_refused_and_the_others_served() {
     let env = TestEnv::new("conncap").await;
-    let (addr, token, join) = worker_with_admin(&env).await;
+    let (addr, worker) = worker_with_admin(&env).await;
 
     // 64 kept-alive connections, each served once: the cap is reached.
     // (A slot of the readiness probes' connections comes back when the
@@ -214,7 +193,7 @@ async fn connections_beyond_the_cap_are_refused_and_the_others_served() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(held);
-    stop(token, join).await;
+    worker.stop().await;
     env.cleanup().await;
 }
 
@@ -233,7 +212,7 @@ async fn dead_letter_scans(env: &TestEnv) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scrape_storm_costs_the_database_one_query_per_refresh() {
     let env = TestEnv::new("scrapes").await;
-    let (addr, token, join) = worker_with_admin(&env).await;
+    let (addr, worker) = worker_with_admin(&env).await;
     let before = dead_letter_scans(&env).await;
 
     let client = reqwest::Client::builder()
@@ -289,7 +268,7 @@ async fn a_scrape_storm_costs_the_database_one_query_per_refresh() {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no read counter in:\n{metrics}"));
     assert!(counted <= reads + 1, "{counted} reads counted");
-    stop(token, join).await;
+    worker.stop().await;
     env.cleanup().await;
 }
 

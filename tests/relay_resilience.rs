@@ -17,9 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backoffice_worker::config::Config;
-use common::{free_port, http_get, pz, TestEnv, AMQP_URL};
+use common::{free_port, http_get, pz, TestEnv, WorkerHandle, AMQP_URL};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// AMQP 0-9-1: a method frame, and the class and method of `basic.ack`.
@@ -196,12 +195,7 @@ impl ConfirmDropper {
 
 /// A worker in this process with the environment's config, its broker URL
 /// replaced and `extra` tables added; its admin listener on `admin`.
-fn start_worker(
-    env: &TestEnv,
-    amqp_url: &str,
-    admin: u16,
-    extra: &str,
-) -> (CancellationToken, JoinHandle<anyhow::Result<()>>) {
+fn start_worker(env: &TestEnv, amqp_url: &str, admin: u16, extra: &str) -> WorkerHandle {
     let text = format!(
         "{}\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n{extra}",
         env.config_text().replace(AMQP_URL, amqp_url)
@@ -209,16 +203,7 @@ fn start_worker(
     let config = Config::parse(std::path::Path::new("test.toml"), &text, |_| None).unwrap();
     let token = CancellationToken::new();
     let join = tokio::spawn(backoffice_worker::worker::run_with(config, token.clone()));
-    (token, join)
-}
-
-async fn stop(token: CancellationToken, join: JoinHandle<anyhow::Result<()>>) {
-    token.cancel();
-    tokio::time::timeout(Duration::from_secs(30), join)
-        .await
-        .expect("the worker stops within 30 s")
-        .expect("worker task")
-        .expect("worker exits cleanly");
+    WorkerHandle { token, join }
 }
 
 /// A counter's value from the worker's /metrics.
@@ -301,7 +286,7 @@ async fn a_broker_that_stops_confirming_does_not_hang_the_relay() {
     let mut env = TestEnv::new("noconfirm").await;
     let proxy = ConfirmDropper::start().await;
     let admin = free_port();
-    let (token, join) = start_worker(
+    let worker = start_worker(
         &env,
         &proxy.url(),
         admin,
@@ -364,7 +349,7 @@ async fn a_broker_that_stops_confirming_does_not_hang_the_relay() {
         25,
         "each capture ran once"
     );
-    stop(token, join).await;
+    worker.stop().await;
     env.cleanup().await;
 }
 
@@ -375,7 +360,7 @@ async fn a_full_handover_to_the_relay_loses_nothing() {
     let admin = free_port();
     // Room for 4 events: while the relay waits for confirms that do not
     // come, the completion writer does not wait for it.
-    let (token, join) = start_worker(
+    let worker = start_worker(
         &env,
         &proxy.url(),
         admin,
@@ -416,7 +401,7 @@ async fn a_full_handover_to_the_relay_loses_nothing() {
         env.drain_events(Duration::from_millis(200)).await;
     }
     assert_delivered_with_their_ids(&env, &seen).await;
-    stop(token, join).await;
+    worker.stop().await;
     env.cleanup().await;
 }
 
@@ -459,14 +444,13 @@ async fn worker_behind_a_proxy_with_one_event(
     TestEnv,
     ConfirmDropper,
     u16,
-    CancellationToken,
-    JoinHandle<anyhow::Result<()>>,
+    WorkerHandle,
     HashMap<String, Vec<String>>,
 ) {
     let mut env = TestEnv::new(name).await;
     let proxy = ConfirmDropper::start().await;
     let admin = free_port();
-    let (token, join) = start_worker(
+    let worker = start_worker(
         &env,
         &proxy.url(),
         admin,
@@ -477,13 +461,13 @@ async fn worker_behind_a_proxy_with_one_event(
     env.publish(&command).await;
     collect_events(&mut env, &[first], Duration::from_secs(30), &mut seen).await;
     until_marked(&mut env, 1, Duration::from_secs(10)).await;
-    (env, proxy, admin, token, join, seen)
+    (env, proxy, admin, worker, seen)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fresh_events_are_published_while_earlier_confirms_are_outstanding() {
     use backoffice_worker::pipeline::relay::{CLAIM, ROUNDS_IN_FLIGHT};
-    let (mut env, proxy, admin, token, join, mut seen) =
+    let (mut env, proxy, admin, worker, mut seen) =
         worker_behind_a_proxy_with_one_event("overlap", "ov").await;
 
     // The broker routes each event at once but its confirm is held: each
@@ -545,13 +529,13 @@ async fn fresh_events_are_published_while_earlier_confirms_are_outstanding() {
         metric(admin, "backoffice_publish_confirm_timeouts_total").await,
         0.0
     );
-    stop(token, join).await;
+    worker.stop().await;
     env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopping_relay_waits_for_the_confirms_of_every_round_in_flight() {
-    let (mut env, proxy, _admin, token, join, mut seen) =
+    let (mut env, proxy, _admin, worker, mut seen) =
         worker_behind_a_proxy_with_one_event("flush", "fl").await;
 
     proxy.hold_confirms();
@@ -560,8 +544,8 @@ async fn a_stopping_relay_waits_for_the_confirms_of_every_round_in_flight() {
         env.publish(&command).await;
         collect_events(&mut env, &[id], Duration::from_secs(10), &mut seen).await;
     }
+    let WorkerHandle { token, mut join } = worker;
     token.cancel();
-    let mut join = join;
     let early = tokio::time::timeout(Duration::from_secs(1), &mut join).await;
     assert!(
         early.is_err(),
@@ -587,7 +571,7 @@ async fn a_stopping_relay_waits_for_the_confirms_of_every_round_in_flight() {
 async fn an_event_over_the_size_limit_is_abandoned_and_the_others_published() {
     let mut env = TestEnv::new("oversize").await;
     let admin = free_port();
-    let (token, join) = start_worker(&env, AMQP_URL, admin, "[relay]\nmax_event_size = 2048\n");
+    let worker = start_worker(&env, AMQP_URL, admin, "[relay]\nmax_event_size = 2048\n");
     // Its event echoes 3 KB of metadata: over the limit, on the fresh path.
     let mut big = pz("big-1", "capture", "10000900", Some("1.00"));
     big["metadata"] = serde_json::json!({"note": "x".repeat(3000)});
@@ -665,7 +649,7 @@ async fn an_event_over_the_size_limit_is_abandoned_and_the_others_published() {
         body.contains("backoffice_events_abandoned_total 2"),
         "{body}"
     );
-    stop(token, join).await;
+    worker.stop().await;
     env.cleanup().await;
 }
 
@@ -680,7 +664,7 @@ const POISON_REPLY_TO: &str = "amq.rabbitmq.reply-to.g2dkAA1yYWJiaXRAbG9jYWxob3N
 async fn an_event_the_broker_refuses_again_and_again_is_abandoned() {
     let mut env = TestEnv::new("refused").await;
     let admin = free_port();
-    let (token, join) = start_worker(&env, AMQP_URL, admin, "");
+    let worker = start_worker(&env, AMQP_URL, admin, "");
     env.publish_raw(
         serde_json::to_vec(&pz("poison", "inquiry", "10000003", None)).unwrap(),
         lapin::BasicProperties::default().with_reply_to(POISON_REPLY_TO.into()),
@@ -743,7 +727,7 @@ async fn an_event_the_broker_refuses_again_and_again_is_abandoned() {
         metric(admin, "backoffice_events_abandoned_total").await,
         1.0
     );
-    stop(token, join).await;
+    worker.stop().await;
     env.cleanup().await;
 }
 
