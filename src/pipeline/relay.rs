@@ -287,12 +287,11 @@ struct Relay {
     /// Fresh rounds sent and not yet settled ([`ROUNDS_IN_FLIGHT`]), each on
     /// a task of its own that awaits its confirms and then marks its rows.
     in_flight: JoinSet<Settled>,
-    /// The rows of each of those rounds, by task.
+    /// The rows of each of those rounds, by task. The poll leaves them
+    /// alone even once their claim has expired (a round can wait for its
+    /// confirms longer than [`CLAIM`]), so that no row is ever in two of
+    /// this relay's rounds at once.
     in_flight_rows: HashMap<task::Id, Vec<i64>>,
-    /// All those rows: the poll leaves them alone even once their claim has
-    /// expired (a round can wait for its confirms longer than [`CLAIM`]), so
-    /// that no row is ever in two of this relay's rounds at once.
-    in_flight_set: HashSet<i64>,
 }
 
 /// What a fresh round's task hands back once its confirms are in.
@@ -314,7 +313,6 @@ impl Relay {
             refused: HashMap::new(),
             in_flight: JoinSet::new(),
             in_flight_rows: HashMap::new(),
-            in_flight_set: HashSet::new(),
         }
     }
 
@@ -361,7 +359,7 @@ impl Relay {
 
     /// Sends a fresh round and spawns the wait for its confirms. A row is
     /// still marked only after every copy of it is confirmed, and until then
-    /// it stays claimed (for [`CLAIM`]) and in `in_flight_set`, so no poll
+    /// it stays claimed (for [`CLAIM`]) and in `in_flight_rows`, so no poll
     /// takes it; a round not wholly confirmed is recorded by
     /// [`Relay::settle`] as a round always was (failed rows to the poll, at
     /// least once, same message ids). A timeout abandons the channel from the
@@ -386,7 +384,6 @@ impl Relay {
             }
             Settled { round, marked }
         });
-        self.in_flight_set.extend(&rows);
         self.in_flight_rows.insert(handle.id(), rows);
     }
 
@@ -397,9 +394,7 @@ impl Relay {
             Ok((id, _)) => *id,
             Err(error) => error.id(),
         };
-        for row in self.in_flight_rows.remove(&id).unwrap_or_default() {
-            self.in_flight_set.remove(&row);
-        }
+        self.in_flight_rows.remove(&id);
         let Settled { round, marked } = match joined {
             Ok((_, settled)) => settled,
             Err(error) => {
@@ -452,7 +447,8 @@ impl Relay {
         let mut rows = outbox::lock_unpublished(&mut tx, BATCH).await?;
         // A fresh round still waiting for its confirms past its claim keeps
         // its rows: they are published once at a time, by that round.
-        rows.retain(|row| !self.in_flight_set.contains(&row.id));
+        let in_flight: HashSet<i64> = self.in_flight_rows.values().flatten().copied().collect();
+        rows.retain(|row| !in_flight.contains(&row.id));
         if rows.is_empty() {
             tx.commit().await?;
             return Ok(0);
