@@ -234,8 +234,14 @@ impl Browser {
             .json()
             .await
             .unwrap();
+        let message = r["value"]["message"].as_str().unwrap_or("");
         match r["value"].get("error").and_then(Value::as_str) {
             Some("stale element reference") | Some("no such element") => String::new(),
+            // What chromedriver says instead of a stale reference when the
+            // element left the document while its text was being read.
+            Some("unknown error") if message.contains("does not belong to the document") => {
+                String::new()
+            }
             Some(error) => panic!(
                 "webdriver text of `{css}`: {error}: {}",
                 r["value"]["message"]
