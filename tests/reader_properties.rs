@@ -238,7 +238,7 @@ proptest! {
         if let Some(c) = currency { object.insert("currency".into(), c.into()); }
         if let Some(m) = metadata { object.insert("metadata".into(), Value::Object(m.into_iter().collect())); }
         let has_nul = object.get("metadata").is_some_and(|m| m.to_string().contains("\\u0000"));
-        let big = object.get("metadata").is_some_and(|m| m.to_string().len() > 4096);
+        let big = object.get("metadata").is_some_and(|m| written_out_size(m) > 4096);
         let body = serde_json::to_vec(&Value::Object(object.clone())).unwrap();
         match intake::read(&body) {
             Reading::Command(command) => check_round_trip(&object, &command),
@@ -282,5 +282,55 @@ proptest! {
         for bad in [format!(" {text}"), format!("{text} "), format!("+{text}"), format!("-{text}"), format!("{text}e0")] {
             prop_assert!(Amount::parse(&bad).is_err(), "{bad:?}");
         }
+    }
+}
+
+/// The size the contract gives metadata: compact JSON with every number
+/// written out without an exponent (`-1.5e-308` counts its 300-odd digits).
+/// Rust prints an `f64` in full, never with an exponent.
+fn written_out_size(value: &Value) -> usize {
+    let commas = |n: usize| n.saturating_sub(1);
+    match value {
+        Value::Number(n) => {
+            let text = n.to_string();
+            match n.as_f64() {
+                Some(f) if text.contains(['e', 'E']) => format!("{f}").len(),
+                _ => text.len(),
+            }
+        }
+        Value::Array(items) => {
+            2 + commas(items.len()) + items.iter().map(written_out_size).sum::<usize>()
+        }
+        Value::Object(map) => {
+            2 + commas(map.len())
+                + map
+                    .iter()
+                    .map(|(k, v)| {
+                        Value::from(k.as_str()).to_string().len() + 1 + written_out_size(v)
+                    })
+                    .sum::<usize>()
+        }
+        other => other.to_string().len(),
+    }
+}
+
+/// The oracle above counts as the reader does: metadata of tiny numbers,
+/// 60 bytes as JSON text but over 4,096 written out, is refused, and 13 of
+/// them (under the limit) are accepted.
+#[test]
+fn metadata_numbers_count_written_out_as_the_reader_counts_them() {
+    let metadata = |n: usize| serde_json::json!({ "a": vec![-1.5e-300; n] });
+    assert_eq!(written_out_size(&serde_json::json!(-1.5e-300)), 304);
+    for (n, refused) in [(13, false), (14, true)] {
+        let m = metadata(n);
+        assert_eq!(written_out_size(&m) > 4096, refused, "{n} numbers");
+        let body = serde_json::json!({"id": "m", "gateway": "paymentz", "operation": "inquiry",
+                                      "payment_id": "1", "metadata": m});
+        let reading = intake::read(&serde_json::to_vec(&body).unwrap());
+        assert_eq!(
+            matches!(reading, Reading::Rejected { .. }),
+            refused,
+            "{n} numbers"
+        );
     }
 }
