@@ -865,6 +865,16 @@ async fn a_hold_past_its_deadline_with_on_deadline_alert_is_reported_and_left_fo
     assert_eq!(open.len(), 1);
     assert_eq!(open[0].payment_id.as_deref(), Some("700013"));
     assert!(open[0].hold_deadline.is_none() && open[0].hold_closed_at.is_none());
+    // The jobs' periodic look sees the hold open and nothing due: no claim
+    // is made for it again.
+    let mut conn = w.pool.acquire().await.unwrap();
+    let due = backoffice_worker::store::notifications::due_work(&mut conn)
+        .await
+        .unwrap();
+    drop(conn);
+    assert!(!due.deadlines && !due.inquiries, "{due:?}");
+    assert_eq!(due.open_holds, 1);
+    assert!(due.oldest_hold_seconds > 0.0, "{due:?}");
     let commands: i64 = sqlx::query_scalar("SELECT count(*) FROM commands")
         .fetch_one(&w.pool)
         .await

@@ -38,15 +38,28 @@ pub async fn run(ctx: Arc<Context>, inquiries_per_minute: u32, stop: Cancellatio
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(PERIOD) => {}
         }
-        if let Err(error) = inquiries(&ctx, inquiries_per_minute).await {
-            tracing::warn!(%error, "notification inquiries: database unavailable; trying again");
+        let due = match ctx.store.pool().acquire().await {
+            Ok(mut conn) => store::due_work(&mut conn).await,
+            Err(error) => Err(error.into()),
+        };
+        let due = match due {
+            Ok(due) => due,
+            Err(error) => {
+                tracing::warn!(%error, "notification jobs: database unavailable; trying again");
+                continue;
+            }
+        };
+        ctx.metrics
+            .notifications
+            .set_holds(due.open_holds, due.oldest_hold_seconds);
+        if due.inquiries {
+            if let Err(error) = inquiries(&ctx, inquiries_per_minute).await {
+                tracing::warn!(%error, "notification inquiries: database unavailable; trying again");
+            }
         }
-        if let Err(error) = deadlines(&ctx).await {
-            tracing::warn!(%error, "hold deadlines: database unavailable; trying again");
-        }
-        if let Ok(mut conn) = ctx.store.pool().acquire().await {
-            if let Ok((open, oldest)) = store::open_holds(&mut conn).await {
-                ctx.metrics.notifications.set_holds(open, oldest);
+        if due.deadlines {
+            if let Err(error) = deadlines(&ctx).await {
+                tracing::warn!(%error, "hold deadlines: database unavailable; trying again");
             }
         }
     }

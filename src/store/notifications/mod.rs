@@ -284,11 +284,33 @@ pub async fn open_hold_rows(
     .map_err(StoreError::from)
 }
 
-/// Holds still open, and the age of the oldest, for the metrics.
-pub async fn open_holds(conn: &mut PgConnection) -> Result<(i64, f64), StoreError> {
+/// What the notification jobs have to do now, and the open holds for the
+/// metrics, in one statement: an idle instance asks this every period, and
+/// the claims (a transaction each) are made only when there is work.
+#[derive(Debug, Clone, Copy, PartialEq, sqlx::FromRow)]
+pub struct DueWork {
+    /// An unverified notification's inquiry is due.
+    pub inquiries: bool,
+    /// A hold has reached its deadline.
+    pub deadlines: bool,
+    /// Holds still open.
+    pub open_holds: i64,
+    /// The age of the oldest open hold, in seconds (0 without one).
+    pub oldest_hold_seconds: f64,
+}
+
+pub async fn due_work(conn: &mut PgConnection) -> Result<DueWork, StoreError> {
     sqlx::query_as(
-        "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(received_at))::float8, 0)
-         FROM notifications WHERE decision = 'held' AND hold_closed_at IS NULL",
+        "SELECT EXISTS (SELECT 1 FROM notifications
+                         WHERE decision = 'unverified' AND inquire_at IS NOT NULL
+                           AND inquire_at <= now()) AS inquiries,
+                EXISTS (SELECT 1 FROM notifications
+                         WHERE decision = 'held' AND hold_closed_at IS NULL
+                           AND hold_deadline <= now()) AS deadlines,
+                count(*) AS open_holds,
+                COALESCE(EXTRACT(EPOCH FROM now() - min(received_at))::float8, 0)
+                    AS oldest_hold_seconds
+           FROM notifications WHERE decision = 'held' AND hold_closed_at IS NULL",
     )
     .fetch_one(conn)
     .await
