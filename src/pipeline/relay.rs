@@ -80,6 +80,9 @@ pub struct RelaySettings {
     pub max_event_size: usize,
     /// Events the completion writer may hand over before the relay takes them.
     pub handover_capacity: usize,
+    /// How long confirmed fresh events wait to be marked published together
+    /// ([`Marks`]); zero marks each round as soon as it is confirmed.
+    pub mark_gather: Duration,
 }
 
 impl Default for RelaySettings {
@@ -88,6 +91,7 @@ impl Default for RelaySettings {
             confirm_timeout: Duration::from_secs(30),
             max_event_size: 16 * 1024 * 1024,
             handover_capacity: 4096,
+            mark_gather: Duration::from_millis(100),
         }
     }
 }
@@ -216,6 +220,7 @@ pub async fn run(w: Arc<Worker>, mut fresh: HandoverReceiver, stop: Cancellation
     loop {
         let stopping = stop.is_cancelled();
         let room = relay.has_room();
+        let marks_due = relay.marks.due;
         tokio::select! {
             batch = fresh.recv(), if open && room => match batch {
                 Some(batch) => {
@@ -231,6 +236,14 @@ pub async fn run(w: Arc<Worker>, mut fresh: HandoverReceiver, stop: Cancellation
                 if !stop.is_cancelled() {
                     continue;
                 }
+            }
+            _ = sleep_until_some(marks_due), if marks_due.is_some() => {
+                relay.marks.flush(&w);
+                continue;
+            }
+            Some(done) = relay.marks.running.join_next_with_id() => {
+                relay.marks.done(done);
+                continue;
             }
             _ = w.wake_outbox.notified() => {}
             _ = poll.tick() => {}
@@ -292,15 +305,13 @@ struct Relay {
     /// confirms longer than [`CLAIM`]), so that no row is ever in two of
     /// this relay's rounds at once.
     in_flight_rows: HashMap<task::Id, Vec<i64>>,
+    /// Wholly confirmed rounds' rows on their way to being marked.
+    marks: Marks,
 }
 
 /// What a fresh round's task hands back once its confirms are in.
 struct Settled {
     round: Round,
-    /// Whether its task took care of the mark (all its rows confirmed; a
-    /// failed mark leaves them claimed, for the poll once the claim expires);
-    /// otherwise [`Relay::settle`] records the round.
-    marked: bool,
 }
 
 impl Relay {
@@ -313,6 +324,7 @@ impl Relay {
             refused: HashMap::new(),
             in_flight: JoinSet::new(),
             in_flight_rows: HashMap::new(),
+            marks: Marks::new(settings.mark_gather),
         }
     }
 
@@ -378,24 +390,21 @@ impl Relay {
             if timed_out {
                 gave_up(&w, &publisher).await;
             }
-            let marked = round.all_published();
-            if marked {
-                mark(&w, &round.published).await;
-            }
-            Settled { round, marked }
+            Settled { round }
         });
         self.in_flight_rows.insert(handle.id(), rows);
     }
 
-    /// Takes a settled fresh round back: counts its confirms, and records it
-    /// unless its task marked it.
+    /// Takes a settled fresh round back: counts its confirms, and gathers
+    /// its rows for marking when all were confirmed; otherwise records it at
+    /// once, as a round always was.
     async fn settle(&mut self, joined: Result<(task::Id, Settled), task::JoinError>) {
         let id = match &joined {
             Ok((id, _)) => *id,
             Err(error) => error.id(),
         };
         self.in_flight_rows.remove(&id);
-        let Settled { round, marked } = match joined {
+        let Settled { round } = match joined {
             Ok((_, settled)) => settled,
             Err(error) => {
                 // Its rows stay claimed and unmarked: the poll publishes them
@@ -405,17 +414,21 @@ impl Relay {
             }
         };
         self.count(&round);
-        if !marked {
+        if round.all_published() {
+            self.marks.gather(&self.w, round.published);
+        } else {
             self.record_now(&round).await;
         }
     }
 
-    /// Settles every fresh round in flight (before the last pass, and before
-    /// the relay stops: dropped, their marks would be cancelled).
+    /// Settles every fresh round in flight and marks what they published
+    /// (before the last pass, and before the relay stops: dropped, their
+    /// marks would be cancelled).
     async fn settle_all(&mut self) {
         while let Some(settled) = self.in_flight.join_next_with_id().await {
             self.settle(settled).await;
         }
+        self.marks.finish(&self.w).await;
     }
 
     /// Records a round on a pooled connection and wakes the poll for what it
@@ -445,9 +458,16 @@ impl Relay {
         }
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         let mut rows = outbox::lock_unpublished(&mut tx, BATCH).await?;
-        // A fresh round still waiting for its confirms past its claim keeps
-        // its rows: they are published once at a time, by that round.
-        let in_flight: HashSet<i64> = self.in_flight_rows.values().flatten().copied().collect();
+        // A fresh round still waiting for its confirms or its mark past its
+        // claim keeps its rows: they are published once at a time, by that
+        // round.
+        let in_flight: HashSet<i64> = self
+            .in_flight_rows
+            .values()
+            .flatten()
+            .chain(self.marks.rows())
+            .copied()
+            .collect();
         rows.retain(|row| !in_flight.contains(&row.id));
         if rows.is_empty() {
             tx.commit().await?;
@@ -625,10 +645,103 @@ async fn gave_up(w: &Worker, publisher: &Publisher) {
     publisher.abandon().await;
 }
 
-/// Marks confirmed fresh rows published, on a pooled connection of the
-/// round's own task. A mark that fails leaves them claimed and unmarked: the
-/// poll publishes them once the claim expires (at least once, same message
-/// ids), as a failed mark always did.
+/// Wholly confirmed fresh rows, gathered for up to `gather` and then marked
+/// published by one statement on a task of its own.
+///
+/// At light load every round is one or two events, and marking each at once
+/// made the mark one statement per event, as many as the outcomes
+/// themselves. Nothing waits for a mark: the events are out, and the rows stay
+/// claimed and out of the poll's reach (it skips [`Marks::rows`]) until their
+/// mark commits. The cost is that a crash in the window publishes those
+/// events again, with the same message ids, which the contract allows (at
+/// least once); a window far shorter than [`CLAIM`] keeps another instance's
+/// poll away from them. Under load the window fills to [`BATCH`] rows before
+/// it ends and is marked at once.
+struct Marks {
+    gather: Duration,
+    gathered: Vec<i64>,
+    /// When the gathered rows are marked.
+    due: Option<tokio::time::Instant>,
+    running: JoinSet<()>,
+    running_rows: HashMap<task::Id, Vec<i64>>,
+}
+
+impl Marks {
+    fn new(gather: Duration) -> Marks {
+        Marks {
+            gather,
+            gathered: Vec::new(),
+            due: None,
+            running: JoinSet::new(),
+            running_rows: HashMap::new(),
+        }
+    }
+
+    fn gather(&mut self, w: &Arc<Worker>, rows: Vec<i64>) {
+        if rows.is_empty() {
+            return;
+        }
+        if self.gathered.is_empty() {
+            self.due = Some(tokio::time::Instant::now() + self.gather);
+        }
+        self.gathered.extend(rows);
+        if self.gathered.len() >= BATCH as usize || self.gather.is_zero() {
+            self.flush(w);
+        }
+    }
+
+    /// Marks what was gathered, on a task of its own.
+    fn flush(&mut self, w: &Arc<Worker>) {
+        self.due = None;
+        if self.gathered.is_empty() {
+            return;
+        }
+        let rows = std::mem::take(&mut self.gathered);
+        let (w, task_rows) = (w.clone(), rows.clone());
+        let handle = self
+            .running
+            .spawn(async move { mark(&w, &task_rows).await });
+        self.running_rows.insert(handle.id(), rows);
+    }
+
+    /// A mark's task ended: its rows are marked, or (it failed) left claimed
+    /// for the poll once the claim expires.
+    fn done(&mut self, joined: Result<(task::Id, ()), task::JoinError>) {
+        let id = match &joined {
+            Ok((id, ())) => *id,
+            Err(error) => error.id(),
+        };
+        self.running_rows.remove(&id);
+    }
+
+    /// Marks what was gathered and waits for every mark.
+    async fn finish(&mut self, w: &Arc<Worker>) {
+        self.flush(w);
+        while let Some(done) = self.running.join_next_with_id().await {
+            self.done(done);
+        }
+    }
+
+    /// The rows gathered or being marked.
+    fn rows(&self) -> impl Iterator<Item = &i64> {
+        self.gathered
+            .iter()
+            .chain(self.running_rows.values().flatten())
+    }
+}
+
+/// Sleeps until `deadline`; never returns without one.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Marks confirmed fresh rows published, on a pooled connection of a task
+/// of its own ([`Marks`]). A mark that fails leaves them claimed and
+/// unmarked: the poll publishes them once the claim expires (at least once,
+/// same message ids), as a failed mark always did.
 async fn mark(w: &Worker, rows: &[i64]) {
     let marked = async {
         let mut conn = w.store.pool().acquire().await?;
