@@ -18,7 +18,7 @@ start)
     ;;
 report)
     start=$2 db=$3 n=${4:-1}
-    end=$("${PSQL[@]}" -d postgres -Atc "SELECT pg_current_wal_lsn()")
+    end=$("${PSQL[@]}" -d postgres -Atc "SELECT pg_current_wal_flush_lsn()")
     dboid=$("${PSQL[@]}" -d postgres -Atc "SELECT oid FROM pg_database WHERE datname = '$db'")
     tmp=$(mktemp)
     trap 'rm -f "$tmp"' EXIT

@@ -21,3 +21,4 @@ mod store_retry;
 mod worker_e2e;
 mod worker_faults;
 mod worker_resilience;
+mod write_amplification;

@@ -70,6 +70,8 @@ pub struct AttemptRow {
     pub latency_ms: Option<f64>,
     pub error: Option<String>,
     pub classification: Option<Classification>,
+    /// When its request went out; for a call still in flight (or one that
+    /// made no exchange), when its row was written.
     #[serde(with = "time::serde::rfc3339")]
     pub started_at: time::OffsetDateTime,
 }
@@ -80,7 +82,8 @@ pub async fn for_command(
 ) -> Result<Vec<AttemptRow>, StoreError> {
     sqlx::query_as(
         "SELECT id, attempt_no, kind, status, purpose, method, url, request, signature_sent, http_status,
-                response_body, signature_received, signature_verified, latency_ms, error, classification, started_at
+                response_body, signature_received, signature_verified, latency_ms, error, classification,
+                COALESCE(sent_at, started_at) AS started_at
          FROM attempts WHERE command_id = $1 ORDER BY id",
     )
     .bind(command_id)
@@ -116,7 +119,7 @@ macro_rules! record_ctes {
                 http_status = u.http_status, response_body = u.response_body,
                 signature_received = u.signature_received, signature_verified = u.signature_verified,
                 latency_ms = u.latency_ms, error = u.error, classification = u.classification,
-                started_at = COALESCE(u.started_at, a.started_at), finished_at = now()
+                sent_at = u.started_at, finished_at = now()
               FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::text[],
                           $7::int4[], $8::text[], $9::text[], $10::bool[], $11::float8[], $12::text[],
                           $13::text[], $14::timestamptz[])
@@ -128,10 +131,10 @@ macro_rules! record_ctes {
          added AS (
             INSERT INTO attempts (command_id, attempt_no, kind, status, purpose, method, url, request,
                 signature_sent, http_status, response_body, signature_received, signature_verified,
-                latency_ms, error, classification, started_at, finished_at)
+                latency_ms, error, classification, started_at, sent_at, finished_at)
             SELECT c, n, k, 'completed', purpose, method, url, request, signature_sent, http_status,
                    response_body, signature_received, signature_verified, latency_ms, error,
-                   classification, started_at, now()
+                   classification, started_at, started_at, now()
               FROM UNNEST($15::text[], $16::int4[], $17::text[], $18::text[], $19::text[], $20::text[],
                           $21::jsonb[], $22::text[], $23::int4[], $24::text[], $25::text[], $26::bool[],
                           $27::float8[], $28::text[], $29::text[], $30::timestamptz[])

@@ -114,7 +114,7 @@ pub async fn settle_from_recorded(
         "SELECT n.id, n.status, n.fields::text FROM notifications n
           WHERE n.gateway = $1 AND n.payment_id = $2 AND n.evidence = $3 AND n.verified
             AND n.settled_command IS NULL
-            AND n.received_at >= (SELECT max(started_at) FROM attempts
+            AND n.received_at >= (SELECT max(COALESCE(sent_at, started_at)) FROM attempts
                                    WHERE command_id = $4 AND kind = 'operation')
           ORDER BY n.id LIMIT 1 FOR UPDATE OF n",
     )

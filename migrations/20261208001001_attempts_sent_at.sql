@@ -1,0 +1,15 @@
+-- An attempt's outcome stays a HOT update.
+--
+-- The outcome's update rewrote `started_at` with the call's own start, and
+-- PostgreSQL 15 keeps no update HOT that changes a column of any index, a
+-- BRIN one (`attempts_started_brin`) included: every operation's outcome
+-- added an entry to each of the table's btree indexes (2 WAL records and
+-- ~180 bytes per command at 300/s; docs/performance.md, ninth session).
+--
+-- From now on `started_at` is when the row was written and never changes
+-- (the recovery point, for an operation's in-flight row), and `sent_at` is
+-- when the request went out: the exchange's own start, NULL while a call is
+-- in flight, when no exchange was made, and on rows written before this
+-- migration (whose `started_at` was rewritten, so it is the same thing).
+-- Adding a nullable column without a default does not rewrite the table.
+ALTER TABLE attempts ADD COLUMN sent_at timestamptz;
