@@ -127,24 +127,8 @@ async fn every_operation_of_both_gateways_end_to_end() {
     .await
     .unwrap();
     assert_eq!(px_sig, Some(true));
-    // Every event is marked published: the relay marks a row after the
-    // broker's confirm, which can come after the event was delivered to us.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let unpublished: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-                .fetch_one(&env.pool)
-                .await
-                .unwrap();
-        if unpublished == 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{unpublished} outbox rows never marked published"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Every event is marked published.
+    env.until_all_published(Duration::from_secs(10)).await;
 
     // No secret reached the database.
     let leaks: i64 = sqlx::query_scalar(

@@ -370,6 +370,29 @@ frontend = "Integration TEST USD"
         while self.next_event(quiet).await.is_some() {}
     }
 
+    /// Waits until every outbox row is marked published. The relay marks a
+    /// row after the broker's confirm, and gathers marks for up to
+    /// `[relay] mark_gather`: a row is marked some time after its event was
+    /// delivered.
+    pub async fn until_all_published(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let unpublished: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                    .fetch_one(&self.pool)
+                    .await
+                    .unwrap();
+            if unpublished == 0 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{unpublished} outbox rows not marked published after {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn scalar_i64(&self, sql: &str, id: &str) -> i64 {
         sqlx::query_scalar(sql)
             .bind(id)
