@@ -220,7 +220,6 @@ pub async fn run(w: Arc<Worker>, mut fresh: HandoverReceiver, stop: Cancellation
     loop {
         let stopping = stop.is_cancelled();
         let room = relay.has_room();
-        let marks_due = relay.marks.due;
         tokio::select! {
             batch = fresh.recv(), if open && room => match batch {
                 Some(batch) => {
@@ -236,14 +235,6 @@ pub async fn run(w: Arc<Worker>, mut fresh: HandoverReceiver, stop: Cancellation
                 if !stop.is_cancelled() {
                     continue;
                 }
-            }
-            _ = sleep_until_some(marks_due), if marks_due.is_some() => {
-                relay.marks.flush(&w);
-                continue;
-            }
-            Some(done) = relay.marks.running.join_next_with_id() => {
-                relay.marks.done(done);
-                continue;
             }
             _ = w.wake_outbox.notified() => {}
             _ = poll.tick() => {}
@@ -317,6 +308,7 @@ struct Settled {
 impl Relay {
     fn new(w: Arc<Worker>) -> Relay {
         let settings = w.relay;
+        let marks = Marks::start(w.clone(), settings.mark_gather);
         Relay {
             w,
             settings,
@@ -324,7 +316,7 @@ impl Relay {
             refused: HashMap::new(),
             in_flight: JoinSet::new(),
             in_flight_rows: HashMap::new(),
-            marks: Marks::new(settings.mark_gather),
+            marks,
         }
     }
 
@@ -415,7 +407,7 @@ impl Relay {
         };
         self.count(&round);
         if round.all_published() {
-            self.marks.gather(&self.w, round.published);
+            self.marks.gather(round.published);
         } else {
             self.record_now(&round).await;
         }
@@ -428,7 +420,7 @@ impl Relay {
         while let Some(settled) = self.in_flight.join_next_with_id().await {
             self.settle(settled).await;
         }
-        self.marks.finish(&self.w).await;
+        self.marks.flush().await;
     }
 
     /// Records a round on a pooled connection and wakes the poll for what it
@@ -461,13 +453,8 @@ impl Relay {
         // A fresh round still waiting for its confirms or its mark past its
         // claim keeps its rows: they are published once at a time, by that
         // round.
-        let in_flight: HashSet<i64> = self
-            .in_flight_rows
-            .values()
-            .flatten()
-            .chain(self.marks.rows())
-            .copied()
-            .collect();
+        let mut in_flight: HashSet<i64> = self.in_flight_rows.values().flatten().copied().collect();
+        self.marks.add_rows_to(&mut in_flight);
         rows.retain(|row| !in_flight.contains(&row.id));
         if rows.is_empty() {
             tx.commit().await?;
@@ -646,100 +633,123 @@ async fn gave_up(w: &Worker, publisher: &Publisher) {
 }
 
 /// Wholly confirmed fresh rows, gathered for up to `gather` and then marked
-/// published by one statement on a task of its own.
+/// published by one statement, on a task of its own.
 ///
 /// At light load every round is one or two events, and marking each at once
 /// made the mark one statement per event, as many as the outcomes
 /// themselves. Nothing waits for a mark: the events are out, and the rows stay
-/// claimed and out of the poll's reach (it skips [`Marks::rows`]) until their
-/// mark commits. The cost is that a crash in the window publishes those
-/// events again, with the same message ids, which the contract allows (at
-/// least once); a window far shorter than [`CLAIM`] keeps another instance's
-/// poll away from them. Under load the window fills to [`BATCH`] rows before
-/// it ends and is marked at once.
+/// claimed and out of the poll's reach (it skips [`Marks::add_rows_to`])
+/// until their mark commits. The task is the relay loop's only for what it is
+/// given: a loop held up (a poll's publish waits for its confirms, up to
+/// `confirm_timeout`) must not hold up the marks, or the rows' claims would
+/// expire and another instance's poll would publish them again. A crash in
+/// the window publishes those events again, with the same message ids, which
+/// the contract allows (at least once); a window far shorter than [`CLAIM`]
+/// keeps other instances' polls away from them. Under load the window fills to
+/// [`BATCH`] rows before it ends and is marked at once.
 struct Marks {
-    gather: Duration,
-    gathered: Vec<i64>,
-    /// When the gathered rows are marked.
-    due: Option<tokio::time::Instant>,
-    running: JoinSet<()>,
-    running_rows: HashMap<task::Id, Vec<i64>>,
+    tx: mpsc::UnboundedSender<MarkRequest>,
+    /// The rows given and not yet marked (or given up on).
+    pending: Arc<std::sync::Mutex<HashSet<i64>>>,
+}
+
+enum MarkRequest {
+    Rows(Vec<i64>),
+    /// Mark everything given so far now, and answer once it is marked.
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 impl Marks {
-    fn new(gather: Duration) -> Marks {
-        Marks {
-            gather,
-            gathered: Vec::new(),
-            due: None,
-            running: JoinSet::new(),
-            running_rows: HashMap::new(),
-        }
+    fn start(w: Arc<Worker>, gather: Duration) -> Marks {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let pending = Arc::new(std::sync::Mutex::new(HashSet::new()));
+        tokio::spawn(marking(w, gather, rx, pending.clone()));
+        Marks { tx, pending }
     }
 
-    fn gather(&mut self, w: &Arc<Worker>, rows: Vec<i64>) {
+    fn gather(&self, rows: Vec<i64>) {
         if rows.is_empty() {
             return;
         }
-        if self.gathered.is_empty() {
-            self.due = Some(tokio::time::Instant::now() + self.gather);
-        }
-        self.gathered.extend(rows);
-        if self.gathered.len() >= BATCH as usize || self.gather.is_zero() {
-            self.flush(w);
-        }
-    }
-
-    /// Marks what was gathered, on a task of its own.
-    fn flush(&mut self, w: &Arc<Worker>) {
-        self.due = None;
-        if self.gathered.is_empty() {
-            return;
-        }
-        let rows = std::mem::take(&mut self.gathered);
-        let (w, task_rows) = (w.clone(), rows.clone());
-        let handle = self
-            .running
-            .spawn(async move { mark(&w, &task_rows).await });
-        self.running_rows.insert(handle.id(), rows);
-    }
-
-    /// A mark's task ended: its rows are marked, or (it failed) left claimed
-    /// for the poll once the claim expires.
-    fn done(&mut self, joined: Result<(task::Id, ()), task::JoinError>) {
-        let id = match &joined {
-            Ok((id, ())) => *id,
-            Err(error) => error.id(),
-        };
-        self.running_rows.remove(&id);
-    }
-
-    /// Marks what was gathered and waits for every mark.
-    async fn finish(&mut self, w: &Arc<Worker>) {
-        self.flush(w);
-        while let Some(done) = self.running.join_next_with_id().await {
-            self.done(done);
+        self.pending
+            .lock()
+            .expect("pending marks")
+            .extend(rows.iter().copied());
+        if self.tx.send(MarkRequest::Rows(rows)).is_err() {
+            // The task is gone (the runtime is stopping): the rows stay
+            // claimed, for the poll once the claim expires.
+            tracing::warn!("outbox relay: the marking task is gone; events stay claimed");
         }
     }
 
-    /// The rows gathered or being marked.
-    fn rows(&self) -> impl Iterator<Item = &i64> {
-        self.gathered
-            .iter()
-            .chain(self.running_rows.values().flatten())
+    /// Marks what was gathered and waits until it is marked.
+    async fn flush(&self) {
+        let (done, marked) = tokio::sync::oneshot::channel();
+        if self.tx.send(MarkRequest::Flush(done)).is_ok() {
+            let _ = marked.await;
+        }
+    }
+
+    /// Adds the rows given and not yet marked to `rows`.
+    fn add_rows_to(&self, rows: &mut HashSet<i64>) {
+        rows.extend(self.pending.lock().expect("pending marks").iter().copied());
     }
 }
 
-/// Sleeps until `deadline`; never returns without one.
-async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
+/// The marking task: gathers rows until `gather` has passed since the first
+/// (or [`BATCH`] rows, or a flush), marks them, and forgets them. It ends
+/// when the relay drops its [`Marks`], after marking what it was given.
+async fn marking(
+    w: Arc<Worker>,
+    gather: Duration,
+    mut rx: mpsc::UnboundedReceiver<MarkRequest>,
+    pending: Arc<std::sync::Mutex<HashSet<i64>>>,
+) {
+    let mut open = true;
+    while open {
+        let mut rows = Vec::new();
+        let mut flushed = Vec::new();
+        match rx.recv().await {
+            Some(MarkRequest::Rows(more)) => rows.extend(more),
+            Some(MarkRequest::Flush(done)) => flushed.push(done),
+            None => return,
+        }
+        let due = tokio::time::Instant::now() + gather;
+        while flushed.is_empty() && rows.len() < BATCH as usize {
+            tokio::select! {
+                request = rx.recv() => match request {
+                    Some(MarkRequest::Rows(more)) => rows.extend(more),
+                    Some(MarkRequest::Flush(done)) => flushed.push(done),
+                    None => {
+                        open = false;
+                        break;
+                    }
+                },
+                _ = tokio::time::sleep_until(due) => break,
+            }
+        }
+        // Whatever else is already waiting joins this mark.
+        while let Ok(request) = rx.try_recv() {
+            match request {
+                MarkRequest::Rows(more) => rows.extend(more),
+                MarkRequest::Flush(done) => flushed.push(done),
+            }
+        }
+        if !rows.is_empty() {
+            mark(&w, &rows).await;
+            let mut pending = pending.lock().expect("pending marks");
+            for row in &rows {
+                pending.remove(row);
+            }
+        }
+        for done in flushed {
+            let _ = done.send(());
+        }
     }
 }
 
-/// Marks confirmed fresh rows published, on a pooled connection of a task
-/// of its own ([`Marks`]). A mark that fails leaves them claimed and
+/// Marks confirmed fresh rows published, on a pooled connection of the
+/// marking task ([`Marks`]). A mark that fails leaves them claimed and
 /// unmarked: the poll publishes them once the claim expires (at least once,
 /// same message ids), as a failed mark always did.
 async fn mark(w: &Worker, rows: &[i64]) {
