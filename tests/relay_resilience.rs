@@ -770,39 +770,3 @@ async fn a_mark_commits_without_waiting_for_the_flush_and_only_its_own_transacti
     store.close().await;
     env.cleanup().await;
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn confirmed_events_are_marked_together_within_the_gather_window_and_before_a_stop() {
-    let mut env = TestEnv::new("gathermark").await;
-    let worker = start_worker(
-        &env,
-        AMQP_URL,
-        free_port(),
-        "[relay]\nmark_gather = \"1s\"\n",
-    );
-    let mut seen = HashMap::new();
-    let (first, command) = capture(0, "gm");
-    env.publish(&command).await;
-    collect_events(&mut env, &[first], Duration::from_secs(30), &mut seen).await;
-    // Published, and its mark still waits for the window to end.
-    assert_eq!(
-        marked(&env).await.0,
-        0,
-        "the first event's mark is gathered"
-    );
-    let (second, command) = capture(1, "gm");
-    env.publish(&command).await;
-    collect_events(&mut env, &[second], Duration::from_secs(30), &mut seen).await;
-    // The stop marks what was gathered before the worker exits.
-    worker.stop().await;
-    let (published, once) = marked(&env).await;
-    assert_eq!(published, 2, "the stopping relay marked what it gathered");
-    assert!(once);
-    let transactions: i64 = sqlx::query_scalar("SELECT count(DISTINCT xmin::text) FROM outbox")
-        .fetch_one(&env.pool)
-        .await
-        .unwrap();
-    assert_eq!(transactions, 1, "both events were marked by one statement");
-    assert_delivered_with_their_ids(&env, &seen).await;
-    env.cleanup().await;
-}

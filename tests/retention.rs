@@ -222,9 +222,9 @@ async fn a_replay_of_a_pruned_id_is_a_new_command() {
     env.wait_event("horizon-1", Duration::from_secs(30), |e| e.replayed)
         .await;
 
-    // Past it: the command is pruned (once its events are marked published:
-    // an event still in the outbox keeps its command), and the same id is
-    // run again.
+    // Past it: the command is pruned (once its events are marked published,
+    // which can be after they were delivered: an event still in the outbox
+    // keeps its command), and the same id is run again.
     env.until_all_published(Duration::from_secs(10)).await;
     sqlx::query(
         "UPDATE commands SET received_at = now() - interval '500 days' WHERE id = 'horizon-1'",

@@ -124,14 +124,7 @@ pub(super) fn relay(r: &Section) -> Result<RelaySettings, ConfigError> {
             as usize,
         handover_capacity: r.int_or("handover_capacity", d.handover_capacity as i64, 1, 1 << 20)?
             as usize,
-        mark_gather: r.duration_or("mark_gather", d.mark_gather)?,
     };
-    if settings.mark_gather > Duration::from_secs(1) {
-        return Err(r.error(
-            "mark_gather",
-            "must be at most 1s: confirmed events stay claimed until marked",
-        ));
-    }
     r.finish()?;
     Ok(settings)
 }

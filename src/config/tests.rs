@@ -438,28 +438,3 @@ fn the_reader_is_a_leaf_and_the_registry_knows_only_the_reader() {
         }
     }
 }
-
-#[test]
-fn the_relay_gathers_marks_for_at_most_a_second() {
-    let config = parse(SPEC_EXAMPLE, env_with_secrets).unwrap();
-    assert_eq!(config.relay.mark_gather, Duration::from_millis(100));
-    for (text, gather) in [("0s", 0), ("250ms", 250), ("1s", 1000)] {
-        let config = parse(
-            &format!("{SPEC_EXAMPLE}\n[relay]\nmark_gather = \"{text}\"\n"),
-            env_with_secrets,
-        )
-        .unwrap();
-        assert_eq!(config.relay.mark_gather, Duration::from_millis(gather));
-    }
-    for (bad, says) in [
-        ("\"2s\"", "key `mark_gather`: must be at most 1s"),
-        ("\"soon\"", "key `mark_gather`"),
-    ] {
-        let text = format!("{SPEC_EXAMPLE}\n[relay]\nmark_gather = {bad}\n");
-        let err = parse(&text, env_with_secrets).unwrap_err().to_string();
-        assert!(
-            err.contains("test.toml") && err.contains("[relay]") && err.contains(says),
-            "{bad}: {err}"
-        );
-    }
-}

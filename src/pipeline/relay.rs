@@ -80,9 +80,6 @@ pub struct RelaySettings {
     pub max_event_size: usize,
     /// Events the completion writer may hand over before the relay takes them.
     pub handover_capacity: usize,
-    /// How long confirmed fresh events wait to be marked published together
-    /// ([`Marks`]); zero marks each round as soon as it is confirmed.
-    pub mark_gather: Duration,
 }
 
 impl Default for RelaySettings {
@@ -91,7 +88,6 @@ impl Default for RelaySettings {
             confirm_timeout: Duration::from_secs(30),
             max_event_size: 16 * 1024 * 1024,
             handover_capacity: 4096,
-            mark_gather: Duration::from_millis(100),
         }
     }
 }
@@ -296,19 +292,20 @@ struct Relay {
     /// confirms longer than [`CLAIM`]), so that no row is ever in two of
     /// this relay's rounds at once.
     in_flight_rows: HashMap<task::Id, Vec<i64>>,
-    /// Wholly confirmed rounds' rows on their way to being marked.
-    marks: Marks,
 }
 
 /// What a fresh round's task hands back once its confirms are in.
 struct Settled {
     round: Round,
+    /// Whether its task took care of the mark (all its rows confirmed; a
+    /// failed mark leaves them claimed, for the poll once the claim expires);
+    /// otherwise [`Relay::settle`] records the round.
+    marked: bool,
 }
 
 impl Relay {
     fn new(w: Arc<Worker>) -> Relay {
         let settings = w.relay;
-        let marks = Marks::start(w.clone(), settings.mark_gather);
         Relay {
             w,
             settings,
@@ -316,7 +313,6 @@ impl Relay {
             refused: HashMap::new(),
             in_flight: JoinSet::new(),
             in_flight_rows: HashMap::new(),
-            marks,
         }
     }
 
@@ -382,21 +378,24 @@ impl Relay {
             if timed_out {
                 gave_up(&w, &publisher).await;
             }
-            Settled { round }
+            let marked = round.all_published();
+            if marked {
+                mark(&w, &round.published).await;
+            }
+            Settled { round, marked }
         });
         self.in_flight_rows.insert(handle.id(), rows);
     }
 
-    /// Takes a settled fresh round back: counts its confirms, and gathers
-    /// its rows for marking when all were confirmed; otherwise records it at
-    /// once, as a round always was.
+    /// Takes a settled fresh round back: counts its confirms, and records it
+    /// unless its task marked it.
     async fn settle(&mut self, joined: Result<(task::Id, Settled), task::JoinError>) {
         let id = match &joined {
             Ok((id, _)) => *id,
             Err(error) => error.id(),
         };
         self.in_flight_rows.remove(&id);
-        let Settled { round } = match joined {
+        let Settled { round, marked } = match joined {
             Ok((_, settled)) => settled,
             Err(error) => {
                 // Its rows stay claimed and unmarked: the poll publishes them
@@ -406,21 +405,17 @@ impl Relay {
             }
         };
         self.count(&round);
-        if round.all_published() {
-            self.marks.gather(round.published);
-        } else {
+        if !marked {
             self.record_now(&round).await;
         }
     }
 
-    /// Settles every fresh round in flight and marks what they published
-    /// (before the last pass, and before the relay stops: dropped, their
-    /// marks would be cancelled).
+    /// Settles every fresh round in flight (before the last pass, and before
+    /// the relay stops: dropped, their marks would be cancelled).
     async fn settle_all(&mut self) {
         while let Some(settled) = self.in_flight.join_next_with_id().await {
             self.settle(settled).await;
         }
-        self.marks.flush().await;
     }
 
     /// Records a round on a pooled connection and wakes the poll for what it
@@ -450,11 +445,9 @@ impl Relay {
         }
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         let mut rows = outbox::lock_unpublished(&mut tx, BATCH).await?;
-        // A fresh round still waiting for its confirms or its mark past its
-        // claim keeps its rows: they are published once at a time, by that
-        // round.
-        let mut in_flight: HashSet<i64> = self.in_flight_rows.values().flatten().copied().collect();
-        self.marks.add_rows_to(&mut in_flight);
+        // A fresh round still waiting for its confirms past its claim keeps
+        // its rows: they are published once at a time, by that round.
+        let in_flight: HashSet<i64> = self.in_flight_rows.values().flatten().copied().collect();
         rows.retain(|row| !in_flight.contains(&row.id));
         if rows.is_empty() {
             tx.commit().await?;
@@ -632,126 +625,10 @@ async fn gave_up(w: &Worker, publisher: &Publisher) {
     publisher.abandon().await;
 }
 
-/// Wholly confirmed fresh rows, gathered for up to `gather` and then marked
-/// published by one statement, on a task of its own.
-///
-/// At light load every round is one or two events, and marking each at once
-/// made the mark one statement per event, as many as the outcomes
-/// themselves. Nothing waits for a mark: the events are out, and the rows stay
-/// claimed and out of the poll's reach (it skips [`Marks::add_rows_to`])
-/// until their mark commits. The task is the relay loop's only for what it is
-/// given: a loop held up (a poll's publish waits for its confirms, up to
-/// `confirm_timeout`) must not hold up the marks, or the rows' claims would
-/// expire and another instance's poll would publish them again. A crash in
-/// the window publishes those events again, with the same message ids, which
-/// the contract allows (at least once); a window far shorter than [`CLAIM`]
-/// keeps other instances' polls away from them. Under load the window fills to
-/// [`BATCH`] rows before it ends and is marked at once.
-struct Marks {
-    tx: mpsc::UnboundedSender<MarkRequest>,
-    /// The rows given and not yet marked (or given up on).
-    pending: Arc<std::sync::Mutex<HashSet<i64>>>,
-}
-
-enum MarkRequest {
-    Rows(Vec<i64>),
-    /// Mark everything given so far now, and answer once it is marked.
-    Flush(tokio::sync::oneshot::Sender<()>),
-}
-
-impl Marks {
-    fn start(w: Arc<Worker>, gather: Duration) -> Marks {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let pending = Arc::new(std::sync::Mutex::new(HashSet::new()));
-        tokio::spawn(marking(w, gather, rx, pending.clone()));
-        Marks { tx, pending }
-    }
-
-    fn gather(&self, rows: Vec<i64>) {
-        if rows.is_empty() {
-            return;
-        }
-        self.pending
-            .lock()
-            .expect("pending marks")
-            .extend(rows.iter().copied());
-        if self.tx.send(MarkRequest::Rows(rows)).is_err() {
-            // The task is gone (the runtime is stopping): the rows stay
-            // claimed, for the poll once the claim expires.
-            tracing::warn!("outbox relay: the marking task is gone; events stay claimed");
-        }
-    }
-
-    /// Marks what was gathered and waits until it is marked.
-    async fn flush(&self) {
-        let (done, marked) = tokio::sync::oneshot::channel();
-        if self.tx.send(MarkRequest::Flush(done)).is_ok() {
-            let _ = marked.await;
-        }
-    }
-
-    /// Adds the rows given and not yet marked to `rows`.
-    fn add_rows_to(&self, rows: &mut HashSet<i64>) {
-        rows.extend(self.pending.lock().expect("pending marks").iter().copied());
-    }
-}
-
-/// The marking task: gathers rows until `gather` has passed since the first
-/// (or [`BATCH`] rows, or a flush), marks them, and forgets them. It ends
-/// when the relay drops its [`Marks`], after marking what it was given.
-async fn marking(
-    w: Arc<Worker>,
-    gather: Duration,
-    mut rx: mpsc::UnboundedReceiver<MarkRequest>,
-    pending: Arc<std::sync::Mutex<HashSet<i64>>>,
-) {
-    let mut open = true;
-    while open {
-        let mut rows = Vec::new();
-        let mut flushed = Vec::new();
-        match rx.recv().await {
-            Some(MarkRequest::Rows(more)) => rows.extend(more),
-            Some(MarkRequest::Flush(done)) => flushed.push(done),
-            None => return,
-        }
-        let due = tokio::time::Instant::now() + gather;
-        while flushed.is_empty() && rows.len() < BATCH as usize {
-            tokio::select! {
-                request = rx.recv() => match request {
-                    Some(MarkRequest::Rows(more)) => rows.extend(more),
-                    Some(MarkRequest::Flush(done)) => flushed.push(done),
-                    None => {
-                        open = false;
-                        break;
-                    }
-                },
-                _ = tokio::time::sleep_until(due) => break,
-            }
-        }
-        // Whatever else is already waiting joins this mark.
-        while let Ok(request) = rx.try_recv() {
-            match request {
-                MarkRequest::Rows(more) => rows.extend(more),
-                MarkRequest::Flush(done) => flushed.push(done),
-            }
-        }
-        if !rows.is_empty() {
-            mark(&w, &rows).await;
-            let mut pending = pending.lock().expect("pending marks");
-            for row in &rows {
-                pending.remove(row);
-            }
-        }
-        for done in flushed {
-            let _ = done.send(());
-        }
-    }
-}
-
 /// Marks confirmed fresh rows published, on a pooled connection of the
-/// marking task ([`Marks`]). A mark that fails leaves them claimed and
-/// unmarked: the poll publishes them once the claim expires (at least once,
-/// same message ids), as a failed mark always did.
+/// round's own task. A mark that fails leaves them claimed and unmarked: the
+/// poll publishes them once the claim expires (at least once, same message
+/// ids), as a failed mark always did.
 async fn mark(w: &Worker, rows: &[i64]) {
     let marked = async {
         let mut conn = w.store.pool().acquire().await?;

@@ -371,8 +371,7 @@ frontend = "Integration TEST USD"
     }
 
     /// Waits until every outbox row is marked published. The relay marks a
-    /// row after the broker's confirm, and gathers marks for up to
-    /// `[relay] mark_gather`: a row is marked some time after its event was
+    /// row after the broker's confirm, which can come after the event was
     /// delivered.
     pub async fn until_all_published(&self, within: Duration) {
         let deadline = tokio::time::Instant::now() + within;
