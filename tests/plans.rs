@@ -15,8 +15,6 @@ use crate::common;
 
 use std::time::Duration;
 
-use backoffice_worker::gateways::exchange::{Exchange, ExchangeKind};
-use backoffice_worker::gateways::Classification;
 use backoffice_worker::store::attempts::{self, AttemptKind, Recording};
 use backoffice_worker::store::commands::{self, Decision, Intent, Outgoing};
 use backoffice_worker::store::outbox::{self, Staged};
@@ -24,25 +22,6 @@ use common::TestEnv;
 use sqlx::{Connection, PgConnection};
 
 const LEASE: Duration = Duration::from_secs(60);
-
-fn exchange(purpose: &str) -> Exchange {
-    Exchange {
-        started_at: time::OffsetDateTime::now_utc(),
-        kind: ExchangeKind::Call,
-        purpose: purpose.into(),
-        method: "POST".into(),
-        url: "http://gateway.test/payments/1".into(),
-        request: serde_json::json!({"paymentType": purpose}),
-        signature_sent: Some("checksum".into()),
-        http_status: Some(200),
-        response_body: Some("{}".into()),
-        signature_received: None,
-        signature_verified: None,
-        latency: Duration::from_millis(1),
-        error: None,
-        classification: Classification::Succeeded,
-    }
-}
 
 /// What a command's life asks of the store, in the order the pipeline asks it.
 async fn run_a_command_through(conn: &mut PgConnection, owner: uuid::Uuid) {
@@ -105,7 +84,7 @@ async fn run_a_command_through(conn: &mut PgConnection, owner: uuid::Uuid) {
         attempt_no: 1,
         kind: AttemptKind::Inquiry,
         in_flight_row: None,
-        exchanges: vec![exchange("IN")],
+        exchanges: vec![common::exchange("IN")],
         fallback_error: None,
     };
     let snapshot = serde_json::json!({"state": "authorized"});
@@ -133,7 +112,7 @@ async fn run_a_command_through(conn: &mut PgConnection, owner: uuid::Uuid) {
                 attempt_no,
                 kind: AttemptKind::Operation,
                 in_flight_row: Some(row),
-                exchanges: vec![exchange("CP")],
+                exchanges: vec![common::exchange("CP")],
                 fallback_error: None,
             }
         })

@@ -6,8 +6,6 @@ use crate::common;
 
 use std::time::Duration;
 
-use backoffice_worker::gateways::exchange::{Exchange, ExchangeKind};
-use backoffice_worker::gateways::Classification;
 use backoffice_worker::store::attempts::{self, AttemptKind};
 use backoffice_worker::store::commands::{self, Intent};
 use common::TestEnv;
@@ -64,22 +62,8 @@ async fn an_operations_outcome_completes_its_attempt_row_as_a_hot_update() {
 
     // The call went out a little after its recovery point was written.
     let sent = written + time::Duration::milliseconds(7);
-    let exchange = Exchange {
-        started_at: sent,
-        kind: ExchangeKind::Call,
-        purpose: "CP".into(),
-        method: "POST".into(),
-        url: "http://gateway.test/payments/p1".into(),
-        request: serde_json::json!({"paymentType": "CP"}),
-        signature_sent: Some("checksum".into()),
-        http_status: Some(200),
-        response_body: Some("{}".into()),
-        signature_received: None,
-        signature_verified: None,
-        latency: Duration::from_millis(3),
-        error: None,
-        classification: Classification::Succeeded,
-    };
+    let mut exchange = common::exchange("CP");
+    exchange.started_at = sent;
     let mut tx = conn.begin().await.unwrap();
     attempts::record(
         &mut tx,

@@ -803,6 +803,26 @@ pub fn new_command(id: &str, payment: &str) -> backoffice_worker::store::command
     }
 }
 
+/// A successful call's exchange, as a gateway client records it.
+pub fn exchange(purpose: &str) -> backoffice_worker::gateways::exchange::Exchange {
+    backoffice_worker::gateways::exchange::Exchange {
+        started_at: time::OffsetDateTime::now_utc(),
+        kind: backoffice_worker::gateways::exchange::ExchangeKind::Call,
+        purpose: purpose.into(),
+        method: "POST".into(),
+        url: "http://gateway.test/payments/1".into(),
+        request: serde_json::json!({"paymentType": purpose}),
+        signature_sent: Some("checksum".into()),
+        http_status: Some(200),
+        response_body: Some("{}".into()),
+        signature_received: None,
+        signature_verified: None,
+        latency: Duration::from_millis(1),
+        error: None,
+        classification: backoffice_worker::gateways::Classification::Succeeded,
+    }
+}
+
 /// The payment lease claim of [`new_command`]`(id, payment)`.
 pub fn payment_claim(id: &str, payment: &str) -> backoffice_worker::store::commands::PaymentClaim {
     backoffice_worker::store::commands::PaymentClaim {
