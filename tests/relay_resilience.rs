@@ -327,22 +327,7 @@ async fn a_broker_that_stops_confirming_does_not_hang_the_relay() {
     }
     // Unpublished rows are found by the poll of every 500 ms; once the new
     // session published them, nothing is left.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let left: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-                .fetch_one(&env.pool)
-                .await
-                .unwrap();
-        if left == 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{left} rows never marked published"
-        );
-        env.drain_events(Duration::from_millis(200)).await;
-    }
+    env.until_all_published(Duration::from_secs(10)).await;
     assert_delivered_with_their_ids(&env, &seen).await;
     assert_eq!(
         env.sim.sim().stats().ledger_entries,
