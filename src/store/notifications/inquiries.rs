@@ -11,6 +11,12 @@ use time::OffsetDateTime;
 use super::{NotificationRow, COLUMNS};
 use crate::store::StoreError;
 
+/// An unverified notification whose inquiry is due: what [`due_inquiries`]
+/// claims and what `due_work` asks about (the partial index
+/// `notifications_inquiries` serves both).
+pub(super) const INQUIRY_DUE: &str =
+    "decision = 'unverified' AND inquire_at IS NOT NULL AND inquire_at <= now()";
+
 /// Unverified notifications whose inquiry is due, locked for this
 /// transaction (another instance skips them).
 pub async fn due_inquiries(
@@ -18,8 +24,7 @@ pub async fn due_inquiries(
     limit: i64,
 ) -> Result<Vec<NotificationRow>, StoreError> {
     sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM notifications
-         WHERE decision = 'unverified' AND inquire_at IS NOT NULL AND inquire_at <= now()
+        "SELECT {COLUMNS} FROM notifications WHERE {INQUIRY_DUE}
          ORDER BY inquire_at LIMIT $1 FOR UPDATE SKIP LOCKED"
     ))
     .bind(limit)

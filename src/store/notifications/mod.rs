@@ -14,6 +14,7 @@ use super::StoreError;
 mod inquiries;
 mod settlement;
 
+use inquiries::INQUIRY_DUE;
 pub use inquiries::{due_inquiries, inquire_later, rate_limited, take_inquiry_token};
 pub use settlement::{settle_by_notification, settle_from_recorded, Evidence, Settled, Verifying};
 
@@ -207,14 +208,16 @@ pub async fn list(
     .map_err(StoreError::from)
 }
 
+/// An open hold (the partial index `notifications_open_holds`).
+const OPEN_HOLD: &str = "decision = 'held' AND hold_closed_at IS NULL";
+
 /// Open holds past their deadline, locked for this transaction.
 pub async fn due_holds(
     conn: &mut PgConnection,
     limit: i64,
 ) -> Result<Vec<NotificationRow>, StoreError> {
     sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM notifications
-         WHERE decision = 'held' AND hold_closed_at IS NULL AND hold_deadline <= now()
+        "SELECT {COLUMNS} FROM notifications WHERE {OPEN_HOLD} AND hold_deadline <= now()
          ORDER BY hold_deadline LIMIT $1 FOR UPDATE SKIP LOCKED"
     ))
     .bind(limit)
@@ -274,8 +277,7 @@ pub async fn open_hold_rows(
     limit: i64,
 ) -> Result<Vec<NotificationRow>, StoreError> {
     sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM notifications
-         WHERE decision = 'held' AND hold_closed_at IS NULL
+        "SELECT {COLUMNS} FROM notifications WHERE {OPEN_HOLD}
          ORDER BY hold_deadline NULLS LAST, id LIMIT $1"
     ))
     .bind(limit)
@@ -300,18 +302,15 @@ pub struct DueWork {
 }
 
 pub async fn due_work(conn: &mut PgConnection) -> Result<DueWork, StoreError> {
-    sqlx::query_as(
-        "SELECT EXISTS (SELECT 1 FROM notifications
-                         WHERE decision = 'unverified' AND inquire_at IS NOT NULL
-                           AND inquire_at <= now()) AS inquiries,
+    sqlx::query_as(&format!(
+        "SELECT EXISTS (SELECT 1 FROM notifications WHERE {INQUIRY_DUE}) AS inquiries,
                 EXISTS (SELECT 1 FROM notifications
-                         WHERE decision = 'held' AND hold_closed_at IS NULL
-                           AND hold_deadline <= now()) AS deadlines,
+                         WHERE {OPEN_HOLD} AND hold_deadline <= now()) AS deadlines,
                 count(*) AS open_holds,
                 COALESCE(EXTRACT(EPOCH FROM now() - min(received_at))::float8, 0)
                     AS oldest_hold_seconds
-           FROM notifications WHERE decision = 'held' AND hold_closed_at IS NULL",
-    )
+           FROM notifications WHERE {OPEN_HOLD}"
+    ))
     .fetch_one(conn)
     .await
     .map_err(StoreError::from)
