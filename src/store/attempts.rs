@@ -51,6 +51,11 @@ pub fn classification_str(c: Classification) -> &'static str {
     c.as_str()
 }
 
+/// When an attempt's request went out: `sent_at`, or, for a call still in
+/// flight (and rows written before `sent_at` existed, whose `started_at` was
+/// the call's start), `started_at`.
+pub(crate) const SENT: &str = "COALESCE(sent_at, started_at)";
+
 /// One row of `attempts`, for `show`.
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
 pub struct AttemptRow {
@@ -70,8 +75,8 @@ pub struct AttemptRow {
     pub latency_ms: Option<f64>,
     pub error: Option<String>,
     pub classification: Option<Classification>,
-    /// When its request went out; for a call still in flight (or one that
-    /// made no exchange), when its row was written.
+    /// When its request went out ([`SENT`]); for a call still in flight (or
+    /// one that made no exchange), when its row was written.
     #[serde(with = "time::serde::rfc3339")]
     pub started_at: time::OffsetDateTime,
 }
@@ -80,12 +85,12 @@ pub async fn for_command(
     conn: &mut PgConnection,
     command_id: &str,
 ) -> Result<Vec<AttemptRow>, StoreError> {
-    sqlx::query_as(
+    sqlx::query_as(&format!(
         "SELECT id, attempt_no, kind, status, purpose, method, url, request, signature_sent, http_status,
                 response_body, signature_received, signature_verified, latency_ms, error, classification,
-                COALESCE(sent_at, started_at) AS started_at
+                {SENT} AS started_at
          FROM attempts WHERE command_id = $1 ORDER BY id",
-    )
+    ))
     .bind(command_id)
     .fetch_all(conn)
     .await

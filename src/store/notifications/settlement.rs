@@ -110,14 +110,15 @@ pub async fn settle_from_recorded(
     };
     /// id, status, fields as text.
     type Found = (i64, Option<String>, Option<String>);
-    let found: Option<Found> = sqlx::query_as(
+    let found: Option<Found> = sqlx::query_as(&format!(
         "SELECT n.id, n.status, n.fields::text FROM notifications n
           WHERE n.gateway = $1 AND n.payment_id = $2 AND n.evidence = $3 AND n.verified
             AND n.settled_command IS NULL
-            AND n.received_at >= (SELECT max(COALESCE(sent_at, started_at)) FROM attempts
+            AND n.received_at >= (SELECT max({}) FROM attempts
                                    WHERE command_id = $4 AND kind = 'operation')
           ORDER BY n.id LIMIT 1 FOR UPDATE OF n",
-    )
+        crate::store::attempts::SENT
+    ))
     .bind(gateway)
     .bind(payment_id)
     .bind(operation)
