@@ -162,6 +162,24 @@ async fn a_batch_with_an_existing_id_writes_nothing() {
     env.cleanup().await;
 }
 
+/// Returns once a call of the function in this test's database waits for
+/// a lock another transaction holds.
+async fn until_the_function_waits(pool: &PgPool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while count(
+        pool,
+        "SELECT count(*) FROM pg_stat_activity
+          WHERE datname = current_database() AND wait_event_type = 'Lock'
+            AND query LIKE '%intake_new_commands%'",
+    )
+    .await
+        == 0
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never waited");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// The id is inserted by another transaction after the function's check:
 /// its insert waits for that transaction, skips the row once it commits,
 /// and the whole statement is undone (leases included).
@@ -185,18 +203,7 @@ async fn an_id_stored_meanwhile_undoes_the_whole_statement() {
         commands::intake_new(&mut conn, &rows, owner, LEASE, RECHECK, &claims, &intents).await
     });
     // Commit only once the function waits on the uncommitted row.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while count(
-        &env.pool,
-        "SELECT count(*) FROM pg_stat_activity
-          WHERE wait_event_type = 'Lock' AND query LIKE '%intake_new_commands%'",
-    )
-    .await
-        == 0
-    {
-        assert!(tokio::time::Instant::now() < deadline, "never waited");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_the_function_waits(&env.pool).await;
     tx.commit().await.unwrap();
     let taken = racing.await.unwrap().unwrap();
     assert!(taken.is_none(), "{taken:?}");
@@ -206,6 +213,63 @@ async fn an_id_stored_meanwhile_undoes_the_whole_statement() {
         0
     );
     drop(other);
+    env.cleanup().await;
+}
+
+/// A producer's duplicate reaching two instances at once, one on each of
+/// intake's paths. The slow path's transaction (`insert_many`, then
+/// `claim_payments`) has inserted the id when the function, on the same id
+/// and payment, starts. The function must wait on the id without holding
+/// the payment's lease: it claimed the lease first until it was found in
+/// the cluster failover's logs, and PostgreSQL broke the cycle after
+/// `deadlock_timeout`, failing one of the two batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_two_intake_paths_on_one_id_wait_in_one_order() {
+    let env = TestEnv::new("intake-one-order").await;
+    let (fast_owner, slow_owner) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut slow = env.pool.begin().await.unwrap();
+    let inserted = commands::insert_many(&mut slow, &[&new_command("x", "p")], slow_owner, LEASE)
+        .await
+        .unwrap();
+    assert!(inserted.contains("x"));
+
+    let pool = env.pool.clone();
+    let fast = tokio::spawn(async move {
+        let mut conn = pool.acquire().await.unwrap();
+        let row = new_command("x", "p");
+        let claims = [payment_claim("x", "p")];
+        commands::intake_new(
+            &mut conn,
+            &[&row],
+            fast_owner,
+            LEASE,
+            RECHECK,
+            &claims,
+            &[intent("x")],
+        )
+        .await
+    });
+    until_the_function_waits(&env.pool).await;
+    let granted =
+        commands::claim_payments(&mut slow, &[payment_claim("x", "p")], slow_owner, LEASE)
+            .await
+            .expect("the slow path claims the payment: nobody else holds it");
+    assert!(granted.contains("x"), "{granted:?}");
+    slow.commit().await.unwrap();
+    let taken = fast.await.unwrap().expect("the function did not fail");
+    assert!(taken.is_none(), "the id was stored meanwhile: {taken:?}");
+
+    let held: Vec<(String, Uuid)> = sqlx::query_as(
+        "SELECT command_id, owner FROM payment_leases
+          UNION ALL SELECT id, lease_owner FROM commands",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        held,
+        vec![("x".into(), slow_owner), ("x".into(), slow_owner)]
+    );
     env.cleanup().await;
 }
 

@@ -160,11 +160,15 @@ async fn fast_path(
     prepared: &[Prepared],
 ) -> Result<FastPath, StoreError> {
     let (owner, lease) = (worker.owner, worker.settings.lease);
-    let valid_rows: Vec<&NewCommand> = prepared
+    let mut valid_rows: Vec<&NewCommand> = prepared
         .iter()
         .filter(|(v, _)| v.is_ok())
         .map(|(_, row)| row)
         .collect();
+    // Inserted in the order of their ids, as the one-statement path inserts
+    // them: two intakes holding ids the other inserts wait only one way.
+    // Stable: of an id delivered twice in the batch, the first is stored.
+    valid_rows.sort_by(|a, b| a.id.cmp(&b.id));
     let inserted = commands::insert_many(&mut *tx, &valid_rows, owner, lease).await?;
     // The slow path locks existing commands (duplicates) one at a time.
     // Locked first, all together and in the order of their ids, as the batch

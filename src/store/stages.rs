@@ -369,8 +369,11 @@ const STORED_MEANWHILE: &str = "BO001";
 /// commands (distinct ids, all valid) inserted, their payments claimed
 /// (`claims`: one per payment), the commands whose payment is busy queued,
 /// and the recovery point recorded of the granted commands in `intents`.
-/// The function `intake_new_commands` (its migration says why it is safe)
-/// does it all in one statement, so it is committed whole or not at all.
+/// The function `intake_new_commands` (its migrations say why it is safe:
+/// `20261206001001`, and `20261209001001` for its lock order) does it all
+/// in one statement, so it is committed whole or not at all. `rows` in the
+/// order of their ids and `claims` in the order of their keys: the order
+/// every intake takes its locks in.
 ///
 /// `None`: nothing was done, because an id of the batch exists (a
 /// redelivery, a producer's duplicate): the caller stores the batch in a
