@@ -309,3 +309,60 @@ async fn concurrent_completion_batches_lose_and_double_nothing() {
     );
     env.cleanup().await;
 }
+
+/// A command waiting on a payment is locked by another transaction when the
+/// payment's holder concludes: intake's, which locks a command it took in
+/// a duplicate of, then claims the payment for a new command of its batch.
+/// The conclusion must not wait for that lock after it has released the
+/// payment, or the claim waits for the release while the release's wake
+/// waits for the claim's transaction, and PostgreSQL fails one of them.
+/// The locked waiter is left to its recheck instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conclusion_does_not_wait_for_a_locked_waiter_of_its_payment() {
+    let env = TestEnv::new("conclude-locked-waiter").await;
+    let owner = Uuid::new_v4();
+    let on_pay = |id: &str| (id.to_string(), "pay".to_string());
+    stored(&env.pool, owner, &[on_pay("run"), on_pay("wait")]).await;
+    let (completer, _events) = completer(env.store(8), owner);
+
+    let mut intake = hold(&env.pool, "wait").await;
+    let concluded = tokio::spawn({
+        let completer = completer.clone();
+        async move { completer.commit(conclusion("run", "pay")).await }
+    });
+    // Either it is done, or it waits for the test's lock (the old wake).
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !concluded.is_finished() {
+        let waiting = "SELECT count(*) FROM pg_stat_activity
+                        WHERE datname = current_database() AND wait_event_type = 'Lock'";
+        if count(&env.pool, waiting).await > 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never concluded");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let other = Uuid::new_v4();
+    let granted =
+        commands::claim_payments(&mut intake, &[payment_claim("new", "pay")], other, LEASE)
+            .await
+            .expect("the claim is not the victim of a deadlock");
+    assert!(
+        granted.contains("new"),
+        "the payment was released: {granted:?}"
+    );
+    intake.commit().await.unwrap();
+    let concluded = tokio::time::timeout(PATIENCE, concluded)
+        .await
+        .expect("concluded")
+        .unwrap()
+        .unwrap();
+    assert_eq!(concluded, Committed::Decided { replays: 0 });
+
+    let waiter: (String, bool) =
+        sqlx::query_as("SELECT state, next_run_at > now() FROM commands WHERE id = 'wait'")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(waiter, ("queued".into(), true), "left to its recheck");
+    env.cleanup().await;
+}

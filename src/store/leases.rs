@@ -73,7 +73,9 @@ pub async fn claim_payment(
 }
 
 /// Releases a payment lease held by `command_id`, and wakes the commands that
-/// were waiting for that payment.
+/// were waiting for that payment, except those another transaction has
+/// locked: they run at their recheck (the reason is at
+/// [`conclude_many`](super::stages::conclude_many)).
 pub async fn release_payment(
     conn: &mut PgConnection,
     gateway: &str,
@@ -90,7 +92,10 @@ pub async fn release_payment(
     .await?;
     sqlx::query(
         "UPDATE commands SET next_run_at = now()
-         WHERE gateway = $1 AND payment_id = $2 AND state = 'queued' AND next_run_at > now()",
+         WHERE id IN (SELECT id FROM commands
+                       WHERE gateway = $1 AND payment_id = $2 AND state = 'queued'
+                         AND next_run_at > now()
+                         FOR UPDATE SKIP LOCKED)",
     )
     .bind(gateway)
     .bind(payment_key)

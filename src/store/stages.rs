@@ -90,6 +90,13 @@ pub enum Replays {
 /// table and never know a fresh owner id: it then scanned every in-flight
 /// command once per batch row (300 ms statements under load). A lateral
 /// lookup can only run once per batch row, whatever the statistics.
+///
+/// A waiting command that another transaction has locked is not woken (it
+/// runs at its recheck, [`crate::pipeline::BUSY_PAYMENT_RECHECK`] at most):
+/// by then this statement has released the payment, and intake's
+/// transaction, which locks a command it took in a duplicate of and then
+/// claims payments, would wait for that release while the wake waited for
+/// it. PostgreSQL would break the cycle by failing one of the two.
 #[allow(clippy::too_many_arguments)]
 pub async fn conclude_many(
     conn: &mut PgConnection,
@@ -172,6 +179,7 @@ const CONCLUDE: &str = concat!(
                    SELECT id FROM commands
                     WHERE gateway = r.gateway AND payment_id = r.payment_key
                       AND state = 'queued' AND next_run_at > now()
+                      FOR UPDATE SKIP LOCKED
                    ) w
          ),
          woken AS (
