@@ -247,6 +247,15 @@ async fn mixed_commands_with_faults_and_two_crashes() {
         .fetch_one(&env.pool)
         .await
         .unwrap();
+    // A killed worker's sessions end with it; whatever they or the new
+    // worker's hit is counted here (a deadlock is retried, not lost, but
+    // it costs a second and names a lock-order bug).
+    let deadlocks: i64 = sqlx::query_scalar(
+        "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
 
     println!("=== chaos run ===");
     println!("commands: {total} (+{duplicates} duplicate publishes), worker killed {kills} times, {:.1}s", elapsed.as_secs_f64());
@@ -261,7 +270,7 @@ async fn mixed_commands_with_faults_and_two_crashes() {
         "gateway requests: {}; faults injected: {:?}",
         stats.requests_total, stats.faults
     );
-    println!("attempt rows: {attempts}; interrupted by the kills: {interrupted}");
+    println!("attempt rows: {attempts}; interrupted by the kills: {interrupted}; deadlocks in the database: {deadlocks}");
 
     assert!(
         doubled.is_empty(),

@@ -373,6 +373,23 @@ frontend = "Integration TEST USD"
         .fetch_one(&pool)
         .await
         .unwrap();
+    // Counted by the backend that PostgreSQL failed to break a cycle, and
+    // reported when the workers' sessions ended: two instances taking in
+    // one producer's duplicate deadlocked at intake until both paths took
+    // their locks in one order.
+    let deadlocks: i64 = sqlx::query_scalar(
+        "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let intake_retries: usize = logs
+        .iter()
+        .map(|l| {
+            l.matches("intake failed; the deliveries stay unacked")
+                .count()
+        })
+        .sum();
     eprintln!(
         "cluster failover: {commands} commands + {} duplicates at {rate}/s through 2 workers on 3 nodes; \
          leader {queue_leader} stopped at {:.1} s; wall {:.1} s\n  \
@@ -380,7 +397,8 @@ frontend = "Integration TEST USD"
          (the rest: deliveries whose ack was lost with the node), \
          events delivered again (same message id) {redelivered_events}\n  \
          outcomes {outcomes:?}; side effects applied {applied}, succeeded side-effect commands {succeeded_effects}, \
-         commands with two successful calls {twice_called}; sessions opened per worker {moved:?}",
+         commands with two successful calls {twice_called}; sessions opened per worker {moved:?}\n  \
+         deadlocks in the database {deadlocks}, intake retries {intake_retries}",
         workload.duplicates,
         stopped_at.map(|s| (s - started).as_secs_f64()).unwrap_or(0.0),
         wall.as_secs_f64(),
@@ -407,6 +425,10 @@ frontend = "Integration TEST USD"
     assert!(replays >= workload.duplicates, "every duplicate replayed");
     assert_eq!(stored as usize, commands);
     assert_eq!(twice_called, 0);
+    assert_eq!(
+        deadlocks, 0,
+        "a lock order broken somewhere; PostgreSQL's log names the cycle"
+    );
     assert_eq!(
         applied, succeeded_effects as u64,
         "side effects = successes"
