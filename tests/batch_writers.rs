@@ -366,3 +366,59 @@ async fn a_conclusion_does_not_wait_for_a_locked_waiter_of_its_payment() {
     assert_eq!(waiter, ("queued".into(), true), "left to its recheck");
     env.cleanup().await;
 }
+
+/// The heartbeat renews every lease it can lock at once and skips a row
+/// another transaction holds. It locks many rows in its plan's order, so
+/// waiting would close a cycle with the batch writers, which lock theirs in
+/// id order (a cluster failover run logged one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_heartbeat_skips_rows_another_transaction_holds() {
+    let env = TestEnv::new("heartbeat-skips").await;
+    let owner = Uuid::new_v4();
+    stored_a_and_b(&env.pool, owner).await;
+    for sql in [
+        "UPDATE commands SET lease_until = now() + interval '1 second'",
+        "UPDATE payment_leases SET expires_at = now() + interval '1 second'",
+    ] {
+        sqlx::query(sql).execute(&env.pool).await.unwrap();
+    }
+    let mut held = hold(&env.pool, "a").await;
+    sqlx::query("SELECT 1 FROM payment_leases WHERE command_id = 'a' FOR UPDATE")
+        .execute(&mut *held)
+        .await
+        .unwrap();
+
+    let mut conn = env.pool.acquire().await.unwrap();
+    let ids = ["a".to_string(), "b".to_string()];
+    tokio::time::timeout(PATIENCE, commands::heartbeat(&mut conn, owner, &ids, LEASE))
+        .await
+        .expect("the heartbeat waited for the held rows")
+        .unwrap();
+    drop(conn);
+    held.rollback().await.unwrap();
+
+    let renewed = |sql: &'static str| {
+        let pool = env.pool.clone();
+        async move {
+            sqlx::query_as::<_, (String, bool)>(sql)
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let expected = vec![("a".to_string(), false), ("b".to_string(), true)];
+    assert_eq!(
+        renewed("SELECT id, lease_until > now() + interval '30 seconds' FROM commands ORDER BY id")
+            .await,
+        expected
+    );
+    assert_eq!(
+        renewed(
+            "SELECT command_id, expires_at > now() + interval '30 seconds'
+               FROM payment_leases ORDER BY command_id"
+        )
+        .await,
+        expected
+    );
+    env.cleanup().await;
+}

@@ -384,6 +384,13 @@ pub async fn claim_due(
 }
 
 /// Extends the leases of the commands this instance is driving.
+///
+/// A row another transaction holds locked is skipped, never waited for:
+/// this statement locks many rows in whatever order its plan reads them,
+/// and the batch writers, which lock in id order, would close a cycle with
+/// it (PostgreSQL's log showed one in a cluster failover run). A skipped
+/// row is being written by its own writer right now, and its lease still
+/// has a third to run when the next heartbeat comes.
 pub async fn heartbeat(
     conn: &mut PgConnection,
     owner: Uuid,
@@ -392,7 +399,9 @@ pub async fn heartbeat(
 ) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE commands SET lease_until = now() + make_interval(secs => $3)
-         WHERE id = ANY($2) AND lease_owner = $1",
+         WHERE id = ANY(ARRAY(SELECT id FROM commands
+                               WHERE id = ANY($2) AND lease_owner = $1
+                                 FOR NO KEY UPDATE SKIP LOCKED))",
     )
     .bind(owner)
     .bind(ids)
@@ -400,8 +409,14 @@ pub async fn heartbeat(
     .execute(&mut *conn)
     .await?;
     sqlx::query(
-        "UPDATE payment_leases SET expires_at = now() + make_interval(secs => $3)
-         WHERE command_id = ANY($2) AND owner = $1",
+        "WITH free AS (
+            SELECT gateway, payment_key FROM payment_leases
+             WHERE command_id = ANY($2) AND owner = $1
+               FOR NO KEY UPDATE SKIP LOCKED
+         )
+         UPDATE payment_leases l SET expires_at = now() + make_interval(secs => $3)
+           FROM free f
+          WHERE l.gateway = f.gateway AND l.payment_key = f.payment_key",
     )
     .bind(owner)
     .bind(ids)
