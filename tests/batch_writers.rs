@@ -120,21 +120,22 @@ async fn hold(pool: &PgPool, id: &str) -> sqlx::Transaction<'static, sqlx::Postg
     tx
 }
 
+/// Whether a statement of another session waits for a lock now.
+async fn a_write_waits_for_a_lock(pool: &PgPool) -> bool {
+    count(
+        pool,
+        "SELECT count(*) FROM pg_stat_activity
+          WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+    .await
+        > 0
+}
+
 /// Waits until a statement of another session waits for a row lock: the
 /// held batch's write has started and is stuck behind the test's lock.
 async fn until_a_write_waits_for_a_lock(pool: &PgPool) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity
-              WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(pool)
-        .await
-        .unwrap();
-        if waiting > 0 {
-            return;
-        }
+    while !a_write_waits_for_a_lock(pool).await {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the held batch never reached the database"
@@ -332,12 +333,7 @@ async fn a_conclusion_does_not_wait_for_a_locked_waiter_of_its_payment() {
     });
     // Either it is done, or it waits for the test's lock (the old wake).
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !concluded.is_finished() {
-        let waiting = "SELECT count(*) FROM pg_stat_activity
-                        WHERE datname = current_database() AND wait_event_type = 'Lock'";
-        if count(&env.pool, waiting).await > 0 {
-            break;
-        }
+    while !concluded.is_finished() && !a_write_waits_for_a_lock(&env.pool).await {
         assert!(tokio::time::Instant::now() < deadline, "never concluded");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
