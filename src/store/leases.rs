@@ -95,7 +95,7 @@ pub async fn release_payment(
          WHERE id IN (SELECT id FROM commands
                        WHERE gateway = $1 AND payment_id = $2 AND state = 'queued'
                          AND next_run_at > now()
-                         FOR UPDATE SKIP LOCKED)",
+                         FOR NO KEY UPDATE SKIP LOCKED)",
     )
     .bind(gateway)
     .bind(payment_key)

@@ -179,7 +179,7 @@ const CONCLUDE: &str = concat!(
                    SELECT id FROM commands
                     WHERE gateway = r.gateway AND payment_id = r.payment_key
                       AND state = 'queued' AND next_run_at > now()
-                      FOR UPDATE SKIP LOCKED
+                      FOR NO KEY UPDATE SKIP LOCKED
                    ) w
          ),
          woken AS (
