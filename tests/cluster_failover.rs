@@ -373,10 +373,10 @@ frontend = "Integration TEST USD"
         .fetch_one(&pool)
         .await
         .unwrap();
-    // Counted by the backend that PostgreSQL failed to break a cycle, and
-    // reported when the workers' sessions ended: two instances taking in
-    // one producer's duplicate deadlocked at intake until both paths took
-    // their locks in one order.
+    // Counted for this database when PostgreSQL breaks a cycle by failing
+    // one of its statements, and reported by the time the workers'
+    // sessions have ended. Each is retried, never lost, but names a
+    // lock-order bug: intake's two paths and the heartbeat were found so.
     let deadlocks: i64 = sqlx::query_scalar(
         "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()",
     )

@@ -253,10 +253,13 @@ async fn the_two_intake_paths_on_one_id_wait_in_one_order() {
     let granted =
         commands::claim_payments(&mut slow, &[payment_claim("x", "p")], slow_owner, LEASE)
             .await
-            .expect("the slow path claims the payment: nobody else holds it");
+            .expect("the slow path's claim failed (a deadlock's victim?)");
     assert!(granted.contains("x"), "{granted:?}");
     slow.commit().await.unwrap();
-    let taken = fast.await.unwrap().expect("the function did not fail");
+    let taken = fast
+        .await
+        .unwrap()
+        .expect("the function failed (a deadlock's victim?)");
     assert!(taken.is_none(), "the id was stored meanwhile: {taken:?}");
 
     let held: Vec<(String, Uuid)> = sqlx::query_as(
