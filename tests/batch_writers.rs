@@ -363,6 +363,50 @@ async fn a_conclusion_does_not_wait_for_a_locked_waiter_of_its_payment() {
     env.cleanup().await;
 }
 
+/// `release_payment` (the executor's, reconciliation's and settlement's
+/// release) wakes the commands waiting on the payment that it can lock at
+/// once, and leaves one another transaction holds to its recheck, for the
+/// reason above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_wakes_the_waiters_it_can_lock_and_skips_a_held_one() {
+    let env = TestEnv::new("release-held-waiter").await;
+    let owner = Uuid::new_v4();
+    let on_pay = |id: &str| (id.to_string(), "pay".to_string());
+    stored(
+        &env.pool,
+        owner,
+        &[on_pay("run"), on_pay("held"), on_pay("free")],
+    )
+    .await;
+
+    let held = hold(&env.pool, "held").await;
+    let mut tx = env.pool.begin().await.unwrap();
+    tokio::time::timeout(
+        PATIENCE,
+        commands::release_payment(&mut tx, "paymentz", "pay", "run"),
+    )
+    .await
+    .expect("the release waited for the held waiter")
+    .unwrap();
+    tx.commit().await.unwrap();
+    held.rollback().await.unwrap();
+
+    let waiting: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT id, next_run_at > now() FROM commands WHERE state = 'queued' ORDER BY id",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        waiting,
+        vec![("free".into(), false), ("held".into(), true)],
+        "free woken, held left to its recheck"
+    );
+    let leases = "SELECT count(*) FROM payment_leases";
+    assert_eq!(count(&env.pool, leases).await, 0);
+    env.cleanup().await;
+}
+
 /// The heartbeat renews every lease it can lock at once and skips a row
 /// another transaction holds. It locks many rows in its plan's order, so
 /// waiting would close a cycle with the batch writers, which lock theirs in
