@@ -148,6 +148,12 @@ async fn count(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }
 
+/// Rows of a name and a yes/no, as the lock tests read what was renewed or
+/// woken.
+async fn flags(pool: &PgPool, sql: &str) -> Vec<(String, bool)> {
+    sqlx::query_as(sql).fetch_all(pool).await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_completion_batch_commits_while_another_is_held_up() {
     let env = TestEnv::new("two-completions").await;
@@ -354,12 +360,12 @@ async fn a_conclusion_does_not_wait_for_a_locked_waiter_of_its_payment() {
         .unwrap();
     assert_eq!(concluded, Committed::Decided { replays: 0 });
 
-    let waiter: (String, bool) =
-        sqlx::query_as("SELECT state, next_run_at > now() FROM commands WHERE id = 'wait'")
-            .fetch_one(&env.pool)
-            .await
-            .unwrap();
-    assert_eq!(waiter, ("queued".into(), true), "left to its recheck");
+    let waiter = "SELECT state, next_run_at > now() FROM commands WHERE id = 'wait'";
+    assert_eq!(
+        flags(&env.pool, waiter).await,
+        [("queued".into(), true)],
+        "left to its recheck"
+    );
     env.cleanup().await;
 }
 
@@ -391,14 +397,9 @@ async fn a_release_wakes_the_waiters_it_can_lock_and_skips_a_held_one() {
     tx.commit().await.unwrap();
     held.rollback().await.unwrap();
 
-    let waiting: Vec<(String, bool)> = sqlx::query_as(
-        "SELECT id, next_run_at > now() FROM commands WHERE state = 'queued' ORDER BY id",
-    )
-    .fetch_all(&env.pool)
-    .await
-    .unwrap();
+    let waiting = "SELECT id, next_run_at > now() FROM commands WHERE state = 'queued' ORDER BY id";
     assert_eq!(
-        waiting,
+        flags(&env.pool, waiting).await,
         vec![("free".into(), false), ("held".into(), true)],
         "free woken, held left to its recheck"
     );
@@ -410,7 +411,7 @@ async fn a_release_wakes_the_waiters_it_can_lock_and_skips_a_held_one() {
 /// The heartbeat renews every lease it can lock at once and skips a row
 /// another transaction holds. It locks many rows in its plan's order, so
 /// waiting would close a cycle with the batch writers, which lock theirs in
-/// id order (a cluster failover run logged one).
+/// id order (cluster failover runs logged it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_heartbeat_skips_rows_another_transaction_holds() {
     let env = TestEnv::new("heartbeat-skips").await;
@@ -437,28 +438,12 @@ async fn the_heartbeat_skips_rows_another_transaction_holds() {
     drop(conn);
     held.rollback().await.unwrap();
 
-    let renewed = |sql: &'static str| {
-        let pool = env.pool.clone();
-        async move {
-            sqlx::query_as::<_, (String, bool)>(sql)
-                .fetch_all(&pool)
-                .await
-                .unwrap()
-        }
-    };
     let expected = vec![("a".to_string(), false), ("b".to_string(), true)];
-    assert_eq!(
-        renewed("SELECT id, lease_until > now() + interval '30 seconds' FROM commands ORDER BY id")
-            .await,
-        expected
-    );
-    assert_eq!(
-        renewed(
-            "SELECT command_id, expires_at > now() + interval '30 seconds'
-               FROM payment_leases ORDER BY command_id"
-        )
-        .await,
-        expected
-    );
+    let commands =
+        "SELECT id, lease_until > now() + interval '30 seconds' FROM commands ORDER BY id";
+    assert_eq!(flags(&env.pool, commands).await, expected);
+    let leases = "SELECT command_id, expires_at > now() + interval '30 seconds'
+                    FROM payment_leases ORDER BY command_id";
+    assert_eq!(flags(&env.pool, leases).await, expected);
     env.cleanup().await;
 }
