@@ -41,27 +41,6 @@ fn spawn_worker_on(env: &TestEnv, log_name: &str, runtime_threads: Option<&str>)
 /// machine. A worker that hangs never gets there.
 const STOP_BOUND: Duration = Duration::from_secs(20);
 
-/// Waits until some command has committed its recovery point and is making
-/// its call.
-async fn until_calls_on_the_wire(env: &TestEnv, within: Duration) {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let calling: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM commands WHERE phase = 'calling'")
-                .fetch_one(&env.pool)
-                .await
-                .unwrap();
-        if calling > 0 {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no command was calling its gateway after {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn set_latency(env: &TestEnv, ms: u64) {
     env.sim
         .sim()
@@ -233,7 +212,14 @@ async fn stopped_by_sigterm(name: &str, runtime_threads: Option<&str>) {
         ))
         .await;
     }
-    until_calls_on_the_wire(&env, Duration::from_secs(30)).await;
+    // Some command has committed its recovery point and is making its call.
+    env.until_count(
+        "SELECT count(*) FROM commands WHERE phase = 'calling'",
+        |calling| calling > 0,
+        Duration::from_secs(30),
+        "commands calling their gateway",
+    )
+    .await;
     let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(status.success());
     let waited = tokio::time::timeout(

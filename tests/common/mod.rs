@@ -374,19 +374,34 @@ frontend = "Integration TEST USD"
     /// row after the broker's confirm, which can come after the event was
     /// delivered.
     pub async fn until_all_published(&self, within: Duration) {
+        self.until_count(
+            "SELECT count(*) FROM outbox WHERE published_at IS NULL",
+            |unpublished| unpublished == 0,
+            within,
+            "outbox rows not marked published",
+        )
+        .await;
+    }
+
+    /// Polls a count (`sql`) until `done` holds for it, for at most
+    /// `within`; fails the test with `what` and the last count otherwise.
+    /// For a state the database reaches with no event to await.
+    pub async fn until_count(
+        &self,
+        sql: &str,
+        done: impl Fn(i64) -> bool,
+        within: Duration,
+        what: &str,
+    ) -> i64 {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            let unpublished: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-                    .fetch_one(&self.pool)
-                    .await
-                    .unwrap();
-            if unpublished == 0 {
-                return;
+            let count: i64 = sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap();
+            if done(count) {
+                return count;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "{unpublished} outbox rows not marked published after {within:?}"
+                "{what}: {count} after {within:?}"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
